@@ -1,0 +1,65 @@
+"""Stream framing readers: server-sent events and newline-delimited JSON.
+
+Both work on raw byte chunks as they arrive, keep only the unfinished tail between chunks,
+and never re-scan what they already handed out. Which framing a provider speaks is the
+adapter's business; these are just the tools.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import NamedTuple
+
+
+class SSEvent(NamedTuple):
+    event: bytes  # b"" when the event had no `event:` line
+    data: bytes  # the `data:` lines joined with b"\n"; b"" for comment-only blocks
+    raw: bytes  # the block as received, without its terminating blank line
+
+
+def parse_block(block: bytes) -> SSEvent:
+    if block.startswith(b"data: ") and b"\n" not in block:
+        return SSEvent(b"", block[6:], block)  # the common single-line case
+    event = b""
+    data: list[bytes] = []
+    for line in block.split(b"\n"):
+        if line.startswith(b"data:"):
+            value = line[5:]
+            data.append(value[1:] if value.startswith(b" ") else value)
+        elif line.startswith(b"event:"):
+            event = line[6:].strip()
+    return SSEvent(event, b"\n".join(data), block)
+
+
+async def iter_sse(chunks: AsyncIterator[bytes]) -> AsyncIterator[SSEvent]:
+    """Yield each complete SSE event (a block ending in a blank line; `\\r\\n`, `\\r` too)."""
+    buffer = b""
+    async for chunk in chunks:
+        buffer = buffer + chunk if buffer else chunk
+        held = b""
+        if b"\r" in buffer:
+            if buffer.endswith(b"\r"):  # may be the first half of a \r\n split across chunks
+                buffer, held = buffer[:-1], b"\r"
+            buffer = buffer.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        if b"\n\n" in buffer:
+            *blocks, buffer = buffer.split(b"\n\n")
+            for block in blocks:
+                if block:
+                    yield parse_block(block)
+        buffer += held
+    # an event cut off before its blank line is incomplete and is not dispatched (SSE spec)
+
+
+async def iter_lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """Yield each non-empty line of an NDJSON stream."""
+    buffer = b""
+    async for chunk in chunks:
+        buffer = buffer + chunk if buffer else chunk
+        if b"\n" not in buffer:
+            continue
+        *lines, buffer = buffer.split(b"\n")
+        for line in lines:
+            if line.strip():
+                yield line
+    if buffer.strip():
+        yield buffer

@@ -1,0 +1,17 @@
+"""Groq: OpenAI's format; streamed usage rides inside `x_groq.usage` on the last chunk."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from ..types import Usage
+from .openai_compat import Meta, OpenAICompatible
+
+
+class Groq(OpenAICompatible):
+    kind: ClassVar[str] = "groq"
+
+    def usage_from(self, meta: Meta) -> Usage | None:
+        if meta.usage is None and meta.x_groq is not None and meta.x_groq.usage is not None:
+            meta.usage = meta.x_groq.usage
+        return super().usage_from(meta)

@@ -1,0 +1,237 @@
+"""The upstream transport: one small interface, two engines.
+
+Providers send requests through a `Transport`. Production uses `AiohttpTransport` (pooled,
+keep-alive; on this machine httpx's default transport reached 1/8 of aiohttp's throughput);
+tests and users who want httpx features use `HttpxTransport(httpx.AsyncClient(...))`, which
+also takes `httpx.MockTransport` for replaying recordings. Both raise only the exceptions in
+`thanos_asgi.exceptions` (`UpstreamConnectError`, `UpstreamTimeout`, `UpstreamProtocolError`),
+with `provider` left empty for the adapter to fill in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from .exceptions import UpstreamConnectError, UpstreamProtocolError, UpstreamTimeout
+
+if TYPE_CHECKING:
+    import aiohttp
+    import httpx
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """Seconds; None means no limit. `read` bounds the first byte and every gap after it."""
+
+    connect: float | None = 10.0
+    read: float | None = 600.0
+    total: float | None = None
+
+
+class UpstreamResponse(Protocol):
+    status: int
+    headers: Mapping[str, str]
+
+    async def read(self) -> bytes: ...
+
+    def iter_bytes(self) -> AsyncIterator[bytes]: ...
+
+    async def aclose(self) -> None: ...
+
+
+class Transport(Protocol):
+    async def send(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str],
+        body: bytes | None = None,
+        timeouts: Timeouts = Timeouts(),
+    ) -> UpstreamResponse:
+        """Send a request and return once the status and headers have arrived."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+# -- aiohttp ---------------------------------------------------------------------------------
+
+
+class _AiohttpResponse:
+    __slots__ = ("_response", "headers", "status")
+
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        self._response = response
+        self.status = response.status
+        self.headers: Mapping[str, str] = response.headers
+
+    async def read(self) -> bytes:
+        try:
+            with _aiohttp_errors():
+                return await self._response.read()
+        finally:
+            self._response.release()
+
+    async def iter_bytes(self) -> AsyncIterator[bytes]:
+        with _aiohttp_errors():
+            async for data in self._response.content.iter_any():
+                yield data
+        self._response.release()
+
+    async def aclose(self) -> None:
+        if not self._response.closed:
+            # a response not read to the end cannot return its connection to the pool
+            self._response.close()
+
+
+class _aiohttp_errors:
+    """Map aiohttp and asyncio errors onto ours (httpx's `map_httpcore_exceptions` idea)."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, typ: type[BaseException] | None, exc: BaseException | None, tb: object
+    ) -> bool:
+        if exc is None or typ is None:
+            return False
+        import aiohttp
+
+        if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
+            raise UpstreamTimeout("the provider did not answer in time") from exc
+        if isinstance(exc, aiohttp.ClientConnectorError | aiohttp.ClientOSError):
+            raise UpstreamConnectError(f"could not connect: {exc.strerror or exc}") from exc
+        if isinstance(exc, aiohttp.ClientPayloadError | aiohttp.ServerDisconnectedError):
+            raise UpstreamProtocolError("the provider closed the connection mid-response") from exc
+        if isinstance(exc, aiohttp.ClientResponseError | aiohttp.ClientConnectionError):
+            raise UpstreamProtocolError(f"bad response from the provider: {exc}") from exc
+        return False
+
+
+class AiohttpTransport:
+    """Pooled aiohttp session, created lazily inside the running event loop."""
+
+    def __init__(self, *, max_connections: int = 1000, keepalive_seconds: float = 60.0) -> None:
+        self._max_connections = max_connections
+        self._keepalive = keepalive_seconds
+        self._session: aiohttp.ClientSession | None = None
+
+    def _open(self) -> aiohttp.ClientSession:
+        import aiohttp
+
+        connector = aiohttp.TCPConnector(
+            limit=self._max_connections,
+            limit_per_host=0,
+            keepalive_timeout=self._keepalive,
+            ttl_dns_cache=300,
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector, skip_auto_headers=("User-Agent",), trust_env=False
+        )
+        return self._session
+
+    async def send(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str],
+        body: bytes | None = None,
+        timeouts: Timeouts = Timeouts(),
+    ) -> UpstreamResponse:
+        import aiohttp
+
+        session = self._session or self._open()
+        timeout = aiohttp.ClientTimeout(
+            total=timeouts.total, sock_connect=timeouts.connect, sock_read=timeouts.read
+        )
+        with _aiohttp_errors():
+            response = await session.request(
+                method, url, headers=headers, data=body, timeout=timeout, allow_redirects=False
+            )
+        return _AiohttpResponse(response)
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+# -- httpx -----------------------------------------------------------------------------------
+
+
+class _HttpxResponse:
+    __slots__ = ("_response", "headers", "status")
+
+    def __init__(self, response: httpx.Response) -> None:
+        self._response = response
+        self.status = response.status_code
+        self.headers: Mapping[str, str] = response.headers
+
+    async def read(self) -> bytes:
+        try:
+            with _httpx_errors():
+                return await self._response.aread()
+        finally:
+            await self._response.aclose()
+
+    async def iter_bytes(self) -> AsyncIterator[bytes]:
+        with _httpx_errors():
+            async for data in self._response.aiter_bytes():
+                yield data
+
+    async def aclose(self) -> None:
+        await self._response.aclose()
+
+
+class _httpx_errors:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, typ: type[BaseException] | None, exc: BaseException | None, tb: object
+    ) -> bool:
+        if exc is None:
+            return False
+        import httpx
+
+        if isinstance(exc, httpx.TimeoutException):
+            raise UpstreamTimeout("the provider did not answer in time") from exc
+        if isinstance(exc, httpx.ConnectError):
+            raise UpstreamConnectError(f"could not connect: {exc}") from exc
+        if isinstance(exc, httpx.TransportError | httpx.DecodingError):
+            raise UpstreamProtocolError(f"bad response from the provider: {exc}") from exc
+        return False
+
+
+class HttpxTransport:
+    """Any `httpx.AsyncClient` (including one over `httpx.MockTransport`) as a transport."""
+
+    def __init__(self, client: httpx.AsyncClient) -> None:
+        self.client = client
+
+    async def send(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str],
+        body: bytes | None = None,
+        timeouts: Timeouts = Timeouts(),
+    ) -> UpstreamResponse:
+        import httpx
+
+        timeout = httpx.Timeout(timeouts.total, connect=timeouts.connect, read=timeouts.read)
+        request = self.client.build_request(
+            method, url, headers=dict(headers), content=body, timeout=timeout
+        )
+        with _httpx_errors():
+            response = await self.client.send(request, stream=True)
+        return _HttpxResponse(response)
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
