@@ -105,7 +105,7 @@ class ProviderUnavailable(ThanosError):
 class UpstreamError(ThanosError):
     status = 502
     type = "upstream_error"
-    code = "upstream_error"
+    code: str | None = "upstream_error"
     retryable = True
 
     def __init__(self, message: str, *, provider: str = "", code: str | None = None) -> None:

@@ -96,9 +96,9 @@ class _aiohttp_errors:
 
     def __exit__(
         self, typ: type[BaseException] | None, exc: BaseException | None, tb: object
-    ) -> bool:
-        if exc is None or typ is None:
-            return False
+    ) -> None:
+        if exc is None:
+            return
         import aiohttp
 
         if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
@@ -109,7 +109,6 @@ class _aiohttp_errors:
             raise UpstreamProtocolError("the provider closed the connection mid-response") from exc
         if isinstance(exc, aiohttp.ClientResponseError | aiohttp.ClientConnectionError):
             raise UpstreamProtocolError(f"bad response from the provider: {exc}") from exc
-        return False
 
 
 class AiohttpTransport:
@@ -194,9 +193,9 @@ class _httpx_errors:
 
     def __exit__(
         self, typ: type[BaseException] | None, exc: BaseException | None, tb: object
-    ) -> bool:
+    ) -> None:
         if exc is None:
-            return False
+            return
         import httpx
 
         if isinstance(exc, httpx.TimeoutException):
@@ -205,7 +204,6 @@ class _httpx_errors:
             raise UpstreamConnectError(f"could not connect: {exc}") from exc
         if isinstance(exc, httpx.TransportError | httpx.DecodingError):
             raise UpstreamProtocolError(f"bad response from the provider: {exc}") from exc
-        return False
 
 
 class HttpxTransport:

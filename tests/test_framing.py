@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from thanos_asgi.framing import iter_lines, iter_sse, parse_block
+
+pytestmark = pytest.mark.anyio
+
+
+async def _chunks(*parts: bytes) -> AsyncIterator[bytes]:
+    for part in parts:
+        yield part
+
+
+async def _events(*parts: bytes) -> list[tuple[bytes, bytes]]:
+    return [(e.event, e.data) async for e in iter_sse(_chunks(*parts))]
+
+
+async def test_sse_single_line_events() -> None:
+    assert await _events(b'data: {"a":1}\n\ndata: [DONE]\n\n') == [
+        (b"", b'{"a":1}'),
+        (b"", b"[DONE]"),
+    ]
+
+
+async def test_sse_event_names_and_multiline_data() -> None:
+    events = await _events(b"event: error\ndata: one\ndata: two\n\n")
+    assert events == [(b"error", b"one\ntwo")]
+
+
+async def test_sse_crlf_split_across_chunks_is_not_a_boundary() -> None:
+    # Gemini frames with \r\n\r\n; a chunk may end between \r and \n
+    events = await _events(b"data: first\r", b"\n\r", b"\ndata: second\r\n\r\n")
+    assert events == [(b"", b"first"), (b"", b"second")]
+
+
+async def test_sse_fragmented_byte_by_byte() -> None:
+    body = b'event: ping\ndata: {"type": "ping"}\n\ndata: x\n\n'
+    events = await _events(*[body[i : i + 1] for i in range(len(body))])
+    assert events == [(b"ping", b'{"type": "ping"}'), (b"", b"x")]
+
+
+async def test_sse_comments_give_empty_data_and_an_unfinished_tail_is_dropped() -> None:
+    events = await _events(b': OPENROUTER PROCESSING\n\ndata: {"cut": tr')
+    assert events == [(b"", b"")]
+
+
+def test_parse_block_keeps_raw() -> None:
+    block = parse_block(b"event: x\ndata: y")
+    assert block.raw == b"event: x\ndata: y"
+    assert parse_block(b"data:nospace").data == b"nospace"
+
+
+async def test_ndjson_lines_across_chunks() -> None:
+    lines = [line async for line in iter_lines(_chunks(b'{"a":', b'1}\n\n{"b":2}\n{"c"', b":3}"))]
+    assert lines == [b'{"a":1}', b'{"b":2}', b'{"c":3}']

@@ -1,0 +1,33 @@
+"""thanos-asgi: a universal AI gateway for Python, shipped as composable ASGI parts."""
+
+from .app import ThanosApp
+from .exceptions import ConfigError, ThanosError
+from .gateway import Context, Gateway
+from .middleware import ErrorMiddleware, RequestIdMiddleware
+from .sse import EventSourceResponse
+from .stack import LazyApp, build_app
+from .transport import AiohttpTransport, HttpxTransport, Timeouts
+from .types import ChatChunk, ChatRequest, ChatResponse, Message
+
+__all__ = [
+    "AiohttpTransport",
+    "ChatChunk",
+    "ChatRequest",
+    "ChatResponse",
+    "ConfigError",
+    "Context",
+    "ErrorMiddleware",
+    "EventSourceResponse",
+    "Gateway",
+    "HttpxTransport",
+    "LazyApp",
+    "Message",
+    "RequestIdMiddleware",
+    "ThanosApp",
+    "ThanosError",
+    "Timeouts",
+    "app",
+    "build_app",
+]
+
+app = LazyApp()

@@ -1,0 +1,201 @@
+"""ThanosApp: the HTTP endpoints as one plain ASGI app, mountable anywhere.
+
+It routes by path below its mount point (`root_path`), turns every ThanosError into the
+OpenAI error shape with the right status, and answers lifespan events by closing the
+gateway on shutdown. Middleware (request id, errors, auth, limits) wraps it from outside.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+
+import msgspec
+
+from . import _openai as codec
+from ._errors import error_headers, openai_error
+from ._http import JSON, Headers, Receive, Scope, Send, header, read_body, respond, route_path
+from .exceptions import InvalidRequest, MethodNotAllowed, NotFound, ThanosError
+from .gateway import Context, Gateway, Reply
+from .sse import EventSourceResponse
+from .types import ChatChunk, CompletionRequest, EmbeddingRequest, ModelList
+
+_encode = msgspec.json.Encoder().encode
+
+
+@dataclass(slots=True)
+class Exchange:
+    """One request: the ASGI triple plus when it started."""
+
+    scope: Scope
+    receive: Receive
+    send: Send
+    started: float
+
+    def context(self) -> Context:
+        def text(name: bytes) -> str | None:
+            value = header(self.scope, name)
+            return value.decode("latin-1") if value else None
+
+        return Context(
+            request_id=self.scope.get("thanos.request_id", ""),
+            key_id=self.scope.get("thanos.auth", {}).get("key_id"),
+            task=text(b"x-thanos-task"),
+            complexity=text(b"x-thanos-complexity"),
+        )
+
+
+Handler = Callable[[Exchange], Awaitable[None]]
+
+
+class ThanosApp:
+    def __init__(
+        self,
+        gateway: Gateway,
+        *,
+        max_body_bytes: int | None = None,
+        keepalive_seconds: float | None = None,
+    ) -> None:
+        server = gateway.config.server
+        self.gateway = gateway
+        self.limit = max_body_bytes or server.max_body_bytes
+        self.keepalive = (
+            keepalive_seconds if keepalive_seconds is not None else server.keepalive_seconds
+        )
+        chat: dict[str, Handler] = {"POST": self.chat}
+        self.routes: dict[str, dict[str, Handler]] = {
+            "/v1/chat/completions": chat,
+            "/v1/chat": chat,
+            "/v1/completions": {"POST": self.completions},
+            "/v1/embeddings": {"POST": self.embeddings},
+            "/v1/models": {"GET": self.models},
+            "/health": {"GET": self.health},
+            "/health/ready": {"GET": self.ready},
+        }
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            await self.handle(Exchange(scope, receive, send, time.perf_counter()))
+        elif scope["type"] == "lifespan":
+            await self.lifespan(receive, send)
+
+    async def handle(self, ex: Exchange) -> None:
+        path = route_path(ex.scope)
+        try:
+            methods = self.routes.get(path)
+            if methods is None and path.startswith("/v1/models/"):
+                methods = {"GET": self.model}
+            if methods is None:
+                raise NotFound(f"there is no endpoint at {path}")
+            handler = methods.get(ex.scope["method"])
+            if handler is None:
+                raise MethodNotAllowed(f"{path} does not accept {ex.scope['method']}")
+            await handler(ex)
+        except ThanosError as exc:
+            await respond(ex.send, exc.status, openai_error(exc), error_headers(exc))
+
+    async def lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.gateway.aclose()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    # -- chat --------------------------------------------------------------------------------
+
+    async def chat(self, ex: Exchange) -> None:
+        raw, request = codec.decode_chat(await read_body(ex.scope, ex.receive, self.limit))
+        reply = await self.gateway.dispatch(request, ex.context(), raw=raw, wire="openai")
+        if reply.relayed is not None and reply.relayed.events is None:
+            reply.finish()
+            await respond(ex.send, 200, reply.relayed.body, [*JSON, *self._headers(ex, reply)])
+        elif reply.response is not None:
+            reply.finish()
+            body = _encode(reply.response)
+            await respond(ex.send, 200, body, [*JSON, *self._headers(ex, reply)])
+        else:
+            events = reply.relayed.events if reply.relayed else None
+            events = events or self._chunk_events(reply, codec.wants_usage(request))
+            await self._stream(ex, reply, events)
+
+    async def _chunk_events(
+        self,
+        reply: Reply,
+        include_usage: bool,
+        encode: Callable[[ChatChunk], bytes] = codec.chunk_event,
+    ) -> AsyncIterator[bytes]:
+        """Canonical chunks as SSE events; the usage-only chunk only when the client asked."""
+        assert reply.chunks is not None
+        async for chunk in reply.chunks:
+            if chunk.usage is not None:
+                reply.usage = chunk.usage
+                if not include_usage:
+                    if not chunk.choices:
+                        continue
+                    chunk.usage = None
+            yield encode(chunk)
+        yield codec.DONE
+
+    async def _stream(self, ex: Exchange, reply: Reply, events: AsyncIterator[bytes]) -> None:
+        response = EventSourceResponse(
+            events,
+            headers=self._headers(ex, reply),
+            keepalive=self.keepalive or None,
+            on_error=codec.error_event,
+            on_close=reply.finish,
+        )
+        await response(ex.scope, ex.receive, ex.send)
+
+    def _headers(self, ex: Exchange, reply: Reply) -> Headers:
+        overhead = (time.perf_counter() - ex.started) * 1000 - reply.upstream_ms
+        return [
+            (b"x-thanos-provider", reply.provider.encode()),
+            (b"x-thanos-model", reply.model.encode("utf-8", "replace")),
+            (b"x-thanos-attempts", ",".join(reply.attempts).encode()),
+            (b"x-thanos-overhead-ms", f"{max(overhead, 0.0):.3f}".encode()),
+        ]
+
+    # -- legacy completions and embeddings ------------------------------------------------------
+
+    async def completions(self, ex: Exchange) -> None:
+        data = codec.decode_json(await read_body(ex.scope, ex.receive, self.limit))
+        legacy = codec.convert(data, CompletionRequest)
+        reply = await self.gateway.dispatch(codec.completion_to_chat(legacy), ex.context())
+        if reply.response is not None:
+            reply.finish()
+            body = _encode(codec.chat_to_completion(reply.response))
+            await respond(ex.send, 200, body, [*JSON, *self._headers(ex, reply)])
+            return
+        events = self._chunk_events(reply, codec.wants_usage(legacy), codec.completion_event)
+        await self._stream(ex, reply, events)
+
+    async def embeddings(self, ex: Exchange) -> None:
+        data = codec.decode_json(await read_body(ex.scope, ex.receive, self.limit))
+        request = codec.convert(data, EmbeddingRequest)
+        if request.input in ("", []):
+            raise InvalidRequest("`input` must not be empty", param="input")
+        response = await self.gateway.embed(request)
+        await respond(ex.send, 200, _encode(response))
+
+    # -- models and health -------------------------------------------------------------------
+
+    async def models(self, ex: Exchange) -> None:
+        models = await self.gateway.models()
+        await respond(ex.send, 200, _encode(ModelList(data=models)))
+
+    async def model(self, ex: Exchange) -> None:
+        model_id = route_path(ex.scope)[len("/v1/models/") :]
+        await respond(ex.send, 200, _encode(self.gateway.model_info(model_id)))
+
+    async def health(self, ex: Exchange) -> None:
+        await respond(ex.send, 200, b'{"status":"ok"}')
+
+    async def ready(self, ex: Exchange) -> None:
+        providers = self.gateway.status()
+        ready = any(state.get("configured") for state in providers.values())
+        body = {"status": "ready" if ready else "unavailable", "providers": providers}
+        await respond(ex.send, 200 if ready else 503, _encode(body))

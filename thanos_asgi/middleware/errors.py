@@ -1,0 +1,40 @@
+"""ErrorMiddleware: the outermost layer. An exception nobody handled becomes a 500 in the
+OpenAI error shape (if the response has not started) and is re-raised so the server logs it,
+as Starlette's ServerErrorMiddleware does. ThanosErrors that escape get their own status.
+"""
+
+from __future__ import annotations
+
+from .._errors import error_headers, openai_error
+from .._http import ASGIApp, Message, Receive, Scope, Send, respond
+from ..exceptions import ThanosError
+
+_INTERNAL = ThanosError("the gateway failed to handle this request; see its log")
+
+
+class ErrorMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def send_tracking(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_tracking)
+        except ThanosError as exc:
+            if started:
+                raise
+            await respond(send, exc.status, openai_error(exc), error_headers(exc))
+        except Exception:
+            if not started:
+                await respond(send, 500, openai_error(_INTERNAL), error_headers(_INTERNAL))
+            raise
