@@ -1,8 +1,9 @@
 """Model names to ordered provider candidates (DESIGN section 5).
 
-Resolution order for a requested name: alias, `instance/model`, a model an instance lists
-in its config, a known prefix of a provider kind (`claude-*`, `gpt-*`, `name:tag` -> Ollama),
-and `auto` (the primary provider's default model). The tables are built once per config.
+Resolution order for a requested name: alias, `auto` (the primary provider's default model,
+then the others'), a bare instance name (its default model), `instance/model`, a model an
+instance lists in its config, and a known prefix of a provider kind (`claude-*`, `gpt-*`,
+`name:tag` -> Ollama). The tables are built once per config.
 """
 
 from __future__ import annotations
@@ -59,6 +60,8 @@ class Router:
     def _lookup(self, name: str) -> list[Target]:
         if name == "auto":
             return self._auto()
+        if self.defaults.get(name):
+            return [Target(name, self.defaults[name] or "")]  # an instance: its default model
         instance, slash, model = name.partition("/")
         if slash and instance in self.defaults and model:
             return [Target(instance, model)]

@@ -1,0 +1,46 @@
+"""The public surface is pinned, and importing the package stays light."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import thanos_asgi
+
+
+def test_all_is_sorted_and_complete() -> None:
+    assert thanos_asgi.__all__ == sorted(thanos_asgi.__all__)
+    assert thanos_asgi.__all__ == [
+        "AiohttpTransport",
+        "ChatChunk",
+        "ChatRequest",
+        "ChatResponse",
+        "ConfigError",
+        "Context",
+        "ErrorMiddleware",
+        "EventSourceResponse",
+        "Gateway",
+        "HttpxTransport",
+        "LazyApp",
+        "Message",
+        "RequestIdMiddleware",
+        "ThanosApp",
+        "ThanosError",
+        "Timeouts",
+        "app",
+        "build_app",
+    ]
+    for name in thanos_asgi.__all__:
+        assert getattr(thanos_asgi, name) is not None
+
+
+def test_import_does_not_pull_optional_or_network_stacks() -> None:
+    code = (
+        "import sys, thanos_asgi; "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & "
+        "{'grpc', 'redis', 'django', 'fastapi', 'httpx', 'aiohttp', 'uvicorn', 'starlette'}))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]"
