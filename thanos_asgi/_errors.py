@@ -30,3 +30,31 @@ def error_headers(exc: ThanosError) -> list[tuple[bytes, bytes]]:
     if exc.retry_after is not None:
         headers.append((b"retry-after", str(max(1, round(exc.retry_after))).encode()))
     return headers
+
+
+_ANTHROPIC_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    503: "overloaded_error",
+    529: "overloaded_error",
+}
+
+
+class _AnthropicError(msgspec.Struct):
+    type: str
+    message: str
+
+
+class _AnthropicBody(msgspec.Struct, tag_field="type", tag="error"):
+    error: _AnthropicError
+
+
+def anthropic_error(exc: ThanosError) -> bytes:
+    """`{"type": "error", "error": {"type", "message"}}`, as Anthropic sends it."""
+    kind = _ANTHROPIC_TYPES.get(exc.status, "api_error")
+    return _encode(_AnthropicBody(_AnthropicError(kind, exc.message)))

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import msgspec
 
 from . import _openai as codec
-from ._errors import error_headers, openai_error
+from ._errors import anthropic_error, error_headers, openai_error
 from ._http import JSON, Headers, Receive, Scope, Send, header, read_body, respond, route_path
 from .exceptions import InvalidRequest, MethodNotAllowed, NotFound, ThanosError
 from .gateway import Context, Gateway, Reply
@@ -22,6 +22,7 @@ from .sse import EventSourceResponse
 from .types import ChatChunk, CompletionRequest, EmbeddingRequest, ModelList
 
 _encode = msgspec.json.Encoder().encode
+ANTHROPIC_PATHS = ("/v1/messages",)  # these answer errors in Anthropic's shape
 
 
 @dataclass(slots=True)
@@ -93,7 +94,8 @@ class ThanosApp:
                 raise MethodNotAllowed(f"{path} does not accept {ex.scope['method']}")
             await handler(ex)
         except ThanosError as exc:
-            await respond(ex.send, exc.status, openai_error(exc), error_headers(exc))
+            encode = anthropic_error if path.startswith(ANTHROPIC_PATHS) else openai_error
+            await respond(ex.send, exc.status, encode(exc), error_headers(exc))
 
     async def lifespan(self, receive: Receive, send: Send) -> None:
         while True:
