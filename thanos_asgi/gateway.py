@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .context import Context as Context
 from .exceptions import ProviderUnavailable, ThanosError, UpstreamError, UpstreamStatusError
 from .providers import SPECS, effective_kind, load_adapter
 from .providers._base import Provider, Relayed, Unavailable
@@ -32,16 +33,6 @@ from .types import (
 
 if TYPE_CHECKING:
     from .config import Config, ProviderConfig
-
-
-@dataclass(slots=True)
-class Context:
-    """Per-request facts the front-end knows: who asks, and how to route."""
-
-    request_id: str = ""
-    key_id: str | None = None
-    task: str | None = None
-    complexity: str | None = None
 
 
 @dataclass(slots=True)
