@@ -30,6 +30,7 @@ api_key = "{KEY}"
 base_url = "http://xai.test/v1"
 
 [routing]
+max_retries = 0
 fallback_chain = ["openai"]
 aliases = {{ smart = "openai/gpt-4o", cheap = "deepseek/deepseek-chat" }}
 """

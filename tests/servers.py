@@ -59,7 +59,13 @@ class Upstream:
         model = body["model"]
         kind, _, value = model.partition("-")
         if kind == "delay":
-            await asyncio.sleep(int(value) / 1000)
+            try:  # returns early when the client leaves
+                await asyncio.wait_for(_until_disconnect(receive), int(value) / 1000)
+            except TimeoutError:
+                pass
+            else:
+                self.disconnected.set()
+                return
         if not body.get("stream"):
             data = json.dumps(completion(model, "echo: " + last_user_text(body))).encode()
             await _start(send, "application/json")
@@ -85,11 +91,18 @@ class Upstream:
         watcher = asyncio.create_task(watch())
         try:
             for i in range(100):
+                if self.disconnected.is_set():
+                    return
                 await _more(send, chunk(model, {"content": f"{i} "}))
                 await asyncio.sleep(gap)
             await _more(send, chunk(model, {}, "stop") + b"data: [DONE]\n\n")
         finally:
             watcher.cancel()
+
+
+async def _until_disconnect(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 async def _start(send: Send, content_type: str) -> None:

@@ -44,6 +44,7 @@ class Exchange:
             key_id=self.scope.get("thanos.auth", {}).get("key_id"),
             task=text(b"x-thanos-task"),
             complexity=text(b"x-thanos-complexity"),
+            fallback=(text(b"x-thanos-fallback") or "on").lower() not in ("off", "false", "0"),
         )
 
 

@@ -45,6 +45,7 @@ __all__ = [
 PositiveInt = Annotated[int, msgspec.Meta(gt=0)]
 PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
 NonNegativeFloat = Annotated[float, msgspec.Meta(ge=0)]
+NonNegativeInt = Annotated[int, msgspec.Meta(ge=0)]
 Targets: TypeAlias = str | list[str]
 
 
@@ -106,10 +107,14 @@ class ProviderConfig(_Section, frozen=True):
     model: str | None = None  # default model of this instance
     models: list[str] = []
     max_tokens: PositiveInt | None = None
-    timeout_ms: PositiveInt | None = None
+    timeout_ms: PositiveInt | None = None  # first byte and idle, unless set separately
     connect_timeout_ms: PositiveInt | None = None
+    first_byte_timeout_ms: PositiveInt | None = None
+    idle_timeout_ms: PositiveInt | None = None  # longest silence between stream chunks
+    total_timeout_ms: PositiveInt | None = None  # a whole answer, stream included
     rate_limit_rpm: PositiveInt | None = None
     max_concurrent_requests: PositiveInt | None = None
+    max_queue: NonNegativeInt | None = None  # waiters beyond max_concurrent_requests
     auth_method: Literal["api_key", "oauth"] | None = None
     use_github_auth: bool | None = None
     headers: dict[str, str] = {}
@@ -153,6 +158,10 @@ class RoutingConfig(_Section, frozen=True):
     )
     fallback_chain: list[str] = []
     aliases: dict[str, str] = {}
+    max_retries: NonNegativeInt = 2  # extra rounds over the candidates after transient failures
+    retry_backoff_ms: PositiveInt = 200  # first backoff; doubles each round, with jitter
+    max_retry_delay_ms: PositiveInt = 10_000  # cap, also on a provider's Retry-After
+    request_timeout_ms: PositiveInt | None = None  # deadline for all attempts together
     modes: dict[str, dict[str, TaskRoute]] = {}  # TOML: [routing.<mode>]
 
     def mode_table(self, mode: str) -> dict[str, TaskRoute] | None:
@@ -202,6 +211,7 @@ class HealthConfig(_Section, frozen=True):
     auto_disable_on_failure: bool = False
     auto_enable_on_recovery: bool = True
     failure_threshold: PositiveInt = 5
+    cooldown_seconds: PositiveFloat = 30  # an open circuit lets one probe through after this
     providers: dict[str, ProviderHealth] = {}  # TOML: [health.<instance>]
 
 

@@ -10,16 +10,24 @@ OpenAI-compatible provider) call `dispatch(..., raw=body, wire="openai")` and ge
 
 from __future__ import annotations
 
-import time
+import asyncio
+import dataclasses
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import msgspec
+
 from .context import Context as Context
-from .exceptions import ProviderUnavailable, ThanosError, UpstreamError, UpstreamStatusError
+from .context import current_context
+from .dispatch import Dispatcher, Reply
+from .exceptions import ProviderUnavailable, ThanosError, UpstreamError
+from .monitor import HealthMonitor
 from .providers import SPECS, effective_kind, load_adapter
-from .providers._base import Provider, Relayed, Unavailable
-from .routing import Router, Target
+from .providers._base import Provider, Unavailable
+from .resilience import Breaker, Health, Limiter
+from .routing import Router
+from .strategy import Planner
 from .transport import AiohttpTransport, Transport
 from .types import (
     ChatChunk,
@@ -31,8 +39,12 @@ from .types import (
     Usage,
 )
 
+__all__ = ["Context", "Gateway", "Reply"]
+
 if TYPE_CHECKING:
     from .config import Config, ProviderConfig
+
+LIVE_MODELS_TIMEOUT = 3.0  # seconds a provider's own model list may take for GET /v1/models
 
 
 @dataclass(slots=True)
@@ -41,41 +53,6 @@ class ProviderStats:
     errors: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    latency_ms: float | None = None
-
-
-@dataclass(eq=False)
-class Reply:
-    """What one dispatched request became; exactly one of the four payloads is set."""
-
-    gateway: Gateway
-    target: Target
-    attempts: list[str]
-    upstream_ms: float
-    response: ChatResponse | None = None
-    chunks: AsyncIterator[ChatChunk] | None = None
-    relayed: Relayed | None = None
-    usage: Usage | None = None
-    _finished: bool = field(default=False, repr=False)
-
-    @property
-    def provider(self) -> str:
-        return self.target.instance
-
-    @property
-    def model(self) -> str:
-        return self.target.model
-
-    def finish(self, outcome: str = "ok") -> None:
-        """Record the request once its answer has been delivered (or failed mid-stream)."""
-        if self._finished:
-            return
-        self._finished = True
-        if self.relayed is not None and self.relayed.usage is not None:
-            self.usage = self.relayed.usage
-        elif self.response is not None and self.response.usage is not None:
-            self.usage = self.response.usage
-        self.gateway.record(self.target.instance, self.usage, self.upstream_ms, outcome)
 
 
 class Gateway:
@@ -90,11 +67,16 @@ class Gateway:
         self.router = Router(config)
         self.stats: dict[str, ProviderStats] = {}
         self.providers: dict[str, Provider] = {}
+        self.health: dict[str, Health] = {}
         self._transports: list[Transport] = []
         for provider_config in config.providers.values():
             if provider_config.enabled:
                 chosen = (transports or {}).get(provider_config.name) or transport
                 self.providers[provider_config.name] = self._build(provider_config, chosen)
+                self.health[provider_config.name] = _health(config, provider_config)
+        self.planner = Planner(config, self.router, self.health)
+        self.dispatcher = Dispatcher(self.providers, self.health, config.routing, self.record)
+        self.monitor = HealthMonitor(config.health, self.providers, self.health)
 
     def _build(self, config: ProviderConfig, transport: Transport | None) -> Provider:
         kind = effective_kind(config.name, config.kind)
@@ -111,12 +93,14 @@ class Gateway:
         return provider
 
     async def __aenter__(self) -> Gateway:
+        self.monitor.start()
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
     async def aclose(self) -> None:
+        await self.monitor.stop()
         for provider in self.providers.values():
             await provider.aclose()
         for transport in self._transports:
@@ -132,47 +116,20 @@ class Gateway:
         raw: dict[str, Any] | None = None,
         wire: str = "",
     ) -> Reply:
-        """Try the candidates in order until one answers; fall back only on retryable errors.
+        """Route, then try candidates until one accepts the request (see `dispatch.py`).
 
-        Returns once the provider has accepted the request (for streams: its status and
-        headers arrived), so nothing has reached the client yet when a fallback happens.
+        Returns once the provider has accepted it (for streams: status and headers arrived),
+        so nothing has reached the client yet while fallbacks happen. The caller must call
+        `reply.finish(outcome)` once the answer is delivered.
         """
-        attempts: list[str] = []
-        last: ThanosError | None = None
-        for target in self.router.resolve(request.model):
-            provider = self.providers[target.instance]
-            started = time.perf_counter()
-            try:
-                reply = await self._attempt(provider, target, request, raw, wire)
-            except (UpstreamError, ProviderUnavailable) as exc:
-                attempts.append(f"{target.instance}:{_attempt_code(exc)}")
-                self.record(target.instance, None, _ms(started), "error")
-                last = exc
-                if not exc.retryable:
-                    raise
-                continue
-            attempts.append(f"{target.instance}:ok")
-            reply.attempts, reply.upstream_ms = attempts, _ms(started)
-            return reply
-        assert last is not None
-        raise last
-
-    async def _attempt(
-        self,
-        provider: Provider,
-        target: Target,
-        request: ChatRequest,
-        raw: dict[str, Any] | None,
-        wire: str,
-    ) -> Reply:
-        reply = Reply(self, target, [], 0.0)
-        if raw is not None and wire and provider.wire == wire:
-            reply.relayed = await provider.relay(raw, target.model, stream=request.stream)
-        elif request.stream:
-            reply.chunks = await provider.open_stream(request, target.model)
-        else:
-            reply.response = await provider.chat(request, target.model)
-        return reply
+        self.monitor.start()
+        ctx = _with_metadata(ctx or Context(), request)
+        token = current_context.set(ctx)
+        try:
+            targets = self.planner.plan(request.model, ctx)
+            return await self.dispatcher.run(targets, request, raw, wire)
+        finally:
+            current_context.reset(token)
 
     async def chat(self, request: ChatRequest, ctx: Context | None = None) -> ChatResponse:
         if request.stream:
@@ -189,13 +146,16 @@ class Gateway:
             request = _with_stream(request, True)
         reply = await self.dispatch(request, ctx)
         assert reply.chunks is not None
-        outcome = "error"
+        outcome = "disconnected"  # the consumer stopped early unless we learn otherwise
         try:
             async for chunk in reply.chunks:
                 if chunk.usage is not None:
                     reply.usage = chunk.usage
                 yield chunk
             outcome = "ok"
+        except ThanosError:
+            outcome = "error"
+            raise
         finally:
             reply.finish(outcome)
 
@@ -204,18 +164,17 @@ class Gateway:
     async def embed(self, request: EmbeddingRequest) -> EmbeddingResponse:
         last: ThanosError | None = None
         for target in self.router.resolve(request.model):
-            provider = self.providers[target.instance]
-            started = time.perf_counter()
+            reply = Reply(target, [])
             try:
-                response = await provider.embed(request, target.model)
+                response = await self.providers[target.instance].embed(request, target.model)
             except (UpstreamError, ProviderUnavailable) as exc:
-                self.record(target.instance, None, _ms(started), "error")
+                self.record(reply, "error")
                 last = exc
                 if not exc.retryable:
                     raise
                 continue
-            usage = Usage(prompt_tokens=response.usage.prompt_tokens)
-            self.record(target.instance, usage, _ms(started), "ok")
+            reply.usage = Usage(prompt_tokens=response.usage.prompt_tokens)
+            self.record(reply, "ok")
             return response
         assert last is not None
         raise last
@@ -226,30 +185,34 @@ class Gateway:
         for model_id, owner in self.router.configured_models():
             seen.setdefault(model_id, ModelInfo(id=model_id, owned_by=owner))
         if live:
-            for name, provider in self.providers.items():
-                for model in await self._live_models(provider):
+            names = list(self.providers)
+            listed = await asyncio.gather(*(self._live_models(self.providers[n]) for n in names))
+            for name, models in zip(names, listed, strict=True):
+                for model in models:
                     model_id = f"{name}/{model}"
                     seen.setdefault(model_id, ModelInfo(id=model_id, owned_by=name))
         return list(seen.values())
 
     async def _live_models(self, provider: Provider) -> list[str]:
         try:
-            return await provider.list_models()
-        except (UpstreamError, ProviderUnavailable):
+            async with asyncio.timeout(LIVE_MODELS_TIMEOUT):
+                return await provider.list_models()
+        except (UpstreamError, ProviderUnavailable, TimeoutError):
             return []  # an unreachable provider still has its configured models listed
 
     def model_info(self, model_id: str) -> ModelInfo:
         target = self.router.resolve(model_id)[0]
         return ModelInfo(id=model_id, owned_by=target.instance)
 
-    def record(self, instance: str, usage: Usage | None, latency_ms: float, outcome: str) -> None:
-        stats = self.stats.get(instance)
+    def record(self, reply: Reply, outcome: str) -> None:
+        """Account for one attempt: counters now; the usage ledger hooks in here."""
+        stats = self.stats.get(reply.provider)
         if stats is None:
-            stats = self.stats[instance] = ProviderStats()
+            stats = self.stats[reply.provider] = ProviderStats()
         stats.requests += 1
-        stats.latency_ms = latency_ms
-        if outcome != "ok":
+        if outcome == "error":
             stats.errors += 1
+        usage = reply.usage
         if usage is not None:
             stats.prompt_tokens += usage.prompt_tokens
             stats.completion_tokens += max(
@@ -260,6 +223,7 @@ class Gateway:
         providers: dict[str, Any] = {}
         for name, provider in self.providers.items():
             state = provider.status()
+            state.update(self.health[name].report())
             stats = self.stats.get(name)
             if stats is not None:
                 state.update(requests=stats.requests, errors=stats.errors)
@@ -267,17 +231,27 @@ class Gateway:
         return providers
 
 
-def _attempt_code(exc: ThanosError) -> str:
-    if isinstance(exc, UpstreamStatusError):
-        return str(exc.upstream_status)
-    return exc.code or exc.type
+def _health(config: Config, provider: ProviderConfig) -> Health:
+    breaker = Breaker(config.health.failure_threshold, config.health.cooldown_seconds)
+    limiter = None
+    if provider.max_concurrent_requests:
+        queue = provider.max_queue
+        limit = provider.max_concurrent_requests
+        limiter = Limiter(limit, 2 * limit if queue is None else queue)
+    return Health(breaker, limiter=limiter)
 
 
-def _ms(started: float) -> float:
-    return (time.perf_counter() - started) * 1000
+def _with_metadata(ctx: Context, request: ChatRequest) -> Context:
+    """Task and complexity from request `metadata` when no header named them."""
+    metadata = request.metadata
+    if not metadata or (ctx.task and ctx.complexity):
+        return ctx
+    return dataclasses.replace(
+        ctx,
+        task=ctx.task or metadata.get("task"),
+        complexity=ctx.complexity or metadata.get("complexity"),
+    )
 
 
 def _with_stream(request: ChatRequest, stream: bool) -> ChatRequest:
-    import msgspec
-
     return msgspec.structs.replace(request, stream=stream)

@@ -33,7 +33,7 @@ class Router:
         self.instances = [p.name for p in enabled]
         self.disabled = {p.name for p in config.providers.values() if not p.enabled}
         self.aliases = dict(config.routing.aliases)
-        self.defaults = {p.name: p.model for p in enabled}
+        self.defaults = {p.name: p.model or next(iter(p.models), None) for p in enabled}
         self.primary = config.primary_provider()
         self.by_model: dict[str, list[str]] = {}
         for p in enabled:

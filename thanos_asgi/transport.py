@@ -24,11 +24,16 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True, slots=True)
 class Timeouts:
-    """Seconds; None means no limit. `read` bounds the first byte and every gap after it."""
+    """Seconds; None means no limit.
+
+    `first_byte` bounds the wait for the response to start, `read` every silence after it,
+    `total` the whole exchange including reading a stream to its end.
+    """
 
     connect: float | None = 10.0
     read: float | None = 600.0
     total: float | None = None
+    first_byte: float | None = None
 
 
 class UpstreamResponse(Protocol):
@@ -56,6 +61,13 @@ class Transport(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+def _first_byte(timeouts: Timeouts) -> asyncio.Timeout:
+    """A deadline for the response to start (its expiry maps to UpstreamTimeout)."""
+    loop_time = asyncio.get_running_loop().time()
+    limit = timeouts.first_byte
+    return asyncio.timeout_at(None if limit is None else loop_time + limit)
 
 
 # -- aiohttp ---------------------------------------------------------------------------------
@@ -149,9 +161,10 @@ class AiohttpTransport:
             total=timeouts.total, sock_connect=timeouts.connect, sock_read=timeouts.read
         )
         with _aiohttp_errors():
-            response = await session.request(
-                method, url, headers=headers, data=body, timeout=timeout, allow_redirects=False
-            )
+            async with _first_byte(timeouts):
+                response = await session.request(
+                    method, url, headers=headers, data=body, timeout=timeout, allow_redirects=False
+                )
         return _AiohttpResponse(response)
 
     async def aclose(self) -> None:
@@ -198,7 +211,7 @@ class _httpx_errors:
             return
         import httpx
 
-        if isinstance(exc, httpx.TimeoutException):
+        if isinstance(exc, httpx.TimeoutException | TimeoutError):
             raise UpstreamTimeout("the provider did not answer in time") from exc
         if isinstance(exc, httpx.ConnectError):
             raise UpstreamConnectError(f"could not connect: {exc}") from exc
@@ -228,7 +241,8 @@ class HttpxTransport:
             method, url, headers=dict(headers), content=body, timeout=timeout
         )
         with _httpx_errors():
-            response = await self.client.send(request, stream=True)
+            async with _first_byte(timeouts):
+                response = await self.client.send(request, stream=True)
         return _HttpxResponse(response)
 
     async def aclose(self) -> None:

@@ -77,10 +77,7 @@ class HTTPProvider:
         self.base_url = (config.base_url or spec.base_url).rstrip("/")
         self.api_key = config.credential
         self.transport = transport
-        self.timeouts = Timeouts(
-            connect=_seconds(config.connect_timeout_ms, 10.0),
-            read=_seconds(config.timeout_ms, 600.0),
-        )
+        self.timeouts = timeouts_of(config)
         self.headers = {**self.auth_headers(), **config.headers}
         self.last_error: str | None = None
 
@@ -193,8 +190,15 @@ class HTTPProvider:
         """Release what the adapter owns; the gateway closes the shared transports."""
 
 
-def _seconds(ms: int | None, default: float) -> float:
-    return ms / 1000 if ms else default
+def timeouts_of(config: ProviderConfig) -> Timeouts:
+    """Connect 10 s; first byte and idle from `timeout_ms` unless set apart; default 600 s."""
+    general = config.timeout_ms or 600_000
+    return Timeouts(
+        connect=(config.connect_timeout_ms or 10_000) / 1000,
+        first_byte=(config.first_byte_timeout_ms or general) / 1000,
+        read=(config.idle_timeout_ms or general) / 1000,
+        total=config.total_timeout_ms / 1000 if config.total_timeout_ms else None,
+    )
 
 
 def _opt_str(value: object) -> str | None:

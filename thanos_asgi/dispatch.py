@@ -1,0 +1,204 @@
+"""One request against its ordered candidates: retries, fallbacks, circuits, limits, deadline.
+
+Each round tries every remaining candidate once, in order; a transient failure (connect
+error, timeout, 408, 429, 5xx, 529) moves on to the next candidate at once, and when a whole
+round has failed the survivors are tried again after an exponential backoff with jitter
+(at least the provider's Retry-After, capped). A client error (400-class) is never retried.
+All of this happens before the first byte reaches the client; `Reply` is returned as soon
+as a provider has accepted the request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .exceptions import ProviderUnavailable, ThanosError, UpstreamStatusError, UpstreamTimeout
+from .providers._base import Provider, Relayed
+from .resilience import Health, counts_against_health
+from .routing import Target
+from .types import ChatChunk, ChatRequest, ChatResponse, Usage
+
+if TYPE_CHECKING:
+    from .config import RoutingConfig
+
+Recorder = Callable[["Reply", str], None]
+
+
+@dataclass(eq=False)
+class Reply:
+    """What one dispatched request became; exactly one of the three payloads is set."""
+
+    target: Target
+    attempts: list[str]
+    upstream_ms: float = 0.0
+    response: ChatResponse | None = None
+    chunks: AsyncIterator[ChatChunk] | None = None
+    relayed: Relayed | None = None
+    usage: Usage | None = None
+    on_finish: list[Callable[[str], None]] = field(default_factory=list, repr=False)
+    finished: bool = field(default=False, repr=False)
+
+    @property
+    def provider(self) -> str:
+        return self.target.instance
+
+    @property
+    def model(self) -> str:
+        return self.target.model
+
+    def finish(self, outcome: str = "ok") -> None:
+        """Call once the answer was delivered ("ok"), failed mid-stream ("error") or the
+        client left ("disconnected"): releases the provider slot and records the request."""
+        if self.finished:
+            return
+        self.finished = True
+        if self.relayed is not None and self.relayed.usage is not None:
+            self.usage = self.relayed.usage
+        elif self.response is not None and self.response.usage is not None:
+            self.usage = self.response.usage
+        for callback in self.on_finish:
+            callback(outcome)
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        providers: Mapping[str, Provider],
+        health: Mapping[str, Health],
+        routing: RoutingConfig,
+        record: Recorder,
+    ) -> None:
+        self.providers = providers
+        self.health = health
+        self.record = record
+        self.max_rounds = routing.max_retries + 1
+        self.backoff = routing.retry_backoff_ms / 1000
+        self.max_delay = routing.max_retry_delay_ms / 1000
+        self.deadline = routing.request_timeout_ms / 1000 if routing.request_timeout_ms else None
+
+    async def run(
+        self, targets: list[Target], request: ChatRequest, raw: dict[str, Any] | None, wire: str
+    ) -> Reply:
+        attempts: list[str] = []
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.deadline if self.deadline else None
+        pending, last = targets, None
+        for round_ in range(self.max_rounds):
+            failed: list[Target] = []
+            for target in pending:
+                try:
+                    return await self._try(target, request, raw, wire, attempts, deadline)
+                except ThanosError as exc:
+                    if not exc.retryable:
+                        raise
+                    last = exc
+                    if not isinstance(exc, ProviderUnavailable) or exc.code == "provider_busy":
+                        failed.append(target)
+            delay = self._delay(round_, last)
+            if not failed or round_ + 1 == self.max_rounds or _past(loop, deadline, delay):
+                break
+            await asyncio.sleep(delay)
+            pending = failed
+        raise last or _nothing_to_try(targets)
+
+    async def _try(
+        self,
+        target: Target,
+        request: ChatRequest,
+        raw: dict[str, Any] | None,
+        wire: str,
+        attempts: list[str],
+        deadline: float | None,
+    ) -> Reply:
+        health = self.health[target.instance]
+        if not health.breaker.allow():
+            attempts.append(f"{target.instance}:circuit_{health.breaker.state}")
+            raise ProviderUnavailable(
+                f"provider '{target.instance}' is unavailable (circuit {health.breaker.state}; "
+                f"last error: {health.breaker.last_error})",
+                code="circuit_open",
+            )
+        started = time.perf_counter()
+        try:
+            if health.limiter is not None:
+                await health.limiter.acquire(target.instance)
+            try:
+                async with asyncio.timeout_at(deadline):
+                    reply = await _attempt(
+                        self.providers[target.instance], target, request, raw, wire
+                    )
+            except TimeoutError:
+                raise UpstreamTimeout(
+                    "the request deadline passed", provider=target.instance
+                ) from None
+        except ThanosError as exc:
+            self._failed(target, health, exc, attempts, started)
+            raise
+        attempts.append(f"{target.instance}:ok")
+        reply.attempts, reply.upstream_ms = attempts, (time.perf_counter() - started) * 1000
+        health.latency.observe(reply.upstream_ms, ok=True)
+        reply.on_finish.append(lambda outcome: self._finished(reply, health, outcome))
+        return reply
+
+    def _failed(
+        self, target: Target, health: Health, exc: ThanosError, attempts: list[str], started: float
+    ) -> None:
+        if exc.code != "provider_busy" and health.limiter is not None:
+            health.limiter.release()
+        attempts.append(f"{target.instance}:{_code(exc)}")
+        elapsed = (time.perf_counter() - started) * 1000
+        if counts_against_health(exc):
+            health.breaker.failure(exc.message)
+            health.latency.observe(elapsed, ok=False)
+        else:
+            health.breaker.release_probe()
+        failed = Reply(target, attempts, elapsed)
+        self.record(failed, "error")
+
+    def _finished(self, reply: Reply, health: Health, outcome: str) -> None:
+        if health.limiter is not None:
+            health.limiter.release()
+        if outcome == "error":
+            health.breaker.failure("the stream failed before it was complete")
+        else:
+            health.breaker.success()
+        self.record(reply, outcome)
+
+    def _delay(self, round_: int, last: ThanosError | None) -> float:
+        delay: float = min(self.backoff * 2**round_, self.max_delay) * random.uniform(0.8, 1.2)
+        if last is not None and last.retry_after is not None:
+            delay = max(delay, min(last.retry_after, self.max_delay))
+        return delay
+
+
+async def _attempt(
+    provider: Provider, target: Target, request: ChatRequest, raw: dict[str, Any] | None, wire: str
+) -> Reply:
+    reply = Reply(target, [])
+    if raw is not None and wire and provider.wire == wire:
+        reply.relayed = await provider.relay(dict(raw), target.model, stream=request.stream)
+    elif request.stream:
+        reply.chunks = await provider.open_stream(request, target.model)
+    else:
+        reply.response = await provider.chat(request, target.model)
+    return reply
+
+
+def _code(exc: ThanosError) -> str:
+    if isinstance(exc, UpstreamStatusError):
+        return str(exc.upstream_status)
+    return exc.code or exc.type
+
+
+def _past(loop: asyncio.AbstractEventLoop, deadline: float | None, delay: float) -> bool:
+    return deadline is not None and loop.time() + delay >= deadline
+
+
+def _nothing_to_try(targets: list[Target]) -> ThanosError:
+    names = ", ".join(t.instance for t in targets) or "none"
+    return ProviderUnavailable(f"no provider could take this request (candidates: {names})")
