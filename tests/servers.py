@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
+import struct
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -39,15 +41,30 @@ class Upstream:
     "delay-<ms>"     waits before answering at all
     "drip-<ms>"      streams 100 chunks, one every <ms>; notes when the client leaves
     "pause-<ms>"     streams one chunk, is silent for <ms>, then finishes
+    "status-<code>"  answers that status with an OpenAI error body
+    "flaky-<n>"      answers 503 to its first n requests, then works
+    "ratelimit-<s>"  answers 429 with `retry-after: <s>` to its first request, then works
+    "garbage"        answers 200 with HTML
+    "cut"            streams half an answer and stops without [DONE]
     else             echoes the last user message (see tests.upstreams)
+
+    `force` makes every request behave as that model name, whatever was asked.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, force: str | None = None) -> None:
+        self.force = force
         self.disconnected = asyncio.Event()
         self.bodies: list[dict[str, Any]] = []
+        self.seen: dict[str, int] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         assert scope["type"] == "http"
+        if scope["method"] == "GET":  # health pings and model lists: the path names a fault
+            kind, _, value = scope["path"].rsplit("/", 1)[-1].partition("-")
+            if not await _fault(send, kind, value, 1):
+                await _start(send, "application/json")
+                await send({"type": "http.response.body", "body": b'{"object":"list","data":[]}'})
+            return
         raw = b""
         while True:
             message = await receive()
@@ -56,8 +73,11 @@ class Upstream:
                 break
         body = json.loads(raw)
         self.bodies.append(body)
-        model = body["model"]
+        model = self.force or body["model"]
+        self.seen[model] = count = self.seen.get(model, 0) + 1
         kind, _, value = model.partition("-")
+        if await _fault(send, kind, value, count):
+            return
         if kind == "delay":
             try:  # returns early when the client leaves
                 await asyncio.wait_for(_until_disconnect(receive), int(value) / 1000)
@@ -78,6 +98,8 @@ class Upstream:
             await _more(send, chunk(model, {"role": "assistant", "content": "before"}))
             await asyncio.sleep(int(value) / 1000)
             await _more(send, chunk(model, {"content": " after"}, "stop") + b"data: [DONE]\n\n")
+        elif kind == "cut":
+            await _more(send, stream_body(model, "echo: cut short", True)[:200])
         else:
             await _more(send, stream_body(model, "echo: " + last_user_text(body), True))
         await send({"type": "http.response.body", "body": b""})
@@ -98,6 +120,46 @@ class Upstream:
             await _more(send, chunk(model, {}, "stop") + b"data: [DONE]\n\n")
         finally:
             watcher.cancel()
+
+
+async def _fault(send: Send, kind: str, value: str, count: int) -> bool:
+    """Answer with a failure if this model asks for one now; True if it did."""
+    status, headers = 0, [(b"content-type", b"application/json")]
+    if kind == "status":
+        status = int(value)
+    elif kind == "flaky" and count <= int(value):
+        status = 503
+    elif kind == "ratelimit" and count == 1:
+        status, headers = 429, [*headers, (b"retry-after", value.encode())]
+    elif kind == "garbage":
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b"<html>oops</html>"})
+        return True
+    if not status:
+        return False
+    error = {"error": {"message": f"injected {status}", "type": "test_error", "code": None}}
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": json.dumps(error).encode()})
+    return True
+
+
+@asynccontextmanager
+async def resetting() -> AsyncIterator[str]:
+    """A server that reads a request and resets the connection (RST) without answering."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(1024)
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.transport.abort()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.close()
+        await server.wait_closed()
 
 
 async def _until_disconnect(receive: Receive) -> None:

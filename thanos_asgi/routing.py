@@ -15,7 +15,7 @@ from .exceptions import ModelNotFound
 from .providers import SPECS, effective_kind
 
 if TYPE_CHECKING:
-    from .config import Config
+    from .config import Config, ProviderConfig
 
 MAX_ALIAS_DEPTH = 8
 
@@ -33,7 +33,7 @@ class Router:
         self.instances = [p.name for p in enabled]
         self.disabled = {p.name for p in config.providers.values() if not p.enabled}
         self.aliases = dict(config.routing.aliases)
-        self.defaults = {p.name: p.model or next(iter(p.models), None) for p in enabled}
+        self.defaults = {p.name: _default_model(p) for p in enabled}
         self.primary = config.primary_provider()
         self.by_model: dict[str, list[str]] = {}
         for p in enabled:
@@ -103,6 +103,13 @@ class Router:
         out = [(f"{p}/{m}", p) for m, owners in self.by_model.items() for p in owners]
         out += [(alias, target.partition("/")[0]) for alias, target in self.aliases.items()]
         return out
+
+
+def _default_model(provider: ProviderConfig) -> str | None:
+    """The instance's `model`, else the first of its `models`, else its kind's usual one."""
+    spec = SPECS.get(effective_kind(provider.name, provider.kind))
+    fallback = spec.default_model if spec else None
+    return provider.model or next(iter(provider.models), None) or fallback
 
 
 def _names(items: Iterable[str]) -> str:

@@ -21,6 +21,7 @@ class ProviderSpec:
     model_prefixes: tuple[str, ...] = ()  # bare model names these prefixes route to this kind
     needs_key: bool = True
     free: bool = False  # local models cost nothing
+    default_model: str | None = None  # used when an instance names no model of its own
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -32,6 +33,7 @@ SPECS: dict[str, ProviderSpec] = {
         ProviderSpec(
             "openai",
             "thanos_asgi.providers.openai:OpenAI",
+            default_model="gpt-4o-mini",
             names=("openai", "gpt4", "gpt"),
             env_keys=("OPENAI_API_KEY",),
             base_url="https://api.openai.com/v1",
@@ -40,6 +42,7 @@ SPECS: dict[str, ProviderSpec] = {
         ProviderSpec(
             "xai",
             "thanos_asgi.providers.xai:XAI",
+            default_model="grok-3-mini",
             names=("xai", "grok"),
             env_keys=("XAI_API_KEY",),
             base_url="https://api.x.ai/v1",
@@ -48,6 +51,7 @@ SPECS: dict[str, ProviderSpec] = {
         ProviderSpec(
             "deepseek",
             "thanos_asgi.providers.deepseek:DeepSeek",
+            default_model="deepseek-chat",
             names=("deepseek",),
             env_keys=("DEEPSEEK_API_KEY",),
             base_url="https://api.deepseek.com",
@@ -81,6 +85,7 @@ SPECS: dict[str, ProviderSpec] = {
         ProviderSpec(
             "anthropic",
             "",
+            default_model="claude-sonnet-4-5",
             names=("anthropic", "anthropic_max", "claude"),
             env_keys=("ANTHROPIC_API_KEY",),
             base_url="https://api.anthropic.com",
@@ -89,6 +94,7 @@ SPECS: dict[str, ProviderSpec] = {
         ProviderSpec(
             "gemini",
             "",
+            default_model="gemini-2.5-flash",
             names=("gemini", "google"),
             env_keys=("GEMINI_API_KEY", "GOOGLE_API_KEY"),
             base_url="https://generativelanguage.googleapis.com/v1beta",
@@ -98,14 +104,22 @@ SPECS: dict[str, ProviderSpec] = {
         ProviderSpec(
             "copilot",
             "",
+            default_model="gpt-4o",
             names=("github_copilot", "copilot"),
             base_url="https://api.githubcopilot.com",
             needs_key=False,
         ),
         ProviderSpec(
-            "omen", "", names=("omen",), base_url="http://localhost:3000", needs_key=False
+            "omen",
+            "",
+            names=("omen",),
+            default_model="auto",
+            base_url="http://localhost:3000",
+            needs_key=False,
         ),
-        ProviderSpec("claude_cli", "", names=("claude_cli",), needs_key=False),
+        ProviderSpec(
+            "claude_cli", "", names=("claude_cli",), default_model="default", needs_key=False
+        ),
     )
 }
 

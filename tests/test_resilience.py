@@ -1,0 +1,240 @@
+"""Fallbacks, retries, circuits, limits and timeouts against faulty upstreams over loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+
+import httpx2
+import openai
+import pytest
+
+from tests.servers import Upstream, resetting, running
+from thanos_asgi import Gateway, build_app
+from thanos_asgi.config import parse_config
+
+pytestmark = pytest.mark.anyio
+HI = [{"role": "user", "content": "hi"}]
+
+
+def provider(name: str, url: str, extra: str = "") -> str:
+    return f"""
+[providers.{name}]
+kind = "openai-compatible"
+base_url = "{url}/v1"
+models = ["m"]
+timeout_ms = 2000
+{extra}
+"""
+
+
+@asynccontextmanager
+async def gateway(text: str) -> AsyncIterator[tuple[Gateway, openai.AsyncOpenAI]]:
+    """A gateway for `text` served over loopback, and an SDK client for it."""
+    gw = Gateway(parse_config(text, source="resilience.toml", env={}))
+    async with AsyncExitStack() as stack:
+        stack.push_async_callback(gw.aclose)
+        url = await stack.enter_async_context(running(build_app(gw)))
+        client = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="k", max_retries=0)
+        await stack.enter_async_context(client)
+        yield gw, client
+
+
+async def attempts_of(client: openai.AsyncOpenAI, **extra: object) -> str:
+    raw = await client.chat.completions.with_raw_response.create(
+        model="m",
+        messages=HI,  # type: ignore[arg-type]
+        **extra,  # type: ignore[arg-type]
+    )
+    return raw.headers["x-thanos-attempts"]
+
+
+@pytest.mark.parametrize("fault", ["status-503", "status-500", "garbage", "delay-5000", "reset"])
+async def test_every_request_succeeds_while_one_candidate_is_healthy(fault: str) -> None:
+    healthy = Upstream()
+    async with AsyncExitStack() as stack:
+        if fault == "reset":
+            bad_url = await stack.enter_async_context(resetting())
+        else:
+            bad_url = await stack.enter_async_context(running(Upstream(force=fault)))
+        good_url = await stack.enter_async_context(running(healthy))
+        text = (
+            "[routing]\nmax_retries = 0\n[health]\nfailure_threshold = 1000\n"
+            + provider("bad", bad_url, "first_byte_timeout_ms = 300")
+            + provider("good", good_url)
+        )
+        _, client = await stack.enter_async_context(gateway(text))
+        results = await asyncio.gather(*(attempts_of(client) for _ in range(10)))
+    assert all(result.endswith("good:ok") and result.startswith("bad:") for result in results)
+    assert len(healthy.bodies) == 10
+
+
+async def test_client_errors_are_never_retried_or_failed_over() -> None:
+    bad, good = Upstream(force="status-400"), Upstream()
+    async with running(bad) as bad_url, running(good) as good_url:
+        text = "[routing]\nmax_retries = 3\n" + provider("a", bad_url) + provider("b", good_url)
+        async with gateway(text) as (_, client):
+            with pytest.raises(openai.BadRequestError):
+                await client.chat.completions.create(model="m", messages=HI)  # type: ignore[arg-type]
+    assert len(bad.bodies) == 1 and good.bodies == []
+
+
+async def test_transient_failures_are_retried_with_backoff() -> None:
+    flaky = Upstream(force="flaky-2")
+    async with running(flaky) as url:
+        text = "[routing]\nmax_retries = 2\nretry_backoff_ms = 50\n" + provider("only", url)
+        async with gateway(text) as (_, client):
+            attempts = await attempts_of(client)
+    assert attempts == "only:503,only:503,only:ok"
+    assert len(flaky.bodies) == 3
+
+
+async def test_retry_after_is_honoured() -> None:
+    limited = Upstream(force="ratelimit-1")
+    async with running(limited) as url:
+        text = "[routing]\nmax_retries = 1\nretry_backoff_ms = 10\n" + provider("only", url)
+        async with gateway(text) as (_, client):
+            started = time.monotonic()
+            attempts = await attempts_of(client)
+            elapsed = time.monotonic() - started
+    assert attempts == "only:429,only:ok"
+    assert 1.0 <= elapsed < 2.0
+
+
+async def test_retry_after_is_capped() -> None:
+    limited = Upstream(force="ratelimit-30")
+    async with running(limited) as url:
+        text = (
+            "[routing]\nmax_retries = 1\nretry_backoff_ms = 10\nmax_retry_delay_ms = 300\n"
+            + provider("only", url)
+        )
+        async with gateway(text) as (_, client):
+            started = time.monotonic()
+            await attempts_of(client)
+            assert time.monotonic() - started < 1.5
+
+
+async def test_circuit_opens_after_threshold_and_recovers() -> None:
+    bad, good = Upstream(force="status-503"), Upstream()
+    async with running(bad) as bad_url, running(good) as good_url:
+        text = (
+            "[routing]\nmax_retries = 0\n[health]\nfailure_threshold = 3\ncooldown_seconds = 0.5\n"
+            + provider("a", bad_url)
+            + provider("b", good_url)
+        )
+        async with gateway(text) as (gw, client):
+            seen = [await attempts_of(client) for _ in range(5)]
+            assert seen[:3] == ["a:503,b:ok"] * 3
+            assert seen[3:] == ["a:circuit_open,b:ok"] * 2
+            assert len(bad.bodies) == 3
+            assert gw.status()["a"]["state"] == "open"
+            await asyncio.sleep(0.6)
+            bad.force = None  # the provider recovers; the half-open probe finds out
+            assert await attempts_of(client) == "a:ok"
+            assert gw.status()["a"]["state"] == "closed"
+
+
+async def test_failed_probe_opens_the_circuit_again() -> None:
+    bad, good = Upstream(force="status-503"), Upstream()
+    async with running(bad) as bad_url, running(good) as good_url:
+        text = (
+            "[routing]\nmax_retries = 0\n[health]\nfailure_threshold = 1\ncooldown_seconds = 0.3\n"
+            + provider("a", bad_url)
+            + provider("b", good_url)
+        )
+        async with gateway(text) as (_, client):
+            assert await attempts_of(client) == "a:503,b:ok"
+            await asyncio.sleep(0.35)
+            assert await attempts_of(client) == "a:503,b:ok"  # the probe
+            assert await attempts_of(client) == "a:circuit_open,b:ok"
+
+
+async def test_first_byte_timeout_holds_within_20_percent() -> None:
+    async with running(Upstream(force="delay-5000")) as url:
+        text = "[routing]\nmax_retries = 0\n" + provider("slow", url, "first_byte_timeout_ms = 500")
+        async with gateway(text) as (_, client):
+            started = time.monotonic()
+            with pytest.raises(openai.APIStatusError) as info:
+                await client.chat.completions.create(model="m", messages=HI)  # type: ignore[arg-type]
+            elapsed = time.monotonic() - started
+    assert info.value.status_code == 504
+    assert 0.4 <= elapsed <= 0.6 + 0.15
+
+
+async def test_request_deadline_covers_all_attempts() -> None:
+    async with running(Upstream(force="status-503")) as url:
+        text = (
+            "[routing]\nmax_retries = 10\nretry_backoff_ms = 200\nrequest_timeout_ms = 700\n"
+            + provider("only", url)
+        )
+        async with gateway(text) as (_, client):
+            started = time.monotonic()
+            with pytest.raises(openai.APIStatusError):
+                await client.chat.completions.create(model="m", messages=HI)  # type: ignore[arg-type]
+            assert time.monotonic() - started < 1.0
+
+
+async def test_truncated_stream_ends_with_an_error_event() -> None:
+    async with (
+        running(Upstream(force="cut")) as url,
+        gateway(provider("only", url)) as (_, sdk),
+        httpx2.AsyncClient() as http,
+    ):
+        body = {"model": "m", "messages": HI, "stream": True}
+        response = await http.post(f"{sdk.base_url}chat/completions", json=body)
+    last = [event for event in response.content.split(b"\n\n") if event][-1]
+    assert last.startswith(b'data: {"error"') and b"upstream_bad_response" in last
+    assert b"[DONE]" not in response.content
+
+
+async def test_concurrency_limit_sends_overflow_to_the_next_candidate() -> None:
+    slow, spare = Upstream(force="delay-400"), Upstream()
+    async with running(slow) as slow_url, running(spare) as spare_url:
+        limited = "max_concurrent_requests = 1\nmax_queue = 0"
+        text = "[routing]\nmax_retries = 0\n" + provider("a", slow_url, limited)
+        text += provider("b", spare_url)
+        async with gateway(text) as (gw, client):
+            results = await asyncio.gather(*(attempts_of(client) for _ in range(3)))
+            assert gw.status()["a"]["in_flight"] == 0
+    assert sorted(results) == ["a:ok", "a:provider_busy,b:ok", "a:provider_busy,b:ok"]
+
+
+async def test_fallback_off_header_tries_only_the_first_candidate() -> None:
+    bad, good = Upstream(force="status-503"), Upstream()
+    async with running(bad) as bad_url, running(good) as good_url:
+        text = "[routing]\nmax_retries = 0\n" + provider("a", bad_url) + provider("b", good_url)
+        async with gateway(text) as (_, client):
+            with pytest.raises(openai.APIStatusError) as info:
+                await client.chat.completions.create(
+                    model="m",
+                    messages=HI,  # type: ignore[arg-type]
+                    extra_headers={"x-thanos-fallback": "off"},
+                )
+    assert info.value.status_code == 503 and good.bodies == []
+
+
+async def test_health_check_disables_and_reenables_an_instance() -> None:
+    bad, good = Upstream(), Upstream()
+    async with running(bad) as bad_url, running(good) as good_url:
+        text = (
+            "[routing]\nmax_retries = 0\n"
+            "[health]\nauto_disable_on_failure = true\ncheck_interval_seconds = 3600\n"
+            f'[health.a]\nping_endpoint = "{bad_url}/v1/status-503"\n'
+            + provider("a", bad_url)
+            + provider("b", good_url)
+        )
+        async with gateway(text) as (gw, client):
+            assert not await gw.monitor.check("a")  # the ping answers 503 -> disabled
+            assert gw.status()["a"]["state"] == "disabled"
+            assert await attempts_of(client) == "a:circuit_disabled,b:ok"
+            gw.monitor.checks["a"] = msgspec_replace(gw.monitor.checks["a"], f"{good_url}/")
+            assert await gw.monitor.check("a")
+            assert await attempts_of(client) == "a:ok"
+
+
+def msgspec_replace(check: object, url: str) -> object:
+    import msgspec
+
+    return msgspec.structs.replace(check, ping_endpoint=url)  # type: ignore[type-var]
