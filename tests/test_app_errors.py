@@ -135,11 +135,11 @@ async def test_provider_without_key_is_503_naming_the_variable() -> None:
 
 
 async def test_unbuilt_provider_kind_is_503_not_500() -> None:
-    text = "[providers.omen]\nendpoint = 'http://127.0.0.1:9'\nmodel = 'x'\n"
+    text = "[providers.copilot]\nmodel = 'x'\n"  # the Copilot login lands with its own issue
     async with client(text) as http:
         response = await http.post(
             "/v1/chat/completions",
-            json={"model": "omen/x", "messages": [{"role": "user", "content": "x"}]},
+            json={"model": "copilot/x", "messages": [{"role": "user", "content": "x"}]},
         )
     assert response.status_code == 503
     assert "not available" in str(error_of(response)["message"])

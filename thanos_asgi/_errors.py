@@ -58,3 +58,11 @@ def anthropic_error(exc: ThanosError) -> bytes:
     """`{"type": "error", "error": {"type", "message"}}`, as Anthropic sends it."""
     kind = _ANTHROPIC_TYPES.get(exc.status, "api_error")
     return _encode(_AnthropicBody(_AnthropicError(kind, exc.message)))
+
+
+ANTHROPIC_PATHS = ("/v1/messages",)  # endpoints whose clients expect Anthropic's error shape
+
+
+def error_body(path: str, exc: ThanosError) -> bytes:
+    """The error in the shape the client of `path` expects."""
+    return anthropic_error(exc) if path.startswith(ANTHROPIC_PATHS) else openai_error(exc)

@@ -10,11 +10,14 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
+from urllib.parse import parse_qs
 
 import msgspec
 
+from . import _messages
 from . import _openai as codec
-from ._errors import anthropic_error, error_headers, openai_error
+from ._errors import error_body, error_headers
 from ._http import JSON, Headers, Receive, Scope, Send, header, read_body, respond, route_path
 from .exceptions import InvalidRequest, MethodNotAllowed, NotFound, ThanosError
 from .gateway import Context, Gateway, Reply
@@ -22,7 +25,6 @@ from .sse import EventSourceResponse
 from .types import ChatChunk, CompletionRequest, EmbeddingRequest, ModelList
 
 _encode = msgspec.json.Encoder().encode
-ANTHROPIC_PATHS = ("/v1/messages",)  # these answer errors in Anthropic's shape
 
 
 @dataclass(slots=True)
@@ -39,9 +41,11 @@ class Exchange:
             value = header(self.scope, name)
             return value.decode("latin-1") if value else None
 
+        auth = self.scope.get("thanos.auth") or {}
         return Context(
             request_id=self.scope.get("thanos.request_id", ""),
-            key_id=self.scope.get("thanos.auth", {}).get("key_id"),
+            key_id=auth.get("key_id"),
+            policy=auth.get("policy"),
             task=text(b"x-thanos-task"),
             complexity=text(b"x-thanos-complexity"),
             fallback=(text(b"x-thanos-fallback") or "on").lower() not in ("off", "false", "0"),
@@ -72,6 +76,9 @@ class ThanosApp:
             "/v1/completions": {"POST": self.completions},
             "/v1/embeddings": {"POST": self.embeddings},
             "/v1/models": {"GET": self.models},
+            "/v1/messages": {"POST": partial(_messages.create, self)},
+            "/v1/messages/count_tokens": {"POST": partial(_messages.count_tokens, self)},
+            "/v1/usage": {"GET": self.usage},
             "/health": {"GET": self.health},
             "/health/ready": {"GET": self.ready},
         }
@@ -95,8 +102,7 @@ class ThanosApp:
                 raise MethodNotAllowed(f"{path} does not accept {ex.scope['method']}")
             await handler(ex)
         except ThanosError as exc:
-            encode = anthropic_error if path.startswith(ANTHROPIC_PATHS) else openai_error
-            await respond(ex.send, exc.status, encode(exc), error_headers(exc))
+            await respond(ex.send, exc.status, error_body(path, exc), error_headers(exc))
 
     async def lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -143,24 +149,35 @@ class ThanosApp:
             yield encode(chunk)
         yield codec.DONE
 
-    async def _stream(self, ex: Exchange, reply: Reply, events: AsyncIterator[bytes]) -> None:
+    async def _stream(
+        self,
+        ex: Exchange,
+        reply: Reply,
+        events: AsyncIterator[bytes],
+        on_error: Callable[[ThanosError], bytes] = codec.error_event,
+    ) -> None:
         response = EventSourceResponse(
             events,
             headers=self._headers(ex, reply),
             keepalive=self.keepalive or None,
-            on_error=codec.error_event,
+            on_error=on_error,
             on_close=reply.finish,
         )
         await response(ex.scope, ex.receive, ex.send)
 
     def _headers(self, ex: Exchange, reply: Reply) -> Headers:
         overhead = (time.perf_counter() - ex.started) * 1000 - reply.upstream_ms
-        return [
+        headers = [
             (b"x-thanos-provider", reply.provider.encode()),
             (b"x-thanos-model", reply.model.encode("utf-8", "replace")),
             (b"x-thanos-attempts", ",".join(reply.attempts).encode()),
             (b"x-thanos-overhead-ms", f"{max(overhead, 0.0):.3f}".encode()),
         ]
+        if reply.cost_usd is not None:
+            headers.append((b"x-thanos-cost-usd", f"{reply.cost_usd:.8f}".encode()))
+        if reply.budget_warning:
+            headers.append((b"x-thanos-budget-warning", reply.budget_warning.encode()))
+        return headers
 
     # -- legacy completions and embeddings ------------------------------------------------------
 
@@ -193,6 +210,23 @@ class ThanosApp:
     async def model(self, ex: Exchange) -> None:
         model_id = route_path(ex.scope)[len("/v1/models/") :]
         await respond(ex.send, 200, _encode(self.gateway.model_info(model_id)))
+
+    async def usage(self, ex: Exchange) -> None:
+        """Spend report from the ledger: `?group_by=day|provider|model|key&since=<unix>`."""
+        query = parse_qs(ex.scope.get("query_string", b"").decode("latin-1"))
+        group_by = (query.get("group_by") or ["day"])[0]
+        if group_by not in ("day", "provider", "model", "key"):
+            raise InvalidRequest("group_by must be day, provider, model or key", param="group_by")
+        since = (query.get("since") or [None])[0]
+        try:
+            start = float(since) if since else None
+        except ValueError:
+            raise InvalidRequest("since must be a unix time", param="since") from None
+        ledger = self.gateway.ledger
+        if ledger is None:
+            raise NotFound("usage tracking is off ([cost] track_usage or no ledger_path)")
+        rows = ledger.report(group_by=group_by, since=start)
+        await respond(ex.send, 200, _encode({"group_by": group_by, "data": rows}))
 
     async def health(self, ex: Exchange) -> None:
         await respond(ex.send, 200, b'{"status":"ok"}')

@@ -9,12 +9,16 @@ import os
 import sys
 from collections.abc import Sequence
 from importlib.util import find_spec
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from .exceptions import ConfigError
+from .stack import with_local_files
 
 if TYPE_CHECKING:
+    from ._http import ASGIApp
     from .config import Config
+    from .gateway import Gateway
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -51,7 +55,36 @@ def _parser() -> argparse.ArgumentParser:
     models.add_argument("--config")
     models.add_argument("--offline", action="store_true", help="only what the config names")
     models.set_defaults(run=_models)
+    _add_keys(commands)
+    _add_usage(commands)
     return parser
+
+
+def _add_keys(commands: Any) -> None:
+    keys = commands.add_parser("keys", help="manage client keys (stored hashed)")
+    keys.add_argument("--config")
+    actions = keys.add_subparsers(dest="action", required=True)
+    create = actions.add_parser("create", help="create a key and print it once")
+    create.add_argument("id")
+    create.add_argument("--model", action="append", default=[], dest="models")
+    create.add_argument("--provider", action="append", default=[], dest="providers")
+    create.add_argument("--rpm", type=int)
+    create.add_argument("--tpm", type=int)
+    create.add_argument("--budget-usd", type=float)
+    create.add_argument("--admin", action="store_true")
+    actions.add_parser("list", help="list keys (never their secrets)")
+    revoke = actions.add_parser("revoke", help="revoke a key")
+    revoke.add_argument("id")
+    keys.set_defaults(run=_keys)
+
+
+def _add_usage(commands: Any) -> None:
+    usage = commands.add_parser("usage", help="report spend from the usage ledger")
+    usage.add_argument("--config")
+    usage.add_argument("--by", choices=["day", "provider", "model", "key"], default="day")
+    usage.add_argument("--days", type=float, help="only the last N days")
+    usage.add_argument("--csv", action="store_true", help="every request as CSV")
+    usage.set_defaults(run=_usage)
 
 
 def _load(path: str | None) -> Config:
@@ -75,7 +108,7 @@ def _serve(args: argparse.Namespace) -> int:
     from .gateway import Gateway
     from .stack import build_app
 
-    config = _load(args.config)
+    config = with_local_files(_load(args.config), os.environ)
     host = args.host or config.server.host
     port = args.port or config.server.port
     allowed = args.allow_unauthenticated or config.server.allow_unauthenticated
@@ -86,19 +119,55 @@ def _serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    server = uvicorn.Server(
-        uvicorn.Config(
-            build_app(Gateway(config)),
-            host=host,
-            port=port,
-            loop="uvloop" if find_spec("uvloop") else "asyncio",
-            http="httptools" if find_spec("httptools") else "h11",
-            lifespan="on",
-            log_level=args.log_level,
-            server_header=False,
+    gateway = Gateway(config)
+    app = build_app(gateway)
+    options = {
+        "loop": "uvloop" if find_spec("uvloop") else "asyncio",
+        "http": "httptools" if find_spec("httptools") else "h11",
+        "log_level": args.log_level,
+        "server_header": False,
+    }
+    if config.server.grpc is not None:
+        return _serve_with_grpc(app, gateway, (host, port), config.server.grpc, options, allowed)
+    uvicorn.Server(uvicorn.Config(app, host=host, port=port, lifespan="on", **options)).run()
+    return 0
+
+
+def _serve_with_grpc(
+    app: ASGIApp,
+    gateway: Gateway,
+    http: tuple[str, int],
+    address: str,
+    options: dict[str, Any],
+    allowed: bool,
+) -> int:
+    """HTTP and gRPC in one process and one event loop (`[server] grpc`)."""
+    import uvicorn
+
+    from .config import split_host_port
+
+    if not (allowed or gateway.config.server.keys or _is_loopback(split_host_port(address)[0])):
+        print(
+            f"thanos: refusing to serve gRPC on {address} without client keys; add "
+            "[[server.keys]] or pass --allow-unauthenticated",
+            file=sys.stderr,
         )
-    )
-    server.run()
+        return 2
+    try:
+        from .grpc.server import serve_both
+    except ImportError as exc:
+        print(
+            f"thanos: [server] grpc is set, but gRPC support is not installed ({exc}); "
+            "install it with: pip install 'thanos-asgi[grpc]'",
+            file=sys.stderr,
+        )
+        return 2
+    with asyncio.Runner(loop_factory=uvicorn.Config(app, **options).get_loop_factory()) as run:
+        try:
+            run.run(serve_both(app, gateway, *http, address, **options))
+        except OSError as exc:
+            print(f"thanos: {exc}", file=sys.stderr)
+            return 1
     return 0
 
 
@@ -119,6 +188,61 @@ def _models(args: argparse.Namespace) -> int:
     for model_id in asyncio.run(listing()):
         print(model_id)
     return 0
+
+
+def _keys(args: argparse.Namespace) -> int:
+    from .keys import KeyStore
+
+    config = with_local_files(_load(args.config), os.environ)
+    path = config.server.key_store or str(_data_dir() / "keys.db")
+    store = KeyStore(path)
+    if args.action == "create":
+        secret = store.create(
+            args.id,
+            models=args.models,
+            providers=args.providers,
+            rpm=args.rpm,
+            tpm=args.tpm,
+            budget_usd=args.budget_usd,
+            admin=args.admin,
+        )
+        print(secret)
+        print(f"created key '{args.id}'; this is the only time it is shown", file=sys.stderr)
+    elif args.action == "list":
+        for row in store.listing():
+            state = "revoked" if row["revoked"] else "active"
+            print(
+                f"{row['id']}\t{state}\tadmin={bool(row['admin'])}\trpm={row['rpm']}\t"
+                f"tpm={row['tpm']}\tbudget_usd={row['budget_usd']}"
+            )
+    elif not store.revoke(args.id):
+        print(f"thanos: no active key '{args.id}'", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _usage(args: argparse.Namespace) -> int:
+    import time
+
+    from .ledger import Ledger
+
+    config = with_local_files(_load(args.config), os.environ)
+    if not config.cost.ledger_path or not Path(config.cost.ledger_path).exists():
+        print("thanos: no usage recorded yet", file=sys.stderr)
+        return 1
+    ledger = Ledger(config.cost.ledger_path)
+    since = time.time() - args.days * 86400 if args.days else None
+    if args.csv:
+        ledger.to_csv(sys.stdout, since=since)
+        return 0
+    for row in ledger.report(group_by=args.by, since=since):
+        print("\t".join(f"{k}={v}" for k, v in row.items()))
+    return 0
+
+
+def _data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "thanos"
 
 
 if __name__ == "__main__":

@@ -72,6 +72,8 @@ class ServerConfig(_Section, frozen=True):
     keepalive_seconds: PositiveFloat = 15.0
     allow_unauthenticated: bool = False
     keys: list[ClientKeyConfig] = []
+    key_store: str | None = None  # SQLite file of `thanos keys`; default in the user data dir
+    rpm_per_ip: PositiveInt | None = None  # requests per minute per client address, keyless
 
     @property
     def host(self) -> str:
@@ -188,6 +190,7 @@ class ProviderCost(_Section, frozen=True):
     cache_read_cost_per_1m_tokens: NonNegativeFloat | None = None
     cache_write_cost_per_1m_tokens: NonNegativeFloat | None = None
     monthly_cost: NonNegativeFloat | None = None
+    monthly_budget_usd: NonNegativeFloat | None = None  # this instance's own spending cap
 
 
 class CostConfig(_Section, frozen=True):
@@ -195,6 +198,7 @@ class CostConfig(_Section, frozen=True):
     warn_at_percent: PositiveFloat = 80
     pause_at_percent: PositiveFloat = 100
     track_usage: bool = True
+    ledger_path: str | None = None  # SQLite usage ledger; `thanos serve` defaults it
     providers: dict[str, ProviderCost] = {}
 
 

@@ -11,12 +11,36 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 
 
+@dataclass(frozen=True, slots=True)
+class KeyPolicy:
+    """What one client key may do (from `[[server.keys]]` or the key store)."""
+
+    key_id: str
+    models: tuple[str, ...] = ()  # allowed model names or `instance/*`; empty = any
+    providers: tuple[str, ...] = ()  # allowed instances; empty = any
+    rpm: int | None = None
+    tpm: int | None = None
+    budget_usd: float | None = None  # monthly
+    admin: bool = False
+
+    def allows(self, instance: str, requested: str, model: str) -> bool:
+        if self.providers and instance not in self.providers:
+            return False
+        if not self.models:
+            return True
+        return any(
+            pattern in (requested, model, f"{instance}/{model}", f"{instance}/*")
+            for pattern in self.models
+        )
+
+
 @dataclass(slots=True)
 class Context:
     """Per-request facts: who asks, and how they want it routed."""
 
     request_id: str = ""
     key_id: str | None = None
+    policy: KeyPolicy | None = None
     task: str | None = None  # x-thanos-task: chat, completion, review, ...
     complexity: str | None = None  # x-thanos-complexity: quick, normal, deep
     fallback: bool = True  # x-thanos-fallback: off disables fallback for this request

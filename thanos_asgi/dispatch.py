@@ -17,6 +17,8 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .accounting import Accounting, Admission
+from .context import Context
 from .exceptions import ProviderUnavailable, ThanosError, UpstreamStatusError, UpstreamTimeout
 from .providers._base import Provider, Relayed
 from .resilience import Health, counts_against_health
@@ -26,7 +28,7 @@ from .types import ChatChunk, ChatRequest, ChatResponse, Usage
 if TYPE_CHECKING:
     from .config import RoutingConfig
 
-Recorder = Callable[["Reply", str], None]
+Recorder = Callable[["Reply", str, bool], None]  # (reply, outcome, whole request done)
 
 
 @dataclass(eq=False)
@@ -40,6 +42,10 @@ class Reply:
     chunks: AsyncIterator[ChatChunk] | None = None
     relayed: Relayed | None = None
     usage: Usage | None = None
+    cost_usd: float | None = None  # known at once for whole answers, at the end for streams
+    budget_warning: str | None = None
+    request_id: str = ""
+    key_id: str | None = None
     on_finish: list[Callable[[str], None]] = field(default_factory=list, repr=False)
     finished: bool = field(default=False, repr=False)
 
@@ -65,6 +71,17 @@ class Reply:
             callback(outcome)
 
 
+@dataclass(slots=True)
+class _Call:
+    """One request's fixed inputs while its attempts run."""
+
+    request: ChatRequest
+    ctx: Context
+    raw: dict[str, Any] | None
+    wire: str
+    attempts: list[str]
+
+
 class Dispatcher:
     def __init__(
         self,
@@ -72,19 +89,27 @@ class Dispatcher:
         health: Mapping[str, Health],
         routing: RoutingConfig,
         record: Recorder,
+        accounting: Accounting,
     ) -> None:
         self.providers = providers
         self.health = health
         self.record = record
+        self.accounting = accounting
         self.max_rounds = routing.max_retries + 1
         self.backoff = routing.retry_backoff_ms / 1000
         self.max_delay = routing.max_retry_delay_ms / 1000
         self.deadline = routing.request_timeout_ms / 1000 if routing.request_timeout_ms else None
 
     async def run(
-        self, targets: list[Target], request: ChatRequest, raw: dict[str, Any] | None, wire: str
+        self,
+        targets: list[Target],
+        request: ChatRequest,
+        ctx: Context,
+        raw: dict[str, Any] | None = None,
+        wire: str = "",
     ) -> Reply:
         attempts: list[str] = []
+        call = _Call(request, ctx, raw, wire, attempts)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.deadline if self.deadline else None
         pending, last = targets, None
@@ -92,7 +117,7 @@ class Dispatcher:
             failed: list[Target] = []
             for target in pending:
                 try:
-                    return await self._try(target, request, raw, wire, attempts, deadline)
+                    return await self._try(target, call, deadline)
                 except ThanosError as exc:
                     if not exc.retryable:
                         raise
@@ -106,44 +131,60 @@ class Dispatcher:
             pending = failed
         raise last or _nothing_to_try(targets)
 
-    async def _try(
-        self,
-        target: Target,
-        request: ChatRequest,
-        raw: dict[str, Any] | None,
-        wire: str,
-        attempts: list[str],
-        deadline: float | None,
-    ) -> Reply:
+    async def _try(self, target: Target, call: _Call, deadline: float | None) -> Reply:
         health = self.health[target.instance]
         if not health.breaker.allow():
-            attempts.append(f"{target.instance}:circuit_{health.breaker.state}")
+            call.attempts.append(f"{target.instance}:circuit_{health.breaker.state}")
             raise ProviderUnavailable(
                 f"provider '{target.instance}' is unavailable (circuit {health.breaker.state}; "
                 f"last error: {health.breaker.last_error})",
                 code="circuit_open",
             )
         started = time.perf_counter()
+        admission = None
         try:
             if health.limiter is not None:
                 await health.limiter.acquire(target.instance)
-            try:
-                async with asyncio.timeout_at(deadline):
-                    reply = await _attempt(
-                        self.providers[target.instance], target, request, raw, wire
-                    )
-            except TimeoutError:
-                raise UpstreamTimeout(
-                    "the request deadline passed", provider=target.instance
-                ) from None
+            admission = await self.accounting.admit(target, call.request, call.ctx)
+            reply = await self._send(target, call, deadline)
         except ThanosError as exc:
-            self._failed(target, health, exc, attempts, started)
+            if admission is not None:
+                await self.accounting.release(admission)
+            self._failed(target, health, exc, call.attempts, started)
             raise
-        attempts.append(f"{target.instance}:ok")
-        reply.attempts, reply.upstream_ms = attempts, (time.perf_counter() - started) * 1000
-        health.latency.observe(reply.upstream_ms, ok=True)
-        reply.on_finish.append(lambda outcome: self._finished(reply, health, outcome))
+        self._accepted(reply, health, admission, call.attempts, started)
         return reply
+
+    async def _send(self, target: Target, call: _Call, deadline: float | None) -> Reply:
+        provider = self.providers[target.instance]
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await _attempt(provider, target, call.request, call.raw, call.wire)
+        except TimeoutError:
+            raise UpstreamTimeout("the request deadline passed", provider=target.instance) from None
+
+    def _accepted(
+        self,
+        reply: Reply,
+        health: Health,
+        admission: Admission,
+        attempts: list[str],
+        started: float,
+    ) -> None:
+        attempts.append(f"{reply.provider}:ok")
+        reply.attempts, reply.upstream_ms = attempts, (time.perf_counter() - started) * 1000
+        reply.budget_warning = admission.warning
+        health.latency.observe(reply.upstream_ms, ok=True)
+        whole = reply.response.usage if reply.response is not None else None
+        if reply.relayed is not None and reply.relayed.events is None:
+            whole = reply.relayed.usage
+        reply.cost_usd = self.accounting.cost(reply.provider, reply.model, whole)
+
+        def finished(outcome: str) -> None:
+            reply.cost_usd = self.accounting.settle(admission, reply.usage)
+            self._finished(reply, health, outcome)
+
+        reply.on_finish.append(finished)
 
     def _failed(
         self, target: Target, health: Health, exc: ThanosError, attempts: list[str], started: float
@@ -157,8 +198,7 @@ class Dispatcher:
             health.latency.observe(elapsed, ok=False)
         else:
             health.breaker.release_probe()
-        failed = Reply(target, attempts, elapsed)
-        self.record(failed, "error")
+        self.record(Reply(target, list(attempts), elapsed), "error", False)
 
     def _finished(self, reply: Reply, health: Health, outcome: str) -> None:
         if health.limiter is not None:
@@ -167,7 +207,7 @@ class Dispatcher:
             health.breaker.failure("the stream failed before it was complete")
         else:
             health.breaker.success()
-        self.record(reply, outcome)
+        self.record(reply, outcome, True)
 
     def _delay(self, round_: int, last: ThanosError | None) -> float:
         delay: float = min(self.backoff * 2**round_, self.max_delay) * random.uniform(0.8, 1.2)

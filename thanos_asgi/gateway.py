@@ -12,21 +12,26 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from .accounting import Accounting
 from .context import Context as Context
 from .context import current_context
 from .dispatch import Dispatcher, Reply
-from .exceptions import ProviderUnavailable, ThanosError, UpstreamError
+from .exceptions import PermissionDenied, ProviderUnavailable, ThanosError, UpstreamError
+from .ledger import Ledger, LedgerRow
 from .monitor import HealthMonitor
+from .pricing import PriceTable, Pricing
 from .providers import SPECS, effective_kind, load_adapter
 from .providers._base import Provider, Unavailable
 from .resilience import Breaker, Health, Limiter
-from .routing import Router
+from .routing import Router, Target
+from .state import StateBackend, open_backend
 from .strategy import Planner
 from .transport import AiohttpTransport, Transport
 from .types import (
@@ -62,7 +67,10 @@ class Gateway:
         *,
         transport: Transport | None = None,
         transports: Mapping[str, Transport] | None = None,
+        state: StateBackend | None = None,
+        ledger: Ledger | None = None,
     ) -> None:
+        """`state` defaults to the `[state]` backend, `ledger` to `[cost] ledger_path`."""
         self.config = config
         self.router = Router(config)
         self.stats: dict[str, ProviderStats] = {}
@@ -74,8 +82,15 @@ class Gateway:
                 chosen = (transports or {}).get(provider_config.name) or transport
                 self.providers[provider_config.name] = self._build(provider_config, chosen)
                 self.health[provider_config.name] = _health(config, provider_config)
+        self.state = state or open_backend(config.state)
+        self.ledger = ledger or _ledger(config)
+        pricing = Pricing(config, PriceTable.load_bundled())
+        self.accounting = Accounting(config, pricing=pricing, state=self.state, ledger=self.ledger)
         self.planner = Planner(config, self.router, self.health)
-        self.dispatcher = Dispatcher(self.providers, self.health, config.routing, self.record)
+        self.planner.spend_fraction = self.accounting.spend_fraction
+        self.dispatcher = Dispatcher(
+            self.providers, self.health, config.routing, self.record, self.accounting
+        )
         self.monitor = HealthMonitor(config.health, self.providers, self.health)
 
     def _build(self, config: ProviderConfig, transport: Transport | None) -> Provider:
@@ -101,6 +116,10 @@ class Gateway:
 
     async def aclose(self) -> None:
         await self.monitor.stop()
+        await self.accounting.drain()
+        await self.state.aclose()
+        if self.ledger is not None:
+            self.ledger.close()
         for provider in self.providers.values():
             await provider.aclose()
         for transport in self._transports:
@@ -125,11 +144,21 @@ class Gateway:
         self.monitor.start()
         ctx = _with_metadata(ctx or Context(), request)
         token = current_context.set(ctx)
+        tokens = None
         try:
-            targets = self.planner.plan(request.model, ctx)
-            return await self.dispatcher.run(targets, request, raw, wire)
+            targets = _permitted(self.planner.plan(request.model, ctx), request.model, ctx)
+            tokens = await self.accounting.admit_request(request, ctx)
+            reply = await self.dispatcher.run(targets, request, ctx, raw, wire)
+        except ThanosError as exc:
+            if tokens is not None:
+                self.accounting.refund(tokens)
+            self._record_failure(request, ctx, exc)
+            raise
         finally:
             current_context.reset(token)
+        reply.on_finish.append(lambda _: self.accounting.settle_tokens(tokens, reply.usage))
+        reply.request_id, reply.key_id = ctx.request_id, ctx.key_id
+        return reply
 
     async def chat(self, request: ChatRequest, ctx: Context | None = None) -> ChatResponse:
         if request.stream:
@@ -204,8 +233,8 @@ class Gateway:
         target = self.router.resolve(model_id)[0]
         return ModelInfo(id=model_id, owned_by=target.instance)
 
-    def record(self, reply: Reply, outcome: str) -> None:
-        """Account for one attempt: counters now; the usage ledger hooks in here."""
+    def record(self, reply: Reply, outcome: str, final: bool = True) -> None:
+        """Account for one attempt; when `final`, the request's ledger row too."""
         stats = self.stats.get(reply.provider)
         if stats is None:
             stats = self.stats[reply.provider] = ProviderStats()
@@ -218,6 +247,16 @@ class Gateway:
             stats.completion_tokens += max(
                 usage.completion_tokens, usage.total_tokens - usage.prompt_tokens
             )
+        if final and self.ledger is not None and self.config.cost.track_usage:
+            self.ledger.record(ledger_row(reply, outcome))
+
+    def _record_failure(self, request: ChatRequest, ctx: Context, exc: ThanosError) -> None:
+        if self.ledger is None or not self.config.cost.track_usage:
+            return
+        provider = getattr(exc, "provider", "") or ""
+        reply = Reply(Target(provider, request.model), [])
+        reply.request_id, reply.key_id = ctx.request_id, ctx.key_id
+        self.ledger.record(ledger_row(reply, f"error:{exc.status}"))
 
     def status(self) -> dict[str, Any]:
         providers: dict[str, Any] = {}
@@ -229,6 +268,44 @@ class Gateway:
                 state.update(requests=stats.requests, errors=stats.errors)
             providers[name] = state
         return providers
+
+
+def _permitted(targets: list[Target], requested: str, ctx: Context) -> list[Target]:
+    """The targets the client's key may use. The model asked for must be allowed itself
+    (PermissionDenied otherwise); fallbacks the key may not use are dropped."""
+    policy = ctx.policy
+    if policy is None:
+        return targets
+    first = targets[0]
+    if not policy.allows(first.instance, requested, first.model):
+        raise PermissionDenied(f"the key '{policy.key_id}' may not use the model '{requested}'")
+    return [t for t in targets if policy.allows(t.instance, requested, t.model)]
+
+
+def _ledger(config: Config) -> Ledger | None:
+    if not config.cost.track_usage or not config.cost.ledger_path:
+        return None
+    return Ledger(config.cost.ledger_path)
+
+
+def ledger_row(reply: Reply, status: str) -> LedgerRow:
+    usage = reply.usage
+    return LedgerRow(
+        ts=time.time(),
+        request_id=reply.request_id,
+        key_id=reply.key_id,
+        provider=reply.provider,
+        model=reply.model,
+        prompt_tokens=usage.prompt_tokens if usage else 0,
+        completion_tokens=max(usage.completion_tokens, usage.total_tokens - usage.prompt_tokens)
+        if usage
+        else 0,
+        cached_tokens=usage.cached_tokens if usage else 0,
+        reasoning_tokens=usage.reasoning_tokens if usage else 0,
+        cost_usd=reply.cost_usd,
+        status=status,
+        latency_ms=reply.upstream_ms,
+    )
 
 
 def _health(config: Config, provider: ProviderConfig) -> Health:

@@ -211,7 +211,7 @@ class FunctionCallDelta(_Wire, kw_only=True):
 
 
 class ToolCallDelta(_Wire, kw_only=True):
-    index: int
+    index: int = -1  # -1: the provider sent none (Gemini's OpenAI endpoint); adapters fill it
     id: str | None = None
     type: Literal["function"] | None = None
     function: FunctionCallDelta | None = None

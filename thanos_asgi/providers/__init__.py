@@ -84,7 +84,7 @@ SPECS: dict[str, ProviderSpec] = {
         ),
         ProviderSpec(
             "anthropic",
-            "",
+            "thanos_asgi.providers.anthropic:Anthropic",
             default_model="claude-sonnet-4-5",
             names=("anthropic", "anthropic_max", "claude"),
             env_keys=("ANTHROPIC_API_KEY",),
@@ -93,14 +93,16 @@ SPECS: dict[str, ProviderSpec] = {
         ),
         ProviderSpec(
             "gemini",
-            "",
+            "thanos_asgi.providers.gemini:Gemini",
             default_model="gemini-2.5-flash",
             names=("gemini", "google"),
             env_keys=("GEMINI_API_KEY", "GOOGLE_API_KEY"),
             base_url="https://generativelanguage.googleapis.com/v1beta",
             model_prefixes=("gemini-", "text-embedding-004", "gemini-embedding-"),
         ),
-        ProviderSpec("vertex", "", names=("vertex",), needs_key=False),
+        ProviderSpec(
+            "vertex", "thanos_asgi.providers.vertex:Vertex", names=("vertex",), needs_key=False
+        ),
         ProviderSpec(
             "copilot",
             "",
@@ -111,14 +113,18 @@ SPECS: dict[str, ProviderSpec] = {
         ),
         ProviderSpec(
             "omen",
-            "",
+            "thanos_asgi.providers.omen:Omen",
             names=("omen",),
             default_model="auto",
             base_url="http://localhost:3000",
             needs_key=False,
         ),
         ProviderSpec(
-            "claude_cli", "", names=("claude_cli",), default_model="default", needs_key=False
+            "claude_cli",
+            "thanos_asgi.providers.claude_cli:ClaudeCLI",
+            names=("claude_cli",),
+            default_model="default",
+            needs_key=False,
         ),
     )
 }

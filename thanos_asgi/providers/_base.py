@@ -8,16 +8,26 @@ bytes come back untouched except for what accounting must read (the pass-through
 
 from __future__ import annotations
 
+import base64
+import struct
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 import msgspec
 
-from ..exceptions import ProviderUnavailable, UpstreamError, UpstreamStatusError
+from ..exceptions import InvalidRequest, ProviderUnavailable, UpstreamError, UpstreamStatusError
 from ..transport import Timeouts, Transport, UpstreamResponse
-from ..types import ChatChunk, ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse, Usage
+from ..types import (
+    ChatChunk,
+    ChatRequest,
+    ChatResponse,
+    EmbeddingRequest,
+    EmbeddingResponse,
+    ToolCall,
+    Usage,
+)
 
 if TYPE_CHECKING:
     from ..config import ProviderConfig
@@ -100,14 +110,20 @@ class HTTPProvider:
             raise ProviderUnavailable(reason, code="provider_not_configured")
         url = path if path.startswith(("http://", "https://")) else self.base_url + path
         try:
+            headers = await self.request_headers()
             response = await self.transport.send(
-                method, url, headers=self.headers, body=body, timeouts=timeouts or self.timeouts
+                method, url, headers=headers, body=body, timeouts=timeouts or self.timeouts
             )
             if response.status >= 400:
                 raise await self._error(response)
         except UpstreamError as exc:
             raise self.tag(exc) from exc.__cause__
         return response
+
+    async def request_headers(self) -> Mapping[str, str]:
+        """Headers for the next request: fixed ones by default; logins override this to add
+        a fresh access token (refreshing it first when it is about to expire)."""
+        return self.headers
 
     def tag(self, exc: UpstreamError) -> UpstreamError:
         """Name this instance on an upstream error, scrub secrets and remember it."""
@@ -274,3 +290,27 @@ class Unavailable:
 
     async def aclose(self) -> None:
         return None
+
+
+# -- helpers shared by adapters ------------------------------------------------------------------
+
+_json = msgspec.json.Decoder()
+
+
+def tool_call_arguments(call: ToolCall, index: int) -> dict[str, Any]:
+    """The arguments of `messages[index]`'s tool call `call` as a JSON object; else InvalidRequest."""
+    try:
+        arguments = _json.decode(call.function.arguments or "{}")
+    except msgspec.DecodeError:
+        arguments = None
+    if not isinstance(arguments, dict):
+        raise InvalidRequest(
+            f"messages[{index}]: the arguments of tool call {call.id!r} are not a JSON object",
+            param=f"messages[{index}].tool_calls",
+        )
+    return arguments
+
+
+def embedding_base64(values: Sequence[float]) -> str:
+    """`values` as OpenAI's `encoding_format: "base64"`: little-endian float32, base64."""
+    return base64.b64encode(struct.pack(f"<{len(values)}f", *values)).decode()

@@ -22,6 +22,7 @@ from ..types import (
     EmbeddingRequest,
     EmbeddingResponse,
     PromptTokensDetails,
+    ToolCallDelta,
     Usage,
 )
 from ._base import HTTPProvider, Relayed
@@ -201,6 +202,7 @@ class OpenAICompatible(HTTPProvider):
     async def _chunks(self, relayed: Relayed) -> AsyncIterator[ChatChunk]:
         assert relayed.events is not None
         seen_usage: Usage | None = None
+        calls = 0  # tool calls begun so far, for providers that send no index
         async for raw in relayed.events:
             if raw is _DONE:
                 return
@@ -213,6 +215,8 @@ class OpenAICompatible(HTTPProvider):
                 delta = choice.delta
                 if delta.reasoning and not delta.reasoning_content:
                     delta.reasoning_content, delta.reasoning = delta.reasoning, None
+                if delta.tool_calls:
+                    calls = _number_calls(delta.tool_calls, calls)
             if relayed.usage is not seen_usage:
                 chunk.usage = seen_usage = relayed.usage
             yield chunk
@@ -234,3 +238,16 @@ class OpenAICompatible(HTTPProvider):
             return [model.id for model in _model_ids.decode(data).data]
         except msgspec.DecodeError as exc:
             raise self.tag(UpstreamProtocolError(f"unreadable model list: {exc}")) from None
+
+
+def _number_calls(deltas: list[ToolCallDelta], begun: int) -> int:
+    """Give index-less tool-call deltas one: a delta naming a function starts the next call,
+    a bare arguments fragment continues the last one. Returns the calls begun so far."""
+    for delta in deltas:
+        if delta.index >= 0:
+            begun = max(begun, delta.index + 1)
+        elif delta.function is not None and delta.function.name:
+            delta.index, begun = begun, begun + 1
+        else:
+            delta.index = max(begun - 1, 0)
+    return begun

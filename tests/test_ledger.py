@@ -1,0 +1,219 @@
+"""The usage ledger: reports, CSV, WAL, durability across kill -9, concurrent writers."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import signal
+import sqlite3
+import stat
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from thanos_asgi.ledger import COLUMNS, Ledger, LedgerRow
+
+DAY = 86400.0
+T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> Iterator[Ledger]:
+    with Ledger(tmp_path / "usage.db") as opened:
+        yield opened
+
+
+def row(ts: float, **fields: object) -> LedgerRow:
+    values: dict[str, object] = {
+        "ts": ts,
+        "request_id": f"req-{ts}",
+        "key_id": "alice",
+        "provider": "openai",
+        "model": "gpt-4o-mini",
+        "prompt_tokens": 100,
+        "completion_tokens": 10,
+        "cached_tokens": 40,
+        "reasoning_tokens": 2,
+        "cost_usd": 0.5,
+        "status": "ok",
+        "latency_ms": 12.5,
+    }
+    values.update(fields)
+    return LedgerRow(**values)  # type: ignore[arg-type]
+
+
+ROWS = [
+    row(T0 + 10),
+    row(T0 + 20, key_id="bob", provider="anthropic", model="claude-sonnet-4-5", cost_usd=1.25),
+    row(T0 + DAY + 5, model="gpt-4o", cost_usd=None, status="error:502"),
+    row(T0 + DAY + 6, key_id=None, provider="ollama", model="llama3:8b", cost_usd=0.0),
+]
+
+
+def fill(ledger: Ledger) -> None:
+    for item in ROWS:
+        ledger.record(item)
+
+
+def test_rows_come_back_as_recorded(ledger: Ledger) -> None:
+    fill(ledger)
+    assert list(ledger.rows()) == ROWS
+    assert list(ledger.rows(since=T0 + DAY)) == ROWS[2:]
+
+
+def test_report_by_day(ledger: Ledger) -> None:
+    fill(ledger)
+    first, second = ledger.report(group_by="day")
+    assert first == {
+        "day": "2026-01-01",
+        "requests": 2,
+        "prompt_tokens": 200,
+        "completion_tokens": 20,
+        "cached_tokens": 80,
+        "reasoning_tokens": 4,
+        "cost_usd": pytest.approx(1.75),
+        "unpriced_requests": 0,
+    }
+    assert second["day"] == "2026-01-02"
+    assert (second["requests"], second["cost_usd"], second["unpriced_requests"]) == (2, 0.0, 1)
+
+
+def test_report_by_provider_model_and_key(ledger: Ledger) -> None:
+    fill(ledger)
+    by_provider = {r["provider"]: r for r in ledger.report(group_by="provider")}
+    assert set(by_provider) == {"anthropic", "ollama", "openai"}
+    assert by_provider["openai"]["requests"] == 2
+    assert by_provider["openai"]["cost_usd"] == pytest.approx(0.5)
+    assert by_provider["openai"]["unpriced_requests"] == 1
+    by_model = {r["model"]: r["requests"] for r in ledger.report(group_by="model")}
+    assert by_model == {"claude-sonnet-4-5": 1, "gpt-4o": 1, "gpt-4o-mini": 1, "llama3:8b": 1}
+    by_key = {r["key_id"]: r["cost_usd"] for r in ledger.report(group_by="key")}
+    assert by_key == {None: 0.0, "alice": pytest.approx(0.5), "bob": pytest.approx(1.25)}
+
+
+def test_report_window_and_total_cost(ledger: Ledger) -> None:
+    fill(ledger)
+    window = ledger.report(group_by="provider", since=T0 + 15, until=T0 + DAY)
+    assert [r["provider"] for r in window] == ["anthropic"]
+    assert ledger.report(group_by="day", since=T0 + 10 * DAY) == []
+    assert ledger.total_cost(T0) == pytest.approx(1.75)
+    assert ledger.total_cost(T0 + 15) == pytest.approx(1.25)
+    assert ledger.total_cost(T0, until=T0 + 15) == pytest.approx(0.5)
+
+
+def test_csv(ledger: Ledger) -> None:
+    fill(ledger)
+    out = io.StringIO()
+    assert ledger.to_csv(out) == len(ROWS)
+    header, *lines = list(csv.reader(io.StringIO(out.getvalue())))
+    assert header == list(COLUMNS)
+    assert len(lines) == len(ROWS)
+    unpriced = dict(zip(header, lines[2], strict=True))
+    assert unpriced["cost_usd"] == "" and unpriced["status"] == "error:502"
+    assert float(dict(zip(header, lines[1], strict=True))["cost_usd"]) == 1.25
+    later = io.StringIO()
+    assert ledger.to_csv(later, since=T0 + DAY) == 2
+
+
+def test_wal_mode_and_synchronous_normal(ledger: Ledger) -> None:
+    ledger.record(ROWS[0])
+    other = sqlite3.connect(ledger.path)
+    assert other.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    other.close()
+    assert ledger._db.execute("PRAGMA synchronous").fetchone() == (1,)  # NORMAL
+
+
+def test_only_the_accounting_columns_exist(ledger: Ledger) -> None:
+    db = sqlite3.connect(ledger.path)
+    columns = [name for _, name, *_ in db.execute("PRAGMA table_info(requests)")]
+    indexes = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+    db.close()
+    assert columns == [
+        "id",
+        "ts",
+        "request_id",
+        "key_id",
+        "provider",
+        "model",
+        "prompt_tokens",
+        "completion_tokens",
+        "cached_tokens",
+        "reasoning_tokens",
+        "cost_usd",
+        "status",
+        "latency_ms",
+    ]
+    assert {"requests_ts", "requests_key_id"} <= indexes
+
+
+def test_private_directories_and_file(tmp_path: Path) -> None:
+    path = tmp_path / "share" / "thanos" / "usage.db"
+    Ledger(path).close()
+    for directory in (tmp_path / "share", tmp_path / "share" / "thanos"):
+        assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    with Ledger(path) as again:  # reopening an existing ledger is fine
+        assert list(again.rows()) == []
+
+
+WRITER = textwrap.dedent(
+    """
+    import os, signal, sys, time
+    from thanos_asgi.ledger import Ledger, LedgerRow
+
+    path, name, count, start, kill = sys.argv[1:6]
+    ledger = Ledger(path)
+    while time.time() < float(start):
+        pass
+    for i in range(int(count)):
+        ledger.record(LedgerRow(ts=time.time(), request_id=f"{name}-{i}", key_id=name,
+                                provider="openai", model="gpt-4o-mini", cost_usd=0.001))
+    if kill == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    ledger.close()
+    """
+)
+
+
+def writer(
+    path: Path, name: str, count: int, *, start: float = 0.0, kill: bool = False
+) -> list[str]:
+    args = [str(path), name, str(count), str(start), "kill" if kill else "close"]
+    return [sys.executable, "-c", WRITER, *args]
+
+
+def test_rows_survive_kill_9_right_after_recording(tmp_path: Path) -> None:
+    path = tmp_path / "usage.db"
+    done = subprocess.run(writer(path, "killed", 200, kill=True), capture_output=True, timeout=60)
+    assert done.returncode == -signal.SIGKILL, done.stderr.decode()
+    assert Path(f"{path}-wal").stat().st_size > 0  # the rows were still only in the WAL
+    with Ledger(path) as ledger:
+        ids = [r.request_id for r in ledger.rows()]
+    assert ids == [f"killed-{i}" for i in range(200)]
+
+
+def test_two_processes_writing_at_once_lose_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "usage.db"
+    start = time.time() + 1.0  # both begin inserting at the same moment
+    procs = [subprocess.Popen(writer(path, name, 500, start=start)) for name in ("a", "b")]
+    assert [proc.wait(timeout=60) for proc in procs] == [0, 0]
+    with Ledger(path) as ledger:
+        ids = {r.request_id for r in ledger.rows()}
+        by_key = {r["key_id"]: r["requests"] for r in ledger.report(group_by="key")}
+    assert len(ids) == 1000
+    assert by_key == {"a": 500, "b": 500}
+
+
+def test_durable_record_is_cheap(ledger: Ledger) -> None:
+    started = time.perf_counter()
+    for i in range(500):
+        ledger.record(row(T0 + i))
+    per_row = (time.perf_counter() - started) / 500
+    assert per_row < 0.005, f"{per_row * 1e6:.0f} µs per row"
+    assert os.path.getsize(f"{ledger.path}-wal") > 0

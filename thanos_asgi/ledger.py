@@ -1,0 +1,198 @@
+"""The usage ledger: one SQLite row per request (time, key id, provider, model, tokens, cost).
+
+Durability: the database runs in WAL mode with `synchronous=NORMAL` and autocommit, so every
+`record` is its own committed transaction, appended to the `-wal` file with write(2) before
+`record` returns. A process crash (kill -9, OOM kill) right after the response loses nothing:
+the bytes are in the OS page cache, and the next open replays the WAL. What NORMAL gives up is
+an fsync per commit: an OS crash or power cut can lose the last commits (never corrupt the
+file). That is the requirement, and it keeps a row at ~0.1 ms on a VM disk, where an fsync per
+commit (`synchronous=FULL`) measured ~3 ms.
+
+Only the columns below are stored: never a secret (`key_id` is a client key's id, not the key),
+a prompt or a completion. Times are unix seconds; `report(group_by="day")` buckets by UTC day.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from types import MappingProxyType, TracebackType
+from typing import IO, Any, Literal
+
+import msgspec
+
+__all__ = ["COLUMNS", "GroupBy", "Ledger", "LedgerRow"]
+
+GroupBy = Literal["day", "provider", "model", "key"]
+
+
+class LedgerRow(msgspec.Struct, frozen=True):
+    """One request. `cost_usd` is None when the price was unknown (never guessed)."""
+
+    ts: float
+    request_id: str
+    key_id: str | None
+    provider: str
+    model: str
+    prompt_tokens: int = 0  # includes cached tokens
+    completion_tokens: int = 0  # includes reasoning tokens
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+    cost_usd: float | None = None
+    status: str = "ok"
+    latency_ms: float = 0.0
+
+
+COLUMNS: tuple[str, ...] = LedgerRow.__struct_fields__
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS requests (
+    id INTEGER PRIMARY KEY,
+    ts REAL NOT NULL,
+    request_id TEXT,
+    key_id TEXT,
+    provider TEXT,
+    model TEXT,
+    prompt_tokens INT,
+    completion_tokens INT,
+    cached_tokens INT,
+    reasoning_tokens INT,
+    cost_usd REAL NULL,
+    status TEXT,
+    latency_ms REAL
+);
+CREATE INDEX IF NOT EXISTS requests_ts ON requests (ts);
+CREATE INDEX IF NOT EXISTS requests_key_id ON requests (key_id);
+"""
+_INSERT = f"INSERT INTO requests ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+_SELECT = f"SELECT {', '.join(COLUMNS)} FROM requests"
+
+# group_by -> (the SQL expression, the name of its field in a report row)
+_GROUPS: Mapping[str, tuple[str, str]] = MappingProxyType(
+    {
+        "day": ("date(ts, 'unixepoch')", "day"),
+        "provider": ("provider", "provider"),
+        "model": ("model", "model"),
+        "key": ("key_id", "key_id"),
+    }
+)
+_SUMS = """COUNT(*), TOTAL(prompt_tokens), TOTAL(completion_tokens), TOTAL(cached_tokens),
+    TOTAL(reasoning_tokens), TOTAL(cost_usd), COUNT(*) - COUNT(cost_usd)"""
+_REPORT_FIELDS = (
+    "requests",
+    "prompt_tokens",
+    "completion_tokens",
+    "cached_tokens",
+    "reasoning_tokens",
+    "cost_usd",  # the sum of the known costs
+    "unpriced_requests",  # rows whose cost is unknown: `cost_usd` leaves them out
+)
+
+
+def _make_private_dirs(directory: Path) -> None:
+    """Create `directory` and any missing parents, each mode 0700."""
+    missing = [path for path in (directory, *directory.parents) if not path.exists()]
+    for path in reversed(missing):
+        path.mkdir(mode=0o700, exist_ok=True)
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    if str(path) != ":memory:":
+        _make_private_dirs(path.parent)
+        os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))  # 0600 if new; -wal/-shm follow
+    db = sqlite3.connect(path, isolation_level=None, timeout=30.0, check_same_thread=False)
+    # A new file only: 1 KiB pages make each commit's WAL frames (a table and two index pages)
+    # smaller: ~30-40% less time per row than 4 KiB pages, measured on a VM with a virtio disk
+    db.execute("PRAGMA page_size=1024")
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.executescript(_SCHEMA)
+    return db
+
+
+def _window(since: float | None, until: float | None) -> tuple[str, list[float]]:
+    clauses, params = [], []
+    if since is not None:
+        clauses.append("ts >= ?")
+        params.append(since)
+    if until is not None:
+        clauses.append("ts < ?")
+        params.append(until)
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+
+class Ledger:
+    """The usage ledger in one SQLite file; safe to share between threads and processes."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path).expanduser()
+        self._db = _connect(self.path)
+        self._lock = threading.Lock()
+
+    def record(self, row: LedgerRow) -> None:
+        """Insert and commit `row` before returning (one cached prepared INSERT, autocommit)."""
+        values = msgspec.structs.astuple(row)
+        with self._lock:
+            self._db.execute(_INSERT, values)
+
+    def report(
+        self, *, group_by: GroupBy, since: float | None = None, until: float | None = None
+    ) -> list[dict[str, Any]]:
+        """Requests, tokens and cost per group in `[since, until)`, ordered by group."""
+        expression, name = _GROUPS[group_by]
+        where, params = _window(since, until)
+        sql = f"SELECT {expression} AS grp, {_SUMS} FROM requests{where} GROUP BY grp ORDER BY grp"
+        with self._lock:
+            found = self._db.execute(sql, params).fetchall()
+        return [_report_row(name, row) for row in found]
+
+    def total_cost(self, since: float, until: float | None = None) -> float:
+        """USD of the priced requests in `[since, until)`."""
+        where, params = _window(since, until)
+        with self._lock:
+            found = self._db.execute(f"SELECT TOTAL(cost_usd) FROM requests{where}", params)
+            (total,) = found.fetchone()
+        return float(total)
+
+    def rows(self, since: float | None = None) -> Iterator[LedgerRow]:
+        """Every row from `since` on, oldest first."""
+        where, params = _window(since, None)
+        with self._lock:
+            cursor = self._db.execute(f"{_SELECT}{where} ORDER BY ts, id", params)
+        for values in cursor:
+            yield LedgerRow(*values)
+
+    def to_csv(self, fileobj: IO[str], since: float | None = None) -> int:
+        """Write the rows as CSV with a header line (unknown cost: empty); return the count."""
+        writer = csv.writer(fileobj, lineterminator="\n")
+        writer.writerow(COLUMNS)
+        count = 0
+        for row in self.rows(since):
+            writer.writerow(msgspec.structs.astuple(row))
+            count += 1
+        return count
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(
+        self, typ: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def _report_row(name: str, row: tuple[Any, ...]) -> dict[str, Any]:
+    group, requests, *sums, cost, unpriced = row
+    tokens = [int(value) for value in sums]
+    return {
+        name: group,
+        **dict(zip(_REPORT_FIELDS, [requests, *tokens, cost, unpriced], strict=True)),
+    }

@@ -1,0 +1,180 @@
+"""Anthropic's Messages API (`/v1/messages`): translated to and from canonical, or relayed.
+
+Translation lives in `_anthropic_codec` (its docstring lists the mapping decisions); this
+module is the HTTP side: API-key headers (`x-api-key`, `anthropic-version`; config `headers`
+may add `anthropic-beta`), Anthropic's error body, SSE streams with `event:` names, and the
+pass-through relay for `/v1/messages` clients, which reads only `message_start` and
+`message_delta` (for usage) and forwards every event as it came, an `event: error` included.
+An `event: error` on a translated stream raises (`overloaded_error` stands for 529, mapped to a
+retryable 503); a stream that ends without `message_stop` is an UpstreamProtocolError.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any, ClassVar, TypeVar
+
+import msgspec
+
+from .. import anthropic_types as api
+from ..anthropic_types import MessageResponse, Usage, chat_usage
+from ..exceptions import InvalidRequest, UpstreamError, UpstreamProtocolError, UpstreamStatusError
+from ..framing import iter_sse
+from ..transport import UpstreamResponse
+from ..types import ChatChunk, ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse
+from ._anthropic_codec import DEFAULT_MAX_TOKENS, Stream, chat_response, request_body
+from ._base import HTTPProvider, Relayed
+
+T = TypeVar("T")
+API_VERSION = "2023-06-01"
+
+_response = msgspec.json.Decoder(MessageResponse)
+_models = msgspec.json.Decoder(api.ModelPage)
+_errors = msgspec.json.Decoder(api.ErrorBody)
+_EVENTS: dict[bytes, msgspec.json.Decoder[Any]] = {
+    b"content_block_delta": msgspec.json.Decoder(api.ContentBlockDelta),
+    b"content_block_start": msgspec.json.Decoder(api.ContentBlockStart),
+    b"content_block_stop": msgspec.json.Decoder(api.ContentBlockStop),
+    b"message_delta": msgspec.json.Decoder(api.MessageDelta),
+    b"message_start": msgspec.json.Decoder(api.MessageStart),
+}
+_encode = msgspec.json.Encoder().encode
+
+
+# -- the adapter --------------------------------------------------------------------------------
+
+
+class Anthropic(HTTPProvider):
+    kind: ClassVar[str] = "anthropic"
+    wire: ClassVar[str] = "anthropic"
+
+    @property
+    def prefix(self) -> str:
+        """`/v1` unless the configured base URL already ends with it."""
+        return "" if self.base_url.endswith("/v1") else "/v1"
+
+    def auth_headers(self) -> dict[str, str]:
+        """API-key auth; an OAuth login (Claude Pro/Max) would override this one method."""
+        headers = {"content-type": "application/json", "anthropic-version": API_VERSION}
+        if self.api_key:
+            headers["x-api-key"] = self.api_key
+        return headers
+
+    def error_fields(self, body: bytes) -> tuple[str, str | None, str | None, str | None]:
+        """`{"type": "error", "error": {"type", "message"}}`; anything else as the base reads it."""
+        try:
+            error = _errors.decode(body).error
+        except msgspec.DecodeError:
+            error = None
+        if error is None:
+            return super().error_fields(body)
+        return error.message, error.type, None, None
+
+    # -- translated --------------------------------------------------------------------------
+
+    def _body(self, request: ChatRequest, model: str, *, stream: bool) -> bytes:
+        limit = self.config.max_tokens or DEFAULT_MAX_TOKENS
+        return _encode(request_body(request, model, stream=stream, max_tokens=limit))
+
+    async def chat(self, request: ChatRequest, model: str) -> ChatResponse:
+        body = self._body(request, model, stream=False)
+        response = await self.send("POST", self.prefix + "/messages", body)
+        return chat_response(self._parse(_response, await self.read(response)), model)
+
+    async def open_stream(self, request: ChatRequest, model: str) -> AsyncIterator[ChatChunk]:
+        body = self._body(request, model, stream=True)
+        response = await self.send("POST", self.prefix + "/messages", body)  # refusals raise here
+        return self._chunks(response, model)
+
+    async def _chunks(self, response: UpstreamResponse, model: str) -> AsyncIterator[ChatChunk]:
+        stream = Stream(model)
+        try:
+            async for event in iter_sse(response.iter_bytes()):
+                name = event.event
+                if name == b"message_stop":
+                    yield stream.usage_chunk()
+                    return
+                if name == b"error":
+                    raise self._stream_error(event.data)
+                decoder = _EVENTS.get(name)
+                if decoder is not None:  # ping and event types added later are skipped
+                    chunk = stream.feed(self._parse(decoder, event.data))
+                    if chunk is not None:
+                        yield chunk
+        except UpstreamError as exc:
+            raise self.tag(exc) from exc.__cause__
+        finally:
+            await response.aclose()
+        raise self.tag(UpstreamProtocolError("the stream ended before message_stop"))
+
+    # -- pass-through ------------------------------------------------------------------------
+
+    async def relay(self, body: dict[str, Any], model: str, *, stream: bool) -> Relayed:
+        body["model"] = model
+        response = await self.send("POST", self.prefix + "/messages", _encode(body))
+        if not stream:
+            data = await self.read(response)
+            message = self._parse(_response, data)
+            return Relayed(model=message.model or model, body=data, usage=chat_usage(message.usage))
+        relayed = Relayed(model=model)
+        relayed.events = self._relay_events(response, relayed)
+        return relayed
+
+    async def _relay_events(
+        self, response: UpstreamResponse, relayed: Relayed
+    ) -> AsyncIterator[bytes]:
+        """The provider's events as they came; only message_start/_delta are decoded (usage)."""
+        usage: Usage | None = None
+        try:
+            async for event in iter_sse(response.iter_bytes()):
+                name = event.event
+                if name == b"message_start":
+                    usage = self._parse(_EVENTS[name], event.data).message.usage
+                    relayed.usage = chat_usage(usage)
+                elif name == b"message_delta":
+                    later: Usage = self._parse(_EVENTS[name], event.data).usage
+                    if usage is None:
+                        usage = later
+                    else:
+                        usage.update(later)
+                    relayed.usage = chat_usage(usage)
+                elif not event.data:
+                    continue  # comments: the gateway sends its own keep-alives
+                yield event.raw + b"\n\n"
+                if name in (b"message_stop", b"error"):
+                    return  # an error event is already in the client's format: it ends the stream
+        except UpstreamError as exc:
+            raise self.tag(exc) from exc.__cause__
+        finally:
+            await response.aclose()
+        raise self.tag(UpstreamProtocolError("the stream ended before message_stop"))
+
+    # -- the rest ----------------------------------------------------------------------------
+
+    def _stream_error(self, data: bytes) -> UpstreamStatusError:
+        """An `event: error` after the 200: its type stands for a status (overloaded -> 529)."""
+        try:
+            error = _errors.decode(data).error
+        except msgspec.DecodeError:
+            error = None
+        kind = error.type if error else "api_error"
+        message = (error.message if error else "") or data[:200].decode("utf-8", "replace")
+        return UpstreamStatusError(
+            f"{self.name}: {message or 'error in stream'}",
+            provider=self.name,
+            upstream_status=api.ERROR_STATUS.get(kind, 500),
+            upstream_type=kind,
+        )
+
+    def _parse(self, decoder: msgspec.json.Decoder[T], data: bytes) -> T:
+        try:
+            return decoder.decode(data)
+        except msgspec.DecodeError as exc:
+            raise self.tag(UpstreamProtocolError(f"unreadable answer: {exc}")) from None
+
+    async def list_models(self) -> list[str]:
+        response = await self.send("GET", self.prefix + "/models?limit=1000")
+        return [model.id for model in self._parse(_models, await self.read(response)).data]
+
+    async def embed(self, request: EmbeddingRequest, model: str) -> EmbeddingResponse:
+        raise InvalidRequest("Anthropic has no embeddings API", param="model")

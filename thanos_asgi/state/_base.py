@@ -1,0 +1,92 @@
+"""What every state backend promises, and the small helpers they share."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from thanos_asgi.exceptions import ThanosError
+
+MICRO = 1_000_000  # money is kept as integer micro-dollars so sums never drift
+MIN_WINDOW = 0.001
+
+
+class StateUnavailable(ThanosError):
+    """503: the shared state store cannot be used; the message never holds a password."""
+
+    status = 503
+    type = "state_unavailable"
+    code = "state_unavailable"
+    retryable = True
+
+
+@dataclass(frozen=True, slots=True)
+class WindowResult:
+    allowed: bool
+    used: int  # units in the window after this call (unchanged if refused)
+    limit: int
+    reset_after: float  # seconds until the window frees capacity
+
+
+class StateBackend(Protocol):
+    """Counters and small records shared by every gateway process that uses the same store.
+
+    Windows are FIXED windows aligned to multiples of `window` seconds (on the store's clock:
+    the event loop's monotonic clock in memory, Redis `TIME` for Redis). Within one window at
+    most `limit` units are ever granted, exactly; across a window boundary a burst of up to
+    2 x `limit` in `window` seconds is possible, the usual price of fixed windows.
+    """
+
+    async def window_take(self, key: str, amount: int, limit: int, window: float) -> WindowResult:
+        """Add `amount` to the current window of `key` if the total stays <= `limit`."""
+        ...
+
+    async def window_adjust(self, key: str, delta: int, window: float) -> None:
+        """Add `delta` (may be negative) to the current window; never below 0."""
+        ...
+
+    async def reserve(self, key: str, amount: float, limit: float, ttl: float) -> bool:
+        """If spent + reserved + amount <= limit: reserved += amount, True; else False.
+
+        Every write sets the whole key to expire `ttl` seconds later (e.g. the budget month's end).
+        """
+        ...
+
+    async def settle(self, key: str, reserved: float, actual: float, ttl: float) -> None:
+        """reserved -= `reserved` (not below 0); spent += `actual`; expiry as for `reserve`."""
+        ...
+
+    async def spent(self, key: str) -> tuple[float, float]:
+        """(spent, reserved) in USD for `key`; (0.0, 0.0) if unknown."""
+        ...
+
+    async def get_json(self, key: str) -> Any | None:
+        """A small shared record (e.g. circuit-breaker state), or None."""
+        ...
+
+    async def set_json(self, key: str, value: Any, ttl: float | None) -> None:
+        """Store a small JSON-encodable record, expiring after `ttl` seconds (None: never)."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+def to_micro(usd: float) -> int:
+    return round(usd * MICRO)
+
+
+def from_micro(micro: int) -> float:
+    return micro / MICRO
+
+
+def window_index(now: float, window: float) -> tuple[int, float]:
+    """(index of the fixed window holding `now`, seconds until it ends)."""
+    check_window(window)
+    index = math.floor(now / window)
+    return index, (index + 1) * window - now
+
+
+def check_window(window: float) -> None:
+    if not window >= MIN_WINDOW:
+        raise ValueError(f"window must be at least {MIN_WINDOW} seconds, got {window!r}")

@@ -1,0 +1,84 @@
+"""The Lua scripts behind `RedisBackend`: each operation is one script, so it is atomic.
+
+Windows live in a hash {w: window index, n: units used}; a stored index other than the
+current one means the window has rolled over and counts as 0. The window is computed from
+`redis.call('TIME')`, so every gateway process agrees on it whatever its own clock says.
+Budgets live in a hash {s: spent, r: reserved}, both integer micro-dollars. Numbers are
+written back with `%.0f` so large integers are never rounded by Lua's `%.14g` conversion.
+"""
+
+from __future__ import annotations
+
+_PRELUDE = """
+if redis.replicate_commands then redis.replicate_commands() end
+local function int(x) return string.format('%.0f', x) end
+"""
+
+# ARGV[...]: window width in microseconds is always the last argument.
+_WINDOW = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local width = tonumber(ARGV[#ARGV])
+local index = math.floor(now / width)
+local reset = (index + 1) * width - now
+local stored = redis.call('HMGET', KEYS[1], 'w', 'n')
+local used = 0
+if tonumber(stored[1]) == index then used = tonumber(stored[2]) or 0 end
+local function save(n)
+  redis.call('HSET', KEYS[1], 'w', int(index), 'n', int(n))
+  redis.call('PEXPIRE', KEYS[1], int(math.ceil(reset / 1000) + 1000))
+end
+"""
+
+# KEYS[1] window; ARGV: amount, limit, width -> {allowed, used, microseconds to reset}
+WINDOW_TAKE = (
+    _PRELUDE
+    + _WINDOW
+    + """
+local amount = tonumber(ARGV[1])
+if used + amount > tonumber(ARGV[2]) then return {0, used, reset} end
+save(used + amount)
+return {1, used + amount, reset}
+"""
+)
+
+# KEYS[1] window; ARGV: delta, width
+WINDOW_ADJUST = (
+    _PRELUDE
+    + _WINDOW
+    + """
+save(math.max(0, used + tonumber(ARGV[1])))
+return 1
+"""
+)
+
+_BUDGET = """
+local stored = redis.call('HMGET', KEYS[1], 's', 'r')
+local spent = tonumber(stored[1]) or 0
+local reserved = tonumber(stored[2]) or 0
+"""
+
+# KEYS[1] budget; ARGV: amount, limit, ttl ms -> 1 reserved / 0 refused
+RESERVE = (
+    _PRELUDE
+    + _BUDGET
+    + """
+local amount = tonumber(ARGV[1])
+if spent + reserved + amount > tonumber(ARGV[2]) then return 0 end
+redis.call('HSET', KEYS[1], 's', int(spent), 'r', int(reserved + amount))
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+)
+
+# KEYS[1] budget; ARGV: reserved amount to release, actual cost, ttl ms
+SETTLE = (
+    _PRELUDE
+    + _BUDGET
+    + """
+reserved = math.max(0, reserved - tonumber(ARGV[1]))
+redis.call('HSET', KEYS[1], 's', int(spent + tonumber(ARGV[2])), 'r', int(reserved))
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+)
