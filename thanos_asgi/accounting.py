@@ -190,11 +190,11 @@ class Accounting:
             return None
         return self.pricing.cost(instance, model, usage)
 
-    def settle(self, admission: Admission, usage: Usage | None) -> float | None:
-        """Replace reservations with the real cost (in the background); return the cost.
+    def settle(self, admission: Admission, usage: Usage | None, model: str) -> float | None:
+        """Replace reservations with the real cost of `model` (in the background); return it.
 
         When the real usage is unknown (a stream cut short), the worst case stays spent."""
-        cost = self.cost(admission.instance, admission.model, usage)
+        cost = self.cost(admission.instance, model, usage)
         if admission.reservations:
             actual = admission.worst_case if cost is None else cost
             self._background(self._settle(admission, actual))

@@ -18,10 +18,22 @@ import msgspec
 from . import _messages
 from . import _openai as codec
 from ._errors import error_body, error_headers
-from ._http import JSON, Headers, Receive, Scope, Send, header, read_body, respond, route_path
+from ._http import (
+    JSON,
+    Headers,
+    Message,
+    Receive,
+    Scope,
+    Send,
+    header,
+    read_body,
+    respond,
+    route_path,
+)
 from .exceptions import InvalidRequest, MethodNotAllowed, NotFound, ThanosError
-from .gateway import Context, Gateway, Reply
-from .sse import EventSourceResponse
+from .gateway import Context, Gateway, Reply, close
+from .metrics import CONTENT_TYPE as METRICS_TYPE
+from .sse import KEEPALIVE, EventSourceResponse
 from .types import ChatChunk, CompletionRequest, EmbeddingRequest, ModelList
 
 _encode = msgspec.json.Encoder().encode
@@ -82,6 +94,8 @@ class ThanosApp:
             "/health": {"GET": self.health},
             "/health/ready": {"GET": self.ready},
         }
+        if getattr(server, "metrics", True):  # `[server] metrics = false` turns it off
+            self.routes["/metrics"] = {"GET": self.scrape}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -139,14 +153,17 @@ class ThanosApp:
     ) -> AsyncIterator[bytes]:
         """Canonical chunks as SSE events; the usage-only chunk only when the client asked."""
         assert reply.chunks is not None
-        async for chunk in reply.chunks:
-            if chunk.usage is not None:
-                reply.usage = chunk.usage
-                if not include_usage:
-                    if not chunk.choices:
-                        continue
-                    chunk.usage = None
-            yield encode(chunk)
+        try:
+            async for chunk in reply.chunks:
+                if chunk.usage is not None:
+                    reply.usage = chunk.usage
+                    if not include_usage:
+                        if not chunk.choices:
+                            continue
+                        chunk.usage = None
+                yield encode(chunk)
+        finally:
+            await close(reply.chunks)  # a client that leaves closes the upstream request now
         yield codec.DONE
 
     async def _stream(
@@ -163,9 +180,10 @@ class ThanosApp:
             on_error=on_error,
             on_close=reply.finish,
         )
-        await response(ex.scope, ex.receive, ex.send)
+        await response(ex.scope, ex.receive, _noting_first_event(ex.send, reply))
 
     def _headers(self, ex: Exchange, reply: Reply) -> Headers:
+        ex.scope["thanos.reply"] = reply  # for the access log
         overhead = (time.perf_counter() - ex.started) * 1000 - reply.upstream_ms
         headers = [
             (b"x-thanos-provider", reply.provider.encode()),
@@ -231,8 +249,24 @@ class ThanosApp:
     async def health(self, ex: Exchange) -> None:
         await respond(ex.send, 200, b'{"status":"ok"}')
 
+    async def scrape(self, ex: Exchange) -> None:
+        """`GET /metrics`: Prometheus text exposition (see `metrics.py`)."""
+        body = self.gateway.metrics.render()
+        await respond(ex.send, 200, body, [(b"content-type", METRICS_TYPE.encode())])
+
     async def ready(self, ex: Exchange) -> None:
         providers = self.gateway.status()
         ready = any(state.get("configured") for state in providers.values())
         body = {"status": "ready" if ready else "unavailable", "providers": providers}
         await respond(ex.send, 200 if ready else 503, _encode(body))
+
+
+def _noting_first_event(send: Send, reply: Reply) -> Send:
+    """`send`, setting `reply.first_byte_at` when the first event (not a keep-alive) goes out."""
+
+    async def noting(message: Message) -> None:
+        if not reply.first_byte_at and message.get("body") not in (None, b"", KEEPALIVE):
+            reply.first_byte_at = time.perf_counter()
+        await send(message)
+
+    return noting

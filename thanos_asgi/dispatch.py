@@ -27,6 +27,7 @@ from .types import ChatChunk, ChatRequest, ChatResponse, Usage
 
 if TYPE_CHECKING:
     from .config import RoutingConfig
+    from .metrics import Metrics
 
 Recorder = Callable[["Reply", str, bool], None]  # (reply, outcome, whole request done)
 
@@ -46,6 +47,9 @@ class Reply:
     budget_warning: str | None = None
     request_id: str = ""
     key_id: str | None = None
+    started: float = 0.0  # perf_counter() when dispatch began
+    first_byte_at: float = 0.0  # perf_counter() when a stream's first event went out
+    outcome: str = ""  # set by finish()
     on_finish: list[Callable[[str], None]] = field(default_factory=list, repr=False)
     finished: bool = field(default=False, repr=False)
 
@@ -55,6 +59,12 @@ class Reply:
 
     @property
     def model(self) -> str:
+        """The model that answered, as the provider named it when it did (Omen's choice,
+        a dated version), else the one the gateway asked for."""
+        if self.relayed is not None and self.relayed.model:
+            return self.relayed.model
+        if self.response is not None and self.response.model:
+            return self.response.model
         return self.target.model
 
     def finish(self, outcome: str = "ok") -> None:
@@ -62,7 +72,7 @@ class Reply:
         client left ("disconnected"): releases the provider slot and records the request."""
         if self.finished:
             return
-        self.finished = True
+        self.finished, self.outcome = True, outcome
         if self.relayed is not None and self.relayed.usage is not None:
             self.usage = self.relayed.usage
         elif self.response is not None and self.response.usage is not None:
@@ -90,8 +100,10 @@ class Dispatcher:
         routing: RoutingConfig,
         record: Recorder,
         accounting: Accounting,
+        metrics: Metrics | None = None,
     ) -> None:
         self.providers = providers
+        self.metrics = metrics
         self.health = health
         self.record = record
         self.accounting = accounting
@@ -133,6 +145,8 @@ class Dispatcher:
 
     async def _try(self, target: Target, call: _Call, deadline: float | None) -> Reply:
         health = self.health[target.instance]
+        if call.attempts and self.metrics is not None:
+            self.metrics.next_attempt(target.instance, call.attempts)
         if not health.breaker.allow():
             call.attempts.append(f"{target.instance}:circuit_{health.breaker.state}")
             raise ProviderUnavailable(
@@ -181,7 +195,7 @@ class Dispatcher:
         reply.cost_usd = self.accounting.cost(reply.provider, reply.model, whole)
 
         def finished(outcome: str) -> None:
-            reply.cost_usd = self.accounting.settle(admission, reply.usage)
+            reply.cost_usd = self.accounting.settle(admission, reply.usage, reply.model)
             self._finished(reply, health, outcome)
 
         reply.on_finish.append(finished)

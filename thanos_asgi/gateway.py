@@ -25,6 +25,7 @@ from .context import current_context
 from .dispatch import Dispatcher, Reply
 from .exceptions import PermissionDenied, ProviderUnavailable, ThanosError, UpstreamError
 from .ledger import Ledger, LedgerRow
+from .metrics import Metrics
 from .monitor import HealthMonitor
 from .pricing import PriceTable, Pricing
 from .providers import SPECS, effective_kind, load_adapter
@@ -44,7 +45,7 @@ from .types import (
     Usage,
 )
 
-__all__ = ["Context", "Gateway", "Reply"]
+__all__ = ["Context", "Gateway", "Reply", "close"]
 
 if TYPE_CHECKING:
     from .config import Config, ProviderConfig
@@ -88,8 +89,14 @@ class Gateway:
         self.accounting = Accounting(config, pricing=pricing, state=self.state, ledger=self.ledger)
         self.planner = Planner(config, self.router, self.health)
         self.planner.spend_fraction = self.accounting.spend_fraction
+        self.metrics = Metrics(self.health)
         self.dispatcher = Dispatcher(
-            self.providers, self.health, config.routing, self.record, self.accounting
+            self.providers,
+            self.health,
+            config.routing,
+            self.record,
+            self.accounting,
+            metrics=self.metrics,
         )
         self.monitor = HealthMonitor(config.health, self.providers, self.health)
 
@@ -141,6 +148,7 @@ class Gateway:
         so nothing has reached the client yet while fallbacks happen. The caller must call
         `reply.finish(outcome)` once the answer is delivered.
         """
+        started = time.perf_counter()
         self.monitor.start()
         ctx = _with_metadata(ctx or Context(), request)
         token = current_context.set(ctx)
@@ -158,6 +166,8 @@ class Gateway:
             current_context.reset(token)
         reply.on_finish.append(lambda _: self.accounting.settle_tokens(tokens, reply.usage))
         reply.request_id, reply.key_id = ctx.request_id, ctx.key_id
+        reply.started = started
+        self.metrics.dispatched(reply)
         return reply
 
     async def chat(self, request: ChatRequest, ctx: Context | None = None) -> ChatResponse:
@@ -186,6 +196,7 @@ class Gateway:
             outcome = "error"
             raise
         finally:
+            await close(reply.chunks)
             reply.finish(outcome)
 
     # -- the rest --------------------------------------------------------------------------
@@ -249,8 +260,13 @@ class Gateway:
             )
         if final and self.ledger is not None and self.config.cost.track_usage:
             self.ledger.record(ledger_row(reply, outcome))
+        if final:
+            self.metrics.finished(reply, outcome)
+        else:
+            self.metrics.attempt_failed(reply)
 
     def _record_failure(self, request: ChatRequest, ctx: Context, exc: ThanosError) -> None:
+        self.metrics.refused(getattr(exc, "provider", "") or "", exc.status)
         if self.ledger is None or not self.config.cost.track_usage:
             return
         provider = getattr(exc, "provider", "") or ""
@@ -268,6 +284,13 @@ class Gateway:
                 state.update(requests=stats.requests, errors=stats.errors)
             providers[name] = state
         return providers
+
+
+async def close(iterator: object) -> None:
+    """Close an async generator now (its upstream response with it), not when collected."""
+    closer = getattr(iterator, "aclose", None)
+    if closer is not None:
+        await closer()
 
 
 def _permitted(targets: list[Target], requested: str, ctx: Context) -> list[Target]:

@@ -298,7 +298,7 @@ _json = msgspec.json.Decoder()
 
 
 def tool_call_arguments(call: ToolCall, index: int) -> dict[str, Any]:
-    """The arguments of `messages[index]`'s tool call `call` as a JSON object; else InvalidRequest."""
+    """`call`'s arguments as a JSON object; InvalidRequest (at `messages[index]`) if they aren't."""
     try:
         arguments = _json.decode(call.function.arguments or "{}")
     except msgspec.DecodeError:

@@ -61,6 +61,7 @@ from ..types import (
     ToolChoice,
     Usage,
 )
+from ._base import tool_call_arguments
 from ._gemini_schema import clean_schema
 
 # -- wire types (camelCase on the wire) ----------------------------------------------------------
@@ -298,23 +299,10 @@ def _assistant_parts(message: Message, index: int) -> list[Part]:
         parts.append(Part(text=text, thought_signature=signature))
         signature = None
     for number, call in enumerate(message.tool_calls or ()):
-        function = GFunctionCall(name=call.function.name, args=_arguments(call, index))
+        function = GFunctionCall(name=call.function.name, args=tool_call_arguments(call, index))
         own = signature_of(call.id) or (signature if number == 0 else None)
         parts.append(Part(function_call=function, thought_signature=own))
     return parts
-
-
-def _arguments(call: ToolCall, index: int) -> dict[str, Any]:
-    try:
-        arguments = _json.decode(call.function.arguments or "{}")
-    except msgspec.DecodeError:
-        arguments = None
-    if not isinstance(arguments, dict):
-        raise InvalidRequest(
-            f"messages[{index}]: the arguments of tool call {call.id!r} are not a JSON object",
-            param=f"messages[{index}].tool_calls",
-        )
-    return arguments
 
 
 def _tool_result(message: Message, index: int, names: dict[str, str]) -> Part:
@@ -517,4 +505,3 @@ def to_response(answer: GenerateResponse, model: str, raw: bytes) -> ChatRespons
         choices=choices,
         usage=usage_from(usage) if usage else None,
     )
-

@@ -1,12 +1,13 @@
 """JSON Schema -> Gemini's `Schema`, for function declarations and `responseSchema`.
 
 Gemini's `Schema` is an OpenAPI 3.0 subset; tool and response schemas are cut down to it:
-local `$ref`s are inlined (others are refused); `oneOf` -> `anyOf`; `allOf` members are merged; `const` -> `enum`;
-`type: [t, "null"]` and `anyOf` with a null member -> `nullable`; `format`s Gemini refuses are
-dropped; every other key is dropped, notably `$schema`, `$id`, `$defs`, `definitions`,
-`additionalProperties`, `strict`, `default`, `examples`, `not`, `patternProperties`,
-`exclusiveMinimum`/`exclusiveMaximum`, `multipleOf`, `uniqueItems`, `readOnly`. Recursive
-schemas (and ones nested deeper than 32 levels) are refused: Gemini accepts none.
+local `$ref`s are inlined (others are refused); `oneOf` -> `anyOf`; `allOf` members are merged;
+`const` -> `enum`; `type: [t, "null"]` and `anyOf` with a null member -> `nullable`; `format`s
+Gemini refuses are dropped; every other key is dropped, notably `$schema`, `$id`, `$defs`,
+`definitions`, `additionalProperties`, `strict`, `default`, `examples`, `not`,
+`patternProperties`, `exclusiveMinimum`/`exclusiveMaximum`, `multipleOf`, `uniqueItems`,
+`readOnly`. Recursive schemas (and ones nested deeper than 32 levels) are refused: Gemini
+accepts none.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ _FORMATS = {
     "number": frozenset({"float", "double"}),
 }
 _MAX_SCHEMA_DEPTH = 32
+
 
 def clean_schema(schema: dict[str, Any]) -> dict[str, Any]:
     """`schema` cut down to Gemini's Schema subset (module docstring); InvalidRequest on cycles."""

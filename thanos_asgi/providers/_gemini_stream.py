@@ -30,6 +30,7 @@ from ._gemini_codec import (
     usage_from,
 )
 
+
 class _ChoiceState:
     __slots__ = ("called", "finish", "role_sent", "tools")
 

@@ -4,7 +4,8 @@ No client speaks Gemini's format, so nothing is relayed. The key goes in the `x-
 header, never in the URL. Streams are `:streamGenerateContent?alt=sse`: every event is a whole
 `GenerateContentResponse`, events end in `\\r\\n\\r\\n`, and there is no `[DONE]` - the stream
 just ends, so it counts as complete once some candidate has sent a `finishReason` (or the
-prompt was blocked). The mapping itself lives in `_gemini_codec`, shared with Vertex AI.
+prompt was blocked). The mapping itself, shared with Vertex AI, lives in `_gemini_codec`
+(requests, whole answers), `_gemini_schema` (tool and response schemas) and `_gemini_stream`.
 
 Errors are `{"error": {"code", "message", "status", "details"}}`. An invalid key is a 400 whose
 `ErrorInfo.reason` is `API_KEY_INVALID`: it is mapped like a 401 (the gateway's credentials,
@@ -14,8 +15,6 @@ no Retry-After header came.
 
 from __future__ import annotations
 
-import base64
-import struct
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, ClassVar
 from urllib.parse import quote
@@ -39,17 +38,17 @@ from ..types import (
     EmbeddingRequest,
     EmbeddingResponse,
 )
-from ._base import HTTPProvider, Relayed
+from ._base import HTTPProvider, Relayed, embedding_base64
 from ._gemini_codec import (
     Content,
     GenerateResponse,
     Part,
-    StreamDecoder,
     decode_response,
     encode,
     generate_body,
     to_response,
 )
+from ._gemini_stream import StreamDecoder
 
 # -- wire types: errors, models, embeddings --------------------------------------------------------
 
@@ -125,11 +124,6 @@ def _retry_delay(error: _Error) -> float | None:
             except ValueError:
                 continue
     return None
-
-
-def base64_floats(vector: list[float]) -> str:
-    """A vector as OpenAI's `encoding_format: "base64"`: little-endian float32, base64."""
-    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
 
 
 def embed_texts(request: EmbeddingRequest, kind: str) -> list[str]:
@@ -278,7 +272,7 @@ def embedding_response(
     """Canonical embeddings, base64-encoded when the client asked for that."""
     as_base64 = request.encoding_format == "base64"
     data = [
-        Embedding(index=i, embedding=base64_floats(vector) if as_base64 else vector)
+        Embedding(index=i, embedding=embedding_base64(vector) if as_base64 else vector)
         for i, vector in enumerate(vectors)
     ]
     response = EmbeddingResponse(data=data, model=model)

@@ -9,9 +9,7 @@ JSON string. Images must be inline: Ollama takes base64 data, not URLs.
 
 from __future__ import annotations
 
-import base64
 import secrets
-import struct
 import time
 from collections.abc import AsyncIterator
 from typing import Any, ClassVar, TypeVar
@@ -52,7 +50,7 @@ from ..types import (
     ToolCallDelta,
     Usage,
 )
-from ._base import HTTPProvider, Relayed
+from ._base import HTTPProvider, Relayed, embedding_base64, tool_call_arguments
 
 T = TypeVar("T")
 
@@ -146,7 +144,6 @@ class _Embedded(msgspec.Struct):
 _line = msgspec.json.Decoder(_Line)
 _tags = msgspec.json.Decoder(_Tags)
 _embedded = msgspec.json.Decoder(_Embedded)
-_json = msgspec.json.Decoder()
 _encode = msgspec.json.Encoder().encode
 
 _ROLES = {"developer": "system", "function": "tool"}  # the rest are Ollama's roles too
@@ -228,15 +225,7 @@ def _image(url: str, index: int) -> str:
 
 
 def _call(call: ToolCall, index: int) -> _Call:
-    try:
-        arguments = _json.decode(call.function.arguments or "{}")
-    except msgspec.DecodeError:
-        arguments = None
-    if not isinstance(arguments, dict):
-        raise InvalidRequest(
-            f"messages[{index}]: the arguments of tool call {call.id!r} are not a JSON object",
-            param=f"messages[{index}].tool_calls",
-        )
+    arguments = tool_call_arguments(call, index)
     return _Call(function=_Function(name=call.function.name, arguments=arguments))
 
 
@@ -306,10 +295,6 @@ def _usage(line: _Line) -> Usage:
 
 def _completion_id() -> str:
     return f"chatcmpl-{secrets.token_hex(12)}"
-
-
-def _base64_floats(vector: list[float]) -> str:
-    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
 
 
 class _Stream:
@@ -447,7 +432,7 @@ class Ollama(HTTPProvider):
         result = self._parse(_embedded, await self.read(response))
         as_base64 = request.encoding_format == "base64"
         data = [
-            Embedding(index=i, embedding=_base64_floats(vector) if as_base64 else vector)
+            Embedding(index=i, embedding=embedding_base64(vector) if as_base64 else vector)
             for i, vector in enumerate(result.embeddings)
         ]
         tokens = result.prompt_eval_count
