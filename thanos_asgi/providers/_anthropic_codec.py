@@ -54,13 +54,13 @@ from ..types import (
     ToolCall,
     ToolCallDelta,
 )
+from ._base import tool_call_arguments
 
 Speaker = Literal["user", "assistant"]
 DEFAULT_MAX_TOKENS = 4096
 BUDGETS = {"minimal": 1024, "low": 1024, "medium": 4096, "high": 16384}
 JSON_ONLY = "Respond with one JSON object and nothing else: no prose, no code fence."
 
-_json = msgspec.json.Decoder()
 _encode = msgspec.json.Encoder().encode
 _BAD_ID = re.compile(r"[^A-Za-z0-9_-]")
 
@@ -174,15 +174,7 @@ def _assistant_blocks(message: Message, index: int) -> list[RequestBlock]:
         )
     blocks += [TextBlock(text=text) for text in _texts(message.content, index) if text]
     for call in message.tool_calls or ():
-        try:
-            arguments = _json.decode(call.function.arguments or "{}")
-        except msgspec.DecodeError:
-            arguments = None
-        if not isinstance(arguments, dict):
-            raise InvalidRequest(
-                f"messages[{index}]: the arguments of tool call {call.id!r} are not a JSON object",
-                param=f"messages[{index}].tool_calls",
-            )
+        arguments = tool_call_arguments(call, index)
         blocks.append(
             api.ToolUseBlock(id=_tool_id(call.id), name=call.function.name, input=arguments)
         )
