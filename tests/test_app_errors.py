@@ -134,15 +134,18 @@ async def test_provider_without_key_is_503_naming_the_variable() -> None:
     assert "OPENAI_API_KEY" in str(error_of(response)["message"])
 
 
-async def test_unbuilt_provider_kind_is_503_not_500() -> None:
-    text = "[providers.copilot]\nmodel = 'x'\n"  # the Copilot login lands with its own issue
+async def test_provider_without_login_is_503_naming_the_command() -> None:
+    text = "[providers.copilot]\nmodel = 'x'\ntoken_dir = '/nonexistent/thanos-test-logins'\n"
     async with client(text) as http:
         response = await http.post(
             "/v1/chat/completions",
             json={"model": "copilot/x", "messages": [{"role": "user", "content": "x"}]},
         )
     assert response.status_code == 503
-    assert "not available" in str(error_of(response)["message"])
+    error = error_of(response)
+    assert "not available" in str(error["message"])
+    assert "thanos auth login copilot" in str(error["message"])
+    assert error["code"] == "login_required"
 
 
 async def test_secrets_never_in_error_bodies() -> None:

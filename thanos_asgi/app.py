@@ -15,7 +15,7 @@ from urllib.parse import parse_qs
 
 import msgspec
 
-from . import _messages
+from . import _auth_endpoints, _messages
 from . import _openai as codec
 from ._errors import error_body, error_headers
 from ._http import (
@@ -93,8 +93,11 @@ class ThanosApp:
             "/v1/usage": {"GET": self.usage},
             "/health": {"GET": self.health},
             "/health/ready": {"GET": self.ready},
+            "/auth/github": {"POST": partial(_auth_endpoints.github, self)},
+            "/auth/anthropic": {"POST": partial(_auth_endpoints.anthropic, self)},
+            "/auth/status": {"GET": partial(_auth_endpoints.auth_status, self)},
         }
-        if getattr(server, "metrics", True):  # `[server] metrics = false` turns it off
+        if server.metrics:  # `[server] metrics = false` turns it off
             self.routes["/metrics"] = {"GET": self.scrape}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -45,6 +45,8 @@ def _parser() -> argparse.ArgumentParser:
         help="allow binding a non-loopback address without client keys",
     )
     serve.add_argument("--log-level", default="info")
+    serve.add_argument("--log-format", choices=["text", "json"], default="text")
+    serve.add_argument("--drain-seconds", type=float, default=30.0, help="on SIGTERM (default 30)")
     serve.set_defaults(run=_serve)
 
     check = commands.add_parser("check", help="validate a config and show what it resolves to")
@@ -56,6 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     models.add_argument("--offline", action="store_true", help="only what the config names")
     models.set_defaults(run=_models)
     _add_keys(commands)
+    _add_auth(commands)
     _add_usage(commands)
     return parser
 
@@ -76,6 +79,20 @@ def _add_keys(commands: Any) -> None:
     revoke = actions.add_parser("revoke", help="revoke a key")
     revoke.add_argument("id")
     keys.set_defaults(run=_keys)
+
+
+def _add_auth(commands: Any) -> None:
+    from .logins._cli import add_arguments
+
+    auth = commands.add_parser("auth", help="provider logins: GitHub Copilot, Claude Pro/Max")
+    add_arguments(auth)
+    auth.set_defaults(run=_auth)
+
+
+def _auth(args: argparse.Namespace) -> int:
+    from .logins._cli import run
+
+    return run(args, data_dir=_data_dir(), stdin=sys.stdin, out=sys.stdout)
 
 
 def _add_usage(commands: Any) -> None:
@@ -103,11 +120,15 @@ def _is_loopback(host: str) -> bool:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    import signal
+
     import uvicorn
 
+    from ._logging import configure_logging
     from .gateway import Gateway
-    from .stack import build_app
+    from .stack import Reloadable, build_app
 
+    configure_logging(args.log_level, args.log_format)
     config = with_local_files(_load(args.config), os.environ)
     host = args.host or config.server.host
     port = args.port or config.server.port
@@ -120,15 +141,29 @@ def _serve(args: argparse.Namespace) -> int:
         )
         return 2
     gateway = Gateway(config)
-    app = build_app(gateway)
     options = {
         "loop": "uvloop" if find_spec("uvloop") else "asyncio",
         "http": "httptools" if find_spec("httptools") else "h11",
         "log_level": args.log_level,
         "server_header": False,
+        "log_config": None,  # configure_logging's handler, JSON or text
+        "access_log": False,  # AccessLogMiddleware writes one line per request instead
+        "timeout_graceful_shutdown": args.drain_seconds,  # SIGTERM: drain, then cancel
     }
     if config.server.grpc is not None:
+        app = build_app(gateway)
         return _serve_with_grpc(app, gateway, (host, port), config.server.grpc, options, allowed)
+
+    def reloaded() -> Config:  # SIGHUP; the bind stays, and so does the rule above
+        fresh = with_local_files(_load(args.config), os.environ)
+        server = fresh.server
+        open_ok = args.allow_unauthenticated or server.allow_unauthenticated
+        if not (_is_loopback(host) or server.keys or open_ok):
+            raise ConfigError(f"no client keys, and {host} is not a loopback address")
+        return fresh
+
+    hangup = getattr(signal, "SIGHUP", None)  # not on Windows
+    app = Reloadable(reloaded, gateway=gateway, grace=args.drain_seconds, reload_signal=hangup)
     uvicorn.Server(uvicorn.Config(app, host=host, port=port, lifespan="on", **options)).run()
     return 0
 

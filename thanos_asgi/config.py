@@ -74,6 +74,7 @@ class ServerConfig(_Section, frozen=True):
     keys: list[ClientKeyConfig] = []
     key_store: str | None = None  # SQLite file of `thanos keys`; default in the user data dir
     rpm_per_ip: PositiveInt | None = None  # requests per minute per client address, keyless
+    metrics: bool = True  # serve Prometheus text at /metrics (admin-only once keys exist)
 
     @property
     def host(self) -> str:
@@ -125,6 +126,14 @@ class ProviderConfig(_Section, frozen=True):
     region: str | None = None
     credentials_file: str | None = None
     path: str | None = None  # the `claude` command, for kind claude_cli
+    # Logins (Copilot device flow, Claude Pro/Max PKCE); defaults live in `thanos_asgi.logins`.
+    token_dir: str | None = None  # private token files when no system keyring is usable
+    oauth_client_id: str | None = None
+    oauth_authorize_url: str | None = None
+    oauth_token_url: str | None = None
+    oauth_redirect_uri: str | None = None
+    github_url: str | None = None  # GitHub Enterprise: https://<domain>
+    github_api_url: str | None = None
 
     @property
     def credential(self) -> str | None:

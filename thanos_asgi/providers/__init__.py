@@ -105,7 +105,7 @@ SPECS: dict[str, ProviderSpec] = {
         ),
         ProviderSpec(
             "copilot",
-            "",
+            "thanos_asgi.providers.copilot:Copilot",
             default_model="gpt-4o",
             names=("github_copilot", "copilot"),
             base_url="https://api.githubcopilot.com",

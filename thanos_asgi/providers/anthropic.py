@@ -20,10 +20,11 @@ from .. import anthropic_types as api
 from ..anthropic_types import MessageResponse, Usage, chat_usage
 from ..exceptions import InvalidRequest, UpstreamError, UpstreamProtocolError, UpstreamStatusError
 from ..framing import iter_sse
+from ..logins._provider import ClaudeOAuth
 from ..transport import UpstreamResponse
 from ..types import ChatChunk, ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse
 from ._anthropic_codec import DEFAULT_MAX_TOKENS, Stream, chat_response, request_body
-from ._base import HTTPProvider, Relayed
+from ._base import Relayed
 
 T = TypeVar("T")
 API_VERSION = "2023-06-01"
@@ -44,7 +45,7 @@ _encode = msgspec.json.Encoder().encode
 # -- the adapter --------------------------------------------------------------------------------
 
 
-class Anthropic(HTTPProvider):
+class Anthropic(ClaudeOAuth):  # an OAuth login when `uses_claude_login(config)`
     kind: ClassVar[str] = "anthropic"
     wire: ClassVar[str] = "anthropic"
 
