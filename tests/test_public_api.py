@@ -29,6 +29,7 @@ def test_all_is_sorted_and_complete() -> None:
         "Timeouts",
         "app",
         "build_app",
+        "default_middleware",
     ]
     for name in thanos_asgi.__all__:
         assert getattr(thanos_asgi, name) is not None

@@ -5,7 +5,7 @@ from .exceptions import ConfigError, ThanosError
 from .gateway import Context, Gateway
 from .middleware import ErrorMiddleware, RequestIdMiddleware
 from .sse import EventSourceResponse
-from .stack import LazyApp, build_app
+from .stack import LazyApp, build_app, default_middleware
 from .transport import AiohttpTransport, HttpxTransport, Timeouts
 from .types import ChatChunk, ChatRequest, ChatResponse, Message
 
@@ -28,6 +28,7 @@ __all__ = [
     "Timeouts",
     "app",
     "build_app",
+    "default_middleware",
 ]
 
 app = LazyApp()
