@@ -1,0 +1,1 @@
+"""Runnable examples; start them from the repository root (`uvicorn examples.<name>.app:app`)."""

@@ -1,0 +1,162 @@
+"""Each example as a user runs it: `python -m uvicorn ...` from the repository root on a free
+loopback port, its config (THANOS_CONFIG) pointing at a real loopback upstream, called with
+the openai SDK. Stopping it with Ctrl-C must close the gateway without complaints."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import httpx2
+import openai
+import pytest
+
+from tests.servers import Upstream, running
+
+pytestmark = pytest.mark.anyio
+ROOT = Path(__file__).resolve().parent.parent
+HI = [{"role": "user", "content": "hello example"}]
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[str]:
+    async with running(Upstream()) as url:
+        yield url
+
+
+@pytest.fixture
+def thanos_config(tmp_path: Path, upstream: str) -> Path:
+    path = tmp_path / "thanos.toml"
+    path.write_text(
+        f"""
+[providers.local]
+kind = "openai-compatible"
+base_url = "{upstream}/v1"
+models = ["m"]
+"""
+    )
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@asynccontextmanager
+async def example(target: str, config: Path) -> AsyncIterator[str]:
+    """Run `uvicorn target` as a subprocess; yield its base URL; stop it with SIGINT."""
+    port = free_port()
+    log = config.parent / "uvicorn.log"
+    env = {**os.environ, "THANOS_CONFIG": str(config), "DJANGO_DB": str(config.parent / "db")}
+    command = ["-m", "uvicorn", target, "--host", "127.0.0.1", "--port", str(port)]
+    command += ["--lifespan", "on", "--log-level", "warning"]
+    with log.open("wb") as output:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, *command, cwd=ROOT, env=env, stdout=output, stderr=output
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        await _until_up(url, process, log)
+        yield url
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGINT)
+        try:
+            await asyncio.wait_for(process.wait(), 10)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+    text = _read(log)
+    assert process.returncode == 0, text
+    assert "Unclosed" not in text and "Traceback" not in text, text
+
+
+async def _until_up(url: str, process: asyncio.subprocess.Process, log: Path) -> None:
+    async with httpx2.AsyncClient(base_url=url) as http:
+        for _ in range(3000):
+            assert process.returncode is None, _read(log)
+            try:
+                await http.get("/")
+                return
+            except httpx2.TransportError:
+                await asyncio.sleep(0.01)
+    raise AssertionError(f"{url} did not start: {_read(log)}")
+
+
+def _read(log: Path) -> str:
+    return log.read_text(errors="replace")
+
+
+async def chat_and_stream(base_url: str, api_key: str = "unused") -> None:
+    async with openai.AsyncOpenAI(base_url=base_url, api_key=api_key, max_retries=0) as client:
+        reply = await client.chat.completions.create(model="local/m", messages=HI)
+        assert reply.choices[0].message.content == "echo: hello example"
+        stream = await client.chat.completions.create(
+            model="local/m", messages=HI, stream=True, stream_options={"include_usage": True}
+        )
+        chunks = [chunk async for chunk in stream]
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == (
+        "echo:helloexample"
+    )
+    assert chunks[-1].usage is not None and chunks[-1].usage.total_tokens == 12
+
+
+async def test_standalone(thanos_config: Path) -> None:
+    async with example("examples.standalone.app:app", thanos_config) as url:
+        await chat_and_stream(f"{url}/v1")
+        async with httpx2.AsyncClient(base_url=url) as http:
+            assert (await http.get("/health")).json() == {"status": "ok"}
+
+
+async def test_fastapi_mount_behind_the_hosts_auth(thanos_config: Path) -> None:
+    async with example("examples.fastapi_mount.app:app", thanos_config) as url:
+        await chat_and_stream(f"{url}/ai/v1", api_key="alice-token")
+        async with httpx2.AsyncClient(base_url=url) as http:
+            anonymous = await http.get("/ai/v1/models")
+            wrong = await http.get("/ai/v1/models", headers={"authorization": "Bearer nope"})
+            alice = {"authorization": "Bearer alice-token"}
+            models = await http.get("/ai/v1/models", headers=alice)
+            question = {"question": "what now", "model": "local/m"}
+            asked = await http.post("/ask", json=question, headers=alice)
+            home = await http.get("/")
+    assert anonymous.status_code in (401, 403) and "detail" in anonymous.json()
+    assert wrong.status_code == 401 and wrong.json() == {"detail": "unknown token"}
+    assert "local/m" in {m["id"] for m in models.json()["data"]}
+    assert asked.json() == {"user": "alice", "answer": "echo: what now"}
+    assert home.json()["gateway"] == "/ai/v1"
+
+
+async def test_django_project_with_the_gateway_at_ai(thanos_config: Path) -> None:
+    async with example("examples.django_project.asgi:application", thanos_config) as url:
+        await chat_and_stream(f"{url}/ai/v1")
+        async with httpx2.AsyncClient(base_url=url) as http:
+            home = await http.get("/")
+            models = await http.get("/ai/v1/models")
+    assert home.status_code == 200 and home.text.startswith("Hello from Django")
+    assert "local/m" in {m["id"] for m in models.json()["data"]}
+
+
+async def test_starlette_stack_runs_custom_middleware_in_order(thanos_config: Path) -> None:
+    async with example("examples.starlette_stack.app:app", thanos_config) as url:
+        await chat_and_stream(f"{url}/ai/v1")
+        async with httpx2.AsyncClient(base_url=url) as http:
+            body = {"model": "local/m", "messages": HI}
+            plain = await http.post("/ai/v1/chat/completions", json=body)
+            streamed = await http.post("/ai/v1/chat/completions", json={**body, "stream": True})
+            home = await http.get("/")
+    assert home.status_code == 200
+    for response in (plain, streamed):
+        names = [name.lower() for name, _ in response.headers.raw]
+        order = [names.index(n) for n in (b"x-audit", b"x-request-id", b"server-timing")]
+        assert order == sorted(order)  # innermost layer's header first
+        assert response.headers["x-audit"] == f"{response.headers['x-request-id']} anonymous"
+        assert response.headers["server-timing"].startswith("gateway;dur=")
