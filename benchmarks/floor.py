@@ -1,0 +1,81 @@
+"""The floor: the least an ASGI pass-through can do, as a reference for the gateway.
+
+No framework, no parsing, no routing: the POST body goes to `{upstream}/chat/completions`
+through one shared aiohttp ClientSession and the answer comes back as it arrives. Served by
+uvicorn with uvloop and httptools, access log off.
+
+    python benchmarks/floor.py --upstream http://127.0.0.1:9001/v1 --port 9002
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import aiohttp
+import uvicorn
+
+Scope = dict[str, Any]
+
+
+class Floor:
+    def __init__(self, upstream: str) -> None:
+        self.url = upstream.rstrip("/") + "/chat/completions"
+        self.session: aiohttp.ClientSession | None = None
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await receive()  # lifespan.startup
+            connector = aiohttp.TCPConnector(limit=1000, keepalive_timeout=60)
+            self.session = aiohttp.ClientSession(connector=connector, trust_env=False)
+            await send({"type": "lifespan.startup.complete"})
+            await receive()  # lifespan.shutdown
+            await self.session.close()
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        body = b""
+        more = True
+        while more:
+            message = await receive()
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+        assert self.session is not None
+        headers = {"content-type": "application/json", "authorization": "Bearer x"}
+        async with self.session.post(self.url, data=body, headers=headers) as response:
+            out = [(b"content-type", response.headers["content-type"].encode())]
+            length = response.headers.get("content-length")
+            if length is not None:  # a whole answer: one send, like the gateway's
+                data = await response.read()
+                out.append((b"content-length", length.encode()))
+                await send(
+                    {"type": "http.response.start", "status": response.status, "headers": out}
+                )
+                await send({"type": "http.response.body", "body": data})
+                return
+            await send({"type": "http.response.start", "status": response.status, "headers": out})
+            async for data in response.content.iter_any():
+                await send({"type": "http.response.body", "body": data, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--upstream", required=True, help="base URL, e.g. http://127.0.0.1:9001/v1")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args()
+    uvicorn.run(
+        Floor(args.upstream),
+        host=args.host,
+        port=args.port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        log_level="warning",
+        access_log=False,
+        server_header=False,
+    )
+
+
+if __name__ == "__main__":
+    main()
