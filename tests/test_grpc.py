@@ -357,14 +357,6 @@ async def test_failure_mid_stream_ends_with_an_error_status() -> None:
     assert gateway.stats["openai"].errors == 1
 
 
-async def test_initiate_oauth_is_unimplemented_for_now() -> None:
-    async with fake() as (stub, _):
-        with pytest.raises(grpc.aio.AioRpcError) as info:
-            await stub.InitiateOAuth(pb.OAuthRequest(provider="github_copilot"))
-    assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
-    assert "not available over gRPC yet" in (info.value.details() or "")
-
-
 # -- client keys, limits and accounting, shared with HTTP -----------------------------------------
 
 KEYED = helpers.BASIC + '\n[[server.keys]]\nid = "editor"\nkey = "thk_editor_secret"\nrpm = 3\n'

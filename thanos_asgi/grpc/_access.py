@@ -2,7 +2,9 @@
 
 The same key ring as `AuthMiddleware` (`[[server.keys]]` plus the `thanos keys` store) and
 the same rate-limit windows as `RateLimitMiddleware` (`rpm:key:<id>`, `rpm:ip:<address>` in
-the gateway's state backend), so a key's limit is shared by its HTTP and gRPC calls.
+the gateway's state backend), so a key's limit is shared by its HTTP and gRPC calls. RPCs
+that do what HTTP's admin paths do (`/auth/*`: InitiateOAuth) need an admin key once keys
+exist, as AuthMiddleware's `ADMIN_PATHS` do; the check comes before the rate limit, as there.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from urllib.parse import unquote
 
 from ..accounting import RateLimited
 from ..context import KeyPolicy
-from ..exceptions import AuthenticationError
+from ..exceptions import AuthenticationError, PermissionDenied
 
 if TYPE_CHECKING:
     from ..config import ServerConfig
@@ -38,9 +40,12 @@ class Access:
         self.state = gateway.state
         self.rpm_per_ip = server.rpm_per_ip
 
-    async def admit(self, context: Any) -> KeyPolicy | None:
-        """The caller's key policy (None when the gateway has no keys), within its rpm."""
+    async def admit(self, context: Any, *, admin: bool = False) -> KeyPolicy | None:
+        """The caller's key policy (None when the gateway has no keys), within its rpm;
+        with `admin`, a key that is not an admin key is refused (PermissionDenied)."""
         policy = self.authenticate(context)
+        if admin and policy is not None and not policy.admin:
+            raise PermissionDenied(f"the key '{policy.key_id}' is not an admin key")
         await self.limit(policy, context)
         return policy
 

@@ -224,3 +224,24 @@ def _provider_health(state: Mapping[str, Any]) -> pb.ProviderHealth:
         errors=int(state.get("errors") or 0),
         circuit=str(state.get("state") or ""),
     )
+
+
+def oauth_provider(proto: pb.OAuthRequest) -> str:
+    """The login or instance to start a login for; InvalidRequest when empty."""
+    provider = proto.provider.strip()
+    if not provider:
+        raise InvalidRequest(
+            "`provider` must name a login (copilot, anthropic) or an instance that uses one",
+            param="provider",
+        )
+    return provider
+
+
+def oauth_message(started: Mapping[str, Any]) -> pb.OAuthResponse:
+    """What `initiate_oauth` answers, as an OAuthResponse (only the four public fields)."""
+    return pb.OAuthResponse(
+        auth_url=str(started.get("auth_url") or ""),
+        user_code=str(started.get("user_code") or ""),
+        state=str(started.get("state") or ""),
+        expires_in=max(int(started.get("expires_in") or 0), 0),
+    )

@@ -33,7 +33,9 @@ def trailers(exc: ThanosError) -> tuple[tuple[str, str], ...]:
     return tuple(metadata)
 
 
-async def abort(context: Any, exc: ThanosError) -> NoReturn:
-    """End the call with the status for `exc`; its message never carries a secret."""
-    await context.abort(status_code(exc), exc.message, trailers(exc))
+async def abort(context: Any, exc: ThanosError, code: grpc.StatusCode | None = None) -> NoReturn:
+    """End the call with the status for `exc` (or `code`, when the RPC knows better: a login
+    server failing to start a login is UNAVAILABLE, not the 400 `LoginFailed` says over
+    HTTP); the message never carries a secret, the trailers are those of `exc`."""
+    await context.abort(code or status_code(exc), exc.message, trailers(exc))
     raise AssertionError("unreachable: ServicerContext.abort raises")  # pragma: no cover

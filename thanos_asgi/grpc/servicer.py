@@ -4,6 +4,8 @@ It only translates: proto -> canonical request, `Gateway.dispatch` (routing, fal
 limits and accounting exactly as for HTTP), canonical answer -> proto messages, and
 ThanosError -> gRPC status (`_status.py`). The provider, model and attempts that HTTP puts
 in `x-thanos-*` headers go into the initial metadata and into the messages themselves.
+InitiateOAuth starts a login through `initiate_oauth`, as POST /auth/github and
+POST /auth/anthropic do, with the same admin-key rule.
 
 When the client cancels or its deadline passes, grpc.aio cancels the handler: the upstream
 stream is closed at once and the request is recorded as "disconnected".
@@ -18,8 +20,10 @@ from typing import Any
 
 import grpc
 
+from .._auth_endpoints import initiate_oauth
 from ..exceptions import ThanosError
 from ..gateway import Context, Gateway, Reply
+from ..logins import LoginFailed
 from . import _convert as convert
 from . import thanos_pb2 as pb
 from ._access import Access, KeyLookup, metadata
@@ -28,10 +32,6 @@ from ._status import abort
 __all__ = ["KeyLookup", "ThanosServicer"]
 
 MAX_REQUEST_ID = 128
-OAUTH_UNAVAILABLE = (
-    "provider logins are not available over gRPC yet; use `thanos auth login` or the HTTP "
-    "endpoints POST /auth/github and POST /auth/anthropic"
-)
 
 
 class ThanosServicer:
@@ -60,7 +60,7 @@ class ThanosServicer:
             await abort(context, exc)
         headers = _headers(ctx, reply, started)
         if reply.response is not None:
-            reply.finish()
+            await reply.done()
             await context.send_initial_metadata(headers)
             yield convert.response_message(reply.response, **_final(reply))
             return
@@ -89,11 +89,13 @@ class ThanosServicer:
         self, request: pb.OAuthRequest, context: grpc.aio.ServicerContext
     ) -> pb.OAuthResponse:
         try:
-            await self.access.admit(context)
+            await self.access.admit(context, admin=True)  # like /auth/*: admin once keys exist
+            started = await initiate_oauth(self.gateway, convert.oauth_provider(request))
+        except LoginFailed as exc:  # the only I/O here: the login server did not start it
+            await abort(context, exc, grpc.StatusCode.UNAVAILABLE)
         except ThanosError as exc:
             await abort(context, exc)
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, OAUTH_UNAVAILABLE)
-        raise AssertionError("unreachable: ServicerContext.abort raises")  # pragma: no cover
+        return convert.oauth_message(started)
 
     # -- per call ------------------------------------------------------------------------------
 

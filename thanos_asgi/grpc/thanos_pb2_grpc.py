@@ -84,8 +84,15 @@ class ThanosServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def InitiateOAuth(self, request, context):
-        """Provider logins (GitHub Copilot, Anthropic) are not available over gRPC yet: this
-        answers UNIMPLEMENTED. The messages are reserved so clients can be written now.
+        """Starts a provider login on the gateway, like POST /auth/github and POST /auth/anthropic
+        (an admin key once client keys exist).
+        GitHub Copilot (device flow): show user_code and auth_url; the gateway waits for the
+        approval in the background and keeps the login (GET /auth/status shows the outcome).
+        Anthropic Claude Pro/Max (OAuth with PKCE): open auth_url and approve; the page then
+        shows `code#state`. There is no RPC to finish it: post that text to the same gateway
+        process as POST /auth/anthropic {"code": "<code#state>"} within expires_in seconds (the
+        PKCE verifier stays in the gateway). `thanos auth login anthropic`, on the gateway's
+        machine, is a separate login from the start and does not use this state.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
