@@ -31,18 +31,33 @@ _log = logging.getLogger("thanos_asgi")
 
 
 def default_middleware(gateway: Gateway, keyring: KeyRing | None = None) -> list[Middleware]:
-    """Request ids, access log, client keys (open when none exist; `/metrics` needs an admin
-    key when they do) and, where limits exist, rate limits."""
+    """Request ids, OpenTelemetry spans (with `[server] tracing`), access log, client keys
+    (open when none exist; `/metrics` needs an admin key when they do) and, where limits
+    exist, rate limits."""
     server = gateway.config.server
     if keyring is None:
         store = KeyStore(server.key_store) if server.key_store else None
         keyring = KeyRing(server.keys, store)
     auth = partial(AuthMiddleware, keyring=keyring, admin_paths=(*ADMIN_PATHS, "/metrics"))
     stack: list[Middleware] = [RequestIdMiddleware, AccessLogMiddleware, auth]
+    if server.tracing:  # right inside the request id, so refused requests are traced too
+        stack.insert(1, _tracing())
     if server.rpm_per_ip or keyring.store is not None or any(k.rpm for k in server.keys):
         limiter = partial(RateLimitMiddleware, state=gateway.state, rpm_per_ip=server.rpm_per_ip)
         stack.append(limiter)
     return stack
+
+
+def _tracing() -> Middleware:
+    try:
+        from .middleware.tracing import TracingMiddleware
+    except ImportError as exc:
+        if not (exc.name or "").startswith("opentelemetry"):
+            raise
+        raise ConfigError(
+            "[server] tracing needs OpenTelemetry: pip install 'thanos-asgi[otel]'"
+        ) from exc
+    return TracingMiddleware
 
 
 def build_app(gateway: Gateway, *, middleware: Sequence[Middleware] | None = None) -> ASGIApp:
