@@ -217,3 +217,34 @@ def test_durable_record_is_cheap(ledger: Ledger) -> None:
     per_row = (time.perf_counter() - started) / 500
     assert per_row < 0.005, f"{per_row * 1e6:.0f} µs per row"
     assert os.path.getsize(f"{ledger.path}-wal") > 0
+
+
+@pytest.mark.anyio
+async def test_rows_queued_in_one_loop_turn_commit_together(tmp_path: Path) -> None:
+    path = tmp_path / "usage.db"
+    with Ledger(path) as ledger:
+        futures = [ledger.queue(row(T0 + i)) for i in range(50)]
+        assert len(set(map(id, futures))) == 1  # one batch, one transaction
+        with sqlite3.connect(path) as other:
+            assert other.execute("SELECT COUNT(*) FROM requests").fetchone() == (0,)
+        await futures[0]  # done means committed: another connection sees every row
+        with sqlite3.connect(path) as other:
+            assert other.execute("SELECT COUNT(*) FROM requests").fetchone() == (50,)
+        later = ledger.queue(row(T0 + 99))
+        assert later is not futures[0]
+    # closing flushed the row queued after the first batch
+    with sqlite3.connect(path) as other:
+        assert other.execute("SELECT COUNT(*) FROM requests").fetchone() == (51,)
+
+
+@pytest.mark.anyio
+async def test_a_failed_group_commit_is_logged_and_still_completes(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with Ledger(tmp_path / "usage.db") as ledger:
+        ledger.record(row(T0))
+        with sqlite3.connect(tmp_path / "usage.db") as other:
+            other.execute("DROP TABLE requests")
+        await ledger.queue(row(T0 + 1))
+        assert "1 rows not recorded" in caplog.text
+        assert not ledger._db.in_transaction

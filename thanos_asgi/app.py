@@ -21,7 +21,6 @@ from ._errors import error_body, error_headers
 from ._http import (
     JSON,
     Headers,
-    Message,
     Receive,
     Scope,
     Send,
@@ -33,7 +32,7 @@ from ._http import (
 from .exceptions import InvalidRequest, MethodNotAllowed, NotFound, ThanosError
 from .gateway import Context, Gateway, Reply, close
 from .metrics import CONTENT_TYPE as METRICS_TYPE
-from .sse import KEEPALIVE, EventSourceResponse
+from .sse import EventSourceResponse
 from .types import ChatChunk, CompletionRequest, EmbeddingRequest, ModelList
 
 _encode = msgspec.json.Encoder().encode
@@ -137,10 +136,10 @@ class ThanosApp:
         raw, request = codec.decode_chat(await read_body(ex.scope, ex.receive, self.limit))
         reply = await self.gateway.dispatch(request, ex.context(), raw=raw, wire="openai")
         if reply.relayed is not None and reply.relayed.events is None:
-            reply.finish()
+            await reply.done()
             await respond(ex.send, 200, reply.relayed.body, [*JSON, *self._headers(ex, reply)])
         elif reply.response is not None:
-            reply.finish()
+            await reply.done()
             body = _encode(reply.response)
             await respond(ex.send, 200, body, [*JSON, *self._headers(ex, reply)])
         else:
@@ -182,8 +181,9 @@ class ThanosApp:
             keepalive=self.keepalive or None,
             on_error=on_error,
             on_close=reply.finish,
+            on_first_event=reply.first_event_sent,
         )
-        await response(ex.scope, ex.receive, _noting_first_event(ex.send, reply))
+        await response(ex.scope, ex.receive, ex.send)
 
     def _headers(self, ex: Exchange, reply: Reply) -> Headers:
         ex.scope["thanos.reply"] = reply  # for the access log
@@ -207,7 +207,7 @@ class ThanosApp:
         legacy = codec.convert(data, CompletionRequest)
         reply = await self.gateway.dispatch(codec.completion_to_chat(legacy), ex.context())
         if reply.response is not None:
-            reply.finish()
+            await reply.done()
             body = _encode(codec.chat_to_completion(reply.response))
             await respond(ex.send, 200, body, [*JSON, *self._headers(ex, reply)])
             return
@@ -262,14 +262,3 @@ class ThanosApp:
         ready = any(state.get("configured") for state in providers.values())
         body = {"status": "ready" if ready else "unavailable", "providers": providers}
         await respond(ex.send, 200 if ready else 503, _encode(body))
-
-
-def _noting_first_event(send: Send, reply: Reply) -> Send:
-    """`send`, setting `reply.first_byte_at` when the first event (not a keep-alive) goes out."""
-
-    async def noting(message: Message) -> None:
-        if not reply.first_byte_at and message.get("body") not in (None, b"", KEEPALIVE):
-            reply.first_byte_at = time.perf_counter()
-        await send(message)
-
-    return noting

@@ -33,6 +33,15 @@ def parse_block(block: bytes) -> SSEvent:
 
 async def iter_sse(chunks: AsyncIterator[bytes]) -> AsyncIterator[SSEvent]:
     """Yield each complete SSE event (a block ending in a blank line; `\\r\\n`, `\\r` too)."""
+    async for events in iter_sse_batches(chunks):
+        for event in events:
+            yield event
+
+
+async def iter_sse_batches(chunks: AsyncIterator[bytes]) -> AsyncIterator[list[SSEvent]]:
+    """The complete SSE events of each upstream read, as one list per read that finished any.
+
+    Relays forward a whole batch with one write, not one write per event."""
     buffer = b""
     async for chunk in chunks:
         buffer = buffer + chunk if buffer else chunk
@@ -43,9 +52,7 @@ async def iter_sse(chunks: AsyncIterator[bytes]) -> AsyncIterator[SSEvent]:
             buffer = buffer.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         if b"\n\n" in buffer:
             *blocks, buffer = buffer.split(b"\n\n")
-            for block in blocks:
-                if block:
-                    yield parse_block(block)
+            yield [parse_block(block) for block in blocks if block]
         buffer += held
     # an event cut off before its blank line is incomplete and is not dispatched (SSE spec)
 

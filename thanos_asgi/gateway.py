@@ -175,7 +175,7 @@ class Gateway:
             request = _with_stream(request, False)
         reply = await self.dispatch(request, ctx)
         assert reply.response is not None
-        reply.finish()
+        await reply.done()
         return reply.response
 
     async def stream(
@@ -259,7 +259,7 @@ class Gateway:
                 usage.completion_tokens, usage.total_tokens - usage.prompt_tokens
             )
         if final and self.ledger is not None and self.config.cost.track_usage:
-            self.ledger.record(ledger_row(reply, outcome))
+            reply.committed = self._ledger_write(ledger_row(reply, outcome))
         if final:
             self.metrics.finished(reply, outcome)
         else:
@@ -272,7 +272,17 @@ class Gateway:
         provider = getattr(exc, "provider", "") or ""
         reply = Reply(Target(provider, request.model), [])
         reply.request_id, reply.key_id = ctx.request_id, ctx.key_id
-        self.ledger.record(ledger_row(reply, f"error:{exc.status}"))
+        self._ledger_write(ledger_row(reply, f"error:{exc.status}"))
+
+    def _ledger_write(self, row: LedgerRow) -> asyncio.Future[None] | None:
+        """Group-commit `row` with the others of this loop turn (at once outside a loop)."""
+        assert self.ledger is not None
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            self.ledger.record(row)
+            return None
+        return self.ledger.queue(row)
 
     def status(self) -> dict[str, Any]:
         providers: dict[str, Any] = {}

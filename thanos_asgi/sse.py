@@ -7,11 +7,11 @@ source after the first byte becomes a final error event made by `on_error`.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-
-import anyio
+from typing import Any
 
 from ._http import Headers, Receive, Scope, Send
 from .exceptions import ThanosError
@@ -35,46 +35,56 @@ class EventSourceResponse:
         keepalive: float | None = 15.0,
         on_error: Callable[[ThanosError], bytes] | None = None,
         on_close: Callable[[str], None] | None = None,
+        on_first_event: Callable[[], None] | None = None,
     ) -> None:
         self.events = events
         self.headers = [*SSE_HEADERS, *headers]
         self.keepalive = keepalive
         self.on_error = on_error
         self.on_close = on_close
+        self.on_first_event = on_first_event
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        task = asyncio.current_task()
+        assert task is not None
         stream = _Stream(self, send)
         await send({"type": "http.response.start", "status": 200, "headers": self.headers})
+        # One watcher task per stream (plain asyncio: a task group costs several times more)
+        watcher = asyncio.get_running_loop().create_task(stream.watch(receive, task))
         try:
-            async with anyio.create_task_group() as group:
-                group.start_soon(stream.watch, receive, group.cancel_scope)
-                await stream.pump()
-                group.cancel_scope.cancel()
+            await stream.pump()
+        except asyncio.CancelledError:
+            if not stream.left:
+                raise  # the server is stopping us, not the client leaving
+            task.uncancel()  # the client left: an ordinary end of this response
         finally:
-            with anyio.CancelScope(shield=True):
-                await stream.close()
+            watcher.cancel()
+            await stream.close()
 
 
 class _Stream:
     """Per-response state: when we last sent, whether a send is under way, the outcome."""
 
-    __slots__ = ("last_sent", "outcome", "response", "send", "sending")
+    __slots__ = ("last_sent", "left", "outcome", "response", "send", "sending")
 
     def __init__(self, response: EventSourceResponse, send: Send) -> None:
         self.response = response
         self.send = send
         self.last_sent = time.monotonic()
         self.sending = False
+        self.left = False  # the client disconnected
         self.outcome = "disconnected"
 
     async def pump(self) -> None:
-        send = self.send
+        send, events = self.send, aiter(self.response.events)
         try:
-            async for data in self.response.events:
-                self.sending = True
-                await send({"type": "http.response.body", "body": data, "more_body": True})
-                self.sending = False
-                self.last_sent = time.monotonic()
+            async for data in events:  # the first event, then the rest in the loop below
+                if self.response.on_first_event is not None:
+                    self.response.on_first_event()
+                await self._send(data)
+                break
+            async for data in events:
+                await self._send(data)
             self.outcome = "ok"
         except ThanosError as exc:
             self.outcome = "error"
@@ -84,17 +94,28 @@ class _Stream:
             log.warning("stream ended with an error: %s", exc.message)
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
-    async def watch(self, receive: Receive, scope: anyio.CancelScope) -> None:
-        """Wait for the client to leave (then cancel everything); send keep-alives meanwhile."""
+    async def _send(self, data: bytes) -> None:
+        self.sending = True
+        await self.send({"type": "http.response.body", "body": data, "more_body": True})
+        self.sending = False
+        self.last_sent = time.monotonic()
+
+    async def watch(self, receive: Receive, pump: asyncio.Task[Any]) -> None:
+        """Wait for the client to leave (then cancel the pump); send keep-alives meanwhile."""
         interval = self.response.keepalive
         while True:
-            message = None
-            with anyio.move_on_after(interval if interval is not None else float("inf")):
+            if interval is None:
                 message = await receive()
-            if message is None:
-                await self._ping(interval or 0.0)
-            elif message["type"] == "http.disconnect":
-                scope.cancel()
+            else:
+                try:
+                    async with asyncio.timeout(interval):
+                        message = await receive()
+                except TimeoutError:
+                    await self._ping(interval)
+                    continue
+            if message["type"] == "http.disconnect":
+                self.left = True
+                pump.cancel()
                 return
 
     async def _ping(self, interval: float) -> None:
@@ -103,8 +124,12 @@ class _Stream:
             await self.send({"type": "http.response.body", "body": KEEPALIVE, "more_body": True})
 
     async def close(self) -> None:
-        closer = getattr(self.response.events, "aclose", None)
-        if closer is not None:
-            await closer()
-        if self.response.on_close is not None:
-            self.response.on_close(self.outcome)
+        """Close the source (and the upstream request with it), then report the outcome -
+        even when closing is itself interrupted."""
+        try:
+            closer = getattr(self.response.events, "aclose", None)
+            if closer is not None:
+                await closer()
+        finally:
+            if self.response.on_close is not None:
+                self.response.on_close(self.outcome)

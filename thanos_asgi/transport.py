@@ -11,6 +11,8 @@ with `provider` left empty for the adapter to fill in.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
@@ -63,11 +65,16 @@ class Transport(Protocol):
     async def aclose(self) -> None: ...
 
 
-def _first_byte(timeouts: Timeouts) -> asyncio.Timeout:
-    """A deadline for the response to start (its expiry maps to UpstreamTimeout)."""
-    loop_time = asyncio.get_running_loop().time()
+def _first_byte(timeouts: Timeouts) -> asyncio.Timeout | contextlib.nullcontext[None]:
+    """A deadline for the response to start (its expiry maps to UpstreamTimeout); none when
+    the read timeout, which also runs until the response starts, is as short."""
     limit = timeouts.first_byte
-    return asyncio.timeout_at(None if limit is None else loop_time + limit)
+    if limit is None or (timeouts.read is not None and timeouts.read <= limit):
+        return _NO_DEADLINE
+    return asyncio.timeout_at(asyncio.get_running_loop().time() + limit)
+
+
+_NO_DEADLINE = contextlib.nullcontext()
 
 
 # -- aiohttp ---------------------------------------------------------------------------------
@@ -123,6 +130,15 @@ class _aiohttp_errors:
             raise UpstreamProtocolError(f"bad response from the provider: {exc}") from exc
 
 
+@functools.lru_cache(maxsize=64)
+def _client_timeout(timeouts: Timeouts) -> aiohttp.ClientTimeout:
+    import aiohttp
+
+    return aiohttp.ClientTimeout(
+        total=timeouts.total, sock_connect=timeouts.connect, sock_read=timeouts.read
+    )
+
+
 class AiohttpTransport:
     """Pooled aiohttp session, created lazily inside the running event loop."""
 
@@ -154,12 +170,9 @@ class AiohttpTransport:
         body: bytes | None = None,
         timeouts: Timeouts = Timeouts(),
     ) -> UpstreamResponse:
-        import aiohttp
 
         session = self._session or self._open()
-        timeout = aiohttp.ClientTimeout(
-            total=timeouts.total, sock_connect=timeouts.connect, sock_read=timeouts.read
-        )
+        timeout = _client_timeout(timeouts)
         with _aiohttp_errors():
             async with _first_byte(timeouts):
                 response = await session.request(

@@ -5,7 +5,7 @@ The id goes into `scope["thanos.request_id"]` and onto the response as `x-reques
 
 from __future__ import annotations
 
-import uuid
+import os
 
 from .._http import ASGIApp, Message, Receive, Scope, Send
 
@@ -30,7 +30,9 @@ class RequestIdMiddleware:
             if key == self.header:
                 incoming = value
                 break
-        request_id = incoming if incoming and _acceptable(incoming) else uuid.uuid4().hex.encode()
+        request_id = (
+            incoming if incoming and _acceptable(incoming) else os.urandom(16).hex().encode()
+        )
         scope["thanos.request_id"] = request_id.decode("latin-1")
         name = self.header
 

@@ -93,10 +93,10 @@ class Omen(OpenAICompatible):
         return relayed
 
     async def _read_model(self, relayed: Relayed) -> None:
-        """Take the model from the stream's first event, then put that event back."""
+        """Take the model from the stream's first event, then put its batch back."""
         assert relayed.events is not None
-        first = await anext(relayed.events)
-        data = parse_block(first[:-2]).data
+        first = await anext(relayed.events)  # one or more events, each ending in a blank line
+        data = parse_block(first.split(b"\n\n", 1)[0]).data
         # an unreadable chunk is reported by whoever reads it (the translated path does)
         with contextlib.suppress(msgspec.DecodeError):
             relayed.model = _model.decode(data).model or relayed.model

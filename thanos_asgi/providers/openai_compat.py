@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 import msgspec
 
 from ..exceptions import UpstreamError, UpstreamProtocolError, UpstreamStatusError
-from ..framing import iter_sse, parse_block
+from ..framing import iter_sse_batches, parse_block
 from ..transport import UpstreamResponse
 from ..types import (
     ChatChunk,
@@ -69,6 +69,7 @@ _embeddings = msgspec.json.Decoder(EmbeddingResponse)
 _model_ids = msgspec.json.Decoder(_ModelIds)
 _encode = msgspec.json.Encoder().encode
 _DONE = b"data: [DONE]\n\n"
+_DONE_EVENT = _DONE[:-2]
 _EXTENSIONS = ("reasoning_content", "reasoning_signature")
 
 
@@ -118,30 +119,40 @@ class OpenAICompatible(HTTPProvider):
     async def _relay_events(
         self, response: UpstreamResponse, relayed: Relayed, drop_usage_chunk: bool
     ) -> AsyncIterator[bytes]:
+        """The events as they came, one write per upstream read; usage is read on the way."""
         finished = False
         try:
-            async for event in iter_sse(response.iter_bytes()):
-                data = event.data
-                if not data:
-                    continue  # comments and keep-alives: the gateway sends its own
-                if data == b"[DONE]":
-                    finished = True
-                    break
-                if event.event == b"error" or b'"error":' in data:
-                    self._raise_stream_error(data)
-                if b'"usage":{' in data or b'"usage": {' in data:
-                    meta = self._decode_meta(data)
-                    relayed.usage = self.usage_from(meta) or relayed.usage
-                    if drop_usage_chunk and meta.choices == []:
-                        continue
-                yield event.raw + b"\n\n"
+            async for events in iter_sse_batches(response.iter_bytes()):
+                out: list[bytes] = []
+                for event in events:
+                    data = event.data
+                    if not data:
+                        continue  # comments and keep-alives: the gateway sends its own
+                    if data == b"[DONE]":
+                        finished = True
+                        break
+                    if event.event == b"error" or b'"error":' in data:
+                        if out:  # what came before the error still reaches the client
+                            yield b"".join(out)
+                            out = []
+                        self._raise_stream_error(data)
+                    if _has_usage(data):
+                        meta = self._decode_meta(data)
+                        relayed.usage = self.usage_from(meta) or relayed.usage
+                        if drop_usage_chunk and meta.choices == []:
+                            continue
+                    out += (event.raw, b"\n\n")
+                if finished:
+                    out.append(_DONE)
+                    yield b"".join(out)
+                    return
+                if out:
+                    yield b"".join(out)
         except UpstreamError as exc:
             raise self.tag(exc) from exc.__cause__
         finally:
             await response.aclose()
-        if not finished:
-            raise self.tag(UpstreamProtocolError("the stream ended before it was complete"))
-        yield _DONE
+        raise self.tag(UpstreamProtocolError("the stream ended before it was complete"))
 
     def _decode_meta(self, data: bytes) -> Meta:
         try:
@@ -201,25 +212,25 @@ class OpenAICompatible(HTTPProvider):
 
     async def _chunks(self, relayed: Relayed) -> AsyncIterator[ChatChunk]:
         assert relayed.events is not None
-        seen_usage: Usage | None = None
         calls = 0  # tool calls begun so far, for providers that send no index
-        async for raw in relayed.events:
-            if raw is _DONE:
-                return
-            data = raw[6:-2] if b"\n" not in raw[:-2] else parse_block(raw[:-2]).data
-            try:
-                chunk = _chunk.decode(data)
-            except msgspec.DecodeError as exc:
-                raise self.tag(UpstreamProtocolError(f"unreadable chunk: {exc}")) from None
-            for choice in chunk.choices:
-                delta = choice.delta
-                if delta.reasoning and not delta.reasoning_content:
-                    delta.reasoning_content, delta.reasoning = delta.reasoning, None
-                if delta.tool_calls:
-                    calls = _number_calls(delta.tool_calls, calls)
-            if relayed.usage is not seen_usage:
-                chunk.usage = seen_usage = relayed.usage
-            yield chunk
+        async for batch in relayed.events:
+            for raw in batch.split(b"\n\n")[:-1]:  # each relayed event ends in a blank line
+                if raw == _DONE_EVENT:
+                    return
+                data = raw[6:] if b"\n" not in raw else parse_block(raw).data
+                try:
+                    chunk = _chunk.decode(data)
+                except msgspec.DecodeError as exc:
+                    raise self.tag(UpstreamProtocolError(f"unreadable chunk: {exc}")) from None
+                for choice in chunk.choices:
+                    delta = choice.delta
+                    if delta.reasoning and not delta.reasoning_content:
+                        delta.reasoning_content, delta.reasoning = delta.reasoning, None
+                    if delta.tool_calls:
+                        calls = _number_calls(delta.tool_calls, calls)
+                if _has_usage(data):  # as the relay read it (presets' quirks included)
+                    chunk.usage = self.usage_from(self._decode_meta(data))
+                yield chunk
 
     async def embed(self, request: EmbeddingRequest, model: str) -> EmbeddingResponse:
         body = msgspec.to_builtins(request)
@@ -238,6 +249,10 @@ class OpenAICompatible(HTTPProvider):
             return [model.id for model in _model_ids.decode(data).data]
         except msgspec.DecodeError as exc:
             raise self.tag(UpstreamProtocolError(f"unreadable model list: {exc}")) from None
+
+
+def _has_usage(data: bytes) -> bool:
+    return b'"usage":{' in data or b'"usage": {' in data
 
 
 def _number_calls(deltas: list[ToolCallDelta], begun: int) -> int:
