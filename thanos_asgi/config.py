@@ -75,6 +75,8 @@ class ServerConfig(_Section, frozen=True):
     key_store: str | None = None  # SQLite file of `thanos keys`; default in the user data dir
     rpm_per_ip: PositiveInt | None = None  # requests per minute per client address, keyless
     metrics: bool = True  # serve Prometheus text at /metrics (admin-only once keys exist)
+    workers: PositiveInt = 1  # `thanos serve` processes; limits across several need Redis state
+    tracing: bool = False  # an OpenTelemetry span per request (needs thanos-asgi[otel])
 
     @property
     def host(self) -> str:
