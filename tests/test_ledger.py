@@ -248,3 +248,31 @@ async def test_a_failed_group_commit_is_logged_and_still_completes(
         await ledger.queue(row(T0 + 1))
         assert "1 rows not recorded" in caplog.text
         assert not ledger._db.in_transaction
+
+
+@pytest.mark.anyio
+async def test_rows_nobody_waits_for_are_gathered_then_hastened_by_a_waiter(
+    tmp_path: Path,
+) -> None:
+    import asyncio
+
+    from thanos_asgi.ledger import LATER
+
+    path = tmp_path / "usage.db"
+
+    def count() -> int:
+        with sqlite3.connect(path) as other:
+            return int(other.execute("SELECT COUNT(*) FROM requests").fetchone()[0])
+
+    with Ledger(path) as ledger:
+        ledger.queue(row(T0), soon=False)
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        assert count() == 0  # waiting for company
+        await asyncio.sleep(LATER * 3)
+        assert count() == 1  # but not for long
+        later = ledger.queue(row(T0 + 1), soon=False)
+        started = time.perf_counter()
+        await ledger.committed(later)  # a waiter commits the batch in the next loop turn
+        assert time.perf_counter() - started < LATER
+        assert count() == 2

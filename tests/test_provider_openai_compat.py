@@ -327,3 +327,67 @@ async def test_models_and_embeddings() -> None:
         EmbeddingRequest(model="e", input="hi"), "text-embedding-3-small"
     )
     assert embedded.data[0].embedding == [0.25, -0.5] and embedded.usage.prompt_tokens == 3
+
+
+def chunked(*reads: bytes) -> Any:
+    """A streaming upstream whose body arrives in exactly these reads."""
+
+    class Body(httpx.AsyncByteStream):
+        async def __aiter__(self) -> Any:
+            for read in reads:
+                yield read
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers={"content-type": "text/event-stream"}, stream=Body())
+
+    return handler
+
+
+def event(content: str, **extra: Any) -> bytes:
+    chunk = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m"}
+    choices = [{"index": 0, "delta": {"content": content}, "finish_reason": None}]
+    return b"data: " + json.dumps({**chunk, "choices": choices, **extra}).encode() + b"\n\n"
+
+
+async def test_relay_forwards_each_read_as_one_piece_untouched() -> None:
+    first = event("a") + event("b")
+    second = event("c", error=None) + b": keep-alive\n\n" + event("d")  # taken apart
+    usage = {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}
+    last = b"data: " + json.dumps({"choices": [], "usage": usage}).encode() + b"\n\n"
+    adapter = make(
+        "openai", chunked(first, second[:-30], second[-30:] + last + b"data: [DONE]\n\n")
+    )
+    body = {"model": "x", "stream": True, "stream_options": {"include_usage": True}}
+    relayed = await adapter.relay(body, "m", stream=True)
+    assert relayed.events is not None
+    pieces = [piece async for piece in relayed.events]
+    assert pieces[0] is first  # plain chunks only: forwarded as read, not taken apart
+    assert pieces[1:] == [event("c", error=None), event("d") + last + b"data: [DONE]\n\n"]
+    assert relayed.usage is not None and relayed.usage.total_tokens == 7
+
+
+async def test_relay_error_event_ends_the_stream_after_what_came_before() -> None:
+    error = b'data: {"error":{"message":"overloaded","code":503}}\n\n'
+    adapter = make("openai", chunked(event("a"), event("b") + error + event("never")))
+    relayed = await adapter.relay({"model": "x", "stream": True}, "m", stream=True)
+    assert relayed.events is not None
+    pieces: list[bytes] = []
+    with pytest.raises(UpstreamStatusError) as caught:
+        async for piece in relayed.events:
+            pieces.append(piece)
+    assert pieces == [event("a"), event("b")]
+    assert caught.value.upstream_status == 503 and "overloaded" in caught.value.message
+
+
+def test_plain_prefix_stops_at_the_first_event_that_needs_a_look() -> None:
+    from thanos_asgi.providers.openai_compat import _plain_prefix
+
+    plain, done = event("a"), b"data: [DONE]\n\n"
+    usage = b'data: {"choices":[],"usage":{"total_tokens":1}}\n\n'
+    assert _plain_prefix(plain + plain) == 2 * len(plain)
+    assert _plain_prefix(plain + plain + usage + done) == 2 * len(plain)
+    assert _plain_prefix(usage + done) == 0
+    assert _plain_prefix(done) == 0
+    assert _plain_prefix(b": keep-alive\n\n" + plain) == 0
+    assert _plain_prefix(plain + b": keep-alive\n\n" + plain) == 0  # other lines: all taken apart
+    assert _plain_prefix(b"event: x\n" + plain + usage) == 0

@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import ipaddress
+import json
 import os
 import sys
 from collections.abc import Sequence
+from functools import partial
 from importlib.util import find_spec
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -47,6 +49,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-level", default="info")
     serve.add_argument("--log-format", choices=["text", "json"], default="text")
     serve.add_argument("--drain-seconds", type=float, default=30.0, help="on SIGTERM (default 30)")
+    serve.add_argument(
+        "--workers",
+        type=_positive,
+        help="worker processes (default from [server] workers, 1); see README, 'Operate it'",
+    )
     serve.set_defaults(run=_serve)
 
     check = commands.add_parser("check", help="validate a config and show what it resolves to")
@@ -104,6 +111,13 @@ def _add_usage(commands: Any) -> None:
     usage.set_defaults(run=_usage)
 
 
+def _positive(text: str) -> int:
+    number = int(text)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1 (got {number})")
+    return number
+
+
 def _load(path: str | None) -> Config:
     from .config import load_config
 
@@ -140,7 +154,6 @@ def _serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    gateway = Gateway(config)
     options = {
         "loop": "uvloop" if find_spec("uvloop") else "asyncio",
         "http": "httptools" if find_spec("httptools") else "h11",
@@ -150,22 +163,149 @@ def _serve(args: argparse.Namespace) -> int:
         "access_log": False,  # AccessLogMiddleware writes one line per request instead
         "timeout_graceful_shutdown": args.drain_seconds,  # SIGTERM: drain, then cancel
     }
+    workers = args.workers or config.server.workers
+    if workers > 1:
+        return _serve_workers(args, config, (host, port), workers, options)
+    gateway = Gateway(config)
     if config.server.grpc is not None:
         app = build_app(gateway)
         return _serve_with_grpc(app, gateway, (host, port), config.server.grpc, options, allowed)
 
-    def reloaded() -> Config:  # SIGHUP; the bind stays, and so does the rule above
-        fresh = with_local_files(_load(args.config), os.environ)
-        server = fresh.server
-        open_ok = args.allow_unauthenticated or server.allow_unauthenticated
-        if not (_is_loopback(host) or server.keys or open_ok):
-            raise ConfigError(f"no client keys, and {host} is not a loopback address")
-        return fresh
-
+    reloaded = partial(_reload_config, args.config, host, args.allow_unauthenticated)
     hangup = getattr(signal, "SIGHUP", None)  # not on Windows
     app = Reloadable(reloaded, gateway=gateway, grace=args.drain_seconds, reload_signal=hangup)
     uvicorn.Server(uvicorn.Config(app, host=host, port=port, lifespan="on", **options)).run()
     return 0
+
+
+def _reload_config(path: str | None, host: str, allow_unauthenticated: bool) -> Config:
+    """The config a SIGHUP (or a new worker) loads; the bind stays, and so does its key rule."""
+    fresh = with_local_files(_load(path), os.environ)
+    server = fresh.server
+    open_ok = allow_unauthenticated or server.allow_unauthenticated
+    if not (_is_loopback(host) or server.keys or open_ok):
+        raise ConfigError(f"no client keys, and {host} is not a loopback address")
+    return fresh
+
+
+_WORKER_SETTINGS = "THANOS_SERVE_WORKER"  # what `thanos serve --workers` tells its workers
+
+
+def _serve_workers(
+    args: argparse.Namespace,
+    config: Config,
+    bind: tuple[str, int],
+    workers: int,
+    options: dict[str, Any],
+) -> int:
+    """N uvicorn worker processes on one socket; each builds its own gateway (`worker_app`).
+
+    uvicorn's supervisor (the parent) binds the socket, starts the workers and restarts any
+    that dies; SIGTERM/SIGINT stop them all (each drains for --drain-seconds); SIGHUP replaces
+    them one at a time, each new one reading the config file afresh (a worker that fails to
+    start - a bad config - stops the replacing and the old workers keep serving).
+    """
+    import uvicorn
+    from uvicorn.config import STARTUP_FAILURE
+    from uvicorn.supervisors import Multiprocess
+
+    refusal = _workers_refusal(config)
+    if refusal:
+        print(f"thanos: cannot serve with {workers} workers: {refusal}", file=sys.stderr)
+        return 2
+    path = args.config and str(Path(args.config).resolve())
+    os.environ[_WORKER_SETTINGS] = json.dumps(  # spawned workers inherit the environment
+        {
+            "config": path,
+            "host": bind[0],
+            "allow_unauthenticated": args.allow_unauthenticated,
+            "log_level": args.log_level,
+            "log_format": args.log_format,
+            "drain_seconds": args.drain_seconds,
+        }
+    )
+    server = uvicorn.Config(
+        f"{__name__}:worker_app",
+        factory=True,
+        host=bind[0],
+        port=bind[1],
+        lifespan="on",
+        workers=workers,
+        **options,
+    )
+    supervisor = Multiprocess(server, sockets=[server.bind_socket()])
+    supervisor.run()
+    failed = any(process.exitcode == STARTUP_FAILURE for process in supervisor.processes)
+    return 1 if failed else 0
+
+
+def _workers_refusal(config: Config) -> str | None:
+    """Why `config` cannot be served by several processes, or None."""
+    if config.server.grpc is not None:
+        return (
+            "[server] grpc runs in the one process beside HTTP and every worker would bind its "
+            "port; serve gRPC from a `thanos serve` with one worker, or remove [server] grpc"
+        )
+    if config.state.backend != "memory":
+        return None
+    limits = _limits(config)
+    if not limits:
+        return None
+    return (
+        f'with [state] backend = "memory" every worker counts on its own, so each of these '
+        f"would allow N times its limit: {', '.join(limits)}; set [state] backend = "
+        '"redis" and url, or serve with one worker'
+    )
+
+
+def _limits(config: Config) -> list[str]:
+    """Every configured limit or budget that lives in the state backend."""
+    server, cost = config.server, config.cost
+    found = ["server.rpm_per_ip"] if server.rpm_per_ip else []
+    for key in server.keys:
+        found += [
+            f"key {key.id} {name}" for name in ("rpm", "tpm", "budget_usd") if getattr(key, name)
+        ]
+    found += [
+        f"providers.{name}.rate_limit_rpm"
+        for name, p in config.providers.items()
+        if p.rate_limit_rpm
+    ]
+    if cost.monthly_budget_usd is not None:
+        found.append("cost.monthly_budget_usd")
+    found += [
+        f"cost.providers.{name}.monthly_budget_usd"
+        for name, p in cost.providers.items()
+        if p.monthly_budget_usd is not None
+    ]
+    if server.key_store and Path(server.key_store).exists():
+        from .keys import KeyStore
+
+        for row in KeyStore(server.key_store).listing():
+            if not row["revoked"] and (row["rpm"] or row["tpm"] or row["budget_usd"] is not None):
+                found.append(f"stored key {row['id']}")
+    return found
+
+
+def worker_app() -> ASGIApp:
+    """The app of one `thanos serve --workers N` worker: uvicorn calls this in each worker.
+
+    It reads the config file as `thanos serve` would (the path and flags come from the
+    parent, in the environment), builds its own gateway when the server starts (a bad config
+    fails the worker's startup, which uvicorn reports), and reloads on SIGHUP sent to it.
+    """
+    import signal
+
+    from ._logging import configure_logging
+    from .stack import LazyApp, Reloadable
+
+    settings = json.loads(os.environ[_WORKER_SETTINGS])
+    configure_logging(settings["log_level"], settings["log_format"])
+    load = partial(
+        _reload_config, settings["config"], settings["host"], settings["allow_unauthenticated"]
+    )
+    grace, hangup = settings["drain_seconds"], getattr(signal, "SIGHUP", None)
+    return LazyApp(lambda: Reloadable(load, grace=grace, reload_signal=hangup))
 
 
 def _serve_with_grpc(

@@ -182,6 +182,8 @@ class Dispatcher:
 
     async def _send(self, target: Target, call: _Call, deadline: float | None) -> Reply:
         provider = self.providers[target.instance]
+        if deadline is None:
+            return await _attempt(provider, target, call.request, call.raw, call.wire)
         try:
             async with asyncio.timeout_at(deadline):
                 return await _attempt(provider, target, call.request, call.raw, call.wire)

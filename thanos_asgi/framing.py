@@ -33,28 +33,47 @@ def parse_block(block: bytes) -> SSEvent:
 
 async def iter_sse(chunks: AsyncIterator[bytes]) -> AsyncIterator[SSEvent]:
     """Yield each complete SSE event (a block ending in a blank line; `\\r\\n`, `\\r` too)."""
-    async for events in iter_sse_batches(chunks):
-        for event in events:
-            yield event
+    async for complete in iter_sse_blocks(chunks):
+        for block in complete.split(b"\n\n"):
+            if block:
+                yield parse_block(block)
 
 
-async def iter_sse_batches(chunks: AsyncIterator[bytes]) -> AsyncIterator[list[SSEvent]]:
-    """The complete SSE events of each upstream read, as one list per read that finished any.
-
-    Relays forward a whole batch with one write, not one write per event."""
-    buffer = b""
+async def iter_sse_blocks(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """Per upstream read that completed any events: those events' bytes as one piece (see
+    `SSEBuffer.feed`). Relays forward such a piece with one write."""
+    events = SSEBuffer()
     async for chunk in chunks:
-        buffer = buffer + chunk if buffer else chunk
+        complete = events.feed(chunk)
+        if complete:
+            yield complete
+    # an event cut off before its blank line is incomplete and is not dispatched (SSE spec)
+
+
+class SSEBuffer:
+    """Raw chunks in, complete events out; keeps only the unfinished tail in between."""
+
+    __slots__ = ("tail",)
+
+    def __init__(self) -> None:
+        self.tail = b""
+
+    def feed(self, chunk: bytes) -> bytes:
+        """The events this chunk completed, as one piece ending in a blank line, line ends
+        made `\\n` (b"" when it completed none). Relays forward the piece as it is, without
+        taking it apart when nothing in it needs a look."""
+        buffer = self.tail + chunk if self.tail else chunk
         held = b""
         if b"\r" in buffer:
             if buffer.endswith(b"\r"):  # may be the first half of a \r\n split across chunks
                 buffer, held = buffer[:-1], b"\r"
             buffer = buffer.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-        if b"\n\n" in buffer:
-            *blocks, buffer = buffer.split(b"\n\n")
-            yield [parse_block(block) for block in blocks if block]
-        buffer += held
-    # an event cut off before its blank line is incomplete and is not dispatched (SSE spec)
+        end = buffer.rfind(b"\n\n") + 2
+        if end == 1:  # no blank line yet
+            self.tail = buffer + held
+            return b""
+        self.tail = buffer[end:] + held
+        return buffer if end == len(buffer) else buffer[:end]
 
 
 async def iter_lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -274,15 +274,18 @@ class Gateway:
         reply.request_id, reply.key_id = ctx.request_id, ctx.key_id
         self._ledger_write(ledger_row(reply, f"error:{exc.status}"))
 
-    def _ledger_write(self, row: LedgerRow) -> asyncio.Future[None] | None:
-        """Group-commit `row` with the others of this loop turn (at once outside a loop)."""
-        assert self.ledger is not None
+    def _ledger_write(self, row: LedgerRow) -> Awaitable[None] | None:
+        """Group-commit `row` (at once outside an event loop). Awaiting what this returns
+        commits it in the next loop turn; a row nobody waits for (a stream's, which ends
+        after its last byte) goes in with the others of the next few milliseconds."""
+        ledger = self.ledger
+        assert ledger is not None
         try:
             asyncio.get_running_loop()
         except RuntimeError:
-            self.ledger.record(row)
+            ledger.record(row)
             return None
-        return self.ledger.queue(row)
+        return ledger.committed(ledger.queue(row, soon=False))
 
     def status(self) -> dict[str, Any]:
         providers: dict[str, Any] = {}

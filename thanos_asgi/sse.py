@@ -83,8 +83,11 @@ class _Stream:
                     self.response.on_first_event()
                 await self._send(data)
                 break
-            async for data in events:
-                await self._send(data)
+            async for data in events:  # _send, inlined: this loop runs once per upstream read
+                self.sending = True
+                await send({"type": "http.response.body", "body": data, "more_body": True})
+                self.sending = False
+                self.last_sent = time.monotonic()
             self.outcome = "ok"
         except ThanosError as exc:
             self.outcome = "error"

@@ -95,16 +95,39 @@ class _AiohttpResponse:
         finally:
             self._response.release()
 
-    async def iter_bytes(self) -> AsyncIterator[bytes]:
-        with _aiohttp_errors():
-            async for data in self._response.content.iter_any():
-                yield data
-        self._response.release()
+    def iter_bytes(self) -> AsyncIterator[bytes]:
+        return _AiohttpChunks(self._response)
 
     async def aclose(self) -> None:
         if not self._response.closed:
             # a response not read to the end cannot return its connection to the pool
             self._response.close()
+
+
+class _AiohttpChunks:
+    """The body as it arrives: an iterator object, one await per chunk (no generator)."""
+
+    __slots__ = ("_content", "_response")
+
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        self._response = response
+        self._content = response.content
+
+    def __aiter__(self) -> _AiohttpChunks:
+        return self
+
+    async def __anext__(self) -> bytes:
+        try:
+            data = await self._content.readany()
+        except Exception as exc:
+            mapped = _aiohttp_error(exc)
+            if mapped is exc:
+                raise
+            raise mapped from exc
+        if not data:  # the end: the connection goes back to the pool
+            self._response.release()
+            raise StopAsyncIteration
+        return data
 
 
 class _aiohttp_errors:
@@ -116,18 +139,23 @@ class _aiohttp_errors:
     def __exit__(
         self, typ: type[BaseException] | None, exc: BaseException | None, tb: object
     ) -> None:
-        if exc is None:
-            return
-        import aiohttp
+        if isinstance(exc, Exception) and (mapped := _aiohttp_error(exc)) is not exc:
+            raise mapped from exc
 
-        if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
-            raise UpstreamTimeout("the provider did not answer in time") from exc
-        if isinstance(exc, aiohttp.ClientConnectorError | aiohttp.ClientOSError):
-            raise UpstreamConnectError(f"could not connect: {exc.strerror or exc}") from exc
-        if isinstance(exc, aiohttp.ClientPayloadError | aiohttp.ServerDisconnectedError):
-            raise UpstreamProtocolError("the provider closed the connection mid-response") from exc
-        if isinstance(exc, aiohttp.ClientResponseError | aiohttp.ClientConnectionError):
-            raise UpstreamProtocolError(f"bad response from the provider: {exc}") from exc
+
+def _aiohttp_error(exc: Exception) -> Exception:
+    """Ours for an aiohttp or asyncio error; any other exception as it is."""
+    import aiohttp
+
+    if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
+        return UpstreamTimeout("the provider did not answer in time")
+    if isinstance(exc, aiohttp.ClientConnectorError | aiohttp.ClientOSError):
+        return UpstreamConnectError(f"could not connect: {exc.strerror or exc}")
+    if isinstance(exc, aiohttp.ClientPayloadError | aiohttp.ServerDisconnectedError):
+        return UpstreamProtocolError("the provider closed the connection mid-response")
+    if isinstance(exc, aiohttp.ClientResponseError | aiohttp.ClientConnectionError):
+        return UpstreamProtocolError(f"bad response from the provider: {exc}")
+    return exc
 
 
 @functools.lru_cache(maxsize=64)

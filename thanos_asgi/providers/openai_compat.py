@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 import msgspec
 
 from ..exceptions import UpstreamError, UpstreamProtocolError, UpstreamStatusError
-from ..framing import iter_sse_batches, parse_block
+from ..framing import SSEBuffer, parse_block
 from ..transport import UpstreamResponse
 from ..types import (
     ChatChunk,
@@ -119,40 +119,59 @@ class OpenAICompatible(HTTPProvider):
     async def _relay_events(
         self, response: UpstreamResponse, relayed: Relayed, drop_usage_chunk: bool
     ) -> AsyncIterator[bytes]:
-        """The events as they came, one write per upstream read; usage is read on the way."""
-        finished = False
+        """The events as they came, one write per upstream read. A read holding only plain
+        `data: {...}` chunks goes out untouched; one with usage, an error, `[DONE]` or other
+        lines is taken apart."""
+        events = SSEBuffer()
         try:
-            async for events in iter_sse_batches(response.iter_bytes()):
-                out: list[bytes] = []
-                for event in events:
-                    data = event.data
-                    if not data:
-                        continue  # comments and keep-alives: the gateway sends its own
-                    if data == b"[DONE]":
-                        finished = True
-                        break
-                    if event.event == b"error" or b'"error":' in data:
-                        if out:  # what came before the error still reaches the client
-                            yield b"".join(out)
-                            out = []
-                        self._raise_stream_error(data)
-                    if _has_usage(data):
-                        meta = self._decode_meta(data)
-                        relayed.usage = self.usage_from(meta) or relayed.usage
-                        if drop_usage_chunk and meta.choices == []:
-                            continue
-                    out += (event.raw, b"\n\n")
-                if finished:
-                    out.append(_DONE)
-                    yield b"".join(out)
+            async for chunk in response.iter_bytes():
+                complete = events.feed(chunk)
+                if not complete:
+                    continue
+                cut = _plain_prefix(complete)
+                if cut == len(complete):
+                    yield complete
+                    continue
+                out, end = self._sift(complete[cut:], relayed, drop_usage_chunk)
+                if cut:
+                    out = complete[:cut] + out
+                if end is True:
+                    yield out + _DONE
                     return
                 if out:
-                    yield b"".join(out)
+                    yield out
+                if isinstance(end, UpstreamError):
+                    raise end
         except UpstreamError as exc:
             raise self.tag(exc) from exc.__cause__
         finally:
             await response.aclose()
         raise self.tag(UpstreamProtocolError("the stream ended before it was complete"))
+
+    def _sift(
+        self, complete: bytes, relayed: Relayed, drop_usage_chunk: bool
+    ) -> tuple[bytes, bool | UpstreamError]:
+        """The events of `complete` the client gets, then True at `[DONE]` or the stream's
+        error (which ends it: what came before still goes out); reads usage on the way."""
+        out: list[bytes] = []
+        for block in complete.split(b"\n\n"):
+            event = parse_block(block)
+            data = event.data
+            if not data:
+                continue  # comments and keep-alives: the gateway sends its own
+            if data == b"[DONE]":
+                return b"".join(out), True
+            if event.event == b"error" or b'"error":' in data:
+                error = self._stream_error(data)
+                if error is not None:
+                    return b"".join(out), error
+            if _has_usage(data):
+                meta = self._decode_meta(data)
+                relayed.usage = self.usage_from(meta) or relayed.usage
+                if drop_usage_chunk and meta.choices == []:
+                    continue
+            out += (block, b"\n\n")
+        return b"".join(out), False
 
     def _decode_meta(self, data: bytes) -> Meta:
         try:
@@ -160,17 +179,18 @@ class OpenAICompatible(HTTPProvider):
         except msgspec.DecodeError as exc:
             raise self.tag(UpstreamProtocolError(f"unreadable answer: {exc}")) from None
 
-    def _raise_stream_error(self, data: bytes) -> None:
+    def _stream_error(self, data: bytes) -> UpstreamError | None:
+        """The error an `error` event reports (None for `"error": null`)."""
         try:
             error = _stream_error.decode(data).error
         except msgspec.DecodeError:
             error = data[:200].decode("utf-8", "replace")
         if not error:
-            return
+            return None
         if not isinstance(error, dict):
             error = {"message": str(error)}
         status = error.get("status_code") or error.get("code")
-        raise self.tag(
+        return self.tag(
             UpstreamStatusError(
                 f"{self.name}: {error.get('message') or 'error in stream'}",
                 provider=self.name,
@@ -249,6 +269,27 @@ class OpenAICompatible(HTTPProvider):
             return [model.id for model in _model_ids.decode(data).data]
         except msgspec.DecodeError as exc:
             raise self.tag(UpstreamProtocolError(f"unreadable model list: {exc}")) from None
+
+
+_LOOK = (b'"usage":{', b'"usage": {', b'"error":', b"data: [DONE]")  # events to take apart
+
+
+def _plain_prefix(complete: bytes) -> int:
+    """How many leading bytes of `complete` are whole events that go out untouched: each one
+    `data: {...}` line with no usage or error in it (usage and `[DONE]` come last)."""
+    cut = len(complete)
+    for marker in _LOOK:
+        at = complete.find(marker, 0, cut)
+        if at >= 0:
+            cut = at
+    if cut < len(complete):  # back to the start of the event the marker is in
+        at = complete.rfind(b"\n\n", 0, cut)
+        cut = at + 2 if at >= 0 else 0
+    prefix = complete[:cut] if cut < len(complete) else complete
+    plain = prefix.startswith(b"data: {") and prefix.count(b"\n") == 2 * (
+        prefix.count(b"\n\ndata: {") + 1
+    )
+    return cut if plain else 0
 
 
 def _has_usage(data: bytes) -> bool:
