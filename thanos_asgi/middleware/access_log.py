@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -52,12 +53,12 @@ class AccessLogMiddleware:
             return
         response = _Response(time.time(), time.perf_counter())
 
-        async def watching(message: Message) -> None:
+        def watching(message: Message) -> Awaitable[None]:  # see ErrorMiddleware
             if message["type"] == "http.response.start":
                 response.started(message)
             elif not message.get("more_body", False):
                 response.complete = True
-            await send(message)
+            return send(message)
 
         try:
             await self.app(scope, receive, watching)

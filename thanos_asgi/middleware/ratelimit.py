@@ -11,6 +11,7 @@ Tokens per minute are held by the gateway, which knows the request's size.
 from __future__ import annotations
 
 import math
+from collections.abc import Awaitable
 
 from .._errors import error_body, error_headers
 from .._http import ASGIApp, Headers, Message, Receive, Scope, Send, respond, route_path
@@ -49,10 +50,10 @@ class RateLimitMiddleware:
             return
         extra = _headers(result)
 
-        async def send_with_limits(message: Message) -> None:
+        def send_with_limits(message: Message) -> Awaitable[None]:  # see ErrorMiddleware
             if message["type"] == "http.response.start":
                 message["headers"] = [*message.get("headers", ()), *extra]
-            await send(message)
+            return send(message)
 
         await self.app(scope, receive, send_with_limits)
 

@@ -6,6 +6,7 @@ The id goes into `scope["thanos.request_id"]` and onto the response as `x-reques
 from __future__ import annotations
 
 import os
+from collections.abc import Awaitable
 
 from .._http import ASGIApp, Message, Receive, Scope, Send
 
@@ -36,9 +37,9 @@ class RequestIdMiddleware:
         scope["thanos.request_id"] = request_id.decode("latin-1")
         name = self.header
 
-        async def send_with_id(message: Message) -> None:
+        def send_with_id(message: Message) -> Awaitable[None]:  # see ErrorMiddleware
             if message["type"] == "http.response.start":
                 message["headers"] = [*message.get("headers", ()), (name, request_id)]
-            await send(message)
+            return send(message)
 
         await self.app(scope, receive, send_with_id)

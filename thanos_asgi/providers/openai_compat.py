@@ -277,16 +277,17 @@ _LOOK = (b'"usage":{', b'"usage": {', b'"error":', b"data: [DONE]")  # events to
 def _plain_prefix(complete: bytes) -> int:
     """How many leading bytes of `complete` are whole events that go out untouched: each one
     `data: {...}` line with no usage or error in it (usage and `[DONE]` come last)."""
-    cut = len(complete)
-    for marker in _LOOK:  # bytes.find: far faster here than one regex with alternatives
-        at = complete.find(marker, 0, cut)
-        if at >= 0:
-            cut = at
-    if cut < len(complete):  # back to the start of the event the marker is in
-        cut = complete.rfind(b"\n\n", 0, cut) + 2
-        prefix = complete[:cut] if cut > 1 else b""
-    else:
+    if (  # most reads: no marker at all (`in` is the cheapest scan)
+        b'"usage":{' not in complete
+        and b'"usage": {' not in complete
+        and b'"error":' not in complete
+        and b"data: [DONE]" not in complete
+    ):
         prefix = complete
+    else:
+        cut = min(at for marker in _LOOK if (at := complete.find(marker)) >= 0)
+        cut = complete.rfind(b"\n\n", 0, cut) + 2  # back to the start of the marker's event
+        prefix = complete[:cut] if cut > 1 else b""
     plain = prefix.startswith(b"data: {") and prefix.count(b"\n") == 2 * (
         prefix.count(b"\n\ndata: {") + 1
     )
