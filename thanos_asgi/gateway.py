@@ -255,9 +255,7 @@ class Gateway:
         usage = reply.usage
         if usage is not None:
             stats.prompt_tokens += usage.prompt_tokens
-            stats.completion_tokens += max(
-                usage.completion_tokens, usage.total_tokens - usage.prompt_tokens
-            )
+            stats.completion_tokens += usage.output_tokens
         if final and self.ledger is not None and self.config.cost.track_usage:
             reply.committed = self._ledger_write(ledger_row(reply, outcome))
         if final:
@@ -333,9 +331,7 @@ def ledger_row(reply: Reply, status: str) -> LedgerRow:
         provider=reply.provider,
         model=reply.model,
         prompt_tokens=usage.prompt_tokens if usage else 0,
-        completion_tokens=max(usage.completion_tokens, usage.total_tokens - usage.prompt_tokens)
-        if usage
-        else 0,
+        completion_tokens=usage.output_tokens if usage else 0,
         cached_tokens=usage.cached_tokens if usage else 0,
         reasoning_tokens=usage.reasoning_tokens if usage else 0,
         cost_usd=reply.cost_usd,

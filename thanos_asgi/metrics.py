@@ -117,9 +117,7 @@ class Metrics:
         usage = reply.usage
         if usage is not None:
             series.tokens_in += usage.prompt_tokens
-            series.tokens_out += max(
-                usage.completion_tokens, usage.total_tokens - usage.prompt_tokens
-            )
+            series.tokens_out += usage.output_tokens
         if reply.cost_usd:
             series.cost_usd += reply.cost_usd
         if reply.started:

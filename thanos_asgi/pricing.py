@@ -159,7 +159,7 @@ def _by_prefix(models: Mapping[str, Price], model: str) -> Price | None:
 
 def billed_output_tokens(usage: Usage) -> int:
     """Output tokens including reasoning, whichever way the provider counted it."""
-    return max(usage.completion_tokens, usage.total_tokens - usage.prompt_tokens)
+    return usage.output_tokens
 
 
 def cost_of(price: Price, usage: Usage) -> float:

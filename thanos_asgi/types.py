@@ -176,6 +176,12 @@ class Usage(msgspec.Struct, kw_only=True):
         details = self.completion_tokens_details
         return (details.reasoning_tokens or 0) if details else 0
 
+    @property
+    def output_tokens(self) -> int:
+        """Output including reasoning, whichever way the provider counted it (xAI leaves
+        reasoning out of `completion_tokens` but not out of `total_tokens`)."""
+        return max(self.completion_tokens, self.total_tokens - self.prompt_tokens)
+
 
 FinishReason = str  # "stop" | "length" | "tool_calls" | "content_filter" | "error"
 

@@ -121,9 +121,7 @@ def _add_reply(entry: AccessRecord, reply: Reply) -> None:
         model=reply.model,
         attempts=reply.attempts,
         prompt_tokens=usage.prompt_tokens if usage else 0,
-        completion_tokens=max(usage.completion_tokens, usage.total_tokens - usage.prompt_tokens)
-        if usage
-        else 0,
+        completion_tokens=usage.output_tokens if usage else 0,
         cost_usd=reply.cost_usd,
     )
     if reply.first_byte_at and reply.started:

@@ -136,7 +136,7 @@ def _reply_attributes(reply: Reply) -> dict[str, Any]:
     usage = reply.usage
     if usage is not None:
         attributes["gen_ai.usage.input_tokens"] = usage.prompt_tokens
-        output = max(usage.completion_tokens, usage.total_tokens - usage.prompt_tokens)
+        output = usage.output_tokens
         attributes["gen_ai.usage.output_tokens"] = output
     if reply.cost_usd is not None:
         attributes["thanos.cost_usd"] = reply.cost_usd
