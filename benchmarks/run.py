@@ -6,9 +6,10 @@
 
 Starts, each as its own process on a free loopback port: the fake upstream (`upstream.py`)
 twice - one answering at once, one pacing its stream chunks - the floor (`floor.py`) in front
-of each, and the gateway (`thanos serve`) with a generated config routing `bench-model` and
-`paced-model` to them. Then measures direct-to-upstream, floor and gateway with `load.py`.
-On a machine with two or more cores the gateway and the floor run on core 1, the upstreams
+of each, and two gateways (`thanos serve`) with a generated config routing `bench-model` and
+`paced-model` to them, the second also with a client key and rate limits (`targets.py`).
+Then measures direct-to-upstream, floor, gateway and gateway-keys with `load.py`.
+On a machine with two or more cores the gateways and the floor run on core 1, the upstreams
 and the load generator on core 0 (`taskset`). Every process is stopped on exit.
 """
 
@@ -33,11 +34,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from targets import CONFIG_EXTRA, GATEWAY_CONFIG, GATEWAYS, MEMORY, SERVES, TARGETS, check_keys
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 PYTHON = sys.executable
-TARGETS = ("direct", "floor", "gateway")
-SERVES = {"direct": "upstream", "floor": "floor", "gateway": "gateway"}  # target -> process
 PACKAGES = ("thanos-asgi", "aiohttp", "uvicorn", "uvloop", "httptools", "msgspec")
 PACED_DELAY_MS = 5.0
 BUSY_SHARE = 0.10  # other processes using more than this share of a core: a warning
@@ -184,24 +185,6 @@ def thanos_command() -> list[str]:
     return [str(script)] if script.exists() else [PYTHON, "-m", "thanos_asgi.cli"]
 
 
-GATEWAY_CONFIG = """\
-[server]
-bind = "127.0.0.1:{port}"
-
-[providers.bench]
-kind = "openai-compatible"
-base_url = "http://127.0.0.1:{fast}/v1"
-api_key = "x"
-models = ["bench-model"]
-
-[providers.paced]
-kind = "openai-compatible"
-base_url = "http://127.0.0.1:{paced}/v1"
-api_key = "x"
-models = ["paced-model"]
-"""
-
-
 def snapshot(commit: str, into: Path) -> str:
     """`thanos_asgi` as of `commit`, extracted under `into`; returns the commit's short hash."""
     into.mkdir()
@@ -219,7 +202,7 @@ def snapshot(commit: str, into: Path) -> str:
 
 
 def start_all(bench: Bench, source: Path | None) -> None:
-    fast, paced, floor, floor_paced, gateway = (free_port() for _ in range(5))
+    fast, paced, floor, floor_paced = (free_port() for _ in range(4))
     upstream = [PYTHON, str(HERE / "upstream.py"), "--chunks", str(bench.chunks)]
     started = [
         bench.start("upstream", [*upstream, "--port", str(fast)], 0, fast),
@@ -235,26 +218,25 @@ def start_all(bench: Bench, source: Path | None) -> None:
         started.append(
             bench.start(name, [*argv, "--upstream", f"http://127.0.0.1:{up}/v1"], 1, port)
         )
-    config = bench.workdir / "thanos.toml"
-    config.write_text(GATEWAY_CONFIG.format(port=gateway, fast=fast, paced=paced))
-    serve = [*thanos_command(), "serve", "--config", str(config)]
-    serve += ["--host", "127.0.0.1", "--port", str(gateway), "--log-level", "warning"]
-    env = None
+    env = dict(os.environ)
     if source is not None:  # the snapshot comes first on sys.path, before the installed package
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(source),
-               os.environ.get("PYTHONPATH")]))}  # fmt: skip
-    started.append(bench.start("gateway", serve, 1, gateway, env))
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(source), env.get("PYTHONPATH")]))
+    ports = {"direct": fast, "floor": floor, "direct-paced": paced, "floor-paced": floor_paced}
+    for name in GATEWAYS:
+        port = ports[name] = ports[f"{name}-paced"] = free_port()
+        config = bench.workdir / f"{name}.toml"
+        config.write_text(
+            GATEWAY_CONFIG.format(port=port, fast=fast, paced=paced) + CONFIG_EXTRA[name]
+        )
+        serve = [*thanos_command(), "serve", "--config", str(config)]
+        serve += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
+        data = {"XDG_DATA_HOME": str(bench.workdir / name)}  # its own usage ledger, no key store
+        started.append(bench.start(name, serve, 1, port, env | data))
     for process in started:
         wait_ready(process)
     path = "/v1/chat/completions"
-    bench.urls = {
-        "direct": f"http://127.0.0.1:{fast}{path}",
-        "floor": f"http://127.0.0.1:{floor}{path}",
-        "gateway": f"http://127.0.0.1:{gateway}{path}",
-        "direct-paced": f"http://127.0.0.1:{paced}{path}",
-        "floor-paced": f"http://127.0.0.1:{floor_paced}{path}",
-        "gateway-paced": f"http://127.0.0.1:{gateway}{path}",
-    }
+    bench.urls = {name: f"http://127.0.0.1:{port}{path}" for name, port in ports.items()}
+    check_keys(bench.urls["gateway-keys"])
 
 
 # -- measuring ---------------------------------------------------------------------------------
@@ -297,9 +279,10 @@ def measure(bench: Bench, args: argparse.Namespace) -> Results:
 
 
 def merge(runs: list[Results]) -> Results:
-    """Per measurement, the median of every number over the repetitions; errors summed."""
+    """Per measurement, the median of every number over the repetitions; errors summed.
+    Only measurements every repetition has (runs saved before a target existed lack it)."""
     merged: Results = {}
-    for key in runs[0]:
+    for key in [key for key in runs[0] if all(key in run for run in runs)]:
         rows = [run[key] for run in runs]
         row: dict[str, Any] = {}
         for name, value in rows[0].items():
@@ -344,6 +327,7 @@ def report(results: Results, args: argparse.Namespace, rss: dict[str, float | No
     """Markdown tables; with --repeat, a min-max column beside each headline median."""
     ranged = args.repeat > 1
     out: list[str] = []
+    targets = [target for target in TARGETS if f"latency/plain/{target}" in results]
 
     def emit(title: str, header: list[str], rows: list[list[str]], at: int) -> None:
         """The table, without its range column (index `at`) when there was one repetition."""
@@ -357,7 +341,7 @@ def report(results: Results, args: argparse.Namespace, rss: dict[str, float | No
         for mode in ("plain", "stream"):
             direct = results[f"throughput/{mode}/direct"]["rps"]
             floor = results[f"throughput/{mode}/floor"]["rps"]
-            for target in TARGETS:
+            for target in targets:
                 r = results[f"throughput/{mode}/{target}"]
                 rows.append(
                     [
@@ -387,7 +371,7 @@ def report(results: Results, args: argparse.Namespace, rss: dict[str, float | No
     for mode in ("plain", "stream"):
         direct = results[f"latency/{mode}/direct"]
         floor = results[f"latency/{mode}/floor"]
-        for target in TARGETS:
+        for target in targets:
             r = results[f"latency/{mode}/{target}"]
             added = [None if target == "direct" else r[q] - direct[q] for q in ("p50_ms", "p99_ms")]
             rows.append(
@@ -422,7 +406,7 @@ def report(results: Results, args: argparse.Namespace, rss: dict[str, float | No
     }
     for mode, label in streams.items():
         direct = results[f"latency/{mode}/direct"]
-        for target in TARGETS:
+        for target in targets:
             r = results[f"latency/{mode}/{target}"]
             later = None if target == "direct" else r["ttfb_p50_ms"] - direct["ttfb_p50_ms"]
             rows.append(
@@ -442,10 +426,8 @@ def report(results: Results, args: argparse.Namespace, rss: dict[str, float | No
     header = ["upstream", "target", "TTFB p50 ms", "TTFB p50 range", "TTFB p99 ms",
               "added TTFB p50", "total p50 ms", "total p99 ms", "errors"]  # fmt: skip
     emit(title, header, rows, 3)
-    out.append(
-        f"Peak RSS (VmHWM): gateway {fmt(rss.get('gateway'), 1)} MiB, "
-        f"floor {fmt(rss.get('floor'), 1)} MiB"
-    )
+    peaks = ", ".join(f"{name} {fmt(rss.get(name), 1)} MiB" for name in MEMORY)
+    out.append(f"Peak RSS (VmHWM): {peaks}")
     return "\n".join(out)
 
 
@@ -487,7 +469,7 @@ def environment(pinned: bool, commit: str | None) -> str:
     else:
         code = "the installed thanos_asgi (not a git checkout, or no git)"
     pinning = (
-        "gateway and floor on core 1; upstreams and load generator on core 0"
+        "gateways and floor on core 1; upstreams and load generator on core 0"
         if pinned
         else "not pinned"
     )
@@ -538,10 +520,7 @@ def show(records: list[dict[str, Any]], args: argparse.Namespace) -> None:
     runs = [run for record in records for run in record["runs"]]
     if len(runs) > 1:
         print(f"medians of {len(runs)} repetitions ({len(records)} runs); errors summed")
-    rss = {
-        name: max((r["rss_mib"].get(name) or 0.0) for r in records) or None
-        for name in ("gateway", "floor")
-    }
+    rss = {name: max((r["rss_mib"].get(name) or 0.0) for r in records) or None for name in MEMORY}
     print()
     print(report(merge(runs), argparse.Namespace(**{**vars(args), "repeat": len(runs)}), rss))
 
@@ -611,7 +590,7 @@ def main() -> int:
         try:
             commit = snapshot(args.commit, source) if source is not None else None
             facts = environment(pinned, commit)  # before the gateway loads its code
-            print("starting upstreams, floors and the gateway", file=sys.stderr)
+            print("starting upstreams, floors and the gateways", file=sys.stderr)
             start_all(bench, source)
             for repetition in range(args.repeat):
                 print(f"repetition {repetition + 1}/{args.repeat}", file=sys.stderr)
@@ -622,9 +601,9 @@ def main() -> int:
                 if p.popen.poll() is not None
             ]
             for process in bench.processes:
-                if process.name in ("gateway", "floor"):
+                if process.name in MEMORY:
                     rss[process.name] = peak_rss_mib(process.popen.pid)
-            logged = tail(next(p for p in bench.processes if p.name == "gateway"), 20)
+            logged = {p.name: tail(p, 20) for p in bench.processes if p.name in GATEWAYS}
         except (RuntimeError, subprocess.SubprocessError) as exc:
             print(f"benchmark failed: {exc}", file=sys.stderr)
             return 1
@@ -649,8 +628,9 @@ def main() -> int:
     if args.json:
         args.json.write_text(json.dumps(record))
     show([record], args)
-    if logged.strip():
-        print(f"\ngateway log (last lines):\n{logged}")
+    for name, text in logged.items():
+        if text.strip():
+            print(f"\n{name} log (last lines):\n{text}")
     failures = smoke_failures(merge(runs))
     if failures:
         print("\nFAILED:\n" + "\n".join(failures))
