@@ -15,8 +15,10 @@ and one ledger row is written before the answer's last byte goes out.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -87,7 +89,8 @@ class Accounting:
             else None
         )
         self.last_fraction: float | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._work: collections.deque[Awaitable[None]] = collections.deque()
+        self._worker: asyncio.Task[None] | None = None
 
     def spend_fraction(self) -> float | None:
         """Share of the global monthly budget spent, as last seen (for dynamic switching)."""
@@ -221,19 +224,27 @@ class Accounting:
         if tokens.key is not None:
             self._background(self.state.window_adjust(tokens.key, -tokens.estimate, MINUTE))
 
-    def _background(self, work: object) -> None:
-        task = asyncio.get_running_loop().create_task(_logged(work))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    def _background(self, work: Awaitable[None]) -> None:
+        """Settle off the request path: one worker task runs the queue (a task per request
+        would cost more than most settlements do)."""
+        self._work.append(work)
+        if self._worker is None or self._worker.done():
+            self._worker = asyncio.get_running_loop().create_task(self._run_work())
+
+    async def _run_work(self) -> None:
+        while self._work:
+            await _logged(self._work.popleft())
 
     async def drain(self) -> None:
         """Wait for settlements under way (at shutdown, and in tests)."""
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks))
+        while self._worker is not None and not self._worker.done():
+            await asyncio.shield(self._worker)
 
 
-async def _logged(work: object) -> None:
+async def _logged(work: Awaitable[None]) -> None:
     try:
-        await work  # type: ignore[misc]
+        await work
     except ThanosError as exc:
         log.error("could not settle usage: %s", exc.message)
+    except Exception:  # one bad settlement must not stop the ones queued after it
+        log.exception("could not settle usage")

@@ -70,11 +70,12 @@ class AuthMiddleware:
 
 def _presented(scope: Scope) -> str | None:
     for name, value in scope["headers"]:
-        text = bytes(value).decode("latin-1").strip()
         if name == b"authorization":
-            scheme, _, token = text.partition(" ")
+            scheme, _, token = bytes(value).decode("latin-1").strip().partition(" ")
             if scheme.lower() == "bearer" and token.strip():
                 return token.strip()
-        elif name == b"x-api-key" and text:
-            return text
+        elif name == b"x-api-key":
+            text = bytes(value).decode("latin-1").strip()
+            if text:
+                return text
     return None
