@@ -15,11 +15,12 @@ import json
 import secrets
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import parse_qs
 
+import httpx
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -27,7 +28,18 @@ from starlette.routing import Route
 
 from tests.servers import running
 from tests.upstreams import completion
-from thanos_asgi.logins import ClaudeSettings, CopilotSettings
+from thanos_asgi import Gateway, HttpxTransport
+from thanos_asgi.config import parse_config
+from thanos_asgi.logins import (
+    ClaudeAuth,
+    ClaudeSettings,
+    CopilotAuth,
+    CopilotSettings,
+    FileStore,
+    Session,
+)
+
+ANTHROPIC_API_KEY = "sk-ant-api03-APIKEY-0123456789"
 
 
 class FakeOAuth:
@@ -232,3 +244,42 @@ async def serving() -> AsyncIterator[FakeOAuth]:
     async with running(fake.app) as base:
         fake.base = base
         yield fake
+
+
+def login_gateway(
+    fake: FakeOAuth,
+    store: FileStore,
+    extra: str = "",
+    *,
+    copilot: CopilotSettings | None = None,
+    retry_delays: Sequence[float] = (0.5, 2.0),  # Session's own
+) -> Gateway:
+    """A gateway whose `copilot` and `anthropic_max` log in to `fake` (GitHub at `copilot`
+    if given; tokens kept in `store`; the Claude login retries after `retry_delays`), an
+    Anthropic API-key instance `anthropic` beside them, and `extra` after `[routing]`."""
+    text = f"""
+[providers.copilot]
+model = "gpt-4o"
+
+[providers.anthropic_max]
+model = "claude-sonnet-4-5"
+base_url = "{fake.base}"
+
+[providers.anthropic]
+api_key = "{ANTHROPIC_API_KEY}"
+base_url = "{fake.base}"
+
+[routing]
+max_retries = 0
+{extra}"""
+    gw = Gateway(
+        parse_config(text, source="t.toml", env={}),
+        transport=HttpxTransport(httpx.AsyncClient()),
+    )
+    github = CopilotAuth(copilot or fake.copilot_settings())
+    claude = ClaudeAuth(fake.claude_settings())
+    gw.providers["copilot"].session = Session("copilot", store, github)  # type: ignore[attr-defined]
+    gw.providers["anthropic_max"].session = Session(  # type: ignore[attr-defined]
+        "anthropic", store, claude, retry_delays=retry_delays
+    )
+    return gw

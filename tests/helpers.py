@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -10,7 +11,7 @@ import httpx2
 import openai
 
 from thanos_asgi import Gateway, HttpxTransport, build_app
-from thanos_asgi._http import ASGIApp
+from thanos_asgi._http import ASGIApp, Message
 from thanos_asgi.config import Config, parse_config
 
 KEY = "sk-test-SECRET-0123456789abcdef"
@@ -35,6 +36,35 @@ fallback_chain = ["openai"]
 aliases = {{ smart = "openai/gpt-4o", cheap = "deepseek/deepseek-chat" }}
 """
 
+# Client keys: one admin and one not (the `/auth` endpoints and gRPC InitiateOAuth want admin)
+ADMIN, USER = "thk_admin-0123456789abcdefghijkl", "thk_user-0123456789abcdefghijklm"
+ADMIN_AND_USER = f"""
+[[server.keys]]
+id = "admin"
+key = "{ADMIN}"
+admin = true
+
+[[server.keys]]
+id = "user"
+key = "{USER}"
+"""
+
+# A client key, and a chat request made with it as request "req-42": what the gateway logs or
+# traces about it must hold neither secret
+CLIENT_SECRET = "thk-client-SECRET-9f8e7d6c5b4a"
+QUERY_SECRET = "AIzaQUERYSECRET0123456789abcdef"
+TEAM_A = f'[[server.keys]]\nid = "team-a"\nkey = "{CLIENT_SECRET}"\n'
+BODY = {"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": "hello there"}]}
+AUTH = {"authorization": f"Bearer {CLIENT_SECRET}", "x-request-id": "req-42"}
+
+
+def openai_compatible(name: str, upstream: str, *models: str) -> str:
+    """A `[providers.<name>]` section: an OpenAI-compatible API at `<upstream>/v1`."""
+    text = f'[providers.{name}]\nkind = "openai-compatible"\nbase_url = "{upstream}/v1"\n'
+    if models:
+        text += f"models = {json.dumps(list(models))}\n"
+    return text
+
 
 def config(text: str = BASIC, env: Mapping[str, str] | None = None) -> Config:
     return parse_config(text, source="test.toml", env=env or {})
@@ -56,6 +86,19 @@ def sdk(app: ASGIApp) -> openai.AsyncOpenAI:
         http_client=client_for(app),
         max_retries=0,
     )
+
+
+async def call(app: ASGIApp, path: str = "/x") -> None:
+    """One bare GET of `path` straight to `app`: the client has left, the answer goes nowhere."""
+
+    async def receive() -> Message:
+        return {"type": "http.disconnect"}
+
+    async def send(message: Message) -> None:
+        pass
+
+    scope = {"type": "http", "method": "GET", "path": path, "headers": [], "query_string": b""}
+    await app(scope, receive, send)
 
 
 def app_and_sdk(

@@ -1,30 +1,45 @@
-"""Real servers over loopback: uvicorn on a free port, and a scriptable upstream ASGI app."""
+"""Real servers over loopback: uvicorn on a free port, a scriptable upstream ASGI app, and
+`thanos serve` as a process."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
 import struct
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
+import anyio
 import uvicorn
+from anyio.abc import Process
 
 from tests.upstreams import chunk, completion, last_user_text, stream_body
 from thanos_asgi._http import ASGIApp, Receive, Scope, Send
 
 
+def free_port() -> int:
+    """A loopback port nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 @asynccontextmanager
-async def running(app: ASGIApp) -> AsyncIterator[str]:
+async def running(app: ASGIApp, lifespan: Literal["on", "off"] = "off") -> AsyncIterator[str]:
     """Serve `app` with uvicorn on 127.0.0.1 and a free port; yield its base URL."""
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan=lifespan)
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     for _ in range(500):
         if server.started:
             break
+        assert not task.done(), "uvicorn did not start"
         await asyncio.sleep(0.01)
     assert server.started, "uvicorn did not start"
     port = server.servers[0].sockets[0].getsockname()[1]
@@ -33,6 +48,36 @@ async def running(app: ASGIApp) -> AsyncIterator[str]:
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, 10)
+
+
+def serve_command(config: Path) -> list[str]:
+    return [sys.executable, "-m", "thanos_asgi", "serve", "--config", str(config)]
+
+
+def serve_env(home: Path) -> dict[str, str]:
+    """A bare environment for `thanos serve`: no provider keys, HOME and data under `home`."""
+    return {"PATH": os.environ["PATH"], "HOME": str(home), "XDG_DATA_HOME": str(home / "data")}
+
+
+@asynccontextmanager
+async def thanos_serve(config: Path, *flags: str) -> AsyncIterator[tuple[int, Process, Path]]:
+    """`thanos serve --config <config> --port <free port> <flags>`, its output in a log file
+    beside the config; yields the port, the process and the log, without waiting for it to
+    start. Terminated on the way out if it still runs."""
+    port = free_port()
+    log = config.parent / f"serve-{port}.log"
+    command = [*serve_command(config), "--port", str(port), *flags]
+    with log.open("wb") as out:
+        process = await anyio.open_process(
+            command, stdout=out, stderr=subprocess.STDOUT, env=serve_env(config.parent)
+        )
+    try:
+        yield port, process, log
+    finally:
+        if process.returncode is None:
+            process.terminate()
+        with anyio.fail_after(20):
+            await process.wait()
 
 
 class Upstream:

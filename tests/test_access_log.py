@@ -10,19 +10,25 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import BASIC, KEY, client_for, gateway
+from tests.helpers import (
+    AUTH,
+    BASIC,
+    BODY,
+    CLIENT_SECRET,
+    KEY,
+    QUERY_SECRET,
+    TEAM_A,
+    call,
+    client_for,
+    gateway,
+)
 from tests.upstreams import FakeOpenAI
 from thanos_asgi import build_app
-from thanos_asgi._http import Message, Receive, Scope, Send
+from thanos_asgi._http import Receive, Scope, Send
 from thanos_asgi._logging import configure_logging, redact
 from thanos_asgi.middleware.access_log import AccessLogMiddleware, AccessRecord
 
 pytestmark = pytest.mark.anyio
-CLIENT_SECRET = "thk-client-SECRET-9f8e7d6c5b4a"
-QUERY_SECRET = "AIzaQUERYSECRET0123456789abcdef"
-KEYS = f'[[server.keys]]\nid = "team-a"\nkey = "{CLIENT_SECRET}"\n'
-BODY = {"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": "hello there"}]}
-AUTH = {"authorization": f"Bearer {CLIENT_SECRET}", "x-request-id": "req-42"}
 
 
 def lines(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
@@ -44,7 +50,7 @@ def access(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
 async def test_one_line_per_request_with_what_was_answered(
     access: pytest.LogCaptureFixture,
 ) -> None:
-    http = client_for(build_app(gateway(FakeOpenAI(), BASIC + KEYS)))
+    http = client_for(build_app(gateway(FakeOpenAI(), BASIC + TEAM_A)))
     url = f"/v1/chat/completions?key={QUERY_SECRET}&api_key={QUERY_SECRET}"
     response = await http.post(url, json=BODY, headers=AUTH)
     assert response.status_code == 200
@@ -65,7 +71,7 @@ async def test_one_line_per_request_with_what_was_answered(
 async def test_a_stream_is_logged_when_it_ends_with_its_usage(
     access: pytest.LogCaptureFixture,
 ) -> None:
-    http = client_for(build_app(gateway(FakeOpenAI(), BASIC + KEYS)))
+    http = client_for(build_app(gateway(FakeOpenAI(), BASIC + TEAM_A)))
     body = {**BODY, "stream": True, "stream_options": {"include_usage": True}}
     response = await http.post("/v1/chat/completions", json=body, headers=AUTH)
     assert response.text.endswith("data: [DONE]\n\n")
@@ -79,7 +85,7 @@ async def test_a_stream_is_logged_when_it_ends_with_its_usage(
 async def test_refused_requests_are_logged_without_the_key(
     access: pytest.LogCaptureFixture,
 ) -> None:
-    http = client_for(build_app(gateway(FakeOpenAI(), BASIC + KEYS)))
+    http = client_for(build_app(gateway(FakeOpenAI(), BASIC + TEAM_A)))
     wrong = "thk-wrong-SECRET-0000000000"
     response = await http.post("/v1/chat/completions", json=BODY, headers={"x-api-key": wrong})
     assert response.status_code == 401
@@ -107,17 +113,6 @@ async def half_answer(scope: Scope, receive: Receive, send: Send) -> None:
     """A response the client walked away from: the last body message never went out."""
     await send({"type": "http.response.start", "status": 200, "headers": []})
     await send({"type": "http.response.body", "body": b"data: 1\n\n", "more_body": True})
-
-
-async def call(app: AccessLogMiddleware, path: str = "/x") -> None:
-    async def receive() -> Message:
-        return {"type": "http.disconnect"}
-
-    async def send(message: Message) -> None:
-        pass
-
-    scope = {"type": "http", "method": "GET", "path": path, "headers": [], "query_string": b""}
-    await app(scope, receive, send)
 
 
 async def test_crash_and_disconnect_outcomes(access: pytest.LogCaptureFixture) -> None:

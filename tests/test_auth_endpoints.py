@@ -5,65 +5,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.fake_oauth import FakeOAuth, serving
-from tests.helpers import client_for
-from thanos_asgi import Gateway, HttpxTransport, build_app
+from tests.fake_oauth import FakeOAuth, login_gateway
+from tests.helpers import ADMIN, ADMIN_AND_USER, USER, client_for
+from thanos_asgi import Gateway, build_app
 from thanos_asgi._auth_endpoints import initiate_oauth
-from thanos_asgi.config import parse_config
-from thanos_asgi.logins import ClaudeAuth, CopilotAuth, FileStore, Session, Token
+from thanos_asgi.logins import FileStore, Token
 from thanos_asgi.logins._provider import CLAUDE_CODE
 
 pytestmark = pytest.mark.anyio
-ADMIN, USER = "thk_admin-0123456789abcdefghijkl", "thk_user-0123456789abcdefghijklm"
-KEYS = f"""
-[[server.keys]]
-id = "admin"
-key = "{ADMIN}"
-admin = true
-
-[[server.keys]]
-id = "user"
-key = "{USER}"
-"""
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeOAuth]:
-    async with serving() as server:
-        yield server
 
 
 def gateway(fake: FakeOAuth, store: FileStore, extra: str = "") -> Gateway:
-    text = f"""
-[providers.copilot]
-model = "gpt-4o"
-
-[providers.anthropic_max]
-model = "claude-sonnet-4-5"
-base_url = "{fake.base}"
-
-[providers.anthropic]
-api_key = "sk-ant-api03-APIKEY-0123456789"
-base_url = "{fake.base}"
-
-[routing]
-max_retries = 0
-{extra}"""
-    config = parse_config(text, source="t.toml", env={})
-    gw = Gateway(config, transport=HttpxTransport(httpx.AsyncClient()))
-    copilot = CopilotAuth(fake.copilot_settings())
-    claude = ClaudeAuth(fake.claude_settings())
-    gw.providers["copilot"].session = Session("copilot", store, copilot)  # type: ignore[attr-defined]
-    gw.providers["anthropic_max"].session = Session(
-        "anthropic", store, claude, retry_delays=(0.01,)
-    )  # type: ignore[attr-defined]
+    gw = login_gateway(fake, store, extra, retry_delays=(0.01,))
     assert gw.providers["anthropic"].session is None  # type: ignore[attr-defined]  # API key
     return gw
 
@@ -180,7 +139,10 @@ async def test_wrong_codes_and_unknown_logins(fake: FakeOAuth, tmp_path: Path) -
 
 
 async def test_auth_paths_need_an_admin_key(fake: FakeOAuth, tmp_path: Path) -> None:
-    async with gateway(fake, FileStore(tmp_path), KEYS) as gw, client_for(build_app(gw)) as http:
+    async with (
+        gateway(fake, FileStore(tmp_path), ADMIN_AND_USER) as gw,
+        client_for(build_app(gw)) as http,
+    ):
         assert (await http.get("/auth/status")).status_code == 401
         user = {"authorization": f"Bearer {USER}"}
         assert (await http.get("/auth/status", headers=user)).status_code == 403

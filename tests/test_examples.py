@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -17,7 +16,8 @@ import httpx2
 import openai
 import pytest
 
-from tests.servers import Upstream, running
+from tests.helpers import openai_compatible
+from tests.servers import Upstream, free_port, running
 
 pytestmark = pytest.mark.anyio
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,22 +33,8 @@ async def upstream() -> AsyncIterator[str]:
 @pytest.fixture
 def thanos_config(tmp_path: Path, upstream: str) -> Path:
     path = tmp_path / "thanos.toml"
-    path.write_text(
-        f"""
-[providers.local]
-kind = "openai-compatible"
-base_url = "{upstream}/v1"
-models = ["m"]
-"""
-    )
+    path.write_text(openai_compatible("local", upstream, "m"))
     return path
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @asynccontextmanager

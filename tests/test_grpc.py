@@ -27,7 +27,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc  # noqa: E402
 
 from tests import helpers  # noqa: E402
-from tests.servers import Upstream, running  # noqa: E402
+from tests.servers import Upstream, free_port, running  # noqa: E402
 from tests.upstreams import SSE, FakeOpenAI, chunk  # noqa: E402
 from thanos_asgi import Gateway, build_app  # noqa: E402
 from thanos_asgi.config import parse_config  # noqa: E402
@@ -40,13 +40,6 @@ pytestmark = pytest.mark.anyio
 ROOT = Path(__file__).resolve().parent.parent
 HI = [pb.Message(role="user", content="hello grpc")]
 Stub = pb_grpc.ThanosServiceStub
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @asynccontextmanager

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
-import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -18,76 +17,25 @@ import pytest
 
 grpc = pytest.importorskip("grpc")
 
-from tests.fake_oauth import FakeOAuth, serving  # noqa: E402
-from tests.helpers import client_for  # noqa: E402
-from thanos_asgi import Gateway, HttpxTransport, build_app  # noqa: E402
-from thanos_asgi.config import parse_config  # noqa: E402
+from tests.fake_oauth import ANTHROPIC_API_KEY, FakeOAuth, login_gateway  # noqa: E402
+from tests.helpers import ADMIN, ADMIN_AND_USER, USER, client_for  # noqa: E402
+from tests.servers import free_port  # noqa: E402
+from thanos_asgi import Gateway, build_app  # noqa: E402
 from thanos_asgi.grpc import start_grpc  # noqa: E402
 from thanos_asgi.grpc import thanos_pb2 as pb  # noqa: E402
 from thanos_asgi.grpc import thanos_pb2_grpc as pb_grpc  # noqa: E402
-from thanos_asgi.logins import ClaudeAuth, CopilotAuth, CopilotSettings, FileStore, Session  # noqa: E402
+from thanos_asgi.logins import CopilotSettings, FileStore  # noqa: E402
 
 pytestmark = pytest.mark.anyio
 Stub = pb_grpc.ThanosServiceStub
-API_KEYS = ("sk-ant-api03-APIKEY-0123456789", "sk-openai-APIKEY-0123456789")
-ADMIN, USER = "thk_admin-0123456789abcdefghijkl", "thk_user-0123456789abcdefghijklm"
-KEYS = f"""
-[[server.keys]]
-id = "admin"
-key = "{ADMIN}"
-admin = true
-
-[[server.keys]]
-id = "user"
-key = "{USER}"
-"""
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeOAuth]:
-    async with serving() as server:
-        yield server
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+API_KEYS = (ANTHROPIC_API_KEY, "sk-openai-APIKEY-0123456789")
 
 
 def gateway(fake: FakeOAuth, tmp_path: Path, extra: str = "", github_url: str = "") -> Gateway:
     """Copilot and Claude Pro/Max logins against `fake`, plus two API-key instances."""
-    text = f"""
-[providers.copilot]
-model = "gpt-4o"
-
-[providers.anthropic_max]
-model = "claude-sonnet-4-5"
-base_url = "{fake.base}"
-
-[providers.anthropic]
-api_key = "{API_KEYS[0]}"
-base_url = "{fake.base}"
-
-[providers.openai]
-api_key = "{API_KEYS[1]}"
-base_url = "{fake.base}"
-
-[routing]
-max_retries = 0
-{extra}"""
-    gw = Gateway(
-        parse_config(text, source="t.toml", env={}),
-        transport=HttpxTransport(httpx.AsyncClient()),
-    )
-    store = FileStore(tmp_path)
+    openai = f'[providers.openai]\napi_key = "{API_KEYS[1]}"\nbase_url = "{fake.base}"\n'
     github = CopilotSettings(github_url=github_url, api_url=fake.base) if github_url else None
-    copilot = CopilotAuth(github or fake.copilot_settings())
-    claude = ClaudeAuth(fake.claude_settings())
-    gw.providers["copilot"].session = Session("copilot", store, copilot)  # type: ignore[attr-defined]
-    gw.providers["anthropic_max"].session = Session("anthropic", store, claude)  # type: ignore[attr-defined]
-    return gw
+    return login_gateway(fake, FileStore(tmp_path), extra + openai, copilot=github)
 
 
 @asynccontextmanager
@@ -209,7 +157,7 @@ async def test_a_login_server_that_cannot_be_reached_is_unavailable(
 async def test_with_client_keys_only_an_admin_key_starts_a_login_as_over_http(
     fake: FakeOAuth, tmp_path: Path
 ) -> None:
-    gw = gateway(fake, tmp_path, KEYS)
+    gw = gateway(fake, tmp_path, ADMIN_AND_USER)
     user, admin = (("authorization", f"Bearer {USER}"),), (("x-api-key", ADMIN),)
     async with grpc_stub(gw) as stub, client_for(build_app(gw)) as http:
         missing = await refused(stub, "anthropic")

@@ -11,8 +11,7 @@ import logging
 import subprocess
 import sys
 import warnings
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Iterator
 from functools import partial
 from typing import Any
 
@@ -21,13 +20,12 @@ import httpx
 import httpx2
 import openai
 import pytest
-import uvicorn
 from fastapi import Depends, FastAPI, HTTPException, Request
 from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from tests.helpers import BASIC, KEY, client_for, config, gateway
+from tests.helpers import BASIC, KEY, client_for, config, gateway, openai_compatible
 from tests.servers import Upstream, running
 from tests.upstreams import FakeOpenAI
 from thanos_asgi import (
@@ -39,6 +37,7 @@ from thanos_asgi import (
     build_app,
 )
 from thanos_asgi._http import ASGIApp, Receive, Scope, Send
+from thanos_asgi._http import Message as ASGIMessage
 from thanos_asgi.config import parse_config
 from thanos_asgi.integrations import KeyIdMiddleware, lifespan
 from thanos_asgi.integrations import django as thanos_django
@@ -87,17 +86,22 @@ def tracer(name: str, trace: list[tuple[str, bool]]) -> Callable[[ASGIApp], ASGI
     def wrap(app: ASGIApp) -> ASGIApp:
         async def layer(scope: Scope, receive: Receive, send: Send) -> None:
             trace.append((name, "thanos.request_id" in scope))
-
-            async def send_tagged(message: dict[str, Any]) -> None:
-                if message["type"] == "http.response.start":
-                    message["headers"] = [*message["headers"], (b"x-layer", name.encode())]
-                await send(message)
-
-            await app(scope, receive, send_tagged)
+            await app(scope, receive, with_header(send, b"x-layer", name.encode()))
 
         return layer
 
     return wrap
+
+
+def with_header(send: Send, name: bytes, value: bytes) -> Send:
+    """`send`, adding the header `name: value` to the response start."""
+
+    async def send_with_header(message: ASGIMessage) -> None:
+        if message["type"] == "http.response.start":
+            message["headers"] = [*message["headers"], (name, value)]
+        await send(message)
+
+    return send_with_header
 
 
 async def test_middleware_runs_in_list_order_first_outermost() -> None:
@@ -212,13 +216,7 @@ async def test_fastapi_mount_and_a_route_calling_the_gateway() -> None:
 def key_echo(app: ASGIApp) -> ASGIApp:
     async def layer(scope: Scope, receive: Receive, send: Send) -> None:
         key_id = (scope.get("thanos.auth") or {}).get("key_id", "none")
-
-        async def send_echo(message: dict[str, Any]) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [*message["headers"], (b"x-key-id", key_id.encode())]
-            await send(message)
-
-        await app(scope, receive, send_echo)
+        await app(scope, receive, with_header(send, b"x-key-id", key_id.encode()))
 
     return layer
 
@@ -389,16 +387,8 @@ async def test_django_session_names_the_client(django_session: str) -> None:
 
 def loopback_config(upstream: str) -> str:
     return f"""
-[providers.local]
-kind = "openai-compatible"
-base_url = "{upstream}/v1"
-models = ["m"]
-
-[providers.watched]
-kind = "openai-compatible"
-base_url = "{upstream}/v1"
-models = ["m"]
-
+{openai_compatible("local", upstream, "m")}
+{openai_compatible("watched", upstream, "m")}
 [health]
 auto_disable_on_failure = true
 
@@ -435,27 +425,11 @@ async def _watched_state(http: httpx2.AsyncClient) -> str:
     return state
 
 
-@asynccontextmanager
-async def serving_with_lifespan(app: ASGIApp) -> AsyncIterator[str]:
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        assert not task.done(), "uvicorn did not start"
-        await asyncio.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 10)
-
-
 async def _serve_fastapi_host_once(upstream: str) -> None:
     gw = Gateway(parse_config(loopback_config(upstream), source="host.toml", env={}))
     app = FastAPI(lifespan=lifespan(gw))
     thanos_fastapi.mount(app, gw)
-    async with serving_with_lifespan(app) as url:
+    async with running(app, lifespan="on") as url:
         sdk = openai.AsyncOpenAI(base_url=f"{url}/ai/v1", api_key="k", max_retries=0)
         async with sdk:
             await sdk.chat.completions.create(model="local/m", messages=HI)

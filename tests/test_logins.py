@@ -9,7 +9,7 @@ import logging
 import os
 import stat
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ import pytest
 from keyring.backends import fail
 from keyrings.alt.file import PlaintextKeyring
 
-from tests.fake_oauth import FakeOAuth, serving
+from tests.fake_oauth import FakeOAuth
 from thanos_asgi.exceptions import UpstreamConnectError
 from thanos_asgi.logins import (
     ClaudeAuth,
@@ -38,12 +38,6 @@ from thanos_asgi.logins import (
 
 pytestmark = pytest.mark.anyio
 TOKEN = Token("sk-ant-oat01-ACCESS-0123456789", "sk-ant-ort01-REFRESH-0123456789", 1e10, "sk****89")
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeOAuth]:
-    async with serving() as server:
-        yield server
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.helpers import KEY, client_for, sdk
+from tests.helpers import KEY, client_for, openai_compatible, sdk
 from tests.upstreams import FakeOpenAI
 from thanos_asgi import ChatRequest, Gateway, HttpxTransport, build_app
 from thanos_asgi.config import parse_config
@@ -35,21 +35,9 @@ api_key = "{KEY}"
 model = "gpt-4o-mini"
 base_url = "http://openai.test/v1"
 
-[providers.down]
-kind = "openai-compatible"
-base_url = "http://down.test/v1"
-models = ["m"]
-
-[providers.spare]
-kind = "openai-compatible"
-base_url = "http://spare.test/v1"
-models = ["m"]
-
-[providers.flaky]
-kind = "openai-compatible"
-base_url = "http://flaky.test/v1"
-models = ["f"]
-"""
+{openai_compatible("down", "http://down.test", "m")}
+{openai_compatible("spare", "http://spare.test", "m")}
+{openai_compatible("flaky", "http://flaky.test", "f")}"""
 
 
 def down(request: httpx.Request) -> httpx.Response:

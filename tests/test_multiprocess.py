@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import socket
 import sqlite3
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -18,26 +15,18 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.servers import Upstream, running
+from tests.servers import Upstream, free_port, running, serve_command, serve_env
 
 pytestmark = pytest.mark.anyio
 SECRET = "thk_multi-process-secret-0123456789abcdef"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextmanager
 def gateway_process(config: Path, home: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     port = free_port()
-    env = {"PATH": os.environ["PATH"], "HOME": str(home), "XDG_DATA_HOME": str(home / "data")}
-    command = [sys.executable, "-m", "thanos_asgi", "serve", "--config", str(config)]
     process = subprocess.Popen(
-        [*command, "--port", str(port), "--log-level", "warning"],
-        env=env,
+        [*serve_command(config), "--port", str(port), "--log-level", "warning"],
+        env=serve_env(home),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )

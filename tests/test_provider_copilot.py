@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.fake_oauth import FakeOAuth, serving
+from tests.fake_oauth import FakeOAuth
 from tests.helpers import client_for
 from tests.upstreams import completion
 from thanos_asgi import Gateway, HttpxTransport, build_app
@@ -24,12 +23,6 @@ from thanos_asgi.types import ChatRequest, ImagePart, ImageURL, Message, TextPar
 
 pytestmark = pytest.mark.anyio
 COPILOT = '[providers.copilot]\nmodel = "gpt-4o"\n'
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeOAuth]:
-    async with serving() as server:
-        yield server
 
 
 async def login(fake: FakeOAuth, store: FileStore, expires_at: float | None = None) -> Token:

@@ -5,11 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import signal
-import socket
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -19,36 +15,20 @@ import httpx
 import pytest
 from anyio.abc import Process
 
-from tests.servers import Upstream, running
+from tests.helpers import openai_compatible
+from tests.servers import Upstream, running, thanos_serve
 
 pytestmark = pytest.mark.anyio
 HI = [{"role": "user", "content": "hi"}]
 SECRET = "thk-serve-SECRET-0123456789abcdef"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def provider(name: str, upstream: str) -> str:
-    return f'[providers.{name}]\nkind = "openai-compatible"\nbase_url = "{upstream}/v1"\n'
-
-
 @asynccontextmanager
 async def serve(config: Path, *flags: str) -> AsyncIterator[tuple[str, Process, Path]]:
-    """`thanos serve --config <config>` on a free port; yields its URL, process and log file."""
-    port, home = free_port(), config.parent
-    log = home / f"serve-{port}.log"
-    env = {"PATH": os.environ["PATH"], "HOME": str(home), "XDG_DATA_HOME": str(home / "data")}
-    command = [sys.executable, "-m", "thanos_asgi", "serve", "--config", str(config)]
-    with log.open("wb") as out:
-        process = await anyio.open_process(
-            [*command, "--port", str(port), *flags], stdout=out, stderr=subprocess.STDOUT, env=env
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
+    """`thanos serve --config <config>` on a free port, once it answers; yields its URL,
+    process and log file."""
+    async with thanos_serve(config, *flags) as (port, process, log):
+        url = f"http://127.0.0.1:{port}"
         async with httpx.AsyncClient() as http:
             for _ in range(300):
                 try:
@@ -58,11 +38,22 @@ async def serve(config: Path, *flags: str) -> AsyncIterator[tuple[str, Process, 
                     assert process.returncode is None, log.read_text()
                     await anyio.sleep(0.05)
         yield url, process, log
-    finally:
-        if process.returncode is None:
-            process.terminate()
-        with anyio.fail_after(20):
-            await process.wait()
+
+
+@asynccontextmanager
+async def serve_one(
+    tmp_path: Path, *flags: str, extra: str = ""
+) -> AsyncIterator[tuple[httpx.AsyncClient, Process, Path]]:
+    """`thanos serve <flags>` with an Upstream as its provider "one" (and `extra` config);
+    yields a client for it, the process and its log file."""
+    async with running(Upstream()) as upstream:
+        config = tmp_path / "thanos.toml"
+        config.write_text(openai_compatible("one", upstream) + extra)
+        async with (
+            serve(config, *flags) as (url, process, log),
+            httpx.AsyncClient(base_url=url, timeout=20) as http,
+        ):
+            yield http, process, log
 
 
 async def providers(http: httpx.AsyncClient) -> set[str]:
@@ -97,7 +88,7 @@ async def until(condition: Callable[[], Awaitable[bool]], seconds: float = 10.0)
 async def test_sighup_reloads_and_a_bad_config_keeps_the_old_one(tmp_path: Path) -> None:
     async with running(Upstream()) as upstream:
         config = tmp_path / "thanos.toml"
-        config.write_text(provider("one", upstream))
+        config.write_text(openai_compatible("one", upstream))
         async with (
             serve(config) as (url, process, log),
             httpx.AsyncClient(base_url=url, timeout=20) as http,
@@ -112,7 +103,9 @@ async def test_sighup_reloads_and_a_bad_config_keeps_the_old_one(tmp_path: Path)
 
             group.start_soon(in_flight)
             await started.wait()
-            config.write_text(provider("one", upstream) + provider("two", upstream))
+            config.write_text(
+                openai_compatible("one", upstream) + openai_compatible("two", upstream)
+            )
             process.send_signal(signal.SIGHUP)
             await until(lambda: _has(http, "two"))
             answer = await chat(http, "two/m")
@@ -139,29 +132,23 @@ async def _logged(log: Path, text: str) -> bool:
 
 
 async def test_sigterm_drains_an_in_flight_stream(tmp_path: Path) -> None:
-    async with running(Upstream()) as upstream:
-        config = tmp_path / "thanos.toml"
-        config.write_text(provider("one", upstream))
-        async with (
-            serve(config, "--drain-seconds", "20") as (url, process, log),
-            httpx.AsyncClient(base_url=url, timeout=20) as http,
-        ):
-            started = anyio.Event()
-            async with anyio.create_task_group() as group:
-                streams: list[list[str]] = []
+    async with serve_one(tmp_path, "--drain-seconds", "20") as (http, process, log):
+        started = anyio.Event()
+        async with anyio.create_task_group() as group:
+            streams: list[list[str]] = []
 
-                async def in_flight() -> None:  # 100 events, 30 ms apart: 3 s
-                    streams.append(await read_stream(http, "one/drip-30", started))
+            async def in_flight() -> None:  # 100 events, 30 ms apart: 3 s
+                streams.append(await read_stream(http, "one/drip-30", started))
 
-                group.start_soon(in_flight)
-                await started.wait()
-                process.send_signal(signal.SIGTERM)
-                await anyio.sleep(0.5)
-                async with httpx.AsyncClient() as fresh:
-                    with pytest.raises(httpx.TransportError):  # no new connections now
-                        await fresh.get(f"{url}/health")
-            with anyio.fail_after(10):
-                await process.wait()
+            group.start_soon(in_flight)
+            await started.wait()
+            process.send_signal(signal.SIGTERM)
+            await anyio.sleep(0.5)
+            async with httpx.AsyncClient(base_url=http.base_url) as fresh:
+                with pytest.raises(httpx.TransportError):  # no new connections now
+                    await fresh.get("/health")
+        with anyio.fail_after(10):
+            await process.wait()
     [events] = streams
     assert len(events) == 102 and events[-1] == "data: [DONE]"
     assert process.returncode in (0, -signal.SIGTERM)
@@ -169,44 +156,32 @@ async def test_sigterm_drains_an_in_flight_stream(tmp_path: Path) -> None:
 
 
 async def test_sigterm_cancels_streams_after_the_drain_timeout(tmp_path: Path) -> None:
-    async with running(Upstream()) as upstream:
-        config = tmp_path / "thanos.toml"
-        config.write_text(provider("one", upstream))
-        async with (
-            serve(config, "--drain-seconds", "1") as (url, process, _),
-            httpx.AsyncClient(base_url=url, timeout=20) as http,
-        ):
-            started = anyio.Event()
-            events: list[str] = []
+    async with serve_one(tmp_path, "--drain-seconds", "1") as (http, process, _):
+        started = anyio.Event()
+        events: list[str] = []
 
-            async def in_flight() -> None:  # 100 events, 100 ms apart: 10 s
-                with contextlib.suppress(httpx.TransportError):  # cut off: what the timeout is for
-                    events.extend(await read_stream(http, "one/drip-100", started))
+        async def in_flight() -> None:  # 100 events, 100 ms apart: 10 s
+            with contextlib.suppress(httpx.TransportError):  # cut off: what the timeout is for
+                events.extend(await read_stream(http, "one/drip-100", started))
 
-            async with anyio.create_task_group() as group:
-                group.start_soon(in_flight)
-                await started.wait()
-                process.send_signal(signal.SIGTERM)
-                with anyio.fail_after(6):
-                    await process.wait()
+        async with anyio.create_task_group() as group:
+            group.start_soon(in_flight)
+            await started.wait()
+            process.send_signal(signal.SIGTERM)
+            with anyio.fail_after(6):
+                await process.wait()
     assert "data: [DONE]" not in events
 
 
 async def test_serve_logs_json_lines_without_client_secrets(tmp_path: Path) -> None:
-    async with running(Upstream()) as upstream:
-        config = tmp_path / "thanos.toml"
-        keys = f'[[server.keys]]\nid = "team-a"\nkey = "{SECRET}"\n'
-        config.write_text(provider("one", upstream) + keys)
-        async with (
-            serve(config, "--log-format", "json") as (url, _, log),
-            httpx.AsyncClient(base_url=url, timeout=20) as http,
-        ):
-            headers = {"authorization": f"Bearer {SECRET}"}
-            body = {"model": "one/m", "messages": HI}
-            path = f"/v1/chat/completions?key={SECRET}"
-            assert (await http.post(path, json=body, headers=headers)).status_code == 200
-            wrong = {"x-api-key": SECRET[::-1]}
-            assert (await http.post(path, json=body, headers=wrong)).status_code == 401
+    keys = f'[[server.keys]]\nid = "team-a"\nkey = "{SECRET}"\n'
+    async with serve_one(tmp_path, "--log-format", "json", extra=keys) as (http, _, log):
+        headers = {"authorization": f"Bearer {SECRET}"}
+        body = {"model": "one/m", "messages": HI}
+        path = f"/v1/chat/completions?key={SECRET}"
+        assert (await http.post(path, json=body, headers=headers)).status_code == 200
+        wrong = {"x-api-key": SECRET[::-1]}
+        assert (await http.post(path, json=body, headers=wrong)).status_code == 401
     output = log.read_text()
     assert SECRET not in output and SECRET[::-1] not in output
     records = [json.loads(line) for line in output.splitlines() if line.startswith("{")]

@@ -9,9 +9,7 @@ import contextlib
 import os
 import re
 import signal
-import socket
 import subprocess
-import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -20,46 +18,20 @@ import anyio
 import pytest
 from anyio.abc import Process
 
-from tests.servers import Upstream, running
+from tests.helpers import openai_compatible
+from tests.servers import Upstream, free_port, running, serve_command, serve_env, thanos_serve
 from thanos_asgi.cli import _workers_refusal
 from thanos_asgi.config import parse_config
 
 HI = b'{"model":"%s","messages":[{"role":"user","content":"hi"}]}'
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def provider(name: str, upstream: str) -> str:
-    return f'[providers.{name}]\nkind = "openai-compatible"\nbase_url = "{upstream}/v1"\n'
-
-
-def environment(home: Path) -> dict[str, str]:
-    return {"PATH": os.environ["PATH"], "HOME": str(home), "XDG_DATA_HOME": str(home / "data")}
-
-
 @asynccontextmanager
 async def serve_workers(config: Path, workers: int) -> AsyncIterator[tuple[int, Process, Path]]:
     """`thanos serve --workers N` on a free port; yields the port, the parent and its log."""
-    port = free_port()
-    log = config.parent / f"serve-{port}.log"
-    command = [sys.executable, "-m", "thanos_asgi", "serve", "--config", str(config)]
-    command += ["--port", str(port), "--workers", str(workers)]
-    with log.open("wb") as out:
-        process = await anyio.open_process(
-            command, stdout=out, stderr=subprocess.STDOUT, env=environment(config.parent)
-        )
-    try:
+    async with thanos_serve(config, "--workers", str(workers)) as (port, process, log):
         await until_started(log, process, workers)
         yield port, process, log
-    finally:
-        if process.returncode is None:
-            process.terminate()
-        with anyio.fail_after(20):
-            await process.wait()
 
 
 async def until_started(log: Path, process: Process, workers: int) -> None:
@@ -141,13 +113,15 @@ async def answering_workers(port: int, model: str, at_least: int) -> set[int]:
 async def test_two_workers_answer_reload_on_sighup_and_stop_on_sigterm(tmp_path: Path) -> None:
     async with running(Upstream()) as upstream:
         config = tmp_path / "thanos.toml"
-        config.write_text(provider("one", upstream))
+        config.write_text(openai_compatible("one", upstream))
         async with serve_workers(config, 2) as (port, process, log):
             first = await answering_workers(port, "one/m", 2)
             assert len(first) == 2, "every answer came from one worker"
             assert {parent_of(pid) for pid in first} == {process.pid}
 
-            config.write_text(provider("one", upstream) + provider("two", upstream))
+            config.write_text(
+                openai_compatible("one", upstream) + openai_compatible("two", upstream)
+            )
             process.send_signal(signal.SIGHUP)  # uvicorn replaces the workers one at a time
             for pid in first:  # each old worker stops once its replacement is serving
                 await until_logged(log, f"Finished server process [{pid}]")
@@ -169,7 +143,7 @@ def refusal(text: str) -> str | None:
 
 
 def test_limits_in_memory_state_are_refused_with_workers() -> None:
-    local = '[providers.local]\nkind = "openai-compatible"\nbase_url = "http://127.0.0.1:1/v1"\n'
+    local = openai_compatible("local", "http://127.0.0.1:1")
     assert refusal(local) is None
     limited = local + "rate_limit_rpm = 10\n[cost]\nmonthly_budget_usd = 5\n"
     limited += '[[server.keys]]\nid = "team"\nkey = "thk_0123456789abcdef0123"\ntpm = 100\n'
@@ -185,10 +159,10 @@ def test_limits_in_memory_state_are_refused_with_workers() -> None:
 def test_serve_refuses_workers_it_cannot_share_limits_across(tmp_path: Path) -> None:
     config = tmp_path / "thanos.toml"
     config.write_text("[server]\nworkers = 2\nrpm_per_ip = 60\n")
-    command = [sys.executable, "-m", "thanos_asgi", "serve", "--config", str(config)]
+    command = serve_command(config)
     done = subprocess.run(
         [*command, "--port", str(free_port())],
-        env=environment(tmp_path),
+        env=serve_env(tmp_path),
         capture_output=True,
         text=True,
         timeout=60,

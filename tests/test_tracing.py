@@ -15,20 +15,28 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from tests.helpers import BASIC, KEY, client_for, config, gateway
+from tests.helpers import (
+    AUTH,
+    BASIC,
+    BODY,
+    CLIENT_SECRET,
+    KEY,
+    QUERY_SECRET,
+    TEAM_A,
+    call,
+    client_for,
+    config,
+    gateway,
+    openai_compatible,
+)
 from tests.servers import Upstream, running
 from tests.upstreams import FakeOpenAI
 from thanos_asgi import ConfigError, Gateway, build_app, default_middleware
-from thanos_asgi._http import ASGIApp, Message, Receive, Scope, Send
+from thanos_asgi._http import ASGIApp, Receive, Scope, Send
 from thanos_asgi.config import parse_config
 from thanos_asgi.middleware.tracing import TracingMiddleware
 
 pytestmark = pytest.mark.anyio
-CLIENT_SECRET = "thk-client-SECRET-9f8e7d6c5b4a"
-QUERY_SECRET = "AIzaQUERYSECRET0123456789abcdef"
-KEYS = f'[[server.keys]]\nid = "team-a"\nkey = "{CLIENT_SECRET}"\n'
-BODY = {"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": "hello there"}]}
-AUTH = {"authorization": f"Bearer {CLIENT_SECRET}", "x-request-id": "req-42"}
 TRACE_ID, PARENT_ID = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
 
 
@@ -39,12 +47,16 @@ def exporter() -> Iterator[InMemorySpanExporter]:
     exporter.shutdown()
 
 
-def traced(gw: Gateway, exporter: InMemorySpanExporter) -> ASGIApp:
-    """The default stack with a TracingMiddleware on its own provider, where the config puts it."""
+def tracer_provider(exporter: InMemorySpanExporter) -> TracerProvider:
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return provider
+
+
+def traced(gw: Gateway, exporter: InMemorySpanExporter) -> ASGIApp:
+    """The default stack with a TracingMiddleware on its own provider, where the config puts it."""
     stack = default_middleware(gw)
-    stack.insert(1, partial(TracingMiddleware, tracer_provider=provider))
+    stack.insert(1, partial(TracingMiddleware, tracer_provider=tracer_provider(exporter)))
     return build_app(gw, middleware=stack)
 
 
@@ -62,7 +74,7 @@ def assert_no_secrets(exporter: InMemorySpanExporter) -> None:
 async def test_a_chat_completion_is_one_span_with_what_was_answered(
     exporter: InMemorySpanExporter,
 ) -> None:
-    http = client_for(traced(gateway(FakeOpenAI(), BASIC + KEYS), exporter))
+    http = client_for(traced(gateway(FakeOpenAI(), BASIC + TEAM_A), exporter))
     url = f"/v1/chat/completions?key={QUERY_SECRET}"
     response = await http.post(url, json=BODY, headers=AUTH)
     assert response.status_code == 200
@@ -91,7 +103,7 @@ async def test_a_chat_completion_is_one_span_with_what_was_answered(
 
 
 async def test_a_stream_is_one_span_ended_with_its_usage(exporter: InMemorySpanExporter) -> None:
-    http = client_for(traced(gateway(FakeOpenAI(), BASIC + KEYS), exporter))
+    http = client_for(traced(gateway(FakeOpenAI(), BASIC + TEAM_A), exporter))
     body = {**BODY, "stream": True, "stream_options": {"include_usage": True}}
     response = await http.post("/v1/chat/completions", json=body, headers=AUTH)
     assert response.text.endswith("data: [DONE]\n\n")
@@ -135,7 +147,7 @@ async def test_upstream_failure_and_a_failed_stream_are_errors(
 
 
 async def test_refused_and_unrouted_requests(exporter: InMemorySpanExporter) -> None:
-    http = client_for(traced(gateway(FakeOpenAI(), BASIC + KEYS), exporter))
+    http = client_for(traced(gateway(FakeOpenAI(), BASIC + TEAM_A), exporter))
     wrong = "thk-wrong-SECRET-0000000000"
     response = await http.post("/v1/chat/completions", json=BODY, headers={"x-api-key": wrong})
     assert response.status_code == 401
@@ -155,18 +167,8 @@ async def crashing(scope: Scope, receive: Receive, send: Send) -> None:
 async def test_an_exception_is_an_error_without_its_message(
     exporter: InMemorySpanExporter,
 ) -> None:
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-
-    async def receive() -> Message:
-        return {"type": "http.disconnect"}
-
-    async def send(message: Message) -> None:
-        pass
-
-    scope = {"type": "http", "method": "GET", "path": "/x", "headers": [], "query_string": b""}
     with pytest.raises(RuntimeError):
-        await TracingMiddleware(crashing, provider)(scope, receive, send)
+        await call(TracingMiddleware(crashing, tracer_provider(exporter)))
     span = only(exporter)
     assert span.status.status_code is StatusCode.ERROR and not span.events
     assert (span.attributes or {})["error.type"] == "RuntimeError"
@@ -176,8 +178,8 @@ async def test_an_exception_is_an_error_without_its_message(
 
 async def test_a_client_leaving_a_stream_ends_its_span(exporter: InMemorySpanExporter) -> None:
     async with running(Upstream()) as up:
-        text = f'[providers.local]\nkind = "openai-compatible"\nbase_url = "{up}/v1"\n'
-        gw = Gateway(parse_config(text + 'models = ["m"]\n', source="t.toml", env={}))
+        text = openai_compatible("local", up, "m")
+        gw = Gateway(parse_config(text, source="t.toml", env={}))
         messages = [{"role": "user", "content": "hi"}]
         body = {"model": "local/drip-50", "messages": messages, "stream": True}
         async with running(traced(gw, exporter)) as url, httpx2.AsyncClient() as http:

@@ -13,26 +13,14 @@ gateway's own client keys (`[server] keys`, open when there are none) decide.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from django.core.asgi import get_asgi_application
 
+from examples._config import example_config
 from thanos_asgi import Gateway, build_app
-from thanos_asgi.config import Config, load_config
 from thanos_asgi.integrations.django import ai_dispatcher, session_key_id
-
-
-def example_config() -> Config:
-    """The file THANOS_CONFIG names, else a thanos.toml beside this file, else the usual
-    search (./thanos.toml, ~/.config/thanos/config.toml, ...; with no file at all: Ollama on
-    localhost plus every provider whose API key variable is set)."""
-    beside = Path(__file__).with_name("thanos.toml")
-    if os.environ.get("THANOS_CONFIG") or not beside.is_file():
-        return load_config(env=os.environ)
-    return load_config(beside, env=os.environ)
-
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "examples.django_project.settings")
 django_app = get_asgi_application()
-gateway = Gateway(example_config())
+gateway = Gateway(example_config(__file__))
 application = ai_dispatcher(django_app, build_app(gateway), "/ai", key_id=session_key_id)

@@ -14,33 +14,21 @@ background tasks when the app stops; until the first request nothing has been st
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 
+from examples._config import example_config
 from thanos_asgi import ChatRequest, Context, Gateway, Message
-from thanos_asgi.config import Config, load_config
 from thanos_asgi.integrations.fastapi import gateway_dependency, lifespan, mount
-
-
-def example_config() -> Config:
-    """The file THANOS_CONFIG names, else a thanos.toml beside this file, else the usual
-    search (./thanos.toml, ~/.config/thanos/config.toml, ...; with no file at all: Ollama on
-    localhost plus every provider whose API key variable is set)."""
-    beside = Path(__file__).with_name("thanos.toml")
-    if os.environ.get("THANOS_CONFIG") or not beside.is_file():
-        return load_config(env=os.environ)
-    return load_config(beside, env=os.environ)
-
 
 USERS = dict(
     pair.split(":", 1) for pair in os.environ.get("EXAMPLE_TOKENS", "alice-token:alice").split(",")
 )
 
-gateway = Gateway(example_config())
+gateway = Gateway(example_config(__file__))
 app = FastAPI(lifespan=lifespan(gateway))
 bearer = HTTPBearer()
 

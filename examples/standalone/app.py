@@ -1,6 +1,6 @@
 """The gateway as the whole app: the OpenAI-compatible API at /v1 (Anthropic's at /v1/messages).
 
-    uvicorn examples.standalone.app:app --port 8080
+    uvicorn examples.standalone.app:app --port 8080   # or: python -m examples.standalone.app
     curl http://127.0.0.1:8080/v1/models
 
 This is `uvicorn thanos_asgi:app` spelled out, so each part is yours to change: the config,
@@ -11,25 +11,11 @@ ThanosApp answers uvicorn's lifespan events itself and closes the gateway on shu
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
+from examples._config import example_config
 from thanos_asgi import Gateway, build_app
-from thanos_asgi.config import Config, load_config
 from thanos_asgi.stack import default_middleware
 
-
-def example_config() -> Config:
-    """The file THANOS_CONFIG names, else a thanos.toml beside this file, else the usual
-    search (./thanos.toml, ~/.config/thanos/config.toml, ...; with no file at all: Ollama on
-    localhost plus every provider whose API key variable is set)."""
-    beside = Path(__file__).with_name("thanos.toml")
-    if os.environ.get("THANOS_CONFIG") or not beside.is_file():
-        return load_config(env=os.environ)
-    return load_config(beside, env=os.environ)
-
-
-gateway = Gateway(example_config())
+gateway = Gateway(example_config(__file__))
 app = build_app(gateway, middleware=default_middleware(gateway))
 
 if __name__ == "__main__":

@@ -20,85 +20,81 @@ carries `x-audit`, then `x-request-id`, then `server-timing`.
 from __future__ import annotations
 
 import logging
-import os
 import time
+from collections.abc import Callable
 from functools import partial
-from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
+from examples._config import example_config
 from thanos_asgi import Gateway, RequestIdMiddleware
 from thanos_asgi._http import ASGIApp, Message, Receive, Scope, Send
-from thanos_asgi.config import Config, load_config
 from thanos_asgi.integrations.starlette import lifespan, mount
 from thanos_asgi.keys import KeyRing
 from thanos_asgi.middleware.auth import AuthMiddleware
 from thanos_asgi.middleware.ratelimit import RateLimitMiddleware
 from thanos_asgi.stack import Middleware
 
-
-def example_config() -> Config:
-    """The file THANOS_CONFIG names, else a thanos.toml beside this file, else the usual
-    search (./thanos.toml, ~/.config/thanos/config.toml, ...; with no file at all: Ollama on
-    localhost plus every provider whose API key variable is set)."""
-    beside = Path(__file__).with_name("thanos.toml")
-    if os.environ.get("THANOS_CONFIG") or not beside.is_file():
-        return load_config(env=os.environ)
-    return load_config(beside, env=os.environ)
-
-
 log = logging.getLogger("examples.starlette_stack")
 
 
-class ServerTimingMiddleware:
+class HTTPMiddleware:
+    """A pure ASGI middleware that works on HTTP requests (`handle`) and passes every other
+    scope type (lifespan, websocket) through untouched."""
+
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] == "http":
+            await self.handle(scope, receive, send)
+        else:
             await self.app(scope, receive, send)
-            return
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        raise NotImplementedError
+
+
+def adding_header(send: Send, name: bytes, value: Callable[[], bytes]) -> Send:
+    """`send`, adding the header `name: value()` as the response starts (never touching the
+    body, so streams pass straight through)."""
+
+    async def send_with_header(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message["headers"] = [*message.get("headers", ()), (name, value())]
+        await send(message)
+
+    return send_with_header
+
+
+class ServerTimingMiddleware(HTTPMiddleware):
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
 
-        async def send_timed(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                took = (time.perf_counter() - started) * 1000
-                timing = f"gateway;dur={took:.1f}".encode()
-                message["headers"] = [*message.get("headers", ()), (b"server-timing", timing)]
-            await send(message)
+        def timing() -> bytes:
+            took = (time.perf_counter() - started) * 1000
+            return f"gateway;dur={took:.1f}".encode()
 
-        await self.app(scope, receive, send_timed)
+        await self.app(scope, receive, adding_header(send, b"server-timing", timing))
 
 
-class AuditMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+class AuditMiddleware(HTTPMiddleware):
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         request_id = scope.get("thanos.request_id", "-")
         key_id = (scope.get("thanos.auth") or {}).get("key_id") or "anonymous"
         log.info("%s %s request=%s key=%s", scope["method"], scope["path"], request_id, key_id)
         audit = f"{request_id} {key_id}".encode("latin-1", "replace")
-
-        async def send_audited(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", ()), (b"x-audit", audit)]
-            await send(message)
-
-        await self.app(scope, receive, send_audited)
+        await self.app(scope, receive, adding_header(send, b"x-audit", lambda: audit))
 
 
 async def home(request: Request) -> PlainTextResponse:
     return PlainTextResponse("starlette host; the gateway is at /ai/v1\n")
 
 
-gateway = Gateway(example_config())
+gateway = Gateway(example_config(__file__))
 server = gateway.config.server
 middleware: list[Middleware] = [
     ServerTimingMiddleware,
