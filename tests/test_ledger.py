@@ -276,3 +276,21 @@ async def test_rows_nobody_waits_for_are_gathered_then_hastened_by_a_waiter(
         await ledger.committed(later)  # a waiter commits the batch in the next loop turn
         assert time.perf_counter() - started < LATER
         assert count() == 2
+
+
+def test_checkpoints_run_aside_not_inside_a_commit(tmp_path: Path) -> None:
+    from thanos_asgi.ledger import CHECKPOINT_EVERY
+
+    path = tmp_path / "usage.db"
+    with Ledger(path) as ledger:
+        assert ledger._db.execute("PRAGMA wal_autocheckpoint").fetchone() == (0,)
+        before = path.stat().st_size
+        for i in range(300):  # ~1,000 WAL pages: where SQLite would checkpoint in a commit
+            ledger.record(row(T0 + i))
+        assert path.stat().st_size == before  # every row is still only in the WAL
+        deadline = time.monotonic() + CHECKPOINT_EVERY * 5
+        while path.stat().st_size == before and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert path.stat().st_size > before  # the checkpoint thread moved them
+    with Ledger(path) as again:
+        assert len(list(again.rows())) == 300

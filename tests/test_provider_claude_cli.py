@@ -147,6 +147,20 @@ async def test_stream_deltas_finish_and_usage(logs: Path, make: Make) -> None:
     assert len({c.id for c in chunks}) == 1
 
 
+async def test_other_providers_keys_are_withheld_from_the_child(
+    logs: Path, make: Make, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-openai-SECRET")
+    monkeypatch.setenv("XAI_API_KEY", "xai-SECRET")
+    monkeypatch.setenv("GEMINI_API_KEY", "gemini-SECRET")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-its-own")
+    await make().chat(ask("hi"), "default")
+    (seen,) = received(logs)
+    env = set(seen["env"])
+    assert not env & {"OPENAI_API_KEY", "XAI_API_KEY", "GEMINI_API_KEY"}
+    assert {"ANTHROPIC_API_KEY", "PATH", "FAKE_CLAUDE_DIR"} <= env  # claude's own, and the rest
+
+
 async def test_argv_and_stdin(logs: Path, make: Make) -> None:
     await make().chat(ask("What is 2+2?", system="Be terse."), "claude-opus-4-1")
     (seen,) = received(logs)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import math
 import time
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
@@ -28,9 +29,10 @@ from .routing import Target
 
 if TYPE_CHECKING:
     from .config import Config
+    from .context import KeyPolicy
     from .ledger import Ledger
     from .pricing import Pricing
-    from .state import StateBackend
+    from .state import StateBackend, WindowResult
     from .types import ChatRequest, Usage
 
 log = logging.getLogger("thanos_asgi.accounting")
@@ -48,6 +50,26 @@ class RateLimited(ThanosError):
     status = 429
     type = "rate_limit_error"
     code = "rate_limit_exceeded"
+
+
+def request_subject(
+    policy: KeyPolicy | None, address: str, rpm_per_ip: int | None
+) -> tuple[str, int | None]:
+    """Whose requests-per-minute window a request counts in (its key, else its address),
+    and that window's limit (None: no limit). Shared by HTTP and gRPC."""
+    if policy is not None:
+        return f"key:{policy.key_id}", policy.rpm
+    return f"ip:{address}", rpm_per_ip
+
+
+async def take_request(state: StateBackend, subject: str, limit: int) -> WindowResult:
+    """Count one request in `subject`'s minute; RateLimited, with Retry-After, when over."""
+    result = await state.window_take(f"rpm:{subject}", 1, limit, MINUTE)
+    if not result.allowed:
+        error = RateLimited(f"{subject.replace(':', ' ')} is over {limit} requests per minute")
+        error.retry_after = math.ceil(result.reset_after)
+        raise error
+    return result
 
 
 @dataclass

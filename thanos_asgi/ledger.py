@@ -20,6 +20,7 @@ a prompt or a completion. Times are unix seconds; `report(group_by="day")` bucke
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import logging
 import os
@@ -37,6 +38,7 @@ __all__ = ["COLUMNS", "GroupBy", "Ledger", "LedgerRow"]
 
 log = logging.getLogger("thanos_asgi")
 LATER = 0.02  # seconds a row nobody waits for may stay queued
+CHECKPOINT_EVERY = 1.0  # seconds between WAL checkpoints while rows are written
 
 GroupBy = Literal["day", "provider", "model", "key"]
 
@@ -128,8 +130,46 @@ def _connect(path: Path) -> sqlite3.Connection:
                 raise
             time.sleep(0.02 * (attempt + 1))
     db.execute("PRAGMA synchronous=NORMAL")
+    # No checkpoint inside a commit (SQLite's default, each 1,000 WAL pages: page writes and
+    # an fsync, a stall of milliseconds on the event loop); `_Checkpointer` does it aside.
+    db.execute("PRAGMA wal_autocheckpoint=0")
     db.executescript(_SCHEMA)
     return db
+
+
+class _Checkpointer:
+    """Copies the WAL into the database file from a thread of its own, at most once every
+    `CHECKPOINT_EVERY` seconds while rows are being written (SQLite releases the GIL while it
+    writes and syncs). A passive checkpoint never blocks writers; one that cannot finish
+    (a reader holds an old snapshot) is simply tried again next time."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.dirty = False  # set by every commit: a plain flag, no lock on the hot path
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="thanos-ledger", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        db = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
+        try:
+            while not self._stop.wait(CHECKPOINT_EVERY):
+                if self.dirty:
+                    self.dirty = False
+                    self._checkpoint(db)
+        finally:
+            db.close()
+
+    @staticmethod
+    def _checkpoint(db: sqlite3.Connection) -> None:
+        try:
+            db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except sqlite3.Error as exc:
+            log.warning("usage ledger: checkpoint failed (will retry): %s", exc)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
 
 
 def _window(since: float | None, until: float | None) -> tuple[str, list[float]]:
@@ -154,12 +194,21 @@ class Ledger:
         self._batch: asyncio.Future[None] | None = None
         self._timer: asyncio.Handle | None = None  # the flush to come
         self._soon = False  # ... in the next loop turn
+        self._checkpointer: _Checkpointer | None = None  # started by the first write
+
+    def _written(self) -> None:
+        if self._checkpointer is None:
+            if str(self.path) == ":memory:":
+                return
+            self._checkpointer = _Checkpointer(self.path)
+        self._checkpointer.dirty = True
 
     def record(self, row: LedgerRow) -> None:
         """Insert and commit `row` before returning (one cached prepared INSERT, autocommit)."""
         values = msgspec.structs.astuple(row)
         with self._lock:
             self._db.execute(_INSERT, values)
+        self._written()
 
     def queue(self, row: LedgerRow, *, soon: bool = True) -> asyncio.Future[None]:
         """Commit `row` with the others queued meanwhile; the future is done once they are
@@ -206,6 +255,7 @@ class Ledger:
                     if self._db.in_transaction:
                         self._db.execute("ROLLBACK")
                     log.error("usage ledger: %d rows not recorded: %s", len(rows), exc)
+            self._written()
         if batch is not None and not batch.done():
             batch.set_result(None)
 
@@ -248,7 +298,12 @@ class Ledger:
 
     def close(self) -> None:
         self.flush()
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
+            self._checkpointer = None
         with self._lock:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
             self._db.close()
 
     def __enter__(self) -> Ledger:

@@ -9,19 +9,16 @@ exist, as AuthMiddleware's `ADMIN_PATHS` do; the check comes before the rate lim
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import unquote
 
-from ..accounting import RateLimited
+from ..accounting import request_subject, take_request
 from ..context import KeyPolicy
 from ..exceptions import AuthenticationError, PermissionDenied
 
 if TYPE_CHECKING:
     from ..config import ServerConfig
     from ..gateway import Gateway
-
-WINDOW = 60.0  # seconds, like RateLimitMiddleware
 
 
 class KeyLookup(Protocol):
@@ -65,17 +62,9 @@ class Access:
         return policy
 
     async def limit(self, policy: KeyPolicy | None, context: Any) -> None:
-        if policy is not None:
-            subject, limit = f"key:{policy.key_id}", policy.rpm
-        else:
-            subject, limit = f"ip:{peer_host(context.peer())}", self.rpm_per_ip
-        if limit is None:
-            return
-        result = await self.state.window_take(f"rpm:{subject}", 1, limit, WINDOW)
-        if not result.allowed:
-            error = RateLimited(f"{subject.replace(':', ' ')} is over {limit} requests per minute")
-            error.retry_after = math.ceil(result.reset_after)
-            raise error
+        subject, limit = request_subject(policy, peer_host(context.peer()), self.rpm_per_ip)
+        if limit is not None:
+            await take_request(self.state, subject, limit)
 
 
 def configured_keys(server: ServerConfig) -> KeyLookup | None:

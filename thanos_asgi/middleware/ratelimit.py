@@ -15,11 +15,9 @@ from collections.abc import Awaitable
 
 from .._errors import error_body, error_headers
 from .._http import ASGIApp, Headers, Message, Receive, Scope, Send, respond, route_path
-from ..accounting import RateLimited
+from ..accounting import request_subject, take_request
 from ..exceptions import ThanosError
 from ..state import StateBackend, WindowResult
-
-WINDOW = 60.0
 
 
 class RateLimitMiddleware:
@@ -37,13 +35,7 @@ class RateLimitMiddleware:
             await self.app(scope, receive, send)
             return
         try:
-            result = await self.state.window_take(f"rpm:{subject}", 1, limit, WINDOW)
-            if not result.allowed:
-                error = RateLimited(
-                    f"{subject.replace(':', ' ')} is over {limit} requests per minute"
-                )
-                error.retry_after = math.ceil(result.reset_after)
-                raise error
+            result = await take_request(self.state, subject, limit)
         except ThanosError as exc:
             headers = error_headers(exc)
             await respond(send, exc.status, error_body(route_path(scope), exc), headers)
@@ -59,11 +51,8 @@ class RateLimitMiddleware:
 
     def _subject(self, scope: Scope) -> tuple[str, int | None]:
         auth = scope.get("thanos.auth")
-        policy = auth.get("policy") if auth else None
-        if policy is not None:
-            return f"key:{policy.key_id}", policy.rpm
         client = scope.get("client") or ("unknown", 0)
-        return f"ip:{client[0]}", self.rpm_per_ip
+        return request_subject(auth.get("policy") if auth else None, client[0], self.rpm_per_ip)
 
 
 def _headers(result: WindowResult) -> Headers:

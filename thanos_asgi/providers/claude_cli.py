@@ -1,6 +1,7 @@
 """The `claude` command (Claude Code's CLI) as a provider: one process per request.
 
-Each request runs, without a shell, with the gateway's environment and working directory,
+Each request runs, without a shell, in the gateway's working directory and environment minus
+the other providers' API keys (`claude` has no use for them; its own `ANTHROPIC_*` stay),
 `<path> -p --output-format stream-json --verbose --tools "" --strict-mcp-config
 --no-session-persistence [--model M] [--system-prompt S]`: a model, not an agent (no built-in
 tools, no MCP servers, no session files). The conversation goes on stdin: a lone user message
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import re
 import secrets
@@ -39,6 +41,7 @@ import sys
 import time
 import weakref
 from collections import deque
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
 
 import msgspec
@@ -371,6 +374,20 @@ async def _tail(stream: asyncio.StreamReader) -> bytes:
     return tail
 
 
+def child_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """`environ` without the standard key variables of the providers other than Anthropic."""
+    withheld = _withheld()
+    return {name: value for name, value in environ.items() if name not in withheld}
+
+
+@functools.cache
+def _withheld() -> frozenset[str]:
+    from . import SPECS
+
+    every = {key for spec in SPECS.values() for key in spec.env_keys}
+    return frozenset(every - set(SPECS["anthropic"].env_keys))
+
+
 class ClaudeCLI:
     kind: ClassVar[str] = "claude_cli"
     wire: ClassVar[str] = ""  # nothing to relay: no client speaks stream-json
@@ -431,6 +448,7 @@ class ClaudeCLI:
         try:
             process = await asyncio.create_subprocess_exec(
                 *self.argv(model, system),
+                env=child_environment(os.environ),
                 stdin=_PIPE,
                 stdout=_PIPE,
                 stderr=_PIPE,
