@@ -17,6 +17,7 @@ from thanos_asgi.config import StateConfig
 from thanos_asgi.ledger import Ledger
 from thanos_asgi.state import open_backend
 from thanos_asgi.state._redis import RedisBackend
+from thanos_asgi.types import ChatRequest, Message
 
 pytestmark = pytest.mark.anyio
 REDIS = "redis://127.0.0.1:6379/0"
@@ -140,3 +141,25 @@ async def test_cost_header_warning_and_ledger(tmp_path: Path) -> None:
     await gw.aclose()
     ids = [row.request_id for row in Ledger(tmp_path / "usage.db").rows()]
     assert ids == [one.headers["x-request-id"], two.headers["x-request-id"]]
+
+
+async def test_ledger_commits_alone_at_once_and_together_under_load(tmp_path: Path) -> None:
+    gw = await make(PRICED.format(budget=1000), "memory", tmp_path)
+    assert gw.ledger is not None
+    request = ChatRequest(model="m", messages=[Message(role="user", content="hi")], max_tokens=1)
+    alone = await gw.dispatch(request)
+    assert gw.in_flight == 1
+    alone.finish()
+    assert alone.committed is None and gw.in_flight == 0  # quiet: committed before finish returned
+    assert len(list(gw.ledger.rows())) == 1
+    first, second = await asyncio.gather(gw.dispatch(request), gw.dispatch(request))
+    first.finish()  # the other is still under way: this row waits for company
+    assert first.committed is not None and len(list(gw.ledger.rows())) == 1
+    await first.done()
+    assert len(list(gw.ledger.rows())) == 2
+    await second.done()
+    assert len(list(gw.ledger.rows())) == 3 and gw.in_flight == 0
+    async with client_for(build_app(gw)) as http:  # refusals are not left counted in flight
+        assert (await ask(http, model="nope")).status_code == 404
+    assert gw.in_flight == 0
+    await gw.aclose()

@@ -75,6 +75,7 @@ class Gateway:
         self.config = config
         self.router = Router(config)
         self.stats: dict[str, ProviderStats] = {}
+        self.in_flight = 0  # requests between dispatch and their final record
         self.providers: dict[str, Provider] = {}
         self.health: dict[str, Health] = {}
         self._transports: list[Transport] = []
@@ -149,6 +150,7 @@ class Gateway:
         `reply.finish(outcome)` once the answer is delivered.
         """
         started = time.perf_counter()
+        self.in_flight += 1
         self.monitor.start()
         ctx = _with_metadata(ctx or Context(), request)
         token = current_context.set(ctx)
@@ -161,6 +163,9 @@ class Gateway:
             if tokens is not None:
                 self.accounting.refund(tokens)
             self._record_failure(request, ctx, exc)
+            raise
+        except BaseException:  # cancelled while dispatching: no reply will finish it
+            self.in_flight = max(self.in_flight - 1, 0)
             raise
         finally:
             current_context.reset(token)
@@ -256,14 +261,16 @@ class Gateway:
         if usage is not None:
             stats.prompt_tokens += usage.prompt_tokens
             stats.completion_tokens += usage.output_tokens
-        if final and self.ledger is not None and self.config.cost.track_usage:
-            reply.committed = self._ledger_write(ledger_row(reply, outcome))
-        if final:
-            self.metrics.finished(reply, outcome)
-        else:
+        if not final:
             self.metrics.attempt_failed(reply)
+            return
+        self.in_flight = max(self.in_flight - 1, 0)
+        if self.ledger is not None and self.config.cost.track_usage:
+            reply.committed = self._ledger_write(ledger_row(reply, outcome))
+        self.metrics.finished(reply, outcome)
 
     def _record_failure(self, request: ChatRequest, ctx: Context, exc: ThanosError) -> None:
+        self.in_flight = max(self.in_flight - 1, 0)
         self.metrics.refused(getattr(exc, "provider", "") or "", exc.status)
         if self.ledger is None or not self.config.cost.track_usage:
             return
@@ -273,14 +280,14 @@ class Gateway:
         self._ledger_write(ledger_row(reply, f"error:{exc.status}"))
 
     def _ledger_write(self, row: LedgerRow) -> Awaitable[None] | None:
-        """Group-commit `row` (at once outside an event loop). Awaiting what this returns
-        commits it in the next loop turn; a row nobody waits for (a stream's, which ends
-        after its last byte) goes in with the others of the next few milliseconds."""
+        """Commit `row` at once when no other request is under way (or outside an event
+        loop): nobody to share a transaction with, and waiting would only add latency.
+        Else group-commit it: awaiting what this returns commits it in the next loop turn,
+        and a row nobody waits for (a stream's, which ends after its last byte) goes in
+        with the others of the next few milliseconds."""
         ledger = self.ledger
         assert ledger is not None
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
+        if not self.in_flight or not _in_event_loop():
             ledger.record(row)
             return None
         return ledger.committed(ledger.queue(row, soon=False))
@@ -320,6 +327,14 @@ def _ledger(config: Config) -> Ledger | None:
     if not config.cost.track_usage or not config.cost.ledger_path:
         return None
     return Ledger(config.cost.ledger_path)
+
+
+def _in_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 def ledger_row(reply: Reply, status: str) -> LedgerRow:
