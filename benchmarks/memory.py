@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
 import shutil
 import subprocess
@@ -39,7 +38,17 @@ from typing import Any
 
 import aiohttp
 from load import request_body
-from run import Bench, environment, fmt, peak_rss_mib, snapshot, table, tail, terminate_on_sigterm
+from run import (
+    Bench,
+    conclude,
+    environment,
+    fmt,
+    peak_rss_mib,
+    snapshot,
+    table,
+    tail,
+    terminate_on_sigterm,
+)
 from streams import OtherLoad, Stream, pin_self, session, start, stream
 
 HEADERS = {"content-type": "application/json", "authorization": "Bearer x"}
@@ -320,22 +329,18 @@ def main() -> int:
             return 1
         finally:
             bench.stop()
-    if args.json:
-        record = {"facts": facts, "options": {**vars(args), "json": None}, "results": results}
-        args.json.write_text(json.dumps(record))
-    print(facts)
-    print(others.summary())
-    print()
-    print(report(results, args))
-    if logged.strip():
-        print(f"\ngateway log (last lines):\n{logged}")
     problems = failures(results) + [f"{name} exited during the run" for name in died]
-    if problems:
-        print("\nFAILED:\n" + "\n".join(problems))
-        return 1
-    if args.smoke:
-        print("\nsmoke: every answer was a 200 and well-formed")
-    return 0
+    record = {"facts": facts, "options": {**vars(args), "json": None}, "results": results}
+    text = report(results, args)
+    return conclude(
+        args,
+        record,
+        others.summary(),
+        text,
+        logged,
+        problems,
+        "every answer was a 200 and well-formed",
+    )
 
 
 if __name__ == "__main__":

@@ -525,6 +525,32 @@ def show(records: list[dict[str, Any]], args: argparse.Namespace) -> None:
     print(report(merge(runs), argparse.Namespace(**{**vars(args), "repeat": len(runs)}), rss))
 
 
+def conclude(
+    args: argparse.Namespace,
+    record: dict[str, Any],
+    summary: str,
+    text: str,
+    logged: str,
+    problems: list[str],
+    smoke: str,
+) -> int:
+    """The end of a `streams.py` or `memory.py` run: save, print, and 1 if anything was wrong."""
+    if args.json:
+        args.json.write_text(json.dumps(record, default=str))
+    print(record["facts"])
+    print(summary)
+    print()
+    print(text)
+    if logged.strip():
+        print(f"\ngateway log (last lines):\n{logged}")
+    if problems:
+        print("\nFAILED:\n" + "\n".join(problems))
+        return 1
+    if args.smoke:
+        print(f"\nsmoke: {smoke}")
+    return 0
+
+
 def smoke_failures(results: Results) -> list[str]:
     failures = []
     for key, row in results.items():

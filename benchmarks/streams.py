@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import re
 import shutil
@@ -43,6 +42,7 @@ from run import (
     HERE,
     PYTHON,
     Bench,
+    conclude,
     cpu_seconds,
     environment,
     fmt,
@@ -401,22 +401,18 @@ def main() -> int:
             return 1
         finally:
             bench.stop()
-    if args.json:
-        args.json.write_text(json.dumps({"facts": facts, "options": vars(args) | {"json": None,
-                             "commit": args.commit}, "results": results}, default=str))  # fmt: skip
-    print(facts)
-    print(others.summary())
-    print()
-    print(report(results, args))
-    if logged.strip():
-        print(f"\ngateway log (last lines):\n{logged}")
     problems = failures(results) + [f"{name} exited during the run" for name in died]
-    if problems:
-        print("\nFAILED:\n" + "\n".join(problems))
-        return 1
-    if args.smoke:
-        print("\nsmoke: every stream was a 200 and complete")
-    return 0
+    record = {"facts": facts, "options": vars(args) | {"json": None}, "results": results}
+    text = report(results, args)
+    return conclude(
+        args,
+        record,
+        others.summary(),
+        text,
+        logged,
+        problems,
+        "every stream was a 200 and complete",
+    )
 
 
 if __name__ == "__main__":
