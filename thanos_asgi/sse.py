@@ -48,17 +48,19 @@ class EventSourceResponse:
         task = asyncio.current_task()
         assert task is not None
         stream = _Stream(self, send)
-        await send({"type": "http.response.start", "status": 200, "headers": self.headers})
-        # One watcher task per stream (plain asyncio: a task group costs several times more)
-        watcher = asyncio.get_running_loop().create_task(stream.watch(receive, task))
-        try:
+        watcher: asyncio.Task[None] | None = None
+        try:  # from the first await on: whatever happens, the source is closed and reported
+            await send({"type": "http.response.start", "status": 200, "headers": self.headers})
+            # One watcher task per stream (plain asyncio: a task group costs several times more)
+            watcher = asyncio.get_running_loop().create_task(stream.watch(receive, task))
             await stream.pump()
         except asyncio.CancelledError:
             if not stream.left:
                 raise  # the server is stopping us, not the client leaving
             task.uncancel()  # the client left: an ordinary end of this response
         finally:
-            watcher.cancel()
+            if watcher is not None:
+                watcher.cancel()
             await stream.close()
 
 
