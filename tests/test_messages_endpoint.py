@@ -831,3 +831,21 @@ async def test_count_tokens_estimates_without_calling_upstream() -> None:
     async with client_for(app) as http:
         bad = await http.post("/v1/messages/count_tokens", json={"model": "x"})
     assert bad.status_code == 400 and bad.json()["error"]["type"] == "invalid_request_error"
+
+
+async def test_client_betas_reach_anthropic_merged_with_the_configured_ones() -> None:
+    rec = load("anthropic/messages-stream-tool-use-roundtrip.mirascope.yaml")[0]
+    text = TEXT + 'headers = { "Anthropic-Beta" = "configured-2025-01-01" }\n'
+    body = {**rec.request_json, "model": "anthropic/" + rec.request_json["model"]}
+    asked = "interleaved-thinking-2025-05-14, configured-2025-01-01,not a beta!,context-1m"
+    sent = []
+    for headers in ({"anthropic-beta": asked}, {}):
+        app, _, upstreams = setup(Upstreams(anthropic=replay(rec)), text)
+        async with client_for(app) as http:
+            response = await http.post("/v1/messages", json=body, headers=headers)
+        assert response.status_code == 200
+        sent.append(upstreams.requests[0].headers.get_list("anthropic-beta"))
+    assert sent == [
+        ["configured-2025-01-01,interleaved-thinking-2025-05-14,context-1m"],
+        ["configured-2025-01-01"],  # a client that asks for none changes nothing
+    ]

@@ -27,12 +27,13 @@ Request mapping (the reverse of the Anthropic adapter's):
 from __future__ import annotations
 
 import hashlib
+import re
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import msgspec
 
 from . import _messages_out as out
-from ._http import JSON, read_body, respond
+from ._http import JSON, header, read_body, respond
 from ._openai import convert, decode_json
 from .anthropic_types import (
     BLOCK_TYPES,
@@ -87,7 +88,9 @@ BYTES_PER_TOKEN = 4
 async def create(app: ThanosApp, ex: Exchange) -> None:
     """`POST /v1/messages`: relayed to Anthropic, translated for everyone else."""
     raw, request = decode_messages(await read_body(ex.scope, ex.receive, app.limit))
-    reply = await app.gateway.dispatch(request, ex.context(), raw=raw, wire="anthropic")
+    ctx = ex.context()
+    ctx.anthropic_beta = client_betas(header(ex.scope, b"anthropic-beta"))
+    reply = await app.gateway.dispatch(request, ctx, raw=raw, wire="anthropic")
     relayed = reply.relayed
     if relayed is not None and relayed.events is None:
         await reply.done()
@@ -301,3 +304,16 @@ def _effort(thinking: ThinkingParam | None) -> str | None:
     if thinking.type != "enabled" or budget <= 0:
         return None
     return "low" if budget < 4096 else "medium" if budget < 16384 else "high"
+
+
+_BETA = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+def client_betas(value: bytes | None) -> str | None:
+    """The beta features a client asked Anthropic for (Claude Code sends several), as a
+    clean comma-separated list; anything that is not a plain feature name is left out."""
+    if not value:
+        return None
+    names = [name.strip() for name in value.decode("latin-1").split(",")]
+    kept = [name for name in names if _BETA.fullmatch(name)][:32]
+    return ",".join(kept) or None

@@ -44,6 +44,7 @@ class Context:
     task: str | None = None  # x-thanos-task: chat, completion, review, ...
     complexity: str | None = None  # x-thanos-complexity: quick, normal, deep
     fallback: bool = True  # x-thanos-fallback: off disables fallback for this request
+    anthropic_beta: str | None = None  # a /v1/messages client's `anthropic-beta`, for Anthropic
 
 
 EMPTY = Context()

@@ -11,13 +11,14 @@ retryable 503); a stream that ends without `message_stop` is an UpstreamProtocol
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any, ClassVar, TypeVar
 
 import msgspec
 
 from .. import anthropic_types as api
 from ..anthropic_types import MessageResponse, Usage, chat_usage
+from ..context import current_context
 from ..exceptions import InvalidRequest, UpstreamError, UpstreamProtocolError, UpstreamStatusError
 from ..framing import iter_sse
 from ..logins._provider import ClaudeOAuth
@@ -60,6 +61,17 @@ class Anthropic(ClaudeOAuth):  # an OAuth login when `uses_claude_login(config)`
         if self.api_key:
             headers["x-api-key"] = self.api_key
         return headers
+
+    async def request_headers(self) -> Mapping[str, str]:
+        """The usual headers, plus the betas a `/v1/messages` client asked for."""
+        headers = await super().request_headers()
+        asked = current_context.get().anthropic_beta
+        if not asked:
+            return headers
+        merged = {key: value for key, value in headers.items() if key.lower() != "anthropic-beta"}
+        ours = (value for key, value in headers.items() if key.lower() == "anthropic-beta")
+        merged["anthropic-beta"] = merge_betas(*ours, asked)
+        return merged
 
     def error_fields(self, body: bytes) -> tuple[str, str | None, str | None, str | None]:
         """`{"type": "error", "error": {"type", "message"}}`; anything else as the base reads it."""
@@ -179,3 +191,9 @@ class Anthropic(ClaudeOAuth):  # an OAuth login when `uses_claude_login(config)`
 
     async def embed(self, request: EmbeddingRequest, model: str) -> EmbeddingResponse:
         raise InvalidRequest("Anthropic has no embeddings API", param="model")
+
+
+def merge_betas(*lists: str | None) -> str:
+    """Comma-separated beta lists as one, each name once, in first-seen order."""
+    names = (name.strip() for value in lists if value for name in value.split(","))
+    return ",".join(dict.fromkeys(name for name in names if name))
