@@ -21,6 +21,7 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ import aiohttp
 
 HERE = Path(__file__).resolve().parent
 WORD = "tok "  # what upstream.py puts in every content chunk
+HEADERS = {"content-type": "application/json", "authorization": "Bearer x"}
 
 
 def request_body(model: str, stream: bool) -> bytes:
@@ -103,76 +105,97 @@ def check_stream(body: bytes, chunks: int) -> str | None:
 # -- latency ---------------------------------------------------------------------------------
 
 
+@dataclass
+class Sequential:
+    """What `latency` collects: the times of the measured answers, every status, problems."""
+
+    totals: list[float] = field(default_factory=list)  # ms, to the last byte
+    firsts: list[float] = field(default_factory=list)  # ms, to the first body bytes (streams)
+    overheads: list[float] = field(default_factory=list)  # x-thanos-overhead-ms headers
+    statuses: dict[str, int] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+    def result(self, stream: bool) -> dict[str, Any]:
+        totals, statuses = self.totals, self.statuses
+        result: dict[str, Any] = {
+            "requests": len(totals),
+            "statuses": statuses,
+            "errors": sum(n for s, n in statuses.items() if s != "200") + len(self.problems),
+            "problems": self.problems[:5],
+            "p50_ms": percentile(totals, 50),
+            "p99_ms": percentile(totals, 99),
+            "mean_ms": sum(totals) / len(totals) if totals else float("nan"),
+        }
+        if stream:
+            result["ttfb_p50_ms"] = percentile(self.firsts, 50)
+            result["ttfb_p99_ms"] = percentile(self.firsts, 99)
+        if self.overheads:
+            result["overhead_p50_ms"] = percentile(self.overheads, 50)
+            result["overhead_p99_ms"] = percentile(self.overheads, 99)
+        return result
+
+
 async def latency(args: argparse.Namespace) -> dict[str, Any]:
     body = request_body(args.model, args.stream)
-    headers = {"content-type": "application/json", "authorization": "Bearer x"}
     connector = aiohttp.TCPConnector(limit=1, force_close=False)
-    totals: list[float] = []
-    firsts: list[float] = []
-    overheads: list[float] = []
-    statuses: dict[str, int] = {}
-    problems: list[str] = []
+    seen = Sequential()
     deadline = time.perf_counter() + args.max_seconds
     timeout = aiohttp.ClientTimeout(total=args.timeout)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         for index in range(args.warmup + args.requests):
             if time.perf_counter() > deadline:
-                problems.append(f"stopped after {index} requests: --max-seconds reached")
+                seen.problems.append(f"stopped after {index} requests: --max-seconds reached")
                 break
-            started = time.perf_counter()
-            first = None
-            try:
-                async with session.post(args.url, data=body, headers=headers) as response:
-                    if args.stream:
-                        head = await response.content.readany()
-                        first = time.perf_counter()
-                        data = head + await response.read()
-                    else:
-                        data = await response.read()
-                    ended = time.perf_counter()
-                    status = response.status
-                    overhead = response.headers.get("x-thanos-overhead-ms")
-                    kind = response.headers.get("content-type", "")
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                statuses["exception"] = statuses.get("exception", 0) + 1
-                problems.append(f"request {index}: {exc!r}")
-                continue
-            statuses[str(status)] = statuses.get(str(status), 0) + 1
-            if status != 200:
-                problems.append(f"request {index}: status {status}: {data[:300]!r}")
-                continue
+            await one_request(session, args, body, index, seen)
+    return seen.result(args.stream)
+
+
+async def one_request(
+    session: aiohttp.ClientSession,
+    args: argparse.Namespace,
+    body: bytes,
+    index: int,
+    seen: Sequential,
+) -> None:
+    """Send request `index` and check its answer; record its times unless it is a warm-up."""
+    started = time.perf_counter()
+    first = None
+    try:
+        async with session.post(args.url, data=body, headers=HEADERS) as response:
             if args.stream:
-                problem = (
-                    None if kind.startswith("text/event-stream") else f"content-type {kind!r}"
-                ) or check_stream(data, args.chunks)
+                head = await response.content.readany()
+                first = time.perf_counter()
+                data = head + await response.read()
             else:
-                problem = check_completion(data)
-            if problem:
-                problems.append(f"request {index}: {problem}")
-                continue
-            if index < args.warmup:
-                continue
-            totals.append((ended - started) * 1000)
-            if first is not None:
-                firsts.append((first - started) * 1000)
-            if overhead is not None:
-                overheads.append(float(overhead))
-    result: dict[str, Any] = {
-        "requests": len(totals),
-        "statuses": statuses,
-        "errors": sum(n for s, n in statuses.items() if s != "200") + len(problems),
-        "problems": problems[:5],
-        "p50_ms": percentile(totals, 50),
-        "p99_ms": percentile(totals, 99),
-        "mean_ms": sum(totals) / len(totals) if totals else float("nan"),
-    }
+                data = await response.read()
+            ended = time.perf_counter()
+            status = response.status
+            overhead = response.headers.get("x-thanos-overhead-ms")
+            kind = response.headers.get("content-type", "")
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        seen.statuses["exception"] = seen.statuses.get("exception", 0) + 1
+        seen.problems.append(f"request {index}: {exc!r}")
+        return
+    seen.statuses[str(status)] = seen.statuses.get(str(status), 0) + 1
+    if status != 200:
+        seen.problems.append(f"request {index}: status {status}: {data[:300]!r}")
+        return
     if args.stream:
-        result["ttfb_p50_ms"] = percentile(firsts, 50)
-        result["ttfb_p99_ms"] = percentile(firsts, 99)
-    if overheads:
-        result["overhead_p50_ms"] = percentile(overheads, 50)
-        result["overhead_p99_ms"] = percentile(overheads, 99)
-    return result
+        problem = (
+            None if kind.startswith("text/event-stream") else f"content-type {kind!r}"
+        ) or check_stream(data, args.chunks)
+    else:
+        problem = check_completion(data)
+    if problem:
+        seen.problems.append(f"request {index}: {problem}")
+        return
+    if index < args.warmup:
+        return
+    seen.totals.append((ended - started) * 1000)
+    if first is not None:
+        seen.firsts.append((first - started) * 1000)
+    if overhead is not None:
+        seen.overheads.append(float(overhead))
 
 
 # -- throughput ------------------------------------------------------------------------------

@@ -38,18 +38,10 @@ from typing import Any
 
 import aiohttp
 from load import request_body
-from run import (
-    Bench,
-    conclude,
-    environment,
-    fmt,
-    peak_rss_mib,
-    snapshot,
-    table,
-    tail,
-    terminate_on_sigterm,
-)
-from streams import OtherLoad, Stream, pin_self, session, start, stream
+from machine import OtherLoad, environment, peak_rss_mib
+from processes import Bench, pin_self, snapshot, start_targets, tail, terminate_on_sigterm
+from report import conclude, fmt, table
+from streams import Stream, session, stream
 
 HEADERS = {"content-type": "application/json", "authorization": "Bearer x"}
 
@@ -317,7 +309,7 @@ def main() -> int:
             facts = environment(pinned, commit)
             print("starting the upstreams, the floor and the gateway", file=sys.stderr)
             upstreams = {"upstream": 0.0, "slow": args.hold_delay_ms}
-            urls = start(bench, source, upstreams, ("slow",))
+            urls = start_targets(bench, source, upstreams, ("slow",))
             pin_self(pinned)
             import uvloop
 

@@ -14,7 +14,7 @@ paced upstream `--slow-rounds` times in a row, per target, `--repeat` times inte
 Reported: time to the first token (the first event with content) p50/p99, what the floor and
 the gateway add to direct's, and gateway-added over floor-added.
 
-Processes as in `run.py` (whose helpers this imports): the upstream and this load generator
+Processes as in `run.py` (started with `processes.py`): the upstream and this load generator
 on core 0, the floor and the gateway (one worker) on core 1.
 """
 
@@ -36,104 +36,14 @@ from typing import Any
 
 import aiohttp
 from load import check_stream, percentile, request_body
-from run import (
-    BUSY_SHARE,
-    GATEWAY_CONFIG,
-    HERE,
-    PYTHON,
-    Bench,
-    conclude,
-    cpu_seconds,
-    environment,
-    fmt,
-    free_port,
-    machine_cpu_seconds,
-    own_cpu_seconds,
-    peak_rss_mib,
-    snapshot,
-    table,
-    tail,
-    terminate_on_sigterm,
-    thanos_command,
-    wait_ready,
-)
+from machine import OtherLoad, cpu_seconds, environment, peak_rss_mib
+from processes import Bench, pin_self, snapshot, start_targets, tail, terminate_on_sigterm
+from report import conclude, fmt, table
 
 TARGETS = ("direct", "floor", "gateway")
 SERVES = {"direct": "upstream", "floor": "floor-upstream", "gateway": "gateway"}
 HEADERS = {"content-type": "application/json", "authorization": "Bearer x"}
 FIRST_TOKEN = re.compile(rb'"content":\s*"[^"]')  # an event whose delta carries text
-
-
-# -- processes ---------------------------------------------------------------------------------
-
-
-def start(
-    bench: Bench, source: Path | None, upstreams: dict[str, float], floors: tuple[str, ...]
-) -> dict[str, str]:
-    """Upstreams (name -> ms between events), a floor in front of each of `floors`, and one
-    gateway routing `bench-model` to the first upstream and `paced-model` to the last.
-    Returns the chat URL of every target: the upstream's name, `floor-<name>`, `gateway`."""
-    path = "/v1/chat/completions"
-    urls: dict[str, str] = {}
-    started = []
-    ports: dict[str, int] = {}
-    for name, delay in upstreams.items():
-        port = ports[name] = free_port()
-        argv = [PYTHON, str(HERE / "upstream.py"), "--chunks", str(bench.chunks)]
-        argv += ["--port", str(port), "--delay-ms", str(delay)]
-        started.append(bench.start(name, argv, 0, port))
-        urls[name] = f"http://127.0.0.1:{port}{path}"
-    for name in floors:
-        port = free_port()
-        argv = [PYTHON, str(HERE / "floor.py"), "--port", str(port)]
-        argv += ["--upstream", f"http://127.0.0.1:{ports[name]}/v1"]
-        started.append(bench.start(f"floor-{name}", argv, 1, port))
-        urls[f"floor-{name}"] = f"http://127.0.0.1:{port}{path}"
-    port = free_port()
-    config = bench.workdir / "thanos.toml"
-    first, last = ports[next(iter(upstreams))], ports[list(upstreams)[-1]]
-    config.write_text(GATEWAY_CONFIG.format(port=port, fast=first, paced=last))
-    serve = [*thanos_command(), "serve", "--config", str(config)]
-    serve += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
-    env = None
-    if source is not None:  # the snapshot comes first on sys.path, before the installed package
-        path_now = os.environ.get("PYTHONPATH")
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(source), path_now]))}
-    started.append(bench.start("gateway", serve, 1, port, env))
-    for process in started:
-        wait_ready(process)
-    urls["gateway"] = f"http://127.0.0.1:{port}{path}"
-    return urls
-
-
-class OtherLoad:
-    """How busy the rest of the machine was while we ran (`run.py`'s check): call `summary`
-    once everything started has been waited for, so its CPU time counts as ours."""
-
-    def __init__(self) -> None:
-        self.began = time.monotonic()
-        self.busy, self.steal = machine_cpu_seconds()
-        self.own = own_cpu_seconds()
-
-    def summary(self) -> str:
-        busy, steal = machine_cpu_seconds()
-        wall = time.monotonic() - self.began
-        other = max(0.0, busy - self.busy - (own_cpu_seconds() - self.own)) / wall
-        stolen = (steal - self.steal) / wall
-        text = (
-            f"CPU used by other processes during the run: {other:.0%} of a core on average "
-            f"(includes kernel time for our own loopback traffic); stolen by the hypervisor: "
-            f"{stolen:.0%}"
-        )
-        if other > BUSY_SHARE or stolen > BUSY_SHARE:
-            text += "\nWARNING: the machine was not quiet; these figures measure contention too"
-        return text
-
-
-def pin_self(pinned: bool) -> None:
-    """This process (the load generator) on core 0, beside the upstreams."""
-    if pinned and hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, {0})
 
 
 # -- one stream --------------------------------------------------------------------------------
@@ -276,10 +186,21 @@ async def measure(bench: Bench, urls: dict[str, str], args: argparse.Namespace) 
 
 
 def report(results: dict[str, Any], args: argparse.Namespace) -> str:
-    out = []
+    added = _added(results["slow"])
+    return "\n".join(
+        [
+            _concurrent_table(results["concurrent"], args),
+            _slow_table(results["slow"], added, args),
+            f"gateway-added / floor-added TTFT: p50 {added_ratio(added, 0)}, "
+            f"p99 {added_ratio(added, 1)} (issue 9's target: p99 <= 2x)",
+        ]
+    )
+
+
+def _concurrent_table(measured: dict[str, Any], args: argparse.Namespace) -> str:
     rows = []
     for target in TARGETS:
-        r = results["concurrent"][target]
+        r = measured[target]
         rows.append(
             [
                 target,
@@ -297,24 +218,29 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> str:
             ]
         )
     ideal = (args.chunks + 2) * args.delay_ms
-    out.append(
+    title = (
         f"{args.concurrent} streams at once, one connection each; upstream: {args.chunks + 3} "
         f"events {args.delay_ms:g} ms apart (~{ideal:g} ms a stream); CPU s and peak RSS of "
-        "the serving process (the upstream for direct)\n"
+        "the serving process (the upstream for direct)"
     )
     header = ["target", "streams", "complete", "errors", "incomplete", "TTFT p50 ms",
               "TTFT p99 ms", "total p50 ms", "total p99 ms", "wall s", "CPU s",
               "peak RSS MiB"]  # fmt: skip
-    out.append(table(header, rows) + "\n")
+    return f"{title}\n\n{table(header, rows)}\n"
 
-    slow_rows = results["slow"]
-    direct = slow_rows["direct"]
-    added: dict[str, tuple[float, float]] = {}
+
+def _added(slow: dict[str, Any]) -> dict[str, tuple[float, float]]:
+    """Per target, its TTFT p50 and p99 minus direct's."""
+    p50, p99 = slow["direct"]["ttft_p50_ms"], slow["direct"]["ttft_p99_ms"]
+    return {t: (slow[t]["ttft_p50_ms"] - p50, slow[t]["ttft_p99_ms"] - p99) for t in TARGETS}
+
+
+def _slow_table(
+    slow: dict[str, Any], added: dict[str, tuple[float, float]], args: argparse.Namespace
+) -> str:
     rows = []
     for target in TARGETS:
-        r = slow_rows[target]
-        plus = (r["ttft_p50_ms"] - direct["ttft_p50_ms"], r["ttft_p99_ms"] - direct["ttft_p99_ms"])
-        added[target] = plus
+        r, plus = slow[target], added[target]
         rows.append(
             [
                 target,
@@ -328,19 +254,14 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> str:
                 fmt(r["total_p99_ms"], 1),
             ]
         )
-    out.append(
+    title = (
         f"{args.slow} concurrent slow streams (same upstream), {args.slow_rounds} in a row per "
         f"connection after 1 warm-up, {args.repeat} interleaved repetitions pooled; TTFT = time "
-        "to the first event with content\n"
+        "to the first event with content"
     )
     header = ["target", "streams", "bad", "TTFT p50 ms", "TTFT p99 ms", "added p50",
               "added p99", "total p50 ms", "total p99 ms"]  # fmt: skip
-    out.append(table(header, rows) + "\n")
-    out.append(
-        f"gateway-added / floor-added TTFT: p50 {added_ratio(added, 0)}, "
-        f"p99 {added_ratio(added, 1)} (issue 9's target: p99 <= 2x)"
-    )
-    return "\n".join(out)
+    return f"{title}\n\n{table(header, rows)}\n"
 
 
 def added_ratio(added: dict[str, tuple[float, float]], at: int) -> str:
@@ -389,7 +310,7 @@ def main() -> int:
             commit = snapshot(args.commit, source) if source is not None else None
             facts = environment(pinned, commit)
             print("starting the upstream, the floor and the gateway", file=sys.stderr)
-            urls = start(bench, source, {"upstream": args.delay_ms}, ("upstream",))
+            urls = start_targets(bench, source, {"upstream": args.delay_ms}, ("upstream",))
             pin_self(pinned)
             import uvloop
 

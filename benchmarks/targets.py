@@ -19,6 +19,7 @@ TARGETS = ("direct", "floor", "gateway", "gateway-keys")
 SERVES = {t: t for t in TARGETS} | {"direct": "upstream"}  # target -> process measured for CPU
 GATEWAYS = ("gateway", "gateway-keys")  # `thanos serve` processes, same pinning and options
 MEMORY = ("gateway", "gateway-keys", "floor")  # processes whose peak RSS is reported
+PACED_DELAY_MS = 5.0  # between the events of the paced upstream's streams
 
 BENCH_KEY = "x"  # what load.py and post.lua send (`Authorization: Bearer x`) to every target
 KEY_RPM = 1_000_000_000  # ~17M requests/s: never reached, but every request is counted

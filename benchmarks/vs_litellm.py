@@ -27,24 +27,20 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from run import (
-    GATEWAY_CONFIG,
+from machine import OtherLoad, cpu_seconds, environment, peak_rss_mib
+from processes import (
     HERE,
     PYTHON,
     Bench,
     Process,
-    cpu_seconds,
-    environment,
-    fmt,
     free_port,
-    peak_rss_mib,
-    table,
     tail,
     terminate_on_sigterm,
     thanos_command,
     wait_ready,
 )
-from streams import OtherLoad
+from report import fmt, table
+from targets import GATEWAY_CONFIG
 
 TARGETS = ("gateway", "litellm")
 LITELLM_CONFIG = """\

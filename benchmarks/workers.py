@@ -22,21 +22,20 @@ import sys
 import tempfile
 from pathlib import Path
 
+from machine import OtherLoad, environment
 from memory import rss_mib
-from run import (
-    GATEWAY_CONFIG,
+from processes import (
     HERE,
     PYTHON,
     Bench,
     Process,
-    environment,
     free_port,
-    table,
     terminate_on_sigterm,
     thanos_command,
     wait_ready,
 )
-from streams import OtherLoad
+from report import table
+from targets import GATEWAY_CONFIG
 
 
 def start(bench: Bench, workers: int) -> dict[str, Process]:
@@ -72,52 +71,34 @@ def family_rss_mib(pid: int) -> list[float]:
     return [rss_mib(pid), *sorted(children, reverse=True)]
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--duration", type=int, default=5, help="seconds per run")
-    parser.add_argument("--connections", type=int, default=64)
-    parser.add_argument("--engine", choices=("auto", "wrk", "python"), default="auto")
-    args = parser.parse_args()
-    others = OtherLoad()
+def measure(
+    bench: Bench, targets: dict[str, Process], args: argparse.Namespace
+) -> dict[str, list[float]]:
+    """req/s of every repetition, per "mode/gateway"; raises on any error."""
     results: dict[str, list[float]] = {}
-    with tempfile.TemporaryDirectory(prefix="thanos-workers-") as tmp, terminate_on_sigterm():
-        bench = Bench(Path(tmp), False, 20)
-        try:
-            facts = environment(False, None)
-            print(
-                f"starting the upstream and gateways (1, {args.workers} workers)", file=sys.stderr
-            )
-            targets = {
-                name: p for name, p in start(bench, args.workers).items() if name != "upstream"
-            }
-            load = ["--connections", str(args.connections), "--engine", args.engine]
-            for repetition in range(args.repeat):
-                for mode in ("plain", "stream"):
-                    flags = ["--stream"] if mode == "stream" else []
-                    for name, process in targets.items():
-                        print(f"  {mode:6} {name} ({repetition + 1})", file=sys.stderr, flush=True)
-                        url = f"http://127.0.0.1:{process.port}/v1/chat/completions"
-                        bench.load("throughput", url, *flags, *load, "--duration", "1")
-                        timed = ["--duration", str(args.duration)]
-                        result = bench.load("throughput", url, *flags, *load, *timed)
-                        if result["errors"]:
-                            raise RuntimeError(f"{name} {mode}: {result['errors']} errors")
-                        results.setdefault(f"{mode}/{name}", []).append(result["rps"])
-            memory = {name: family_rss_mib(p.popen.pid) for name, p in targets.items()}
-        except (RuntimeError, subprocess.SubprocessError) as exc:
-            print(f"benchmark failed: {exc}", file=sys.stderr)
-            return 1
-        finally:
-            bench.stop()
-    print(facts)
-    print(others.summary())
-    print()
+    load = ["--connections", str(args.connections), "--engine", args.engine]
+    for repetition in range(args.repeat):
+        for mode in ("plain", "stream"):
+            flags = ["--stream"] if mode == "stream" else []
+            for name, process in targets.items():
+                print(f"  {mode:6} {name} ({repetition + 1})", file=sys.stderr, flush=True)
+                url = f"http://127.0.0.1:{process.port}/v1/chat/completions"
+                bench.load("throughput", url, *flags, *load, "--duration", "1")
+                timed = ["--duration", str(args.duration)]
+                result = bench.load("throughput", url, *flags, *load, *timed)
+                if result["errors"]:
+                    raise RuntimeError(f"{name} {mode}: {result['errors']} errors")
+                results.setdefault(f"{mode}/{name}", []).append(result["rps"])
+    return results
+
+
+def report(
+    results: dict[str, list[float]], memory: dict[str, list[float]], args: argparse.Namespace
+) -> str:
     rows = []
     for mode in ("plain", "stream"):
         one = statistics.median(results[f"{mode}/1 worker"])
-        for name in targets:
+        for name in memory:
             rps = results[f"{mode}/{name}"]
             rows.append(
                 [
@@ -130,7 +111,7 @@ def main() -> int:
                     " + ".join(f"{part:.0f}" for part in memory[name]),
                 ]
             )
-    print(
+    title = (
         f"Throughput: {args.connections} connections, {args.duration} s per run, median of "
         f"{args.repeat} interleaved repetitions; nothing pinned; RSS = every process of that "
         "`thanos serve` at the end\n"
@@ -144,7 +125,39 @@ def main() -> int:
         "RSS MiB",
         "parent + children",
     ]
-    print(table(header, rows))
+    return f"{title}\n{table(header, rows)}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--duration", type=int, default=5, help="seconds per run")
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--engine", choices=("auto", "wrk", "python"), default="auto")
+    args = parser.parse_args()
+    others = OtherLoad()
+    with tempfile.TemporaryDirectory(prefix="thanos-workers-") as tmp, terminate_on_sigterm():
+        bench = Bench(Path(tmp), False, 20)
+        try:
+            facts = environment(False, None)
+            print(
+                f"starting the upstream and gateways (1, {args.workers} workers)", file=sys.stderr
+            )
+            targets = {
+                name: p for name, p in start(bench, args.workers).items() if name != "upstream"
+            }
+            results = measure(bench, targets, args)
+            memory = {name: family_rss_mib(p.popen.pid) for name, p in targets.items()}
+        except (RuntimeError, subprocess.SubprocessError) as exc:
+            print(f"benchmark failed: {exc}", file=sys.stderr)
+            return 1
+        finally:
+            bench.stop()
+    print(facts)
+    print(others.summary())
+    print()
+    print(report(results, memory, args))
     return 0
 
 
