@@ -735,8 +735,23 @@ async def test_relay_forwards_an_error_event_and_ends() -> None:
     )
     relayed = await make(replay(rec)).relay({}, "m", stream=True)
     assert relayed.events is not None
-    events = [event async for event in relayed.events]
-    assert events[-1] == error and len(events) == 3
+    sent = b"".join([event async for event in relayed.events])  # batched per upstream read
+    assert sent.endswith(error) and sent.count(b"event: ") == 3  # nothing after the error
+
+
+async def test_relay_unreadable_usage_event_raises_after_what_came_before() -> None:
+    garbage = b"event: message_delta\ndata: {not json\n\n"
+    rec = cut(
+        "anthropic/messages-stream-text.vercel-ai.chunks.txt", b"event: message_delta", garbage
+    )
+    before = rec.body[: rec.body.index(garbage)]
+    relayed = await make(replay(rec)).relay({}, "m", stream=True)
+    assert relayed.events is not None
+    sent: list[bytes] = []
+    with pytest.raises(UpstreamProtocolError):
+        async for piece in relayed.events:
+            sent.append(piece)
+    assert b"".join(sent) == before.rstrip(b"\n") + b"\n\n"  # everything up to the bad event
 
 
 async def test_relay_truncated_stream_raises() -> None:

@@ -20,7 +20,7 @@ from .. import anthropic_types as api
 from ..anthropic_types import MessageResponse, Usage, chat_usage
 from ..context import current_context
 from ..exceptions import InvalidRequest, UpstreamError, UpstreamProtocolError, UpstreamStatusError
-from ..framing import iter_sse
+from ..framing import SSEBuffer, iter_sse, parse_block
 from ..logins._provider import ClaudeOAuth
 from ..transport import UpstreamResponse
 from ..types import ChatChunk, ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse
@@ -136,26 +136,21 @@ class Anthropic(ClaudeOAuth):  # an OAuth login when `uses_claude_login(config)`
     async def _relay_events(
         self, response: UpstreamResponse, relayed: Relayed
     ) -> AsyncIterator[bytes]:
-        """The provider's events as they came; only message_start/_delta are decoded (usage)."""
-        usage: Usage | None = None
+        """The provider's events as they came, one write per upstream read; only
+        message_start and message_delta are decoded (usage)."""
+        events, relay = SSEBuffer(), _Relay(self, relayed)
         try:
-            async for event in iter_sse(response.iter_bytes()):
-                name = event.event
-                if name == b"message_start":
-                    usage = self._parse(_EVENTS[name], event.data).message.usage
-                    relayed.usage = chat_usage(usage)
-                elif name == b"message_delta":
-                    later: Usage = self._parse(_EVENTS[name], event.data).usage
-                    if usage is None:
-                        usage = later
-                    else:
-                        usage.update(later)
-                    relayed.usage = chat_usage(usage)
-                elif not event.data:
-                    continue  # comments: the gateway sends its own keep-alives
-                yield event.raw + b"\n\n"
-                if name in (b"message_stop", b"error"):
-                    return  # an error event is already in the client's format: it ends the stream
+            async for chunk in response.iter_bytes():
+                complete = events.feed(chunk)
+                if not complete:
+                    continue
+                out, end = relay.sift(complete)
+                if out:
+                    yield out
+                if isinstance(end, UpstreamError):
+                    raise end
+                if end:
+                    return  # message_stop, or an error event (already in the client's format)
         except UpstreamError as exc:
             raise self.tag(exc) from exc.__cause__
         finally:
@@ -191,6 +186,47 @@ class Anthropic(ClaudeOAuth):  # an OAuth login when `uses_claude_login(config)`
 
     async def embed(self, request: EmbeddingRequest, model: str) -> EmbeddingResponse:
         raise InvalidRequest("Anthropic has no embeddings API", param="model")
+
+
+class _Relay:
+    """One relayed stream: the events of each read as the client gets them, and the usage
+    that message_start and message_delta report on the way."""
+
+    __slots__ = ("adapter", "relayed", "usage")
+
+    def __init__(self, adapter: Anthropic, relayed: Relayed) -> None:
+        self.adapter, self.relayed = adapter, relayed
+        self.usage: Usage | None = None
+
+    def sift(self, complete: bytes) -> tuple[bytes, bool | UpstreamError]:
+        """The events to forward, then True at the stream's end, or the error that makes
+        an event unreadable (what came before it still goes out)."""
+        out: list[bytes] = []
+        for block in complete.split(b"\n\n"):
+            event = parse_block(block) if block else None
+            if event is None or not event.data:
+                continue  # comments: the gateway sends its own keep-alives
+            try:
+                self.read(event.event, event.data)
+            except UpstreamError as exc:
+                return b"".join(out), exc
+            out += (block, b"\n\n")
+            if event.event in (b"message_stop", b"error"):
+                return b"".join(out), True
+        return b"".join(out), False
+
+    def read(self, name: bytes, data: bytes) -> None:
+        if name == b"message_start":
+            self.usage = self.adapter._parse(_EVENTS[name], data).message.usage
+        elif name == b"message_delta":
+            later: Usage = self.adapter._parse(_EVENTS[name], data).usage
+            if self.usage is None:
+                self.usage = later
+            else:
+                self.usage.update(later)
+        else:
+            return
+        self.relayed.usage = chat_usage(self.usage)
 
 
 def merge_betas(*lists: str | None) -> str:
