@@ -27,19 +27,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 from load import request_body
-from machine import OtherLoad, environment, peak_rss_mib
-from processes import Bench, pin_self, snapshot, start_targets, tail, terminate_on_sigterm
+from machine import OtherLoad, peak_rss_mib
+from processes import Bench, run_on_targets
 from report import conclude, fmt, table
 from streams import Stream, session, stream
 
@@ -298,29 +294,13 @@ def main() -> int:
     if args.smoke:
         args.requests, args.warmup, args.streams, args.hold_delay_ms = 2000, 200, 50, 100.0
     args.every = args.every or max(1, args.requests // 20)
-    pinned = not args.no_pin and (os.cpu_count() or 1) >= 2 and shutil.which("taskset") is not None
-
     others = OtherLoad()
-    with tempfile.TemporaryDirectory(prefix="thanos-memory-") as tmp, terminate_on_sigterm():
-        bench = Bench(Path(tmp), pinned, args.chunks)
-        source = Path(tmp) / "src" if args.commit else None
-        try:
-            commit = snapshot(args.commit, source) if source is not None else None
-            facts = environment(pinned, commit)
-            print("starting the upstreams, the floor and the gateway", file=sys.stderr)
-            upstreams = {"upstream": 0.0, "slow": args.hold_delay_ms}
-            urls = start_targets(bench, source, upstreams, ("slow",))
-            pin_self(pinned)
-            import uvloop
-
-            results = uvloop.run(measure(bench, urls, args))
-            died = [p.name for p in bench.processes if p.popen.poll() is not None]
-            logged = tail(next(p for p in bench.processes if p.name == "gateway"), 20)
-        except (RuntimeError, subprocess.SubprocessError) as exc:
-            print(f"benchmark failed: {exc}", file=sys.stderr)
-            return 1
-        finally:
-            bench.stop()
+    run = run_on_targets(
+        args, "thanos-memory-", {"upstream": 0.0, "slow": args.hold_delay_ms}, ("slow",), measure
+    )
+    if run is None:
+        return 1
+    facts, results, died, logged = run.facts, run.results, run.died, run.logged
     problems = failures(results) + [f"{name} exited during the run" for name in died]
     record = {"facts": facts, "options": {**vars(args), "json": None}, "results": results}
     text = report(results, args)

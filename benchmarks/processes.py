@@ -11,12 +11,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -208,6 +209,51 @@ def start_targets(
         wait_ready(process)
     urls["gateway"] = f"http://127.0.0.1:{port}{path}"
     return urls
+
+
+@dataclass
+class Run:
+    """What `run_on_targets` saw: the machine facts, the results, who died, the gateway's log."""
+
+    facts: str
+    results: dict[str, Any]
+    died: list[str]
+    logged: str
+
+
+def run_on_targets(
+    args: Any,
+    prefix: str,
+    upstreams: dict[str, float],
+    floors: tuple[str, ...],
+    measure: Callable[[Bench, dict[str, str], Any], Awaitable[dict[str, Any]]],
+) -> Run | None:
+    """Start `start_targets`' processes (from `args.commit` if given), run `measure` against
+    them from core 0, stop them all; None (said on stderr) if starting or measuring failed."""
+    import tempfile
+
+    import uvloop
+    from machine import environment
+
+    pinned = not args.no_pin and (os.cpu_count() or 1) >= 2 and shutil.which("taskset") is not None
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp, terminate_on_sigterm():
+        bench = Bench(Path(tmp), pinned, args.chunks)
+        source = Path(tmp) / "src" if args.commit else None
+        try:
+            commit = snapshot(args.commit, source) if source is not None else None
+            facts = environment(pinned, commit)
+            print("starting the upstreams, the floors and the gateway", file=sys.stderr)
+            urls = start_targets(bench, source, upstreams, floors)
+            pin_self(pinned)
+            results = uvloop.run(measure(bench, urls, args))
+            died = [p.name for p in bench.processes if p.popen.poll() is not None]
+            logged = tail(next(p for p in bench.processes if p.name == "gateway"), 20)
+        except (RuntimeError, subprocess.SubprocessError) as exc:
+            print(f"benchmark failed: {exc}", file=sys.stderr)
+            return None
+        finally:
+            bench.stop()
+    return Run(facts, results, died, logged)
 
 
 def pin_self(pinned: bool) -> None:

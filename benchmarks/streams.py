@@ -22,12 +22,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import re
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,8 +32,8 @@ from typing import Any
 
 import aiohttp
 from load import check_stream, percentile, request_body
-from machine import OtherLoad, cpu_seconds, environment, peak_rss_mib
-from processes import Bench, pin_self, snapshot, start_targets, tail, terminate_on_sigterm
+from machine import OtherLoad, cpu_seconds, peak_rss_mib
+from processes import Bench, run_on_targets
 from report import conclude, fmt, table
 
 TARGETS = ("direct", "floor", "gateway")
@@ -300,28 +296,13 @@ def main() -> int:
     args = parser.parse_args()
     if args.smoke:
         args.concurrent, args.slow, args.slow_rounds, args.repeat = 50, 8, 2, 1
-    pinned = not args.no_pin and (os.cpu_count() or 1) >= 2 and shutil.which("taskset") is not None
-
     others = OtherLoad()
-    with tempfile.TemporaryDirectory(prefix="thanos-streams-") as tmp, terminate_on_sigterm():
-        bench = Bench(Path(tmp), pinned, args.chunks)
-        source = Path(tmp) / "src" if args.commit else None
-        try:
-            commit = snapshot(args.commit, source) if source is not None else None
-            facts = environment(pinned, commit)
-            print("starting the upstream, the floor and the gateway", file=sys.stderr)
-            urls = start_targets(bench, source, {"upstream": args.delay_ms}, ("upstream",))
-            pin_self(pinned)
-            import uvloop
-
-            results = uvloop.run(measure(bench, urls, args))
-            died = [p.name for p in bench.processes if p.popen.poll() is not None]
-            logged = tail(next(p for p in bench.processes if p.name == "gateway"), 20)
-        except (RuntimeError, subprocess.SubprocessError) as exc:
-            print(f"benchmark failed: {exc}", file=sys.stderr)
-            return 1
-        finally:
-            bench.stop()
+    run = run_on_targets(
+        args, "thanos-streams-", {"upstream": args.delay_ms}, ("upstream",), measure
+    )
+    if run is None:
+        return 1
+    facts, results, died, logged = run.facts, run.results, run.died, run.logged
     problems = failures(results) + [f"{name} exited during the run" for name in died]
     record = {"facts": facts, "options": vars(args) | {"json": None}, "results": results}
     text = report(results, args)

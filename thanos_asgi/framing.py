@@ -32,22 +32,13 @@ def parse_block(block: bytes) -> SSEvent:
 
 
 async def iter_sse(chunks: AsyncIterator[bytes]) -> AsyncIterator[SSEvent]:
-    """Yield each complete SSE event (a block ending in a blank line; `\\r\\n`, `\\r` too)."""
-    async for complete in iter_sse_blocks(chunks):
-        for block in complete.split(b"\n\n"):
-            if block:
-                yield parse_block(block)
-
-
-async def iter_sse_blocks(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    """Per upstream read that completed any events: those events' bytes as one piece (see
-    `SSEBuffer.feed`). Relays forward such a piece with one write."""
+    """Yield each complete SSE event (a block ending in a blank line; `\\r\\n`, `\\r` too).
+    An event cut off before its blank line is incomplete and is not dispatched (SSE spec)."""
     events = SSEBuffer()
     async for chunk in chunks:
-        complete = events.feed(chunk)
-        if complete:
-            yield complete
-    # an event cut off before its blank line is incomplete and is not dispatched (SSE spec)
+        for block in events.feed(chunk).split(b"\n\n"):
+            if block:
+                yield parse_block(block)
 
 
 class SSEBuffer:
