@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 
 from tests.helpers import client_for, config
@@ -143,23 +144,28 @@ async def test_cost_header_warning_and_ledger(tmp_path: Path) -> None:
     assert ids == [one.headers["x-request-id"], two.headers["x-request-id"]]
 
 
-async def test_ledger_commits_alone_at_once_and_together_under_load(tmp_path: Path) -> None:
+async def test_a_finished_requests_row_is_durable_before_its_answer_goes_out(
+    tmp_path: Path,
+) -> None:
     gw = await make(PRICED.format(budget=1000), "memory", tmp_path)
     assert gw.ledger is not None
     request = ChatRequest(model="m", messages=[Message(role="user", content="hi")], max_tokens=1)
-    alone = await gw.dispatch(request)
-    assert gw.in_flight == 1
-    alone.finish()
-    assert alone.committed is None and gw.in_flight == 0  # quiet: committed before finish returned
-    assert len(list(gw.ledger.rows())) == 1
-    first, second = await asyncio.gather(gw.dispatch(request), gw.dispatch(request))
-    first.finish()  # the other is still under way: this row waits for company
-    assert first.committed is not None and len(list(gw.ledger.rows())) == 1
-    await first.done()
-    assert len(list(gw.ledger.rows())) == 2
-    await second.done()
-    assert len(list(gw.ledger.rows())) == 3 and gw.in_flight == 0
-    async with client_for(build_app(gw)) as http:  # refusals are not left counted in flight
+    replies = await asyncio.gather(*(gw.dispatch(request) for _ in range(3)))
+    assert journal_lines(gw.ledger.path) == []  # nothing finished yet, nothing written
+    for reply in replies:
+        reply.finish()
+    lines = journal_lines(gw.ledger.path)  # one append each, before finish returned
+    assert [msgspec.json.decode(line)[1] for line in lines] == [r.request_id for r in replies]
+    assert len(list(gw.ledger.rows())) == 3
+    async with client_for(build_app(gw)) as http:  # a refusal gets its row too
         assert (await ask(http, model="nope")).status_code == 404
-    assert gw.in_flight == 0
+    assert [row.status for row in gw.ledger.rows()][-1] == "error:404"
     await gw.aclose()
+
+
+def journal_lines(ledger: Path) -> list[bytes]:
+    return [
+        line
+        for f in Path(f"{ledger}.journals").glob("*.rows")
+        for line in f.read_bytes().splitlines()
+    ]

@@ -219,63 +219,165 @@ def test_durable_record_is_cheap(ledger: Ledger) -> None:
     assert os.path.getsize(f"{ledger.path}-wal") > 0
 
 
-@pytest.mark.anyio
-async def test_rows_queued_in_one_loop_turn_commit_together(tmp_path: Path) -> None:
-    path = tmp_path / "usage.db"
-    with Ledger(path) as ledger:
-        futures = [ledger.queue(row(T0 + i)) for i in range(50)]
-        assert len(set(map(id, futures))) == 1  # one batch, one transaction
-        with sqlite3.connect(path) as other:
-            assert other.execute("SELECT COUNT(*) FROM requests").fetchone() == (0,)
-        await futures[0]  # done means committed: another connection sees every row
-        with sqlite3.connect(path) as other:
-            assert other.execute("SELECT COUNT(*) FROM requests").fetchone() == (50,)
-        later = ledger.queue(row(T0 + 99))
-        assert later is not futures[0]
-    # closing flushed the row queued after the first batch
+def count(path: Path) -> int:
+    """Rows in the database file, as another connection (not the ledger) sees them."""
     with sqlite3.connect(path) as other:
-        assert other.execute("SELECT COUNT(*) FROM requests").fetchone() == (51,)
+        return int(other.execute("SELECT COUNT(*) FROM requests").fetchone()[0])
+
+
+def journals(path: Path) -> list[Path]:
+    return sorted(Path(f"{path}.journals").glob("*.rows"))
 
 
 @pytest.mark.anyio
-async def test_a_failed_group_commit_is_logged_and_still_completes(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    with Ledger(tmp_path / "usage.db") as ledger:
-        ledger.record(row(T0))
-        with sqlite3.connect(tmp_path / "usage.db") as other:
-            other.execute("DROP TABLE requests")
-        await ledger.queue(row(T0 + 1))
-        assert "1 rows not recorded" in caplog.text
-        assert not ledger._db.in_transaction
-
-
-@pytest.mark.anyio
-async def test_rows_nobody_waits_for_are_gathered_then_hastened_by_a_waiter(
-    tmp_path: Path,
-) -> None:
+async def test_queued_rows_are_journaled_at_once_and_imported_together(tmp_path: Path) -> None:
     import asyncio
 
     from thanos_asgi.ledger import LATER
 
     path = tmp_path / "usage.db"
-
-    def count() -> int:
-        with sqlite3.connect(path) as other:
-            return int(other.execute("SELECT COUNT(*) FROM requests").fetchone()[0])
-
     with Ledger(path) as ledger:
-        ledger.queue(row(T0), soon=False)
-        await asyncio.sleep(0)
-        await asyncio.sleep(0)
-        assert count() == 0  # waiting for company
+        for i in range(50):
+            ledger.queue(row(T0 + i))
+        (journal,) = journals(path)
+        assert len(journal.read_bytes().splitlines()) == 50  # durable: one line each
+        assert stat.S_IMODE(journal.stat().st_mode) == 0o600
+        assert count(path) == 0  # not imported yet: waiting for company
         await asyncio.sleep(LATER * 3)
-        assert count() == 1  # but not for long
-        later = ledger.queue(row(T0 + 1), soon=False)
-        started = time.perf_counter()
-        await ledger.committed(later)  # a waiter commits the batch in the next loop turn
-        assert time.perf_counter() - started < LATER
-        assert count() == 2
+        assert count(path) == 50  # imported in one go, shortly after
+        ledger.queue(row(T0 + 99))
+        assert len(list(ledger.rows())) == 51  # a reader imports what is queued first
+    assert count(path) == 51
+    assert journals(path) == []  # a clean close leaves no journal behind
+
+
+@pytest.mark.anyio
+async def test_a_refused_import_is_logged_kept_and_retried(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "usage.db"
+    with Ledger(path) as ledger:
+        ledger.record(row(T0))
+        with sqlite3.connect(path) as other:
+            other.execute("ALTER TABLE requests RENAME TO moved")
+        ledger.queue(row(T0 + 1))
+        assert ledger.flush() is False
+        assert "1 rows not recorded yet" in caplog.text
+        assert not ledger._db.in_transaction
+        with sqlite3.connect(path) as other:
+            other.execute("ALTER TABLE moved RENAME TO requests")
+        ledger.queue(row(T0 + 2))
+        assert ledger.flush() is True  # the refused row went in with the next one
+        assert [r.ts for r in ledger.rows()] == [T0, T0 + 1, T0 + 2]
+
+
+QUEUER = textwrap.dedent(
+    """
+    import asyncio, os, signal, sys
+    from thanos_asgi.ledger import Ledger, LedgerRow
+
+    async def main(path, count):
+        ledger = Ledger(path)
+        for i in range(count):
+            ledger.queue(LedgerRow(ts=1.0 + i, request_id=f"q-{i}", key_id=None,
+                                   provider="openai", model="m", cost_usd=0.001))
+        print("queued", flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)  # before the import's timer fires
+
+    asyncio.run(main(sys.argv[1], int(sys.argv[2])))
+    """
+)
+
+
+def test_queued_rows_survive_kill_9_before_their_import(tmp_path: Path) -> None:
+    path = tmp_path / "usage.db"
+    cmd = [sys.executable, "-c", QUEUER, str(path), "300"]
+    done = subprocess.run(cmd, capture_output=True, timeout=60)
+    assert done.returncode == -signal.SIGKILL, done.stderr.decode()
+    assert done.stdout == b"queued\n"
+    assert count(path) == 0 and len(journals(path)) == 1  # only in the dead process's journal
+    with Ledger(path) as ledger:  # whoever opens the ledger next imports it
+        assert [r.request_id for r in ledger.rows()] == [f"q-{i}" for i in range(300)]
+    assert journals(path) == []
+    with Ledger(path) as again:  # exactly once
+        assert len(list(again.rows())) == 300
+
+
+@pytest.mark.anyio
+async def test_a_live_writers_journal_is_left_to_it(tmp_path: Path) -> None:
+    path = tmp_path / "usage.db"
+    writer = Ledger(path)
+    writer.queue(row(T0))
+    with Ledger(path) as reader:  # the writer holds its journal's lock: not a dead one's
+        assert list(reader.rows()) == []
+        assert len(journals(path)) == 1
+        writer.close()
+        assert [r.ts for r in reader.rows()] == [T0]
+
+
+def test_recovery_skips_a_torn_last_line_and_garbage(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import msgspec
+
+    path = tmp_path / "usage.db"
+    Ledger(path).close()
+    directory = Path(f"{path}.journals")
+    directory.mkdir()
+    lines = [msgspec.json.encode(msgspec.structs.astuple(row(T0 + i))) for i in range(2)]
+    torn = msgspec.json.encode(msgspec.structs.astuple(row(T0 + 9)))[:-7]
+    (directory / "1-dead.rows").write_bytes(
+        lines[0] + b"\n[1,2]\nnot json\n" + lines[1] + b"\n" + torn
+    )
+    with Ledger(path) as ledger:
+        assert [r.ts for r in ledger.rows()] == [T0, T0 + 1]
+    assert caplog.text.count("unreadable row") == 2
+    assert journals(path) == []
+
+
+def test_a_journal_imported_before_a_crash_is_not_imported_twice(tmp_path: Path) -> None:
+    import msgspec
+
+    path = tmp_path / "usage.db"
+    Ledger(path).close()
+    directory = Path(f"{path}.journals")
+    directory.mkdir()
+    data = b"".join(
+        msgspec.json.encode(msgspec.structs.astuple(row(T0 + i))) + b"\n" for i in range(3)
+    )
+    (directory / "1-dead.rows").write_bytes(data)
+    with sqlite3.connect(path) as db:  # as if the crash came after the import, before unlink
+        db.executemany(
+            "INSERT INTO requests (ts, request_id) VALUES (?, ?)", [(T0 + i, "x") for i in range(2)]
+        )
+        db.execute("INSERT INTO journal VALUES ('1-dead.rows', ?)", (data.index(b"\n") * 2 + 2,))
+        db.execute("INSERT INTO journal VALUES ('2-gone.rows', 5)")  # a file already deleted
+    with Ledger(path) as ledger:
+        assert [r.ts for r in ledger.rows()] == [T0, T0 + 1, T0 + 2]  # only the third imported
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT COUNT(*) FROM journal").fetchone() == (0,)
+
+
+@pytest.mark.anyio
+async def test_a_large_imported_journal_is_replaced_by_a_new_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from thanos_asgi import _journal
+
+    monkeypatch.setattr(_journal, "ROTATE_AT", 500)
+    path = tmp_path / "usage.db"
+    with Ledger(path) as ledger:
+        for i in range(10):
+            ledger.queue(row(T0 + i))
+        (first,) = journals(path)
+        assert first.stat().st_size > 500
+        ledger.flush()
+        (second,) = journals(path)
+        assert second != first and second.stat().st_size == 0
+        ledger.queue(row(T0 + 10))
+        assert len(list(ledger.rows())) == 11
+    with Ledger(path) as again:
+        assert len(list(again.rows())) == 11
 
 
 def test_checkpoints_run_aside_not_inside_a_commit(tmp_path: Path) -> None:

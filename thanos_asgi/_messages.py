@@ -93,10 +93,10 @@ async def create(app: ThanosApp, ex: Exchange) -> None:
     reply = await app.gateway.dispatch(request, ctx, raw=raw, wire="anthropic")
     relayed = reply.relayed
     if relayed is not None and relayed.events is None:
-        await reply.done()
+        reply.finish()
         await respond(ex.send, 200, relayed.body, [*JSON, *app._headers(ex, reply)])
     elif reply.response is not None:
-        await reply.done()
+        reply.finish()
         body = _encode(out.message(reply.response, reply.model))
         await respond(ex.send, 200, body, [*JSON, *app._headers(ex, reply)])
     else:

@@ -136,10 +136,10 @@ class ThanosApp:
         raw, request = codec.decode_chat(await read_body(ex.scope, ex.receive, self.limit))
         reply = await self.gateway.dispatch(request, ex.context(), raw=raw, wire="openai")
         if reply.relayed is not None and reply.relayed.events is None:
-            await reply.done()
+            reply.finish()
             await respond(ex.send, 200, reply.relayed.body, [*JSON, *self._headers(ex, reply)])
         elif reply.response is not None:
-            await reply.done()
+            reply.finish()
             body = _encode(reply.response)
             await respond(ex.send, 200, body, [*JSON, *self._headers(ex, reply)])
         else:
@@ -207,7 +207,7 @@ class ThanosApp:
         legacy = codec.convert(data, CompletionRequest)
         reply = await self.gateway.dispatch(codec.completion_to_chat(legacy), ex.context())
         if reply.response is not None:
-            await reply.done()
+            reply.finish()
             body = _encode(codec.chat_to_completion(reply.response))
             await respond(ex.send, 200, body, [*JSON, *self._headers(ex, reply)])
             return

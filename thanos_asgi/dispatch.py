@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -52,7 +52,6 @@ class Reply:
     outcome: str = ""  # set by finish()
     on_finish: list[Callable[[str], None]] = field(default_factory=list, repr=False)
     finished: bool = field(default=False, repr=False)
-    committed: Awaitable[None] | None = field(default=None, repr=False)  # its ledger row
 
     @property
     def provider(self) -> str:
@@ -70,13 +69,6 @@ class Reply:
 
     def first_event_sent(self) -> None:
         self.first_byte_at = time.perf_counter()
-
-    async def done(self, outcome: str = "ok") -> None:
-        """`finish`, then wait until the request's ledger row is committed: call it before
-        a whole answer goes out, so no client holds an answer the ledger lacks."""
-        self.finish(outcome)
-        if self.committed is not None:
-            await self.committed
 
     def finish(self, outcome: str = "ok") -> None:
         """Call once the answer was delivered ("ok"), failed mid-stream ("error") or the

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import AsyncIterator, Awaitable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -75,7 +75,6 @@ class Gateway:
         self.config = config
         self.router = Router(config)
         self.stats: dict[str, ProviderStats] = {}
-        self.in_flight = 0  # requests between dispatch and their final record
         self.providers: dict[str, Provider] = {}
         self.health: dict[str, Health] = {}
         self._transports: list[Transport] = []
@@ -150,7 +149,6 @@ class Gateway:
         `reply.finish(outcome)` once the answer is delivered.
         """
         started = time.perf_counter()
-        self.in_flight += 1
         self.monitor.start()
         ctx = _with_metadata(ctx or Context(), request)
         token = current_context.set(ctx)
@@ -163,9 +161,6 @@ class Gateway:
             if tokens is not None:
                 self.accounting.refund(tokens)
             self._record_failure(request, ctx, exc)
-            raise
-        except BaseException:  # cancelled while dispatching: no reply will finish it
-            self.in_flight = max(self.in_flight - 1, 0)
             raise
         finally:
             current_context.reset(token)
@@ -180,7 +175,7 @@ class Gateway:
             request = _with_stream(request, False)
         reply = await self.dispatch(request, ctx)
         assert reply.response is not None
-        await reply.done()
+        reply.finish()
         return reply.response
 
     async def stream(
@@ -264,13 +259,11 @@ class Gateway:
         if not final:
             self.metrics.attempt_failed(reply)
             return
-        self.in_flight = max(self.in_flight - 1, 0)
         if self.ledger is not None and self.config.cost.track_usage:
-            reply.committed = self._ledger_write(ledger_row(reply, outcome))
+            self._ledger_write(ledger_row(reply, outcome))
         self.metrics.finished(reply, outcome)
 
     def _record_failure(self, request: ChatRequest, ctx: Context, exc: ThanosError) -> None:
-        self.in_flight = max(self.in_flight - 1, 0)
         self.metrics.refused(getattr(exc, "provider", "") or "", exc.status)
         if self.ledger is None or not self.config.cost.track_usage:
             return
@@ -279,18 +272,15 @@ class Gateway:
         reply.request_id, reply.key_id = ctx.request_id, ctx.key_id
         self._ledger_write(ledger_row(reply, f"error:{exc.status}"))
 
-    def _ledger_write(self, row: LedgerRow) -> Awaitable[None] | None:
-        """Commit `row` at once when no other request is under way (or outside an event
-        loop): nobody to share a transaction with, and waiting would only add latency.
-        Else group-commit it: awaiting what this returns commits it in the next loop turn,
-        and a row nobody waits for (a stream's, which ends after its last byte) goes in
-        with the others of the next few milliseconds."""
+    def _ledger_write(self, row: LedgerRow) -> None:
+        """Durable before this returns: in an event loop through the ledger's journal (one
+        write(2), imported into SQLite in batches), elsewhere committed to SQLite at once."""
         ledger = self.ledger
         assert ledger is not None
-        if not self.in_flight or not _in_event_loop():
+        if _in_event_loop():
+            ledger.queue(row)
+        else:
             ledger.record(row)
-            return None
-        return ledger.committed(ledger.queue(row, soon=False))
 
     def status(self) -> dict[str, Any]:
         providers: dict[str, Any] = {}

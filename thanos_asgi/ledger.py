@@ -8,10 +8,11 @@ an fsync per commit: an OS crash or power cut can lose the last commits (never c
 file). That is the requirement, and it keeps a row at ~0.1 ms on a VM disk, where an fsync per
 commit (`synchronous=FULL`) measured ~3 ms.
 
-Group commit: inside an event loop the gateway calls `queue`, which batches every row of one
-loop turn into a single transaction (one WAL append and one lock round-trip for them all,
-instead of one each) and gives back a future that is done once they are committed; a
-response waits for it before it goes out, so the guarantee above still holds.
+Inside an event loop the gateway calls `queue` instead: the row is appended to this process's
+journal with one write(2) (same guarantee, see `_journal.py`) and imported into SQLite with the
+other rows of the next `LATER` seconds in one transaction. The database file therefore shows a
+row up to `LATER` seconds after its answer went out, and after a crash once the ledger is next
+opened; `report`, `rows` and `total_cost` import what is queued first.
 
 Only the columns below are stored: never a secret (`key_id` is a client key's id, not the key),
 a prompt or a completion. Times are unix seconds; `report(group_by="day")` buckets by UTC day.
@@ -27,17 +28,20 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Awaitable, Generator, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import MappingProxyType, TracebackType
 from typing import IO, Any, Literal
 
 import msgspec
 
+from . import _journal
+
 __all__ = ["COLUMNS", "GroupBy", "Ledger", "LedgerRow"]
 
 log = logging.getLogger("thanos_asgi")
-LATER = 0.02  # seconds a row nobody waits for may stay queued
+LATER = 0.02  # seconds a queued row may wait for company before it is imported
+MAX_PENDING = 100_000  # rows kept for a retry while SQLite refuses them
 CHECKPOINT_EVERY = 1.0  # seconds between WAL checkpoints while rows are written
 
 GroupBy = Literal["day", "provider", "model", "key"]
@@ -81,6 +85,7 @@ CREATE TABLE IF NOT EXISTS requests (
 CREATE INDEX IF NOT EXISTS requests_ts ON requests (ts);
 CREATE INDEX IF NOT EXISTS requests_key_id ON requests (key_id);
 """
+_SCHEMA += _journal.TABLE + ";\n"
 _INSERT = f"INSERT INTO requests ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
 _SELECT = f"SELECT {', '.join(COLUMNS)} FROM requests"
 
@@ -190,11 +195,14 @@ class Ledger:
         self.path = Path(path).expanduser()
         self._db = _connect(self.path)
         self._lock = threading.Lock()
-        self._pending: list[tuple[Any, ...]] = []
-        self._batch: asyncio.Future[None] | None = None
-        self._timer: asyncio.Handle | None = None  # the flush to come
-        self._soon = False  # ... in the next loop turn
+        self._pending: list[tuple[Any, ...]] = []  # appended to the journal, not yet imported
+        self._journal: _journal.Journal | None = None  # opened by the first `queue`
+        self._timer: asyncio.TimerHandle | None = None  # the import to come ...
+        self._timer_loop: asyncio.AbstractEventLoop | None = None  # ... in this loop
         self._checkpointer: _Checkpointer | None = None  # started by the first write
+        self._journals = Path(f"{self.path}.journals")
+        if self._journals.is_dir():
+            _journal.recover(self._db, self._journals, _INSERT, len(COLUMNS))
 
     def _written(self) -> None:
         if self._checkpointer is None:
@@ -210,54 +218,57 @@ class Ledger:
             self._db.execute(_INSERT, values)
         self._written()
 
-    def queue(self, row: LedgerRow, *, soon: bool = True) -> asyncio.Future[None]:
-        """Commit `row` with the others queued meanwhile; the future is done once they are
-        (a failed commit is logged, and the future still completes). `soon`: in the next
-        loop turn; else within `LATER` seconds (or when someone calls `hasten`), which
-        gathers the rows of a busy gateway into far fewer transactions."""
-        self._pending.append(msgspec.structs.astuple(row))
-        if self._batch is None:
-            self._batch = asyncio.get_running_loop().create_future()
-        if soon:
-            self.hasten()
-        elif self._timer is None:
-            self._timer = asyncio.get_running_loop().call_later(LATER, self.flush)
-        return self._batch
+    def queue(self, row: LedgerRow) -> None:
+        """Make `row` durable now (one append to the journal) and import it into SQLite
+        with the others queued within `LATER` seconds; call it from the event loop."""
+        values = msgspec.structs.astuple(row)
+        with self._lock:
+            try:
+                journal = self._journal or self._open_journal()
+                if journal is not None:
+                    journal.append(_journal.encode_row(values) + b"\n")
+            except OSError as exc:  # still imported with the others, unless we crash first
+                log.error("usage ledger: journal write failed: %s", exc)
+            self._pending.append(values)
+        loop = asyncio.get_running_loop()
+        if self._timer is None or self._timer_loop is not loop:  # (a loop since closed)
+            self._timer, self._timer_loop = loop.call_later(LATER, self._due), loop
 
-    def hasten(self) -> None:
-        """Commit the queued rows in the next loop turn."""
-        if self._batch is not None and not self._soon:
-            if self._timer is not None:
-                self._timer.cancel()
-            self._timer, self._soon = asyncio.get_running_loop().call_soon(self.flush), True
+    def _open_journal(self) -> _journal.Journal | None:
+        if str(self.path) == ":memory:":
+            return None
+        _make_private_dirs(self._journals)
+        self._journal = _journal.Journal(self._journals)
+        return self._journal
 
-    def committed(self, future: asyncio.Future[None]) -> Awaitable[None]:
-        """`future` (from `queue`), hastened when someone starts waiting for it."""
-        return _Committed(self, future)
+    def _due(self) -> None:
+        self._timer = None
+        self.flush()
 
-    def flush(self) -> None:
-        """Commit the queued rows now, in one transaction."""
-        rows, batch = self._pending, self._batch
-        self._pending, self._batch = [], None
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer, self._soon = None, False
-        if rows:
-            with self._lock:
-                try:
-                    if len(rows) == 1:  # autocommit: a third cheaper than BEGIN ... COMMIT
-                        self._db.execute(_INSERT, rows[0])
-                    else:
-                        self._db.execute("BEGIN")
-                        self._db.executemany(_INSERT, rows)
-                        self._db.execute("COMMIT")
-                except sqlite3.Error as exc:
-                    if self._db.in_transaction:
-                        self._db.execute("ROLLBACK")
-                    log.error("usage ledger: %d rows not recorded: %s", len(rows), exc)
-            self._written()
-        if batch is not None and not batch.done():
-            batch.set_result(None)
+    def flush(self) -> bool:
+        """Import the queued rows now, in one transaction; False if SQLite refused them
+        (logged; they are kept for the next try, and are in the journal meanwhile)."""
+        with self._lock:
+            rows, self._pending = self._pending, []
+            if not rows:
+                return True
+            journal = self._journal
+            try:
+                self._db.execute("BEGIN")
+                self._db.executemany(_INSERT, rows)
+                if journal is not None:
+                    journal.imported(self._db)
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                log.error("usage ledger: %d rows not recorded yet: %s", len(rows), exc)
+                self._pending[:0] = rows[-MAX_PENDING:]
+                return False
+            if journal is not None and journal.size >= _journal.ROTATE_AT:
+                journal.renew(self._db)
+        self._written()
+        return True
 
     def report(
         self, *, group_by: GroupBy, since: float | None = None, until: float | None = None
@@ -265,6 +276,7 @@ class Ledger:
         """Requests, tokens and cost per group in `[since, until)`, ordered by group."""
         expression, name = _GROUPS[group_by]
         where, params = _window(since, until)
+        self.flush()
         sql = f"SELECT {expression} AS grp, {_SUMS} FROM requests{where} GROUP BY grp ORDER BY grp"
         with self._lock:
             found = self._db.execute(sql, params).fetchall()
@@ -273,6 +285,7 @@ class Ledger:
     def total_cost(self, since: float, until: float | None = None) -> float:
         """USD of the priced requests in `[since, until)`."""
         where, params = _window(since, until)
+        self.flush()
         with self._lock:
             found = self._db.execute(f"SELECT TOTAL(cost_usd) FROM requests{where}", params)
             (total,) = found.fetchone()
@@ -281,6 +294,7 @@ class Ledger:
     def rows(self, since: float | None = None) -> Iterator[LedgerRow]:
         """Every row from `since` on, oldest first."""
         where, params = _window(since, None)
+        self.flush()
         with self._lock:
             cursor = self._db.execute(f"{_SELECT}{where} ORDER BY ts, id", params)
         for values in cursor:
@@ -297,11 +311,17 @@ class Ledger:
         return count
 
     def close(self) -> None:
-        self.flush()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        imported = self.flush()
         if self._checkpointer is not None:
             self._checkpointer.stop()
             self._checkpointer = None
         with self._lock:
+            if self._journal is not None:
+                self._journal.close(self._db, imported=imported)
+                self._journal = None
             with contextlib.suppress(sqlite3.Error):
                 self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
             self._db.close()
@@ -313,18 +333,6 @@ class Ledger:
         self, typ: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
-
-
-class _Committed:
-    __slots__ = ("future", "ledger")
-
-    def __init__(self, ledger: Ledger, future: asyncio.Future[None]) -> None:
-        self.ledger, self.future = ledger, future
-
-    def __await__(self) -> Generator[Any, None, None]:
-        if not self.future.done():
-            self.ledger.hasten()
-        return self.future.__await__()
 
 
 def _report_row(name: str, row: tuple[Any, ...]) -> dict[str, Any]:

@@ -60,7 +60,7 @@ class ThanosServicer:
             await abort(context, exc)
         headers = _headers(ctx, reply, started)
         if reply.response is not None:
-            await reply.done()
+            reply.finish()
             await context.send_initial_metadata(headers)
             yield convert.response_message(reply.response, **_final(reply))
             return
