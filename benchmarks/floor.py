@@ -1,10 +1,14 @@
-"""The floor: the least an ASGI pass-through can do, as a reference for the gateway.
+"""The floors: pass-throughs that do the least a gateway must, as references for it.
 
-No framework, no parsing, no routing: the POST body goes to `{upstream}/chat/completions`
-through one shared aiohttp ClientSession and the answer comes back as it arrives. Served by
-uvicorn with uvloop and httptools, access log off.
+`--framework asgi` (the default, "floor" in the reports) is the least an ASGI pass-through can
+do: no framework, no parsing, no routing. The POST body goes to `{upstream}/chat/completions`
+through one shared aiohttp ClientSession and the answer comes back as it arrives.
+`--framework starlette` ("floor-starlette") is the floor issue 9 measured its targets against:
+the same pass-through written as a small Starlette app (one route, `Request.body()`, a
+`Response` or a `StreamingResponse`). Both are served by uvicorn with uvloop and httptools,
+access log off.
 
-    python benchmarks/floor.py --upstream http://127.0.0.1:9001/v1 --port 9002
+    python benchmarks/floor.py --upstream http://127.0.0.1:9001/v1 --port 9002 [--framework starlette]
 """
 
 from __future__ import annotations
@@ -58,14 +62,54 @@ class Floor:
             await send({"type": "http.response.body", "body": b""})
 
 
+def starlette_floor(upstream: str) -> Any:
+    """The same pass-through as a Starlette app."""
+    from contextlib import asynccontextmanager
+
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import Response, StreamingResponse
+    from starlette.routing import Route
+
+    url = upstream.rstrip("/") + "/chat/completions"
+    headers = {"content-type": "application/json", "authorization": "Bearer x"}
+    sessions: list[aiohttp.ClientSession] = []
+
+    async def chat(request: Request) -> Response:
+        upstream = await sessions[0].post(url, data=await request.body(), headers=headers)
+        kind = upstream.headers["content-type"]
+        if upstream.headers.get("content-length") is not None:
+            async with upstream:
+                body = await upstream.read()
+            return Response(body, status_code=upstream.status, media_type=kind)
+
+        async def relay() -> Any:
+            async with upstream:
+                async for data in upstream.content.iter_any():
+                    yield data
+
+        return StreamingResponse(relay(), status_code=upstream.status, media_type=kind)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> Any:
+        connector = aiohttp.TCPConnector(limit=1000, keepalive_timeout=60)
+        sessions.append(aiohttp.ClientSession(connector=connector, trust_env=False))
+        yield
+        await sessions[0].close()
+
+    return Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"])], lifespan=lifespan)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--upstream", required=True, help="base URL, e.g. http://127.0.0.1:9001/v1")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--framework", choices=("asgi", "starlette"), default="asgi")
     args = parser.parse_args()
+    app = Floor(args.upstream) if args.framework == "asgi" else starlette_floor(args.upstream)
     uvicorn.run(
-        Floor(args.upstream),
+        app,
         host=args.host,
         port=args.port,
         loop="uvloop",

@@ -67,6 +67,8 @@ def report(results: Results, args: argparse.Namespace, rss: dict[str, float | No
     tables = [] if args.smoke else [_throughput(results, args, targets)]
     tables += [_latency(results, args, targets), _streams(results, args, targets)]
     out = [_section(*each, ranged=args.repeat > 1) for each in tables]
+    if not args.smoke and "throughput/plain/floor" in results:
+        out.append(_section(*_goals(results, targets), ranged=True))  # (no range column)
     peaks = ", ".join(f"{name} {fmt(rss.get(name), 1)} MiB" for name in MEMORY)
     out.append(f"Peak RSS (VmHWM): {peaks}")
     return "\n".join(out)
@@ -173,6 +175,30 @@ def _streams(results: Results, args: argparse.Namespace, targets: list[str]) -> 
     title = "Streams: time to the first body bytes and to the last byte, 1 connection"
     header = ["upstream", "target", "TTFB p50 ms", "TTFB p50 range", "TTFB p99 ms",
               "added TTFB p50", "total p50 ms", "total p99 ms", "errors"]  # fmt: skip
+    return title, header, rows
+
+
+def _goals(results: Results, targets: list[str]) -> Table:
+    """Issue 9's throughput and latency targets, for each gateway against each floor: req/s
+    over the floor's (goal >= 0.60) and latency added to direct's over the floor's (<= 1.5)."""
+    floors = [t for t in targets if t.startswith("floor")]
+    rows = []
+    for gateway in [t for t in targets if t.startswith("gateway")]:
+        for mode in ("plain", "stream"):
+            rps = results[f"throughput/{mode}/{gateway}"]["rps"]
+            base = results[f"latency/{mode}/direct"]["p50_ms"]
+            added = results[f"latency/{mode}/{gateway}"]["p50_ms"] - base
+            rows.append(
+                [gateway, mode]
+                + [ratio(rps, results[f"throughput/{mode}/{f}"]["rps"]) for f in floors]
+                + [ratio(added, results[f"latency/{mode}/{f}"]["p50_ms"] - base) for f in floors]
+            )
+    title = (
+        "Targets: throughput over each floor's (goal >= 0.60x), and p50 latency added to "
+        "direct's at 1 connection over each floor's added p50 (goal <= 1.50x)"
+    )
+    header = ["target", "mode", *(f"req/s vs {f}" for f in floors)]
+    header += [f"added p50 vs {f}" for f in floors]
     return title, header, rows
 
 

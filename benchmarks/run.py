@@ -43,6 +43,7 @@ from processes import (
 from report import Results, merge, show
 from targets import (
     CONFIG_EXTRA,
+    FLOORS,
     GATEWAY_CONFIG,
     GATEWAYS,
     MEMORY,
@@ -56,7 +57,7 @@ OPTIONS = ("smoke", "duration", "connections", "requests", "warmup", "chunks", "
 
 
 def start_all(bench: Bench, source: Path | None) -> None:
-    fast, paced, floor, floor_paced = (free_port() for _ in range(4))
+    fast, paced = free_port(), free_port()
     upstream = [PYTHON, str(HERE / "upstream.py"), "--chunks", str(bench.chunks)]
     started = [
         bench.start("upstream", [*upstream, "--port", str(fast)], 0, fast),
@@ -67,15 +68,17 @@ def start_all(bench: Bench, source: Path | None) -> None:
             paced,
         ),
     ]
-    for name, port, up in (("floor", floor, fast), ("floor-paced", floor_paced, paced)):
-        argv = [PYTHON, str(HERE / "floor.py"), "--port", str(port)]
-        started.append(
-            bench.start(name, [*argv, "--upstream", f"http://127.0.0.1:{up}/v1"], 1, port)
-        )
+    ports = {"direct": fast, "direct-paced": paced}
+    for floor, framework in FLOORS.items():
+        for name, up in ((floor, fast), (f"{floor}-paced", paced)):
+            port = ports[name] = free_port()
+            argv = [PYTHON, str(HERE / "floor.py"), "--port", str(port), "--framework", framework]
+            started.append(
+                bench.start(name, [*argv, "--upstream", f"http://127.0.0.1:{up}/v1"], 1, port)
+            )
     env = dict(os.environ)
     if source is not None:  # the snapshot comes first on sys.path, before the installed package
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(source), env.get("PYTHONPATH")]))
-    ports = {"direct": fast, "floor": floor, "direct-paced": paced, "floor-paced": floor_paced}
     for name in GATEWAYS:
         port = ports[name] = ports[f"{name}-paced"] = free_port()
         config = bench.workdir / f"{name}.toml"
