@@ -80,3 +80,41 @@ async def test_the_client_leaving_mid_stream_closes_the_source() -> None:
     await asyncio.wait_for(response({}, receive, send), 5)
     assert source.closed and outcomes == ["disconnected"]
     assert sent[0]["type"] == "http.response.start"
+
+
+async def test_a_short_stream_never_waits_for_the_client_a_long_one_does() -> None:
+    from thanos_asgi.sse import WATCH_AFTER
+
+    received = 0
+
+    async def receive() -> dict[str, Any]:
+        nonlocal received
+        received += 1
+        await asyncio.sleep(3600)
+        raise AssertionError
+
+    async def quick() -> AsyncIterator[bytes]:
+        yield b"data: 1\n\n"
+
+    async def send(message: dict[str, Any]) -> None:
+        pass
+
+    tasks_before = len(asyncio.all_tasks())
+    for _ in range(20):  # over before WATCH_AFTER: no watcher task was ever made
+        await EventSourceResponse(quick())({}, receive, send)
+    await asyncio.sleep(WATCH_AFTER * 2)
+    assert received == 0 and len(asyncio.all_tasks()) == tasks_before
+
+    outcomes: list[str] = []
+    source = Source()
+    task = asyncio.ensure_future(
+        EventSourceResponse(source.events(), on_close=outcomes.append)({}, receive, send)
+    )
+    await asyncio.sleep(WATCH_AFTER * 3)
+    assert received == 1  # still going: now the client is watched
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert source.closed and outcomes == ["disconnected"]
+    await asyncio.sleep(0)  # a cancelled task leaves the loop at its next turn
+    assert len(asyncio.all_tasks()) == tasks_before  # the watcher went with the stream

@@ -1,7 +1,9 @@
 """Server-sent events out: an ASGI response that streams an async iterator of event bytes.
 
 While the source is silent it sends keep-alive comments; when the client goes away it
-cancels the source at once (closing the upstream request with it). An exception from the
+cancels the source (closing the upstream request with it), at most `WATCH_AFTER` seconds
+into the stream: the task that waits for the client to leave starts only then, so the many
+streams that end sooner never pay for one. An exception from the
 source after the first byte becomes a final error event made by `on_error`.
 """
 
@@ -24,6 +26,7 @@ SSE_HEADERS: Headers = [
     (b"x-accel-buffering", b"no"),
 ]
 KEEPALIVE = b": keep-alive\n\n"
+WATCH_AFTER = 0.05  # seconds into a stream before the client is watched
 
 
 class EventSourceResponse:
@@ -47,35 +50,82 @@ class EventSourceResponse:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         task = asyncio.current_task()
         assert task is not None
-        stream = _Stream(self, send)
-        watcher: asyncio.Task[None] | None = None
+        stream = _Stream(self, send, receive, task)
+        sweeper: _Sweeper | None = None
         try:  # from the first await on: whatever happens, the source is closed and reported
             await send({"type": "http.response.start", "status": 200, "headers": self.headers})
-            # One watcher task per stream (plain asyncio: a task group costs several times more)
-            watcher = asyncio.get_running_loop().create_task(stream.watch(receive, task))
+            sweeper = _Sweeper.of(asyncio.get_running_loop())
+            sweeper.add(stream)
             await stream.pump()
         except asyncio.CancelledError:
             if not stream.left:
                 raise  # the server is stopping us, not the client leaving
             task.uncancel()  # the client left: an ordinary end of this response
         finally:
-            if watcher is not None:
-                watcher.cancel()
+            if sweeper is not None:
+                sweeper.waiting.pop(stream, None)
+            if stream.watcher is not None:
+                stream.watcher.cancel()
             await stream.close()
+
+
+class _Sweeper:
+    """Starts the watcher of each stream still going `WATCH_AFTER` seconds after it began:
+    one timer per event loop for all streams, instead of a timer or a task for each."""
+
+    _loops: dict[asyncio.AbstractEventLoop, _Sweeper] = {}
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.waiting: dict[_Stream, float] = {}  # in the order they began
+        self.timer: asyncio.TimerHandle | None = None
+
+    @classmethod
+    def of(cls, loop: asyncio.AbstractEventLoop) -> _Sweeper:
+        sweeper = cls._loops.get(loop)
+        if sweeper is None:
+            sweeper = cls._loops[loop] = cls(loop)
+        return sweeper
+
+    def add(self, stream: _Stream) -> None:
+        self.waiting[stream] = self.loop.time()
+        if self.timer is None:
+            self.timer = self.loop.call_later(WATCH_AFTER, self.sweep)
+
+    def sweep(self) -> None:
+        self.timer = None
+        due = self.loop.time() - WATCH_AFTER * 0.99  # (timers may fire a hair early)
+        for stream, began in list(self.waiting.items()):
+            if began > due:
+                self.timer = self.loop.call_at(began + WATCH_AFTER, self.sweep)
+                return
+            del self.waiting[stream]
+            stream.start_watching()
+        del self._loops[self.loop]  # nothing left to watch: forget this loop
 
 
 class _Stream:
     """Per-response state: when we last sent, whether a send is under way, the outcome."""
 
-    __slots__ = ("last_sent", "left", "outcome", "response", "send", "sending")
+    __slots__ = (
+        "last_sent", "left", "outcome", "pump_task", "receive", "response", "send", "sending",
+        "watcher",
+    )  # fmt: skip
 
-    def __init__(self, response: EventSourceResponse, send: Send) -> None:
+    def __init__(
+        self, response: EventSourceResponse, send: Send, receive: Receive, task: asyncio.Task[Any]
+    ) -> None:
         self.response = response
-        self.send = send
+        self.send, self.receive, self.pump_task = send, receive, task
         self.last_sent = time.monotonic()
         self.sending = False
         self.left = False  # the client disconnected
         self.outcome = "disconnected"
+        self.watcher: asyncio.Task[None] | None = None
+
+    def start_watching(self) -> None:
+        # One plain asyncio task per stream still going (a task group costs several times more)
+        self.watcher = asyncio.get_running_loop().create_task(self.watch())
 
     async def pump(self) -> None:
         send, events = self.send, aiter(self.response.events)
@@ -105,8 +155,9 @@ class _Stream:
         self.sending = False
         self.last_sent = time.monotonic()
 
-    async def watch(self, receive: Receive, pump: asyncio.Task[Any]) -> None:
+    async def watch(self) -> None:
         """Wait for the client to leave (then cancel the pump); send keep-alives meanwhile."""
+        receive, pump = self.receive, self.pump_task
         interval = self.response.keepalive
         while True:
             if interval is None:
