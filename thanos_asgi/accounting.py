@@ -175,19 +175,19 @@ class Accounting:
             raise error
 
     def _budgets(self, instance: str, ctx: Context) -> list[tuple[str, float, str]]:
-        month = time.strftime("%Y-%m", time.gmtime())
-        budgets = []
+        limits = []
         if self.global_limit is not None:
-            budgets.append((f"budget:{month}:global", self.global_limit, "monthly"))
+            limits.append(("global", self.global_limit, "monthly"))
         policy = ctx.policy
         if policy is not None and policy.budget_usd is not None:
-            budgets.append((f"budget:{month}:key:{policy.key_id}", policy.budget_usd, "key's"))
+            limits.append((f"key:{policy.key_id}", policy.budget_usd, "key's"))
         own = self.config.cost.providers.get(instance)
         if own is not None and own.monthly_budget_usd is not None:
-            budgets.append(
-                (f"budget:{month}:provider:{instance}", own.monthly_budget_usd, f"{instance}")
-            )
-        return budgets
+            limits.append((f"provider:{instance}", own.monthly_budget_usd, instance))
+        if not limits:  # the usual case: no month to format
+            return []
+        month = time.strftime("%Y-%m", time.gmtime())
+        return [(f"budget:{month}:{scope}", limit, label) for scope, limit, label in limits]
 
     def _default_output(self, instance: str) -> int:
         return self.config.providers[instance].max_tokens or 4096
@@ -250,8 +250,12 @@ class Accounting:
         """Settle off the request path: one worker task runs the queue (a task per request
         would cost more than most settlements do)."""
         self._work.append(work)
-        if self._worker is None or self._worker.done():
-            self._worker = asyncio.get_running_loop().create_task(self._run_work())
+        worker = self._worker
+        if worker is None or worker.done():
+            loop = worker.get_loop() if worker is not None else None  # (no getpid() on 3.11)
+            if loop is None or loop.is_closed():
+                loop = asyncio.get_running_loop()
+            self._worker = loop.create_task(self._run_work())
 
     async def _run_work(self) -> None:
         while self._work:

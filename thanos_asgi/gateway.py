@@ -275,12 +275,8 @@ class Gateway:
     def _ledger_write(self, row: LedgerRow) -> None:
         """Durable before this returns: in an event loop through the ledger's journal (one
         write(2), imported into SQLite in batches), elsewhere committed to SQLite at once."""
-        ledger = self.ledger
-        assert ledger is not None
-        if _in_event_loop():
-            ledger.queue(row)
-        else:
-            ledger.record(row)
+        assert self.ledger is not None
+        self.ledger.queue(row)
 
     def status(self) -> dict[str, Any]:
         providers: dict[str, Any] = {}
@@ -317,14 +313,6 @@ def _ledger(config: Config) -> Ledger | None:
     if not config.cost.track_usage or not config.cost.ledger_path:
         return None
     return Ledger(config.cost.ledger_path)
-
-
-def _in_event_loop() -> bool:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True
 
 
 def ledger_row(reply: Reply, status: str) -> LedgerRow:

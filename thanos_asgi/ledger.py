@@ -198,7 +198,8 @@ class Ledger:
         self._pending: list[tuple[Any, ...]] = []  # appended to the journal, not yet imported
         self._journal: _journal.Journal | None = None  # opened by the first `queue`
         self._timer: asyncio.TimerHandle | None = None  # the import to come ...
-        self._timer_loop: asyncio.AbstractEventLoop | None = None  # ... in this loop
+        self._timer_loop: asyncio.AbstractEventLoop | None = None  # ... in this loop (a test's
+        # loop may close before it fires: then the next `queue` schedules a new one)
         self._checkpointer: _Checkpointer | None = None  # started by the first write
         self._journals = Path(f"{self.path}.journals")
         if self._journals.is_dir():
@@ -220,7 +221,14 @@ class Ledger:
 
     def queue(self, row: LedgerRow) -> None:
         """Make `row` durable now (one append to the journal) and import it into SQLite
-        with the others queued within `LATER` seconds; call it from the event loop."""
+        with the others queued within `LATER` seconds. Outside an event loop: `record`."""
+        if self._timer is None or self._timer_loop is None or self._timer_loop.is_closed():
+            try:  # (asking for the loop costs a getpid() on 3.11: once per batch only)
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                self.record(row)
+                return
+            self._timer, self._timer_loop = loop.call_later(LATER, self._due), loop
         values = msgspec.structs.astuple(row)
         with self._lock:
             try:
@@ -230,9 +238,6 @@ class Ledger:
             except OSError as exc:  # still imported with the others, unless we crash first
                 log.error("usage ledger: journal write failed: %s", exc)
             self._pending.append(values)
-        loop = asyncio.get_running_loop()
-        if self._timer is None or self._timer_loop is not loop:  # (a loop since closed)
-            self._timer, self._timer_loop = loop.call_later(LATER, self._due), loop
 
     def _open_journal(self) -> _journal.Journal | None:
         if str(self.path) == ":memory:":

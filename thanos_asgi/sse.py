@@ -54,7 +54,7 @@ class EventSourceResponse:
         sweeper: _Sweeper | None = None
         try:  # from the first await on: whatever happens, the source is closed and reported
             await send({"type": "http.response.start", "status": 200, "headers": self.headers})
-            sweeper = _Sweeper.of(asyncio.get_running_loop())
+            sweeper = _Sweeper.of(task.get_loop())
             sweeper.add(stream)
             await stream.pump()
         except asyncio.CancelledError:
