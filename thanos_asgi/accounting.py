@@ -215,11 +215,15 @@ class Accounting:
             return None
         return self.pricing.cost(instance, model, usage)
 
-    def settle(self, admission: Admission, usage: Usage | None, model: str) -> float | None:
+    def settle(
+        self, admission: Admission, usage: Usage | None, model: str, cost: float | None = None
+    ) -> float | None:
         """Replace reservations with the real cost of `model` (in the background); return it.
+        `cost`: that of `usage`, when the caller knows it already.
 
         When the real usage is unknown (a stream cut short), the worst case stays spent."""
-        cost = self.cost(admission.instance, model, usage)
+        if cost is None:
+            cost = self.cost(admission.instance, model, usage)
         if admission.reservations:
             actual = admission.worst_case if cost is None else cost
             self._background(self._settle(admission, actual))

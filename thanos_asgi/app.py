@@ -24,7 +24,6 @@ from ._http import (
     Receive,
     Scope,
     Send,
-    header,
     read_body,
     respond,
     route_path,
@@ -48,19 +47,22 @@ class Exchange:
     started: float
 
     def context(self) -> Context:
-        def text(name: bytes) -> str | None:
-            value = header(self.scope, name)
-            return value.decode("latin-1") if value else None
-
+        found: dict[bytes, str] = {}
+        for name, value in self.scope["headers"]:  # one pass for the three routing headers
+            if name in _ROUTING_HEADERS:
+                found.setdefault(name, bytes(value).decode("latin-1"))
         auth = self.scope.get("thanos.auth") or {}
         return Context(
             request_id=self.scope.get("thanos.request_id", ""),
             key_id=auth.get("key_id"),
             policy=auth.get("policy"),
-            task=text(b"x-thanos-task"),
-            complexity=text(b"x-thanos-complexity"),
-            fallback=(text(b"x-thanos-fallback") or "on").lower() not in ("off", "false", "0"),
+            task=found.get(b"x-thanos-task") or None,
+            complexity=found.get(b"x-thanos-complexity") or None,
+            fallback=found.get(b"x-thanos-fallback", "on").lower() not in ("off", "false", "0"),
         )
+
+
+_ROUTING_HEADERS = frozenset((b"x-thanos-task", b"x-thanos-complexity", b"x-thanos-fallback"))
 
 
 Handler = Callable[[Exchange], Awaitable[None]]

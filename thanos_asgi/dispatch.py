@@ -200,7 +200,8 @@ class Dispatcher:
         reply.cost_usd = self.accounting.cost(reply.provider, reply.model, whole)
 
         def finished(outcome: str) -> None:
-            reply.cost_usd = self.accounting.settle(admission, reply.usage, reply.model)
+            known = reply.cost_usd if whole is not None and reply.usage is whole else None
+            reply.cost_usd = self.accounting.settle(admission, reply.usage, reply.model, known)
             self._finished(reply, health, outcome)
 
         reply.on_finish.append(finished)
