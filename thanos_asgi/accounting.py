@@ -140,7 +140,8 @@ class Accounting:
 
     async def admit(self, target: Target, request: ChatRequest, ctx: Context) -> Admission:
         admission = Admission(target.instance, target.model)
-        await self._provider_rpm(target.instance)
+        if self.config.providers[target.instance].rate_limit_rpm is not None:
+            await self._provider_rpm(target.instance)
         budgets = self._budgets(target.instance, ctx)
         if not budgets or self.pricing.is_free(target.instance):
             return admission

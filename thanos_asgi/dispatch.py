@@ -163,7 +163,11 @@ class Dispatcher:
             if health.limiter is not None:
                 await health.limiter.acquire(target.instance)
             admission = await self.accounting.admit(target, call.request, call.ctx)
-            reply = await self._send(target, call, deadline)
+            if deadline is None:  # (one coroutine less on the usual path)
+                provider = self.providers[target.instance]
+                reply = await _attempt(provider, target, call.request, call.raw, call.wire)
+            else:
+                reply = await self._send(target, call, deadline)
         except ThanosError as exc:
             if admission is not None:
                 await self.accounting.release(admission)
@@ -172,10 +176,8 @@ class Dispatcher:
         self._accepted(reply, health, admission, call.attempts, started)
         return reply
 
-    async def _send(self, target: Target, call: _Call, deadline: float | None) -> Reply:
+    async def _send(self, target: Target, call: _Call, deadline: float) -> Reply:
         provider = self.providers[target.instance]
-        if deadline is None:
-            return await _attempt(provider, target, call.request, call.raw, call.wire)
         try:
             async with asyncio.timeout_at(deadline):
                 return await _attempt(provider, target, call.request, call.raw, call.wire)
