@@ -20,6 +20,7 @@ def test_all_is_sorted_and_complete() -> None:
         "ErrorMiddleware",
         "EventSourceResponse",
         "Gateway",
+        "H1Transport",
         "HttpxTransport",
         "LazyApp",
         "Message",
@@ -39,7 +40,8 @@ def test_import_does_not_pull_optional_or_network_stacks() -> None:
     code = (
         "import sys, thanos_asgi; "
         "print(sorted({m.split('.')[0] for m in sys.modules} & "
-        "{'grpc', 'redis', 'django', 'fastapi', 'httpx', 'aiohttp', 'uvicorn', 'starlette'}))"
+        "{'grpc', 'redis', 'django', 'fastapi', 'httpx', 'aiohttp', 'uvicorn', 'starlette', "
+        "'httptools'}))"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True

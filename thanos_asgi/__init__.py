@@ -19,6 +19,7 @@ __all__ = [
     "ErrorMiddleware",
     "EventSourceResponse",
     "Gateway",
+    "H1Transport",
     "HttpxTransport",
     "LazyApp",
     "Message",
@@ -32,3 +33,11 @@ __all__ = [
 ]
 
 app = LazyApp()
+
+
+def __getattr__(name: str) -> object:
+    if name == "H1Transport":  # imported when asked for: it loads httptools and ssl
+        from ._h1 import H1Transport
+
+        return H1Transport
+    raise AttributeError(f"module 'thanos_asgi' has no attribute {name!r}")

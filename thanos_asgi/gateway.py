@@ -34,7 +34,7 @@ from .resilience import Breaker, Health, Limiter
 from .routing import Router, Target
 from .state import StateBackend, open_backend
 from .strategy import Planner
-from .transport import AiohttpTransport, Transport
+from .transport import Transport
 from .types import (
     ChatChunk,
     ChatRequest,
@@ -107,8 +107,10 @@ class Gateway:
         except LookupError:
             reason = f"provider '{config.name}' (kind {kind}) is not available in this build"
             return Unavailable(config.name, kind, reason)
-        if transport is None:
-            transport = AiohttpTransport()
+        if transport is None:  # the fast engine (benchmarks/README.md): a pool per provider
+            from ._h1 import H1Transport
+
+            transport = H1Transport()
         if transport not in self._transports:
             self._transports.append(transport)
         provider: Provider = adapter(config, spec=SPECS[kind], transport=transport)

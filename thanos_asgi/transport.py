@@ -1,11 +1,14 @@
-"""The upstream transport: one small interface, two engines.
+"""The upstream transport: one small interface, three engines.
 
-Providers send requests through a `Transport`. Production uses `AiohttpTransport` (pooled,
-keep-alive; on this machine httpx's default transport reached 1/8 of aiohttp's throughput);
-tests and users who want httpx features use `HttpxTransport(httpx.AsyncClient(...))`, which
-also takes `httpx.MockTransport` for replaying recordings. Both raise only the exceptions in
-`thanos_asgi.exceptions` (`UpstreamConnectError`, `UpstreamTimeout`, `UpstreamProtocolError`),
-with `provider` left empty for the adapter to fill in.
+Providers send requests through a `Transport`. Production uses `H1Transport` (`_h1.py`: a lean
+HTTP/1.1 client on asyncio protocols and httptools, pooled and kept alive; on this machine a
+completion through it costs ~40% fewer instructions than through aiohttp's client, which was
+itself 8x httpx's default transport at saturation). `AiohttpTransport` remains for those who
+want aiohttp's client; tests and users who want httpx features use
+`HttpxTransport(httpx.AsyncClient(...))`, which also takes `httpx.MockTransport` for replaying
+recordings. All raise only the exceptions in `thanos_asgi.exceptions`
+(`UpstreamConnectError`, `UpstreamTimeout`, `UpstreamProtocolError`), with `provider` left
+empty for the adapter to fill in.
 """
 
 from __future__ import annotations
@@ -40,7 +43,9 @@ class Timeouts:
 
 class UpstreamResponse(Protocol):
     status: int
-    headers: Mapping[str, str]
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...
 
     async def read(self) -> bytes: ...
 

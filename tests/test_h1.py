@@ -1,0 +1,387 @@
+"""H1Transport, the upstream HTTP/1.1 client, against real sockets: framing, keep-alive and
+stale connections, timeouts, broken servers, compression, back-pressure, the pool's limit, TLS."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import gzip
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+
+from thanos_asgi import H1Transport, Timeouts
+from thanos_asgi.exceptions import UpstreamConnectError, UpstreamProtocolError, UpstreamTimeout
+
+pytestmark = pytest.mark.anyio
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+class Server:
+    def __init__(self, handler: Handler) -> None:
+        self.handler = handler
+        self.connections = 0
+        self.requests: list[bytes] = []
+        self.url = ""
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            await self.handler(reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    async def request(self, reader: asyncio.StreamReader) -> bytes:
+        """One request's head and body (by its content-length)."""
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = 0
+        for line in head.split(b"\r\n"):
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":")[1])
+        body = await reader.readexactly(length)
+        self.requests.append(head + body)
+        return head + body
+
+
+@asynccontextmanager
+async def serving(handler: Handler, tls: ssl.SSLContext | None = None) -> AsyncIterator[Server]:
+    server = Server(handler)
+    listener = await asyncio.start_server(server._serve, "127.0.0.1", 0, ssl=tls)
+    port = listener.sockets[0].getsockname()[1]
+    server.url = f"{'https' if tls else 'http'}://127.0.0.1:{port}/v1/chat"
+    async with listener:
+        yield server
+
+
+def answer(body: bytes, *extra: bytes) -> bytes:
+    head = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n" + b"".join(extra)
+    return head + b"content-length: %d\r\n\r\n" % len(body) + body
+
+
+@asynccontextmanager
+async def answering(*responses: bytes) -> AsyncIterator[Server]:
+    """A server that answers every request on a connection with `responses`."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await server.request(reader)
+            for response in responses:
+                writer.write(response)
+            await writer.drain()
+
+    async with serving(handler) as server:
+        yield server
+
+
+async def test_a_whole_answer_and_the_request_as_sent() -> None:
+    transport = H1Transport()
+    async with answering(answer(b'{"ok":true}', b"Retry-After: 7\r\n")) as server:
+        response = await transport.send(
+            "POST", server.url + "?x=1", headers={"authorization": "Bearer k"}, body=b"{}"
+        )
+        assert response.status == 200
+        assert response.headers["retry-after"] == "7" and response.headers.get("RETRY-AFTER") == "7"
+        assert await response.read() == b'{"ok":true}'
+    sent = server.requests[0]
+    assert sent.startswith(b"POST /v1/chat?x=1 HTTP/1.1\r\nhost: 127.0.0.1:")
+    assert b"\r\nauthorization: Bearer k\r\n" in sent and sent.endswith(
+        b"content-length: 2\r\n\r\n{}"
+    )
+    await transport.aclose()
+
+
+async def test_keep_alive_reuses_one_connection() -> None:
+    transport = H1Transport()
+    async with answering(answer(b"1")) as server:
+        for _ in range(5):
+            response = await transport.send("POST", server.url, headers={}, body=b"x")
+            assert await response.read() == b"1"
+        assert server.connections == 1
+    await transport.aclose()
+
+
+async def test_chunked_stream_arrives_as_it_is_sent() -> None:
+    gate = asyncio.Event()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nfirst\r\n")
+        await writer.drain()
+        await gate.wait()
+        writer.write(b"6\r\nsecond\r\n0\r\n\r\n")
+        await writer.drain()
+        await reader.read()  # keep the connection until the client is done
+
+    transport = H1Transport()
+    async with serving(handler) as server:
+        response = await transport.send("GET", server.url, headers={})
+        chunks = response.iter_bytes()
+        assert await anext(chunks) == b"first"  # before the rest was even written
+        gate.set()
+        assert [chunk async for chunk in chunks] == [b"second"]
+    await transport.aclose()
+
+
+async def test_a_body_that_ends_with_the_connection() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nall of it")
+        await writer.drain()
+
+    transport = H1Transport()
+    async with serving(handler) as server:
+        response = await transport.send("GET", server.url, headers={})
+        assert await response.read() == b"all of it"
+    await transport.aclose()
+
+
+async def test_a_connection_the_server_closed_while_idle_is_replaced() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await server.request(reader)
+        writer.write(answer(b"ok"))  # keep-alive promised, then the connection is closed
+        await writer.drain()
+
+    transport = H1Transport()
+    async with serving(handler) as server:
+        for _ in range(3):
+            response = await transport.send("POST", server.url, headers={}, body=b"x")
+            assert await response.read() == b"ok"
+        assert server.connections == 3 and len(server.requests) == 3
+    await transport.aclose()
+
+
+async def test_a_close_that_crosses_the_request_is_retried_once_on_a_new_connection() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await server.request(reader)
+        writer.write(answer(b"ok"))
+        await writer.drain()
+        await reader.readuntil(b"\r\n\r\n")  # the next request arrives: drop it unanswered
+
+    transport = H1Transport()
+    async with serving(handler) as server:
+        first = await transport.send("POST", server.url, headers={}, body=b"x")
+        assert await first.read() == b"ok"
+        second = await transport.send("POST", server.url, headers={}, body=b"x")
+        assert await second.read() == b"ok"
+        assert server.connections == 2
+    await transport.aclose()
+
+
+async def test_a_new_connection_closed_before_any_answer_is_an_error() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+
+    transport = H1Transport()
+    async with serving(handler) as server:
+        with pytest.raises(UpstreamProtocolError, match="before answering"):
+            await transport.send("POST", server.url, headers={}, body=b"x")
+        assert server.connections == 1  # a fresh connection is not tried twice
+    await transport.aclose()
+
+
+async def test_closed_mid_body_and_garbage_are_protocol_errors() -> None:
+    async def cut(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nonly this")
+        await writer.drain()
+
+    async def garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"SMTP ready\r\n\r\n")
+        await writer.drain()
+        await reader.read()
+
+    transport = H1Transport()
+    async with serving(cut) as server:
+        response = await transport.send("GET", server.url, headers={})
+        with pytest.raises(UpstreamProtocolError, match="mid-response"):
+            await response.read()
+    async with serving(garbage) as server:
+        with pytest.raises(UpstreamProtocolError, match="bad response"):
+            await transport.send("GET", server.url, headers={})
+    await transport.aclose()
+
+
+async def test_timeouts_first_byte_idle_and_total() -> None:
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()
+
+    async def stalls(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n1\r\na\r\n")
+        await writer.drain()
+        await reader.read()
+
+    transport = H1Transport()
+    async with serving(silent) as server:
+        with pytest.raises(UpstreamTimeout):
+            await transport.send("GET", server.url, headers={}, timeouts=Timeouts(first_byte=0.1))
+    async with serving(stalls) as server:
+        response = await transport.send("GET", server.url, headers={}, timeouts=Timeouts(read=0.1))
+        chunks = response.iter_bytes()
+        assert await anext(chunks) == b"a"
+        with pytest.raises(UpstreamTimeout):
+            await anext(chunks)
+        response = await transport.send(
+            "GET", server.url, headers={}, timeouts=Timeouts(read=10, total=0.2)
+        )
+        with pytest.raises(UpstreamTimeout):
+            await response.read()
+    await transport.aclose()
+
+
+async def test_connect_errors() -> None:
+    transport = H1Transport()
+    listener = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    listener.close()
+    await listener.wait_closed()
+    with pytest.raises(UpstreamConnectError, match="could not connect"):
+        await transport.send("GET", f"http://127.0.0.1:{port}/", headers={})
+    with pytest.raises(UpstreamConnectError, match="http"):
+        await transport.send("GET", "ftp://example.test/", headers={})
+    with pytest.raises(UpstreamConnectError, match="line break"):
+        await transport.send("GET", "http://127.0.0.1:1/", headers={"x-a": "1\r\nx-b: 2"})
+    await transport.aclose()
+
+
+async def test_gzip_bodies_and_informational_responses() -> None:
+    packed = gzip.compress(b'{"hello":"world"}')
+    transport = H1Transport()
+    async with answering(
+        b"HTTP/1.1 103 Early Hints\r\nlink: </x>\r\n\r\n",
+        answer(packed, b"content-encoding: gzip\r\n"),
+    ) as server:
+        response = await transport.send("GET", server.url, headers={})
+        assert response.status == 200 and "link" not in response.headers
+        assert await response.read() == b'{"hello":"world"}'
+    await transport.aclose()
+
+
+async def test_a_large_body_is_read_with_back_pressure() -> None:
+    block = b"x" * 65536
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % (64 * len(block)))
+        for _ in range(64):
+            writer.write(block)
+            await writer.drain()
+        await reader.read()
+
+    transport = H1Transport()
+    async with serving(handler) as server:
+        response = await transport.send("GET", server.url, headers={})
+        total = 0
+        async for chunk in response.iter_bytes():
+            total += len(chunk)
+            await asyncio.sleep(0.001)  # a slow reader: the socket is paused meanwhile
+        assert total == 64 * len(block)
+    await transport.aclose()
+
+
+async def test_the_pool_never_opens_more_than_its_limit() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await server.request(reader)
+            await asyncio.sleep(0.02)
+            writer.write(answer(b"ok"))
+            await writer.drain()
+
+    transport = H1Transport(max_connections=2)
+    async with serving(handler) as server:
+
+        async def one() -> bytes:
+            response = await transport.send("POST", server.url, headers={}, body=b"x")
+            return await response.read()
+
+        assert await asyncio.gather(*(one() for _ in range(8))) == [b"ok"] * 8
+        assert server.connections == 2
+    await transport.aclose()
+
+
+async def test_a_stream_left_unfinished_closes_its_connection() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await server.request(reader)
+            writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n1\r\na\r\n")
+            await writer.drain()
+
+    transport = H1Transport()
+    async with serving(handler) as server:
+        for _ in range(2):
+            response = await transport.send("GET", server.url, headers={})
+            assert await anext(response.iter_bytes()) == b"a"
+            await response.aclose()
+        assert server.connections == 2  # the half-read one was not reused
+    await transport.aclose()
+
+
+def _certificate(tmp_path: Path) -> tuple[Path, Path]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    import ipaddress
+
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+async def test_tls_is_verified() -> None:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        cert, key = _certificate(Path(folder))
+        server_side = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        server_side.load_cert_chain(cert, key)
+        trusting = ssl.create_default_context(cafile=str(cert))
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(answer(b"secret"))
+        await writer.drain()
+        await reader.read()
+
+    async with serving(handler, tls=server_side) as server:
+        good = H1Transport(ssl_context=trusting)
+        response = await good.send("GET", server.url, headers={})
+        assert await response.read() == b"secret"
+        await good.aclose()
+        default = H1Transport()  # the system's trust store does not know this certificate
+        with pytest.raises(UpstreamConnectError, match="TLS"):
+            await default.send("GET", server.url, headers={})
+        await default.aclose()
