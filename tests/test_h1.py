@@ -248,6 +248,8 @@ async def test_connect_errors() -> None:
         await transport.send("GET", "ftp://example.test/", headers={})
     with pytest.raises(UpstreamConnectError, match="line break"):
         await transport.send("GET", "http://127.0.0.1:1/", headers={"x-a": "1\r\nx-b: 2"})
+    with pytest.raises(UpstreamConnectError, match="cannot carry"):
+        await transport.send("GET", "http://127.0.0.1:1/", headers={"x-a": "\u2603"})
     await transport.aclose()
 
 

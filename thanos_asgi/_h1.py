@@ -51,6 +51,26 @@ def _parse(url: str) -> tuple[Route, bytes]:
     return route, path.encode("utf-8")
 
 
+def _request(
+    method: str, target: bytes, host: bytes, headers: Mapping[str, str], body: bytes | None
+) -> bytes:
+    """The request's bytes, to go out in one write; no content-length without a body."""
+    head = [method.encode("ascii"), b" ", target, host]
+    try:
+        for name, value in headers.items():
+            if "\n" in value or "\r" in value or "\n" in name or "\r" in name:
+                raise UpstreamConnectError(f"the header '{name.strip()}' holds a line break")
+            head.append(f"{name}: {value}\r\n".encode("latin-1"))
+    except UnicodeEncodeError:
+        raise UpstreamConnectError("a header holds characters HTTP/1.1 cannot carry") from None
+    if body is None:
+        head.append(b"\r\n")
+        return b"".join(head)
+    head.append(b"content-length: %d\r\n\r\n" % len(body))
+    head.append(body)
+    return b"".join(head)
+
+
 class H1Transport:
     """Pooled HTTP/1.1 connections, kept alive `keepalive_seconds` while idle; at most
     `max_connections` open at once (more requests wait for one)."""
@@ -83,13 +103,7 @@ class H1Transport:
         timeouts: Timeouts = _DEFAULT,
     ) -> Response:
         route, target = self._route(url)
-        head = [method.encode("ascii"), b" ", target, route[3]]
-        for name, value in headers.items():
-            if "\n" in value or "\r" in value or "\n" in name or "\r" in name:
-                raise UpstreamConnectError(f"the header '{name.strip()}' holds a line break")
-            head.append(f"{name}: {value}\r\n".encode("latin-1"))
-        head.append(b"content-length: %d\r\n\r\n" % len(body or b""))
-        request = b"".join(head) + (body or b"")
+        request = _request(method, target, route[3], headers, body)
         until = time.monotonic() + timeouts.total if timeouts.total else 0.0
         for attempt in range(2):
             conn, reused = await self._connection(route, timeouts, until)
