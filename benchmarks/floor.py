@@ -8,7 +8,8 @@ the same pass-through written as a small Starlette app (one route, `Request.body
 `Response` or a `StreamingResponse`). Both are served by uvicorn with uvloop and httptools,
 access log off.
 
-    python benchmarks/floor.py --upstream http://127.0.0.1:9001/v1 --port 9002 [--framework starlette]
+    python benchmarks/floor.py --upstream http://127.0.0.1:9001/v1 --port 9002
+    python benchmarks/floor.py --upstream http://127.0.0.1:9001/v1 --port 9003 --framework starlette
 """
 
 from __future__ import annotations
@@ -97,7 +98,8 @@ def starlette_floor(upstream: str) -> Any:
         yield
         await sessions[0].close()
 
-    return Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"])], lifespan=lifespan)
+    routes = [Route("/v1/chat/completions", chat, methods=["POST"])]
+    return Starlette(routes=routes, lifespan=lifespan)
 
 
 def main() -> None:

@@ -19,7 +19,7 @@ TARGETS = ("direct", "floor", "floor-starlette", "gateway", "gateway-keys")
 FLOORS = {"floor": "asgi", "floor-starlette": "starlette"}  # target -> floor.py --framework
 SERVES = {t: t for t in TARGETS} | {"direct": "upstream"}  # target -> process measured for CPU
 GATEWAYS = ("gateway", "gateway-keys")  # `thanos serve` processes, same pinning and options
-MEMORY = ("gateway", "gateway-keys", "floor", "floor-starlette")  # processes whose peak RSS is reported
+MEMORY = ("gateway", "gateway-keys", "floor", "floor-starlette")  # peak RSS reported for these
 PACED_DELAY_MS = 5.0  # between the events of the paced upstream's streams
 
 BENCH_KEY = "x"  # what load.py and post.lua send (`Authorization: Bearer x`) to every target
