@@ -64,6 +64,20 @@ def answer(body: bytes, *extra: bytes) -> bytes:
     return head + b"content-length: %d\r\n\r\n" % len(body) + body
 
 
+def once(data: bytes, *, hold: bool) -> Handler:
+    """A server that reads one request head, writes `data`, then holds the connection open
+    until the client closes it (`hold`) or closes it itself."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(data)
+        await writer.drain()
+        if hold:
+            await reader.read()
+
+    return handler
+
+
 @asynccontextmanager
 async def answering(*responses: bytes) -> AsyncIterator[Server]:
     """A server that answers every request on a connection with `responses`."""
@@ -129,13 +143,9 @@ async def test_chunked_stream_arrives_as_it_is_sent() -> None:
 
 
 async def test_a_body_that_ends_with_the_connection() -> None:
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.readuntil(b"\r\n\r\n")
-        writer.write(b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nall of it")
-        await writer.drain()
-
     transport = H1Transport()
-    async with serving(handler) as server:
+    body_until_close = b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nall of it"
+    async with serving(once(body_until_close, hold=False)) as server:
         response = await transport.send("GET", server.url, headers={})
         assert await response.read() == b"all of it"
     await transport.aclose()
@@ -174,11 +184,8 @@ async def test_a_close_that_crosses_the_request_is_retried_once_on_a_new_connect
 
 
 async def test_a_new_connection_closed_before_any_answer_is_an_error() -> None:
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.readuntil(b"\r\n\r\n")
-
     transport = H1Transport()
-    async with serving(handler) as server:
+    async with serving(once(b"", hold=False)) as server:
         with pytest.raises(UpstreamProtocolError, match="before answering"):
             await transport.send("POST", server.url, headers={}, body=b"x")
         assert server.connections == 1  # a fresh connection is not tried twice
@@ -186,17 +193,8 @@ async def test_a_new_connection_closed_before_any_answer_is_an_error() -> None:
 
 
 async def test_closed_mid_body_and_garbage_are_protocol_errors() -> None:
-    async def cut(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.readuntil(b"\r\n\r\n")
-        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nonly this")
-        await writer.drain()
-
-    async def garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.readuntil(b"\r\n\r\n")
-        writer.write(b"SMTP ready\r\n\r\n")
-        await writer.drain()
-        await reader.read()
-
+    cut = once(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nonly this", hold=False)
+    garbage = once(b"SMTP ready\r\n\r\n", hold=True)
     transport = H1Transport()
     async with serving(cut) as server:
         response = await transport.send("GET", server.url, headers={})
@@ -209,15 +207,8 @@ async def test_closed_mid_body_and_garbage_are_protocol_errors() -> None:
 
 
 async def test_timeouts_first_byte_idle_and_total() -> None:
-    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.read()
-
-    async def stalls(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.readuntil(b"\r\n\r\n")
-        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n1\r\na\r\n")
-        await writer.drain()
-        await reader.read()
-
+    silent = once(b"", hold=True)
+    stalls = once(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n1\r\na\r\n", hold=True)
     transport = H1Transport()
     async with serving(silent) as server:
         with pytest.raises(UpstreamTimeout):
@@ -333,13 +324,7 @@ async def test_tls_is_verified(tmp_path: Path) -> None:
     server_side.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
     trusting = ssl.create_default_context(cadata=cert.decode())
 
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.readuntil(b"\r\n\r\n")
-        writer.write(answer(b"secret"))
-        await writer.drain()
-        await reader.read()
-
-    async with serving(handler, tls=server_side) as server:
+    async with serving(once(answer(b"secret"), hold=True), tls=server_side) as server:
         good = H1Transport(ssl_context=trusting)
         response = await good.send("GET", server.url, headers={})
         assert await response.read() == b"secret"
