@@ -22,7 +22,7 @@ from thanos_asgi.exceptions import (
     UpstreamStatusError,
 )
 from thanos_asgi.providers import SPECS, load_adapter
-from thanos_asgi.providers._gemini_codec import call_id, signature_of
+from thanos_asgi.providers._gemini_ids import call_id, signature_of
 from thanos_asgi.providers._gemini_schema import clean_schema
 from thanos_asgi.providers.gemini import Gemini
 from thanos_asgi.providers.openai_compat import OpenAICompatible

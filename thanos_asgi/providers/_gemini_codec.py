@@ -1,6 +1,7 @@
 """Gemini's `generateContent` format <-> canonical, shared by the Gemini API and Vertex AI.
 
-Wire types, request building and whole-answer mapping; pure functions, no I/O. Tool and
+Request building and whole-answer mapping; pure functions, no I/O. The wire types are in
+`_gemini_types`. Tool and
 response schemas are cleaned in `_gemini_schema`, streams decoded in `_gemini_stream`.
 Decisions worth knowing:
 
@@ -32,9 +33,6 @@ Decisions worth knowing:
 
 from __future__ import annotations
 
-import hashlib
-import re
-import secrets
 import time
 from typing import Any
 
@@ -62,129 +60,28 @@ from ..types import (
     Usage,
 )
 from ._base import tool_call_arguments
+from ._gemini_ids import call_id, call_tag, completion_id, signature_of
 from ._gemini_schema import clean_schema
-
-# -- wire types (camelCase on the wire) ----------------------------------------------------------
-
-
-class _G(msgspec.Struct, kw_only=True, omit_defaults=True, rename="camel"):
-    pass
-
-
-class Blob(_G, kw_only=True):
-    mime_type: str
-    data: str
-
-
-class FileData(_G, kw_only=True):
-    mime_type: str
-    file_uri: str
-
-
-class GFunctionCall(_G, kw_only=True):
-    name: str
-    args: dict[str, Any] | None = None  # we always send it, `{}` included
-
-
-class GFunctionResponse(_G, kw_only=True):
-    name: str
-    response: dict[str, Any]
-
-
-class Part(_G, kw_only=True):
-    text: str | None = None
-    thought: bool | None = None
-    thought_signature: str | None = None
-    inline_data: Blob | None = None
-    file_data: FileData | None = None
-    function_call: GFunctionCall | None = None
-    function_response: GFunctionResponse | None = None
-
-
-class Content(_G, kw_only=True):
-    role: str | None = None
-    parts: list[Part] = msgspec.field(default_factory=list)
-
-
-class FunctionDeclaration(_G, kw_only=True):
-    name: str
-    description: str | None = None
-    parameters: dict[str, Any] | None = None
-
-
-class GTool(_G, kw_only=True):
-    function_declarations: list[FunctionDeclaration]
-
-
-class FunctionCallingConfig(_G, kw_only=True):
-    mode: str
-    allowed_function_names: list[str] | None = None
-
-
-class ToolConfig(_G, kw_only=True):
-    function_calling_config: FunctionCallingConfig
-
-
-class ThinkingConfig(_G, kw_only=True):
-    thinking_budget: int | None = None
-    include_thoughts: bool | None = None
-
-
-class GenerationConfig(_G, kw_only=True):
-    temperature: float | None = None
-    top_p: float | None = None
-    max_output_tokens: int | None = None
-    stop_sequences: list[str] | None = None
-    candidate_count: int | None = None
-    seed: int | None = None
-    presence_penalty: float | None = None
-    frequency_penalty: float | None = None
-    response_mime_type: str | None = None
-    response_schema: dict[str, Any] | None = None
-    thinking_config: ThinkingConfig | None = None
-
-
-class GenerateBody(_G, kw_only=True):
-    contents: list[Content]
-    system_instruction: Content | None = None
-    tools: list[GTool] | None = None
-    tool_config: ToolConfig | None = None
-    generation_config: GenerationConfig | None = None
-
-
-class Candidate(_G, kw_only=True):
-    content: Content | None = None
-    finish_reason: str | None = None
-    index: int = 0  # proto3 JSON leaves a zero out
-
-
-class UsageMetadata(_G, kw_only=True):
-    prompt_token_count: int = 0
-    candidates_token_count: int = 0
-    thoughts_token_count: int = 0
-    tool_use_prompt_token_count: int = 0
-    cached_content_token_count: int = 0
-    total_token_count: int = 0
-
-
-class PromptFeedback(_G, kw_only=True):
-    block_reason: str | None = None
-
-
-class GenerateResponse(_G, kw_only=True):
-    """A whole answer, or one stream event (each is a complete GenerateContentResponse)."""
-
-    candidates: list[Candidate] = msgspec.field(default_factory=list)
-    usage_metadata: UsageMetadata | None = None
-    prompt_feedback: PromptFeedback | None = None
-    model_version: str = ""
-    response_id: str = ""
-    error: Any = None  # an error object sent after the status line
-
-
-decode_response = msgspec.json.Decoder(GenerateResponse).decode
-encode = msgspec.json.Encoder().encode
-_json = msgspec.json.Decoder()
+from ._gemini_types import (
+    Blob,
+    Candidate,
+    Content,
+    FileData,
+    FunctionCallingConfig,
+    FunctionDeclaration,
+    GenerateBody,
+    GenerateResponse,
+    GenerationConfig,
+    GFunctionCall,
+    GFunctionResponse,
+    GTool,
+    Part,
+    ThinkingConfig,
+    ToolConfig,
+    UsageMetadata,
+    _json,
+    encode,
+)
 
 _MIME_BY_EXTENSION = {
     "png": "image/png",
@@ -205,8 +102,6 @@ _FILTERED = frozenset(
 _FAILED_CALLS = frozenset(
     {"MALFORMED_FUNCTION_CALL", "UNEXPECTED_TOOL_CALL", "TOO_MANY_TOOL_CALLS"}
 )
-_SIGNED_ID = re.compile(r"call_[0-9a-f]+_\d+_ts_([A-Za-z0-9_-]+)")
-_URLSAFE = re.compile(r"[A-Za-z0-9_-]+")
 
 # -- canonical -> Gemini ------------------------------------------------------------------------
 
@@ -391,34 +286,6 @@ def _thinking(effort: str | None) -> ThinkingConfig | None:
 
 
 # -- ids and signatures -------------------------------------------------------------------------
-
-
-def call_tag(seed: str | bytes) -> str:
-    """12 hex digits naming one answer's tool calls."""
-    data = seed.encode() if isinstance(seed, str) else seed
-    return hashlib.sha256(data).hexdigest()[:12]
-
-
-def call_id(tag: str, number: int, signature: str | None) -> str:
-    """`call_<tag>_<n>`, plus `_ts_<signature>` (URL-safe base64, unpadded) when signed."""
-    base = f"call_{tag}_{number}"
-    if not signature:
-        return base
-    packed = signature.replace("+", "-").replace("/", "_").rstrip("=")
-    return f"{base}_ts_{packed}" if _URLSAFE.fullmatch(packed) else base
-
-
-def signature_of(tool_call_id: str) -> str | None:
-    """The thought signature `call_id` packed into an id, as Gemini sent it; else None."""
-    match = _SIGNED_ID.fullmatch(tool_call_id)
-    if match is None:
-        return None
-    packed = match.group(1)
-    return packed.replace("-", "+").replace("_", "/") + "=" * (-len(packed) % 4)
-
-
-def completion_id(response_id: str) -> str:
-    return f"chatcmpl-{response_id or secrets.token_hex(12)}"
 
 
 # -- Gemini -> canonical ------------------------------------------------------------------------

@@ -39,16 +39,9 @@ from ..types import (
     EmbeddingResponse,
 )
 from ._base import HTTPProvider, Relayed, embedding_base64
-from ._gemini_codec import (
-    Content,
-    GenerateResponse,
-    Part,
-    decode_response,
-    encode,
-    generate_body,
-    to_response,
-)
+from ._gemini_codec import generate_body, to_response
 from ._gemini_stream import StreamDecoder
+from ._gemini_types import Content, GenerateResponse, Part, decode_response, encode
 
 # -- wire types: errors, models, embeddings --------------------------------------------------------
 

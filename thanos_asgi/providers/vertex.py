@@ -22,7 +22,7 @@ import msgspec
 from ..exceptions import ProviderUnavailable, UpstreamError, UpstreamProtocolError
 from ..transport import Timeouts, Transport, UpstreamResponse
 from ..types import EmbeddingRequest, EmbeddingResponse
-from ._gemini_codec import encode
+from ._gemini_types import encode
 from ._google_auth import GoogleTokens, read_service_account
 from .gemini import Gemini, embed_texts, embedding_response
 
