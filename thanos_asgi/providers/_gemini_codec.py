@@ -1,8 +1,8 @@
 """Gemini's `generateContent` format <-> canonical, shared by the Gemini API and Vertex AI.
 
 Request building and whole-answer mapping; pure functions, no I/O. The wire types are in
-`_gemini_types`. Tool and
-response schemas are cleaned in `_gemini_schema`, streams decoded in `_gemini_stream`.
+`_gemini_types` and the made-up ids in `_gemini_ids`; tool and response schemas are cleaned in
+`_gemini_schema`, streams decoded in `_gemini_stream`.
 Decisions worth knowing:
 
 * Roles: system/developer -> `systemInstruction`; user and tool results -> "user"; assistant ->
