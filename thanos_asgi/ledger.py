@@ -271,7 +271,10 @@ class Ledger:
                 self._pending[:0] = rows[-MAX_PENDING:]
                 return False
             if journal is not None and journal.size >= _journal.ROTATE_AT:
-                journal.renew(self._db)
+                try:
+                    journal.renew(self._db)
+                except OSError as exc:  # it goes on in the old file, and tries again later
+                    log.warning("usage ledger: could not start a new journal: %s", exc)
         self._written()
         return True
 
