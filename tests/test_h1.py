@@ -333,3 +333,47 @@ async def test_tls_is_verified(tmp_path: Path) -> None:
         with pytest.raises(UpstreamConnectError, match="TLS"):
             await default.send("GET", server.url, headers={})
         await default.aclose()
+
+
+def test_routes_name_the_host_as_http_wants_it() -> None:
+    from thanos_asgi._h1 import _parse
+
+    (host, port, tls, head), target = _parse("https://api.example.com/v1/chat?x=1")
+    assert (host, port, tls, target) == ("api.example.com", 443, True, b"/v1/chat?x=1")
+    assert head == b" HTTP/1.1\r\nhost: api.example.com\r\n"
+    (host, port, tls, head), target = _parse("http://[::1]:8080")
+    assert (host, port, tls, target) == ("::1", 8080, False, b"/")
+    assert head.endswith(b"host: [::1]:8080\r\n")
+    with pytest.raises(UpstreamConnectError, match="valid URL"):
+        _parse("http://example.com:notaport/")
+
+
+async def test_a_request_cancelled_while_waiting_for_the_pool_blocks_no_other() -> None:
+    release = asyncio.Event()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await server.request(reader)
+            await release.wait()
+            writer.write(answer(b"ok"))
+            await writer.drain()
+
+    transport = H1Transport(max_connections=1)
+    async with serving(handler) as server:
+
+        async def one() -> bytes:
+            response = await transport.send("POST", server.url, headers={}, body=b"x")
+            return await response.read()
+
+        first = asyncio.ensure_future(one())
+        await asyncio.sleep(0.05)  # the only connection is busy: the next two wait
+        leaving, waiting = asyncio.ensure_future(one()), asyncio.ensure_future(one())
+        await asyncio.sleep(0.05)
+        release.set()
+        await asyncio.sleep(0)
+        leaving.cancel()
+        assert await asyncio.wait_for(first, 5) == b"ok"
+        assert await asyncio.wait_for(waiting, 5) == b"ok"  # not stuck behind the cancelled one
+        with pytest.raises(asyncio.CancelledError):
+            await leaving
+    await transport.aclose()
