@@ -38,15 +38,20 @@ class Server:
             writer.close()
 
     async def request(self, reader: asyncio.StreamReader) -> bytes:
-        """One request's head and body (by its content-length)."""
-        head = await reader.readuntil(b"\r\n\r\n")
-        length = 0
-        for line in head.split(b"\r\n"):
-            if line.lower().startswith(b"content-length:"):
-                length = int(line.split(b":")[1])
-        body = await reader.readexactly(length)
-        self.requests.append(head + body)
-        return head + body
+        """One request, kept in `requests`."""
+        request = await read_request(reader)
+        self.requests.append(request)
+        return request
+
+
+async def read_request(reader: asyncio.StreamReader) -> bytes:
+    """One request's head and body (by its content-length)."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":")[1])
+    return head + await reader.readexactly(length)
 
 
 @asynccontextmanager
@@ -76,6 +81,24 @@ def once(data: bytes, *, hold: bool) -> Handler:
             await reader.read()
 
     return handler
+
+
+def answering_each_after(pause: Callable[[], Awaitable[object]]) -> Handler:
+    """A server that answers every request on a connection with `ok`, after `pause()`."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await read_request(reader)
+            await pause()
+            writer.write(answer(b"ok"))
+            await writer.drain()
+
+    return handler
+
+
+async def post(transport: H1Transport, url: str) -> bytes:
+    response = await transport.send("POST", url, headers={}, body=b"x")
+    return await response.read()
 
 
 @asynccontextmanager
@@ -280,21 +303,9 @@ async def test_a_large_body_is_read_with_back_pressure() -> None:
 
 
 async def test_the_pool_never_opens_more_than_its_limit() -> None:
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while True:
-            await server.request(reader)
-            await asyncio.sleep(0.02)
-            writer.write(answer(b"ok"))
-            await writer.drain()
-
     transport = H1Transport(max_connections=2)
-    async with serving(handler) as server:
-
-        async def one() -> bytes:
-            response = await transport.send("POST", server.url, headers={}, body=b"x")
-            return await response.read()
-
-        assert await asyncio.gather(*(one() for _ in range(8))) == [b"ok"] * 8
+    async with serving(answering_each_after(lambda: asyncio.sleep(0.02))) as server:
+        assert await asyncio.gather(*(post(transport, server.url) for _ in range(8))) == [b"ok"] * 8
         assert server.connections == 2
     await transport.aclose()
 
@@ -350,24 +361,12 @@ def test_routes_name_the_host_as_http_wants_it() -> None:
 
 async def test_a_request_cancelled_while_waiting_for_the_pool_blocks_no_other() -> None:
     release = asyncio.Event()
-
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while True:
-            await server.request(reader)
-            await release.wait()
-            writer.write(answer(b"ok"))
-            await writer.drain()
-
     transport = H1Transport(max_connections=1)
-    async with serving(handler) as server:
-
-        async def one() -> bytes:
-            response = await transport.send("POST", server.url, headers={}, body=b"x")
-            return await response.read()
-
-        first = asyncio.ensure_future(one())
+    async with serving(answering_each_after(release.wait)) as server:
+        first = asyncio.ensure_future(post(transport, server.url))
         await asyncio.sleep(0.05)  # the only connection is busy: the next two wait
-        leaving, waiting = asyncio.ensure_future(one()), asyncio.ensure_future(one())
+        leaving = asyncio.ensure_future(post(transport, server.url))
+        waiting = asyncio.ensure_future(post(transport, server.url))
         await asyncio.sleep(0.05)
         release.set()
         await asyncio.sleep(0)

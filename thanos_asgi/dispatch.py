@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -163,11 +163,9 @@ class Dispatcher:
             if health.limiter is not None:
                 await health.limiter.acquire(target.instance)
             admission = await self.accounting.admit(target, call.request, call.ctx)
-            if deadline is None:  # (one coroutine less on the usual path)
-                provider = self.providers[target.instance]
-                reply = await _attempt(provider, target, call.request, call.raw, call.wire)
-            else:
-                reply = await self._send(target, call, deadline)
+            provider = self.providers[target.instance]
+            attempt = _attempt(provider, target, call.request, call.raw, call.wire)
+            reply = await (attempt if deadline is None else _within(attempt, deadline, target))
         except ThanosError as exc:
             if admission is not None:
                 await self.accounting.release(admission)
@@ -175,14 +173,6 @@ class Dispatcher:
             raise
         self._accepted(reply, health, admission, call.attempts, started)
         return reply
-
-    async def _send(self, target: Target, call: _Call, deadline: float) -> Reply:
-        provider = self.providers[target.instance]
-        try:
-            async with asyncio.timeout_at(deadline):
-                return await _attempt(provider, target, call.request, call.raw, call.wire)
-        except TimeoutError:
-            raise UpstreamTimeout("the request deadline passed", provider=target.instance) from None
 
     def _accepted(
         self,
@@ -249,6 +239,15 @@ async def _attempt(
     else:
         reply.response = await provider.chat(request, target.model)
     return reply
+
+
+async def _within(attempt: Awaitable[Reply], deadline: float, target: Target) -> Reply:
+    """`attempt`, cut off at `deadline` (no such wrapper, and no timer, without one)."""
+    try:
+        async with asyncio.timeout_at(deadline):
+            return await attempt
+    except TimeoutError:
+        raise UpstreamTimeout("the request deadline passed", provider=target.instance) from None
 
 
 def _code(exc: ThanosError) -> str:
