@@ -1,9 +1,10 @@
-"""Write the bundled price snapshot, `thanos_asgi/data/prices.json`, from models.dev's api.json.
+"""Write the bundled price snapshot, `thanos_asgi/governance/data/prices.json`, from models.dev.
 
     python scripts/make_prices.py [--source ../shared/models.dev/api.json] [--out PATH]
 
-The trimming is `thanos_asgi.pricing.snapshot_from_models_dev` (also used by live refreshes):
-only the providers we route to, keyed by our provider kind, and per model only the input,
+The trimming is `thanos_asgi.governance.pricing.snapshot_from_models_dev` (also used by live
+refreshes): only the providers we route to, keyed by our provider kind, and per model only
+the input,
 output, cache-read and cache-write prices (USD per 1M tokens). The output is deterministic:
 keys sorted, one model per line, so a regeneration diffs cleanly.
 """
@@ -15,11 +16,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from thanos_asgi.pricing import snapshot_from_models_dev
+from thanos_asgi.governance.pricing import snapshot_from_models_dev
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE = ROOT.parent / "shared" / "models.dev" / "api.json"
-OUT = ROOT / "thanos_asgi" / "data" / "prices.json"
+OUT = ROOT / "thanos_asgi" / "governance" / "data" / "prices.json"
 
 
 def _dumps(value: Any) -> str:

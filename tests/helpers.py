@@ -11,8 +11,8 @@ import httpx2
 import openai
 
 from thanos_asgi import Gateway, HttpxTransport, build_app
-from thanos_asgi._http import ASGIApp, Message
 from thanos_asgi.config import Config, parse_config
+from thanos_asgi.frontends.asgi import ASGIApp, Message
 
 KEY = "sk-test-SECRET-0123456789abcdef"
 

@@ -20,7 +20,7 @@ import uvicorn
 from anyio.abc import Process
 
 from tests.upstreams import chunk, completion, last_user_text, stream_body
-from thanos_asgi._http import ASGIApp, Receive, Scope, Send
+from thanos_asgi.frontends.asgi import ASGIApp, Receive, Scope, Send
 
 
 def free_port() -> int:

@@ -24,9 +24,9 @@ from tests.helpers import (
 )
 from tests.upstreams import FakeOpenAI
 from thanos_asgi import build_app
-from thanos_asgi._http import Receive, Scope, Send
-from thanos_asgi._logging import configure_logging, redact
-from thanos_asgi.middleware.access_log import AccessLogMiddleware, AccessRecord
+from thanos_asgi.frontends.asgi import Receive, Scope, Send
+from thanos_asgi.frontends.middleware.access_log import AccessLogMiddleware, AccessRecord
+from thanos_asgi.server.logs import configure_logging, redact
 
 pytestmark = pytest.mark.anyio
 

@@ -11,7 +11,7 @@ import pytest
 from tests.helpers import BASIC, KEY, client_for, gateway
 from tests.upstreams import FakeOpenAI
 from thanos_asgi import build_app
-from thanos_asgi.app import ThanosApp
+from thanos_asgi.frontends.app import ThanosApp
 
 pytestmark = pytest.mark.anyio
 

@@ -16,10 +16,10 @@ import pytest
 from tests.helpers import BASIC, client_for, gateway
 from tests.upstreams import FakeOpenAI
 from thanos_asgi import build_app
-from thanos_asgi._http import Receive, Scope, Send
 from thanos_asgi.config import ClientKeyConfig
-from thanos_asgi.keys import KeyRing, KeyStore, digest
-from thanos_asgi.middleware.auth import AuthMiddleware
+from thanos_asgi.frontends.asgi import Receive, Scope, Send
+from thanos_asgi.frontends.middleware.auth import AuthMiddleware
+from thanos_asgi.governance.keys import KeyRing, KeyStore, digest
 
 pytestmark = pytest.mark.anyio
 SECRET = "thk_user-secret-0123456789abcdefghij"

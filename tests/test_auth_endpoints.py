@@ -14,9 +14,9 @@ import pytest
 from tests.fake_oauth import FakeOAuth, login_gateway
 from tests.helpers import ADMIN, ADMIN_AND_USER, USER, client_for
 from thanos_asgi import Gateway, build_app
-from thanos_asgi._auth_endpoints import initiate_oauth
+from thanos_asgi.frontends.login_endpoints import initiate_oauth
 from thanos_asgi.logins import FileStore, Token
-from thanos_asgi.logins._provider import CLAUDE_CODE
+from thanos_asgi.providers._login import CLAUDE_CODE
 
 pytestmark = pytest.mark.anyio
 

@@ -15,9 +15,9 @@ import pytest
 from tests.helpers import client_for, config
 from thanos_asgi import Gateway, HttpxTransport, build_app
 from thanos_asgi.config import StateConfig
-from thanos_asgi.ledger import Ledger
-from thanos_asgi.state import open_backend
-from thanos_asgi.state._redis import RedisBackend
+from thanos_asgi.governance.ledger import Ledger
+from thanos_asgi.governance.state import open_backend
+from thanos_asgi.governance.state._redis import RedisBackend
 from thanos_asgi.types import ChatRequest, Message
 
 pytestmark = pytest.mark.anyio

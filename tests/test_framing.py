@@ -4,7 +4,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from thanos_asgi.framing import iter_lines, iter_sse, parse_block
+from thanos_asgi.upstream.framing import iter_lines, iter_sse, parse_block
 
 pytestmark = pytest.mark.anyio
 

@@ -30,10 +30,10 @@ from tests.servers import Upstream, free_port, running  # noqa: E402
 from tests.upstreams import SSE, FakeOpenAI, chunk  # noqa: E402
 from thanos_asgi import Gateway, build_app  # noqa: E402
 from thanos_asgi.config import parse_config  # noqa: E402
+from thanos_asgi.governance.ledger import Ledger  # noqa: E402
 from thanos_asgi.grpc import generate, grpc_lifespan, start_grpc  # noqa: E402
 from thanos_asgi.grpc import thanos_pb2 as pb  # noqa: E402
 from thanos_asgi.grpc import thanos_pb2_grpc as pb_grpc  # noqa: E402
-from thanos_asgi.ledger import Ledger  # noqa: E402
 
 pytestmark = pytest.mark.anyio
 ROOT = Path(__file__).resolve().parent.parent
@@ -585,7 +585,7 @@ def test_generated_code_matches_the_proto(tmp_path: Path) -> None:
 
 def test_importing_thanos_asgi_does_not_import_grpc() -> None:
     code = (
-        "import sys, thanos_asgi, thanos_asgi.cli, thanos_asgi.stack; "
+        "import sys, thanos_asgi, thanos_asgi.cli, thanos_asgi.frontends.stack; "
         "loaded = [m for m in sys.modules if m.split('.')[0].startswith('grpc')"
         " or m.startswith('google.protobuf')]; "
         "print(loaded); sys.exit(1 if loaded else 0)"

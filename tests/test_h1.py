@@ -347,7 +347,7 @@ async def test_tls_is_verified(tmp_path: Path) -> None:
 
 
 def test_routes_name_the_host_as_http_wants_it() -> None:
-    from thanos_asgi._h1 import _parse
+    from thanos_asgi.upstream.h1._pool import _parse
 
     (host, port, tls, head), target = _parse("https://api.example.com/v1/chat?x=1")
     assert (host, port, tls, target) == ("api.example.com", 443, True, b"/v1/chat?x=1")

@@ -36,16 +36,16 @@ from thanos_asgi import (
     RequestIdMiddleware,
     build_app,
 )
-from thanos_asgi._http import ASGIApp, Receive, Scope, Send
-from thanos_asgi._http import Message as ASGIMessage
 from thanos_asgi.config import parse_config
+from thanos_asgi.frontends.asgi import ASGIApp, Receive, Scope, Send
+from thanos_asgi.frontends.asgi import Message as ASGIMessage
+from thanos_asgi.frontends.middleware.auth import AuthMiddleware
+from thanos_asgi.frontends.stack import default_middleware
+from thanos_asgi.governance.keys import KeyRing
 from thanos_asgi.integrations import KeyIdMiddleware, lifespan
 from thanos_asgi.integrations import django as thanos_django
 from thanos_asgi.integrations import fastapi as thanos_fastapi
 from thanos_asgi.integrations import starlette as thanos_starlette
-from thanos_asgi.keys import KeyRing
-from thanos_asgi.middleware.auth import AuthMiddleware
-from thanos_asgi.stack import default_middleware
 
 pytestmark = pytest.mark.anyio
 HI = [{"role": "user", "content": "hello mount"}]

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from thanos_asgi.ledger import COLUMNS, Ledger, LedgerRow
+from thanos_asgi.governance.ledger import COLUMNS, Ledger, LedgerRow
 
 DAY = 86400.0
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
@@ -165,7 +165,7 @@ def test_private_directories_and_file(tmp_path: Path) -> None:
 WRITER = textwrap.dedent(
     """
     import os, signal, sys, time
-    from thanos_asgi.ledger import Ledger, LedgerRow
+    from thanos_asgi.governance.ledger import Ledger, LedgerRow
 
     path, name, count, start, kill = sys.argv[1:6]
     ledger = Ledger(path)
@@ -233,7 +233,7 @@ def journals(path: Path) -> list[Path]:
 async def test_queued_rows_are_journaled_at_once_and_imported_together(tmp_path: Path) -> None:
     import asyncio
 
-    from thanos_asgi.ledger import LATER
+    from thanos_asgi.governance.ledger import LATER
 
     path = tmp_path / "usage.db"
     with Ledger(path) as ledger:
@@ -274,7 +274,7 @@ async def test_a_refused_import_is_logged_kept_and_retried(
 QUEUER = textwrap.dedent(
     """
     import asyncio, os, signal, sys
-    from thanos_asgi.ledger import Ledger, LedgerRow
+    from thanos_asgi.governance.ledger import Ledger, LedgerRow
 
     async def main(path, count):
         ledger = Ledger(path)
@@ -362,7 +362,7 @@ def test_a_journal_imported_before_a_crash_is_not_imported_twice(tmp_path: Path)
 async def test_a_large_imported_journal_is_replaced_by_a_new_one(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from thanos_asgi import _journal
+    from thanos_asgi.governance import journal as _journal
 
     monkeypatch.setattr(_journal, "ROTATE_AT", 500)
     path = tmp_path / "usage.db"
@@ -381,7 +381,7 @@ async def test_a_large_imported_journal_is_replaced_by_a_new_one(
 
 
 def test_checkpoints_run_aside_not_inside_a_commit(tmp_path: Path) -> None:
-    from thanos_asgi.ledger import CHECKPOINT_EVERY
+    from thanos_asgi.governance.ledger import CHECKPOINT_EVERY
 
     path = tmp_path / "usage.db"
     with Ledger(path) as ledger:

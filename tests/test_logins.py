@@ -344,7 +344,7 @@ async def test_cli_login_failure_is_a_clear_error(fake: FakeOAuth, tmp_path: Pat
 def test_sessions_follow_the_config(tmp_path: Path) -> None:
     from types import SimpleNamespace
 
-    from thanos_asgi.logins._provider import claude_session, copilot_session, uses_claude_login
+    from thanos_asgi.providers._login import claude_session, copilot_session, uses_claude_login
 
     def config(**keys: object) -> Any:
         base = {"name": "x", "base_url": None, "auth_method": None}

@@ -17,8 +17,8 @@ from tests.cassettes import load, replay, sse_data, sse_events
 from tests.helpers import BASIC, KEY, client_for, gateway
 from tests.upstreams import FakeOpenAI
 from thanos_asgi import build_app
-from thanos_asgi._http import ASGIApp
-from thanos_asgi._messages import decode_messages
+from thanos_asgi.frontends.anthropic import decode_messages
+from thanos_asgi.frontends.asgi import ASGIApp
 
 pytestmark = [
     pytest.mark.anyio,

@@ -19,7 +19,7 @@ from tests.helpers import KEY, client_for, openai_compatible, sdk
 from tests.upstreams import FakeOpenAI
 from thanos_asgi import ChatRequest, Gateway, HttpxTransport, build_app
 from thanos_asgi.config import parse_config
-from thanos_asgi.metrics import CONTENT_TYPE
+from thanos_asgi.core.metrics import CONTENT_TYPE
 
 pytestmark = pytest.mark.anyio
 HI = [{"role": "user", "content": "hello there"}]

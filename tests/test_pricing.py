@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from thanos_asgi.config import Config, load_config, parse_config
-from thanos_asgi.pricing import (
+from thanos_asgi.governance.pricing import (
     FREE,
     MODELS_DEV_KINDS,
     Price,
@@ -24,7 +24,6 @@ from thanos_asgi.pricing import (
     refresh,
     snapshot_from_models_dev,
 )
-from thanos_asgi.transport import HttpxTransport
 from thanos_asgi.types import (
     ChatRequest,
     CompletionTokensDetails,
@@ -37,6 +36,7 @@ from thanos_asgi.types import (
     Tool,
     Usage,
 )
+from thanos_asgi.upstream import HttpxTransport
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -168,7 +168,9 @@ def test_checked_in_snapshot_equals_a_fresh_generation() -> None:
     assert spec is not None and spec.loader is not None
     make_prices = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(make_prices)
-    checked_in = (ROOT / "thanos_asgi" / "data" / "prices.json").read_text(encoding="utf-8")
+    checked_in = (ROOT / "thanos_asgi" / "governance" / "data" / "prices.json").read_text(
+        encoding="utf-8"
+    )
     assert make_prices.generate(API_JSON) == checked_in, "run scripts/make_prices.py"
     assert len(checked_in.encode()) < 64 * 1024
 

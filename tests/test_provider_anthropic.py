@@ -18,7 +18,6 @@ from thanos_asgi.exceptions import (
 )
 from thanos_asgi.providers import SPECS, load_adapter
 from thanos_asgi.providers.anthropic import Anthropic
-from thanos_asgi.transport import HttpxTransport
 from thanos_asgi.types import (
     AudioPart,
     ChatChunk,
@@ -38,6 +37,7 @@ from thanos_asgi.types import (
     ToolChoice,
     ToolChoiceFunction,
 )
+from thanos_asgi.upstream import HttpxTransport
 
 pytestmark = pytest.mark.anyio
 KEY = "sk-ant-test-SECRET-0123456789"

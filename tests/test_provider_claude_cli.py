@@ -23,7 +23,7 @@ from thanos_asgi.exceptions import (
     UpstreamTimeout,
 )
 from thanos_asgi.providers import SPECS, load_adapter
-from thanos_asgi.providers._base import Provider
+from thanos_asgi.providers.base import Provider
 from thanos_asgi.providers.claude_cli import ClaudeCLI, render, strip_ansi
 from thanos_asgi.types import (
     ChatChunk,

@@ -26,7 +26,6 @@ from thanos_asgi.providers._gemini_ids import call_id, signature_of
 from thanos_asgi.providers._gemini_schema import clean_schema
 from thanos_asgi.providers.gemini import Gemini
 from thanos_asgi.providers.openai_compat import OpenAICompatible
-from thanos_asgi.transport import HttpxTransport
 from thanos_asgi.types import (
     AudioPart,
     ChatChunk,
@@ -47,6 +46,7 @@ from thanos_asgi.types import (
     ToolChoice,
     ToolChoiceFunction,
 )
+from thanos_asgi.upstream import HttpxTransport
 
 pytestmark = pytest.mark.anyio
 

@@ -24,7 +24,6 @@ from thanos_asgi.exceptions import (
 )
 from thanos_asgi.providers import SPECS, load_adapter
 from thanos_asgi.providers.ollama import Ollama
-from thanos_asgi.transport import HttpxTransport
 from thanos_asgi.types import (
     ChatChunk,
     ChatRequest,
@@ -41,6 +40,7 @@ from thanos_asgi.types import (
     Tool,
     ToolCall,
 )
+from thanos_asgi.upstream import HttpxTransport
 
 pytestmark = pytest.mark.anyio
 

@@ -14,8 +14,8 @@ from thanos_asgi.context import Context, current_context
 from thanos_asgi.exceptions import UpstreamConnectError, UpstreamStatusError
 from thanos_asgi.providers import SPECS, load_adapter
 from thanos_asgi.providers.omen import Omen
-from thanos_asgi.transport import HttpxTransport
 from thanos_asgi.types import ChatRequest, Message
+from thanos_asgi.upstream import HttpxTransport
 
 pytestmark = pytest.mark.anyio
 

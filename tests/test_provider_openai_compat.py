@@ -19,8 +19,8 @@ from thanos_asgi.exceptions import (
 )
 from thanos_asgi.providers import SPECS, load_adapter
 from thanos_asgi.providers.openai_compat import OpenAICompatible
-from thanos_asgi.transport import HttpxTransport
 from thanos_asgi.types import ChatChunk, ChatRequest, EmbeddingRequest, Message
+from thanos_asgi.upstream import HttpxTransport
 
 pytestmark = pytest.mark.anyio
 KEY = "sk-test-SECRET-0123456789"

@@ -24,8 +24,8 @@ from thanos_asgi.exceptions import ProviderUnavailable, UpstreamStatusError
 from thanos_asgi.providers import SPECS, load_adapter
 from thanos_asgi.providers._google_auth import SCOPE
 from thanos_asgi.providers.vertex import Vertex
-from thanos_asgi.transport import HttpxTransport
 from thanos_asgi.types import ChatRequest, EmbeddingRequest, Message
+from thanos_asgi.upstream import HttpxTransport
 
 pytestmark = pytest.mark.anyio
 

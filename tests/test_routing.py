@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from tests.helpers import config
+from thanos_asgi.core.routing import Router, Target
 from thanos_asgi.exceptions import ModelNotFound
-from thanos_asgi.routing import Router, Target
 
 CONFIG = """
 [ai]

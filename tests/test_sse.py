@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from thanos_asgi.sse import EventSourceResponse
+from thanos_asgi.frontends.sse import EventSourceResponse
 
 pytestmark = pytest.mark.anyio
 
@@ -83,7 +83,7 @@ async def test_the_client_leaving_mid_stream_closes_the_source() -> None:
 
 
 async def test_a_short_stream_never_waits_for_the_client_a_long_one_does() -> None:
-    from thanos_asgi.sse import WATCH_AFTER
+    from thanos_asgi.frontends.sse import WATCH_AFTER
 
     received = 0
 

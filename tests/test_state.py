@@ -24,14 +24,14 @@ import redis.asyncio as aioredis
 
 from thanos_asgi.config import StateConfig
 from thanos_asgi.exceptions import ConfigError
-from thanos_asgi.state import (
+from thanos_asgi.governance.state import (
     MemoryBackend,
     StateBackend,
     StateUnavailable,
     WindowResult,
     open_backend,
 )
-from thanos_asgi.state._redis import RedisBackend
+from thanos_asgi.governance.state._redis import RedisBackend
 
 REDIS_URL = os.environ.get("THANOS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 DOWN_URL = "redis://:s3cretpw@127.0.0.1:1/0"
@@ -223,7 +223,7 @@ async def test_window_must_be_at_least_a_millisecond(harness: Harness) -> None:
 
 _CHILD = """
 import asyncio, sys
-from thanos_asgi.state._redis import RedisBackend
+from thanos_asgi.governance.state._redis import RedisBackend
 
 async def main(url: str, prefix: str) -> None:
     backend = RedisBackend(url, key_prefix=prefix)
@@ -350,7 +350,7 @@ async def test_unreachable_redis_with_fail_open_allows_and_drops_writes(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     backend = RedisBackend(DOWN_URL, fail_open=True)
-    caplog.set_level(logging.WARNING, logger="thanos_asgi.state")
+    caplog.set_level(logging.WARNING, logger="thanos_asgi.governance.state")
     try:
         assert await backend.window_take("rpm", 1, 60, 60.0) == WindowResult(True, 0, 60, 0.0)
         assert await backend.reserve("budget", 1.0, 50.0, 60) is True
@@ -408,12 +408,12 @@ def test_open_backend_rejects_a_url_redis_cannot_use() -> None:
 
 def test_open_backend_says_how_to_install_redis(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "redis", None)  # as if redis-py were not installed
-    monkeypatch.delitem(sys.modules, "thanos_asgi.state._redis")
+    monkeypatch.delitem(sys.modules, "thanos_asgi.governance.state._redis")
     with pytest.raises(ConfigError, match=r"thanos-asgi\[redis\]"):
         open_backend(StateConfig(backend="redis", url=REDIS_URL))
 
 
 def test_importing_state_does_not_import_redis() -> None:
-    code = "import sys, thanos_asgi.state; print('redis' in sys.modules)"
+    code = "import sys, thanos_asgi.governance.state; print('redis' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.stdout.strip() == "False", result.stderr

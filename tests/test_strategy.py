@@ -10,10 +10,10 @@ import pytest
 from tests.helpers import config
 from thanos_asgi.config import Config, load_config
 from thanos_asgi.context import Context
+from thanos_asgi.core.resilience import Breaker, Health
+from thanos_asgi.core.routing import Router, Target
+from thanos_asgi.core.strategy import Planner
 from thanos_asgi.exceptions import ModelNotFound
-from thanos_asgi.resilience import Breaker, Health
-from thanos_asgi.routing import Router, Target
-from thanos_asgi.strategy import Planner
 
 SEEDS = Path(__file__).resolve().parents[2] / "shared" / "seed-configs"
 

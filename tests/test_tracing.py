@@ -32,9 +32,9 @@ from tests.helpers import (
 from tests.servers import Upstream, running
 from tests.upstreams import FakeOpenAI
 from thanos_asgi import ConfigError, Gateway, build_app, default_middleware
-from thanos_asgi._http import ASGIApp, Receive, Scope, Send
 from thanos_asgi.config import parse_config
-from thanos_asgi.middleware.tracing import TracingMiddleware
+from thanos_asgi.frontends.asgi import ASGIApp, Receive, Scope, Send
+from thanos_asgi.frontends.middleware.tracing import TracingMiddleware
 
 pytestmark = pytest.mark.anyio
 TRACE_ID, PARENT_ID = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
@@ -206,14 +206,14 @@ def test_tracing_is_off_by_default_and_on_with_the_config() -> None:
 def test_tracing_without_opentelemetry_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
     gw = Gateway(config("[server]\ntracing = true\n" + BASIC))
     monkeypatch.setitem(sys.modules, "opentelemetry", None)
-    monkeypatch.delitem(sys.modules, "thanos_asgi.middleware.tracing")
+    monkeypatch.delitem(sys.modules, "thanos_asgi.frontends.middleware.tracing")
     with pytest.raises(ConfigError, match=r"pip install 'thanos-asgi\[otel\]'"):
         default_middleware(gw)
 
 
 def test_importing_the_package_does_not_import_opentelemetry() -> None:
     code = (
-        "import sys, thanos_asgi, thanos_asgi.stack, thanos_asgi.middleware; "
+        "import sys, thanos_asgi, thanos_asgi.frontends.stack, thanos_asgi.frontends.middleware; "
         "print('opentelemetry' in sys.modules)"
     )
     result = subprocess.run(

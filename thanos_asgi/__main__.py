@@ -1,3 +1,3 @@
-from .cli import main
+from thanos_asgi.cli import main
 
 raise SystemExit(main())

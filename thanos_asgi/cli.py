@@ -10,14 +10,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._serve import _workers_refusal as _workers_refusal  # re-exported: tests import it here
-from ._serve import serve as _serve
-from ._serve import worker_app as worker_app  # re-exported: `thanos_asgi.cli:worker_app`
-from .exceptions import ConfigError
-from .stack import with_local_files
+from thanos_asgi.exceptions import ConfigError
+from thanos_asgi.frontends.stack import with_local_files
+from thanos_asgi.server.serve import (
+    _workers_refusal as _workers_refusal,  # re-exported: tests import it here
+)
+from thanos_asgi.server.serve import serve as _serve
+from thanos_asgi.server.serve import (
+    worker_app as worker_app,  # re-exported: `thanos_asgi.cli:worker_app`
+)
 
 if TYPE_CHECKING:
-    from .config import Config
+    from thanos_asgi.config import Config
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -86,7 +90,7 @@ def _add_keys(commands: Any) -> None:
 
 
 def _add_auth(commands: Any) -> None:
-    from .logins._cli import add_arguments
+    from thanos_asgi.logins._cli import add_arguments
 
     auth = commands.add_parser("auth", help="provider logins: GitHub Copilot, Claude Pro/Max")
     add_arguments(auth)
@@ -94,7 +98,7 @@ def _add_auth(commands: Any) -> None:
 
 
 def _auth(args: argparse.Namespace) -> int:
-    from .logins._cli import run
+    from thanos_asgi.logins._cli import run
 
     return run(args, data_dir=_data_dir(), stdin=sys.stdin, out=sys.stdout)
 
@@ -116,20 +120,20 @@ def _positive(text: str) -> int:
 
 
 def _load(path: str | None) -> Config:
-    from .config import load_config
+    from thanos_asgi.config import load_config
 
     return load_config(path, env=os.environ)
 
 
 def _check(args: argparse.Namespace) -> int:
-    from .config import describe
+    from thanos_asgi.config import describe
 
     print(describe(_load(args.file)))
     return 0
 
 
 def _models(args: argparse.Namespace) -> int:
-    from .gateway import Gateway
+    from thanos_asgi.core.gateway import Gateway
 
     async def listing() -> list[str]:
         async with Gateway(_load(args.config)) as gateway:
@@ -141,7 +145,7 @@ def _models(args: argparse.Namespace) -> int:
 
 
 def _keys(args: argparse.Namespace) -> int:
-    from .keys import KeyStore
+    from thanos_asgi.governance.keys import KeyStore
 
     config = with_local_files(_load(args.config), os.environ)
     path = config.server.key_store or str(_data_dir() / "keys.db")
@@ -174,7 +178,7 @@ def _keys(args: argparse.Namespace) -> int:
 def _usage(args: argparse.Namespace) -> int:
     import time
 
-    from .ledger import Ledger
+    from thanos_asgi.governance.ledger import Ledger
 
     config = with_local_files(_load(args.config), os.environ)
     if not config.cost.ledger_path or not Path(config.cost.ledger_path).exists():

@@ -18,7 +18,7 @@ ThanosError                      base; every error carries an HTTP status, a typ
     └── UpstreamProtocolError    the provider sent something we cannot read (502)
 
 Front-ends turn these into the client's own error shape in one table each
-(`thanos_asgi._errors` for OpenAI and Anthropic JSON); nothing else builds error bodies.
+(`thanos_asgi.frontends.errors` for OpenAI and Anthropic JSON); nothing else builds error bodies.
 """
 
 from __future__ import annotations

@@ -8,11 +8,18 @@ thought signatures) on messages and deltas, so multi-turn reasoning round-trips.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import msgspec
 
 # -- request -------------------------------------------------------------------------------
+
+
+class Target(NamedTuple):
+    """One routing candidate: an instance name and the model to ask it for."""
+
+    instance: str
+    model: str
 
 
 class _Wire(msgspec.Struct, kw_only=True, omit_defaults=True):

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from examples._config import example_config
 from thanos_asgi import Gateway, build_app
-from thanos_asgi.stack import default_middleware
+from thanos_asgi.frontends.stack import default_middleware
 
 gateway = Gateway(example_config(__file__))
 app = build_app(gateway, middleware=default_middleware(gateway))

@@ -31,12 +31,12 @@ from starlette.routing import Route
 
 from examples._config import example_config
 from thanos_asgi import Gateway, RequestIdMiddleware
-from thanos_asgi._http import ASGIApp, Message, Receive, Scope, Send
+from thanos_asgi.frontends.asgi import ASGIApp, Message, Receive, Scope, Send
+from thanos_asgi.frontends.middleware.auth import AuthMiddleware
+from thanos_asgi.frontends.middleware.ratelimit import RateLimitMiddleware
+from thanos_asgi.frontends.stack import Middleware
+from thanos_asgi.governance.keys import KeyRing
 from thanos_asgi.integrations.starlette import lifespan, mount
-from thanos_asgi.keys import KeyRing
-from thanos_asgi.middleware.auth import AuthMiddleware
-from thanos_asgi.middleware.ratelimit import RateLimitMiddleware
-from thanos_asgi.stack import Middleware
 
 log = logging.getLogger("examples.starlette_stack")
 

@@ -13,17 +13,17 @@ from typing import TYPE_CHECKING, Any
 __all__ = ["ThanosServicer", "grpc_lifespan", "serve_both", "start_grpc"]
 
 if TYPE_CHECKING:
-    from .server import grpc_lifespan, serve_both, start_grpc
-    from .servicer import ThanosServicer
+    from thanos_asgi.grpc.server import grpc_lifespan, serve_both, start_grpc
+    from thanos_asgi.grpc.servicer import ThanosServicer
 
 
 def __getattr__(name: str) -> Any:
     if name == "ThanosServicer":
-        from .servicer import ThanosServicer
+        from thanos_asgi.grpc.servicer import ThanosServicer
 
         return ThanosServicer
     if name in ("grpc_lifespan", "serve_both", "start_grpc"):
-        from . import server
+        from thanos_asgi.grpc import server
 
         return getattr(server, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -12,17 +12,17 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import unquote
 
-from ..accounting import request_subject, take_request
-from ..context import KeyPolicy
-from ..exceptions import AuthenticationError, PermissionDenied
+from thanos_asgi.context import KeyPolicy
+from thanos_asgi.exceptions import AuthenticationError, PermissionDenied
+from thanos_asgi.governance.accounting import request_subject, take_request
 
 if TYPE_CHECKING:
-    from ..config import ServerConfig
-    from ..gateway import Gateway
+    from thanos_asgi.config import ServerConfig
+    from thanos_asgi.core.gateway import Gateway
 
 
 class KeyLookup(Protocol):
-    """What is needed of a key ring (`thanos_asgi.keys.KeyRing` is one)."""
+    """What is needed of a key ring (`thanos_asgi.governance.keys.KeyRing` is one)."""
 
     @property
     def active(self) -> bool: ...
@@ -71,7 +71,7 @@ def configured_keys(server: ServerConfig) -> KeyLookup | None:
     """`[[server.keys]]` and the key store, as `thanos serve` gives them to HTTP."""
     if not server.keys and not server.key_store:
         return None
-    from ..keys import KeyRing, KeyStore
+    from thanos_asgi.governance.keys import KeyRing, KeyStore
 
     return KeyRing(server.keys, KeyStore(server.key_store) if server.key_store else None)
 

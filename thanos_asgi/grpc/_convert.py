@@ -13,8 +13,9 @@ from typing import Any, Literal
 
 import msgspec
 
-from ..exceptions import InvalidRequest
-from ..types import (
+from thanos_asgi.exceptions import InvalidRequest
+from thanos_asgi.grpc import thanos_pb2 as pb
+from thanos_asgi.types import (
     ChatChunk,
     ChatRequest,
     ChatResponse,
@@ -29,7 +30,6 @@ from ..types import (
     ToolChoiceFunction,
     Usage,
 )
-from . import thanos_pb2 as pb
 
 ROLES: frozenset[str] = frozenset(("system", "developer", "user", "assistant", "tool"))
 CHOICES: frozenset[str] = frozenset(("auto", "none", "required"))

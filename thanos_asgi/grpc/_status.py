@@ -6,7 +6,7 @@ from typing import Any, NoReturn
 
 import grpc
 
-from ..exceptions import ThanosError
+from thanos_asgi.exceptions import ThanosError
 
 STATUS_CODES: dict[int, grpc.StatusCode] = {
     400: grpc.StatusCode.INVALID_ARGUMENT,

@@ -28,11 +28,11 @@ import uvicorn
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from .servicer import KeyLookup, ThanosServicer
+from thanos_asgi.grpc.servicer import KeyLookup, ThanosServicer
 
 if TYPE_CHECKING:
-    from .._http import ASGIApp
-    from ..gateway import Gateway
+    from thanos_asgi.core.gateway import Gateway
+    from thanos_asgi.frontends.asgi import ASGIApp
 
 SERVICE_NAME = "thanos.ThanosService"
 Tls = tuple[bytes, bytes]  # (certificate chain PEM, private key PEM)

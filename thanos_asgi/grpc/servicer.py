@@ -20,14 +20,14 @@ from typing import Any
 
 import grpc
 
-from .._auth_endpoints import initiate_oauth
-from ..exceptions import ThanosError
-from ..gateway import Context, Gateway, Reply
-from ..logins import LoginFailed
-from . import _convert as convert
-from . import thanos_pb2 as pb
-from ._access import Access, KeyLookup, metadata
-from ._status import abort
+from thanos_asgi.core.gateway import Context, Gateway, Reply
+from thanos_asgi.exceptions import ThanosError
+from thanos_asgi.frontends.login_endpoints import initiate_oauth
+from thanos_asgi.grpc import _convert as convert
+from thanos_asgi.grpc import thanos_pb2 as pb
+from thanos_asgi.grpc._access import Access, KeyLookup, metadata
+from thanos_asgi.grpc._status import abort
+from thanos_asgi.logins import LoginFailed
 
 __all__ = ["KeyLookup", "ThanosServicer"]
 
@@ -43,7 +43,7 @@ class ThanosServicer:
         self.access = Access(gateway, keys)
 
     def add_to_server(self, server: grpc.aio.Server) -> None:
-        from . import thanos_pb2_grpc
+        from thanos_asgi.grpc import thanos_pb2_grpc
 
         register: Any = thanos_pb2_grpc.add_ThanosServiceServicer_to_server
         register(self, server)

@@ -11,6 +11,12 @@ first request (health checks, upstream connection pools). To close it cleanly wh
 stops, enter `lifespan(gateway)` (or `async with gateway:`) in the host's own lifespan.
 """
 
-from ._common import GatewayLifespan, KeyIdHook, KeyIdMiddleware, lifespan, mounted_scope
+from thanos_asgi.integrations._common import (
+    GatewayLifespan,
+    KeyIdHook,
+    KeyIdMiddleware,
+    lifespan,
+    mounted_scope,
+)
 
 __all__ = ["GatewayLifespan", "KeyIdHook", "KeyIdMiddleware", "lifespan", "mounted_scope"]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from .._http import ASGIApp, Receive, Scope, Send, route_path
-from ..gateway import Gateway
+from thanos_asgi.core.gateway import Gateway
+from thanos_asgi.frontends.asgi import ASGIApp, Receive, Scope, Send, route_path
 
 KeyIdHook = Callable[[Scope], Awaitable[str | None]]
 """Given a request's scope, the id of the client the host has authenticated, or None."""

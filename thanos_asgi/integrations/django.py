@@ -18,8 +18,13 @@ from __future__ import annotations
 
 from importlib import import_module
 
-from .._http import ASGIApp, Receive, Scope, Send
-from ._common import KeyIdHook, KeyIdMiddleware, mounted_scope, normalise_prefix
+from thanos_asgi.frontends.asgi import ASGIApp, Receive, Scope, Send
+from thanos_asgi.integrations._common import (
+    KeyIdHook,
+    KeyIdMiddleware,
+    mounted_scope,
+    normalise_prefix,
+)
 
 __all__ = ["AIDispatcher", "ai_dispatcher", "session_key_id"]
 

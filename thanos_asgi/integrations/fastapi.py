@@ -24,10 +24,15 @@ from fastapi import FastAPI
 from fastapi.params import Depends
 from starlette.responses import Response
 
-from .._http import ASGIApp, Receive, Scope, Send
-from ..gateway import Gateway
-from ..stack import Middleware, build_app
-from ._common import GatewayLifespan, lifespan, mounted_scope, normalise_prefix
+from thanos_asgi.core.gateway import Gateway
+from thanos_asgi.frontends.asgi import ASGIApp, Receive, Scope, Send
+from thanos_asgi.frontends.stack import Middleware, build_app
+from thanos_asgi.integrations._common import (
+    GatewayLifespan,
+    lifespan,
+    mounted_scope,
+    normalise_prefix,
+)
 
 __all__ = ["GatewayLifespan", "gateway_dependency", "lifespan", "mount"]
 

@@ -15,9 +15,9 @@ from collections.abc import Sequence
 
 from starlette.routing import Mount
 
-from ..gateway import Gateway
-from ..stack import Middleware, build_app
-from ._common import GatewayLifespan, lifespan, normalise_prefix
+from thanos_asgi.core.gateway import Gateway
+from thanos_asgi.frontends.stack import Middleware, build_app
+from thanos_asgi.integrations._common import GatewayLifespan, lifespan, normalise_prefix
 
 __all__ = ["GatewayLifespan", "lifespan", "mount"]
 

@@ -19,10 +19,10 @@ Config keys read when present (defaults in `CopilotSettings` / `ClaudeSettings`)
 `base_url` of https://copilot-api.<domain> selects GitHub Enterprise <domain>.
 """
 
-from ._claude import Authorization, ClaudeAuth, ClaudeSettings, split_paste
-from ._github import CopilotAuth, CopilotSettings, DeviceCode
-from ._session import LoginFailed, LoginRequired, Refresher, Revoked, Session
-from ._store import (
+from thanos_asgi.logins._claude import Authorization, ClaudeAuth, ClaudeSettings, split_paste
+from thanos_asgi.logins._github import CopilotAuth, CopilotSettings, DeviceCode
+from thanos_asgi.logins._session import LoginFailed, LoginRequired, Refresher, Revoked, Session
+from thanos_asgi.logins._store import (
     FileStore,
     KeyringStore,
     MemoryStore,
@@ -33,7 +33,7 @@ from ._store import (
     mask,
     usable_keyring,
 )
-from ._wire import Transient, scrub_secrets
+from thanos_asgi.logins._wire import Transient, scrub_secrets
 
 ANTHROPIC = "anthropic"
 COPILOT = "copilot"

@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
-from ._session import LoginFailed, Revoked
-from ._store import Token, mask
-from ._wire import Transient, Wire, number, oauth_error, text
+from thanos_asgi.logins._session import LoginFailed, Revoked
+from thanos_asgi.logins._store import Token, mask
+from thanos_asgi.logins._wire import Transient, Wire, number, oauth_error, text
 
 if TYPE_CHECKING:
     import httpx

@@ -16,11 +16,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, TextIO
 
-from ..exceptions import ThanosError
-from . import ANTHROPIC, COPILOT, LOGINS
-from ._claude import ClaudeAuth, ClaudeSettings
-from ._github import CopilotAuth, CopilotSettings
-from ._store import Token, TokenStore, default_store
+from thanos_asgi.exceptions import ThanosError
+from thanos_asgi.logins import ANTHROPIC, COPILOT, LOGINS
+from thanos_asgi.logins._claude import ClaudeAuth, ClaudeSettings
+from thanos_asgi.logins._github import CopilotAuth, CopilotSettings
+from thanos_asgi.logins._store import Token, TokenStore, default_store
 
 
 def add_arguments(auth: argparse.ArgumentParser) -> None:

@@ -19,9 +19,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any, Protocol
 
-from ..exceptions import ProviderUnavailable, ThanosError, UpstreamConnectError
-from ._store import Token, TokenStore
-from ._wire import Transient, scrub_secrets
+from thanos_asgi.exceptions import ProviderUnavailable, ThanosError, UpstreamConnectError
+from thanos_asgi.logins._store import Token, TokenStore
+from thanos_asgi.logins._wire import Transient, scrub_secrets
 
 log = logging.getLogger("thanos_asgi.logins")
 

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import msgspec
 
-from ..exceptions import ThanosError
+from thanos_asgi.exceptions import ThanosError
 
 if TYPE_CHECKING:
     from keyring.backend import KeyringBackend

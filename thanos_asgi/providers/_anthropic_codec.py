@@ -33,10 +33,17 @@ from typing import Any, Literal
 
 import msgspec
 
-from .. import anthropic_types as api
-from ..anthropic_types import MessageResponse, RequestBlock, TextBlock, Usage, chat_usage
-from ..exceptions import InvalidRequest
-from ..types import (
+from thanos_asgi.exceptions import InvalidRequest
+from thanos_asgi.providers import anthropic_types as api
+from thanos_asgi.providers.anthropic_types import (
+    MessageResponse,
+    RequestBlock,
+    TextBlock,
+    Usage,
+    chat_usage,
+)
+from thanos_asgi.providers.base import tool_call_arguments
+from thanos_asgi.types import (
     ChatChunk,
     ChatRequest,
     ChatResponse,
@@ -54,7 +61,6 @@ from ..types import (
     ToolCall,
     ToolCallDelta,
 )
-from ._base import tool_call_arguments
 
 Speaker = Literal["user", "assistant"]
 DEFAULT_MAX_TOKENS = 4096

@@ -27,8 +27,8 @@ from typing import Any
 
 import msgspec
 
-from ..exceptions import InvalidRequest, UpstreamProtocolError, UpstreamStatusError
-from ..types import (
+from thanos_asgi.exceptions import InvalidRequest, UpstreamProtocolError, UpstreamStatusError
+from thanos_asgi.types import (
     ChatChunk,
     ChatRequest,
     ChatResponse,

@@ -38,31 +38,10 @@ from typing import Any
 
 import msgspec
 
-from ..exceptions import InvalidRequest
-from ..types import (
-    AudioPart,
-    ChatRequest,
-    ChatResponse,
-    Choice,
-    CompletionTokensDetails,
-    ContentPart,
-    FilePart,
-    FunctionCall,
-    ImagePart,
-    Message,
-    PromptTokensDetails,
-    ResponseFormat,
-    ResponseMessage,
-    TextPart,
-    Tool,
-    ToolCall,
-    ToolChoice,
-    Usage,
-)
-from ._base import tool_call_arguments
-from ._gemini_ids import call_id, call_tag, completion_id, signature_of
-from ._gemini_schema import clean_schema
-from ._gemini_types import (
+from thanos_asgi.exceptions import InvalidRequest
+from thanos_asgi.providers._gemini_ids import call_id, call_tag, completion_id, signature_of
+from thanos_asgi.providers._gemini_schema import clean_schema
+from thanos_asgi.providers._gemini_types import (
     Blob,
     Candidate,
     Content,
@@ -81,6 +60,27 @@ from ._gemini_types import (
     UsageMetadata,
     _json,
     encode,
+)
+from thanos_asgi.providers.base import tool_call_arguments
+from thanos_asgi.types import (
+    AudioPart,
+    ChatRequest,
+    ChatResponse,
+    Choice,
+    CompletionTokensDetails,
+    ContentPart,
+    FilePart,
+    FunctionCall,
+    ImagePart,
+    Message,
+    PromptTokensDetails,
+    ResponseFormat,
+    ResponseMessage,
+    TextPart,
+    Tool,
+    ToolCall,
+    ToolChoice,
+    Usage,
 )
 
 _MIME_BY_EXTENSION = {

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..exceptions import InvalidRequest
+from thanos_asgi.exceptions import InvalidRequest
 
 _SCHEMA_KEYS = frozenset(
     {"type", "format", "title", "description", "nullable", "enum", "items", "properties"}

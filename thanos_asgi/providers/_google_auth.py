@@ -24,8 +24,8 @@ import msgspec
 from authlib.oauth2.rfc7523 import JWTBearerGrant  # type: ignore[import-untyped]
 from joserfc.jwk import RSAKey
 
-from ..exceptions import UpstreamProtocolError, UpstreamStatusError
-from ..transport import Timeouts, Transport
+from thanos_asgi.exceptions import UpstreamProtocolError, UpstreamStatusError
+from thanos_asgi.upstream import Timeouts, Transport
 
 SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 GRANT_TYPE = "urn:ietf:params:oauth:grant-type:jwt-bearer"

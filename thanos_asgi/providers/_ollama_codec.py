@@ -10,8 +10,9 @@ from typing import Any
 
 import msgspec
 
-from ..exceptions import InvalidRequest
-from ..types import (
+from thanos_asgi.exceptions import InvalidRequest
+from thanos_asgi.providers.base import tool_call_arguments
+from thanos_asgi.types import (
     AudioPart,
     ChatChunk,
     ChatRequest,
@@ -29,7 +30,6 @@ from ..types import (
     ToolCallDelta,
     Usage,
 )
-from ._base import tool_call_arguments
 
 # -- wire types: what we send ------------------------------------------------------------------
 

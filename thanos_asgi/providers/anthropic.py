@@ -16,16 +16,32 @@ from typing import Any, ClassVar, TypeVar
 
 import msgspec
 
-from .. import anthropic_types as api
-from ..anthropic_types import MessageResponse, Usage, chat_usage
-from ..context import current_context
-from ..exceptions import InvalidRequest, UpstreamError, UpstreamProtocolError, UpstreamStatusError
-from ..framing import SSEBuffer, iter_sse, parse_block
-from ..logins._provider import ClaudeOAuth
-from ..transport import UpstreamResponse
-from ..types import ChatChunk, ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse
-from ._anthropic_codec import DEFAULT_MAX_TOKENS, Stream, chat_response, request_body
-from ._base import Relayed
+from thanos_asgi.context import current_context
+from thanos_asgi.exceptions import (
+    InvalidRequest,
+    UpstreamError,
+    UpstreamProtocolError,
+    UpstreamStatusError,
+)
+from thanos_asgi.providers import anthropic_types as api
+from thanos_asgi.providers._anthropic_codec import (
+    DEFAULT_MAX_TOKENS,
+    Stream,
+    chat_response,
+    request_body,
+)
+from thanos_asgi.providers._login import ClaudeOAuth
+from thanos_asgi.providers.anthropic_types import MessageResponse, Usage, chat_usage
+from thanos_asgi.providers.base import Relayed
+from thanos_asgi.types import (
+    ChatChunk,
+    ChatRequest,
+    ChatResponse,
+    EmbeddingRequest,
+    EmbeddingResponse,
+)
+from thanos_asgi.upstream import UpstreamResponse
+from thanos_asgi.upstream.framing import SSEBuffer, iter_sse, parse_block
 
 T = TypeVar("T")
 API_VERSION = "2023-06-01"

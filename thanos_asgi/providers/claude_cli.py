@@ -27,22 +27,28 @@ import weakref
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
 
-from ..exceptions import (
+from thanos_asgi.exceptions import (
     ProviderUnavailable,
     UpstreamError,
     UpstreamProtocolError,
     UpstreamTimeout,
 )
-from ..types import ChatChunk, ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse
-from ._base import Relayed, timeouts_of
-from ._claude_cli_codec import Stream, chat_response, clean, render, strip_ansi
+from thanos_asgi.providers._claude_cli_codec import Stream, chat_response, clean, render, strip_ansi
+from thanos_asgi.providers.base import Relayed, timeouts_of
+from thanos_asgi.types import (
+    ChatChunk,
+    ChatRequest,
+    ChatResponse,
+    EmbeddingRequest,
+    EmbeddingResponse,
+)
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
-    from ..config import ProviderConfig
-    from ..transport import Transport
-    from . import ProviderSpec
+    from thanos_asgi.config import ProviderConfig
+    from thanos_asgi.providers import ProviderSpec
+    from thanos_asgi.upstream import Transport
 
 __all__ = ["ClaudeCLI", "child_environment", "render", "strip_ansi"]
 
@@ -184,7 +190,7 @@ def child_environment(environ: Mapping[str, str]) -> dict[str, str]:
 
 @functools.cache
 def _withheld() -> frozenset[str]:
-    from . import SPECS
+    from thanos_asgi.providers import SPECS
 
     every = {key for spec in SPECS.values() for key in spec.env_keys}
     return frozenset(every - set(SPECS["anthropic"].env_keys))

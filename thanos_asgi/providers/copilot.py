@@ -17,13 +17,13 @@ from collections.abc import Mapping
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ..logins import CopilotSettings, Session, Token
-from ..logins._provider import LoginProvider, copilot_session
-from ._base import Relayed
-from .openai_compat import OpenAICompatible
+from thanos_asgi.logins import CopilotSettings, Session, Token
+from thanos_asgi.providers._login import LoginProvider, copilot_session
+from thanos_asgi.providers.base import Relayed
+from thanos_asgi.providers.openai_compat import OpenAICompatible
 
 if TYPE_CHECKING:
-    from ..config import ProviderConfig
+    from thanos_asgi.config import ProviderConfig
 
 INTEGRATION_ID = "vscode-chat"
 _turn_headers: ContextVar[dict[str, str] | None] = ContextVar("thanos_copilot_turn", default=None)

@@ -21,16 +21,24 @@ from urllib.parse import quote
 
 import msgspec
 
-from ..exceptions import (
+from thanos_asgi.exceptions import (
     InvalidRequest,
     ProviderUnavailable,
     UpstreamError,
     UpstreamProtocolError,
     UpstreamStatusError,
 )
-from ..framing import iter_sse
-from ..transport import UpstreamResponse
-from ..types import (
+from thanos_asgi.providers._gemini_codec import generate_body, to_response
+from thanos_asgi.providers._gemini_stream import StreamDecoder
+from thanos_asgi.providers._gemini_types import (
+    Content,
+    GenerateResponse,
+    Part,
+    decode_response,
+    encode,
+)
+from thanos_asgi.providers.base import HTTPProvider, Relayed, embedding_base64
+from thanos_asgi.types import (
     ChatChunk,
     ChatRequest,
     ChatResponse,
@@ -38,10 +46,8 @@ from ..types import (
     EmbeddingRequest,
     EmbeddingResponse,
 )
-from ._base import HTTPProvider, Relayed, embedding_base64
-from ._gemini_codec import generate_body, to_response
-from ._gemini_stream import StreamDecoder
-from ._gemini_types import Content, GenerateResponse, Part, decode_response, encode
+from thanos_asgi.upstream import UpstreamResponse
+from thanos_asgi.upstream.framing import iter_sse
 
 # -- wire types: errors, models, embeddings --------------------------------------------------------
 

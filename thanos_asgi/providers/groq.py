@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from ..types import Usage
-from .openai_compat import Meta, OpenAICompatible
+from thanos_asgi.providers.openai_compat import Meta, OpenAICompatible
+from thanos_asgi.types import Usage
 
 
 class Groq(OpenAICompatible):

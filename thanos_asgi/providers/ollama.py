@@ -15,28 +15,14 @@ from typing import Any, ClassVar, TypeVar
 
 import msgspec
 
-from ..exceptions import (
+from thanos_asgi.exceptions import (
     InvalidRequest,
     ProviderUnavailable,
     UpstreamError,
     UpstreamProtocolError,
     UpstreamStatusError,
 )
-from ..framing import iter_lines
-from ..transport import UpstreamResponse
-from ..types import (
-    ChatChunk,
-    ChatRequest,
-    ChatResponse,
-    Choice,
-    Embedding,
-    EmbeddingRequest,
-    EmbeddingResponse,
-    EmbeddingUsage,
-    ResponseMessage,
-)
-from ._base import HTTPProvider, Relayed, embedding_base64
-from ._ollama_codec import (
+from thanos_asgi.providers._ollama_codec import (
     EmbedBody,
     InMessage,
     Stream,
@@ -50,6 +36,20 @@ from ._ollama_codec import (
     tool_calls,
     usage,
 )
+from thanos_asgi.providers.base import HTTPProvider, Relayed, embedding_base64
+from thanos_asgi.types import (
+    ChatChunk,
+    ChatRequest,
+    ChatResponse,
+    Choice,
+    Embedding,
+    EmbeddingRequest,
+    EmbeddingResponse,
+    EmbeddingUsage,
+    ResponseMessage,
+)
+from thanos_asgi.upstream import UpstreamResponse
+from thanos_asgi.upstream.framing import iter_lines
 
 T = TypeVar("T")
 

@@ -29,15 +29,15 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import msgspec
 
-from ..context import Context, current_context
-from ..framing import parse_block
-from ._base import Relayed
-from .openai_compat import OpenAICompatible
+from thanos_asgi.context import Context, current_context
+from thanos_asgi.providers.base import Relayed
+from thanos_asgi.providers.openai_compat import OpenAICompatible
+from thanos_asgi.upstream.framing import parse_block
 
 if TYPE_CHECKING:
-    from ..config import ProviderConfig
-    from ..transport import Transport
-    from . import ProviderSpec
+    from thanos_asgi.config import ProviderConfig
+    from thanos_asgi.providers import ProviderSpec
+    from thanos_asgi.upstream import Transport
 
 AUTO = "auto"
 

@@ -12,10 +12,9 @@ from typing import Any, ClassVar
 
 import msgspec
 
-from ..exceptions import UpstreamError, UpstreamProtocolError, UpstreamStatusError
-from ..framing import SSEBuffer, parse_block
-from ..transport import UpstreamResponse
-from ..types import (
+from thanos_asgi.exceptions import UpstreamError, UpstreamProtocolError, UpstreamStatusError
+from thanos_asgi.providers.base import HTTPProvider, Relayed
+from thanos_asgi.types import (
     ChatChunk,
     ChatRequest,
     ChatResponse,
@@ -25,7 +24,8 @@ from ..types import (
     ToolCallDelta,
     Usage,
 )
-from ._base import HTTPProvider, Relayed
+from thanos_asgi.upstream import UpstreamResponse
+from thanos_asgi.upstream.framing import SSEBuffer, parse_block
 
 
 class UpstreamUsage(Usage, kw_only=True):

@@ -19,16 +19,16 @@ from typing import TYPE_CHECKING, ClassVar
 
 import msgspec
 
-from ..exceptions import ProviderUnavailable, UpstreamError, UpstreamProtocolError
-from ..transport import Timeouts, Transport, UpstreamResponse
-from ..types import EmbeddingRequest, EmbeddingResponse
-from ._gemini_types import encode
-from ._google_auth import GoogleTokens, read_service_account
-from .gemini import Gemini, embed_texts, embedding_response
+from thanos_asgi.exceptions import ProviderUnavailable, UpstreamError, UpstreamProtocolError
+from thanos_asgi.providers._gemini_types import encode
+from thanos_asgi.providers._google_auth import GoogleTokens, read_service_account
+from thanos_asgi.providers.gemini import Gemini, embed_texts, embedding_response
+from thanos_asgi.types import EmbeddingRequest, EmbeddingResponse
+from thanos_asgi.upstream import Timeouts, Transport, UpstreamResponse
 
 if TYPE_CHECKING:
-    from ..config import ProviderConfig
-    from . import ProviderSpec
+    from thanos_asgi.config import ProviderConfig
+    from thanos_asgi.providers import ProviderSpec
 
 DEFAULT_LOCATION = "us-central1"
 TOKEN_READ_TIMEOUT = 30.0  # seconds; a token exchange is quick or broken

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from .openai_compat import OpenAICompatible
+from thanos_asgi.providers.openai_compat import OpenAICompatible
 
 
 class XAI(OpenAICompatible):

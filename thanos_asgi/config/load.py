@@ -1,0 +1,403 @@
+"""Loading a config: find the file, parse TOML, interpolate `${VAR}`, validate, resolve keys.
+
+Nothing here reads `os.environ`: the caller passes the environment as `env`. Every refusal is a
+`ConfigError` naming the file and the key path in TOML terms (`providers.claude.max_tokens`),
+and never echoes a secret.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import msgspec
+import msgspec.inspect as mi
+
+from thanos_asgi.config.schema import (
+    Config,
+    HealthConfig,
+    ProviderConfig,
+    RoutingConfig,
+    split_host_port,
+)
+from thanos_asgi.exceptions import ConfigError
+from thanos_asgi.providers import SPECS, infer_kind
+
+__all__ = ["config_paths", "default_config", "load_config", "parse_config"]
+
+KeyPath = list[str | int]
+Renames = list[tuple[KeyPath, KeyPath]]
+
+_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_TOML_POSITION = re.compile(r"\s*\(at line (\d+), column (\d+)\)$")
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"?|\'[^\']*\'?')
+_TABLE_HEADER = re.compile(r"^\s*\[([^\[\]]+)\]\s*(?:#.*)?$")
+_AT_PATH = re.compile(r"^(?P<reason>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
+_PATH_SEGMENT = re.compile(r"\.(\w+)|\[(\d+|\.\.\.)\]")
+_FIELD_PROBLEM = re.compile(r"^Object (contains unknown|missing required) field `([^`]*)`$")
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+_ALIAS_TARGET = re.compile(r"[^\s/]+(?:/[^\s/]+)*")
+_ROUTING_KEYS = frozenset(field.name for field in msgspec.structs.fields(RoutingConfig))
+_HEALTH_KEYS = frozenset(field.name for field in msgspec.structs.fields(HealthConfig))
+_PREFERRED = (mi.StructType, mi.LiteralType)
+
+
+def config_paths(env: Mapping[str, str]) -> list[Path]:
+    """Where `load_config` looks, in order; the first file that exists wins."""
+    paths = [Path(env["THANOS_CONFIG"])] if env.get("THANOS_CONFIG") else []
+    paths.append(Path("thanos.toml"))
+    if env.get("HOME"):
+        paths.append(Path(env["HOME"]) / ".config" / "thanos" / "config.toml")
+    paths.append(Path("/etc/thanos/config.toml"))
+    return paths
+
+
+def load_config(path: str | os.PathLike[str] | None = None, *, env: Mapping[str, str]) -> Config:
+    """Load `path`, or the first config file found (`config_paths`), or `default_config(env)`."""
+    if path is None:
+        explicit = env.get("THANOS_CONFIG")
+        if explicit and not Path(explicit).is_file():
+            raise ConfigError("THANOS_CONFIG names a file that does not exist", source=explicit)
+        path = next((found for found in config_paths(env) if found.is_file()), None)
+        if path is None:
+            return default_config(env)
+    return parse_config(_read(Path(path)), source=os.fspath(path), env=env)
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_bytes().decode("utf-8-sig")
+    except OSError as error:
+        raise ConfigError(f"cannot read: {error.strerror}", source=str(path)) from None
+    except UnicodeDecodeError:
+        raise ConfigError("not UTF-8 text", source=str(path)) from None
+
+
+def default_config(env: Mapping[str, str]) -> Config:
+    """No file: Ollama, plus one instance per kind whose standard key variable is set."""
+    ollama: dict[str, Any] = {"base_url": _ollama_url(env.get("OLLAMA_HOST", ""))}
+    if env.get("OLLAMA_API_KEY"):
+        ollama["api_key_env"] = "OLLAMA_API_KEY"
+    providers: dict[str, Any] = {"ollama": ollama}
+    for spec in SPECS.values():
+        if spec.kind != "ollama" and any(env.get(name) for name in spec.env_keys):
+            providers[spec.kind] = {}
+    return _build({"providers": providers}, source="<defaults>", env=env)
+
+
+def _ollama_url(host: str) -> str:
+    """`OLLAMA_HOST` as a URL: `myhost` -> `http://myhost:11434`; unset -> localhost."""
+    parts = urlsplit(host if "://" in host else f"http://{host or 'localhost'}")
+    if parts.scheme == "http" and not re.search(r":\d*$", parts.netloc):
+        parts = parts._replace(netloc=f"{parts.netloc}:11434")
+    return parts.geturl()
+
+
+def parse_config(text: str, *, source: str, env: Mapping[str, str]) -> Config:
+    """Validate TOML `text` (read from `source`) into a `Config`, values from `env`."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise _toml_error(str(error), text, source) from None
+    return _build(raw, source=source, env=env)
+
+
+def _toml_error(message: str, text: str, source: str) -> ConfigError:
+    position = _TOML_POSITION.search(message)
+    if position is None:
+        reason = message.removesuffix(" (at end of document)")
+        return ConfigError(f"end of file: invalid TOML: {reason}", source=source)
+    line, column = int(position[1]), int(position[2])
+    reason = f"line {line}, column {column}: invalid TOML: {message[: position.start()]}"
+    hint = _inline_table_hint(text.splitlines(), line, column)
+    return ConfigError(f"{reason}; {hint}" if hint else reason, source=source)
+
+
+def _inline_table_hint(lines: list[str], line: int, column: int) -> str | None:
+    """A hint when the error sits in an inline table left open at the end of a line."""
+    if not 1 <= line <= len(lines):
+        return None
+    before_error = lines[line - 1][: column - 1]
+    opened = _unclosed_brace(before_error)
+    if opened is None:
+        return None
+    assignment = before_error[:opened].rstrip()
+    key = assignment[:-1].strip() if assignment.endswith("=") else ""
+    table = next(
+        (m[1].strip() for m in map(_TABLE_HEADER.match, reversed(lines[: line - 1])) if m), ""
+    )
+    target = ".".join(part for part in (table, key) if part) if key else "routing.<mode>.<task>"
+    return f"inline tables must fit on one line in TOML 1.0; use a [{target}] table instead"
+
+
+def _unclosed_brace(text: str) -> int | None:
+    """Index of the outermost `{` still open at the end of `text` (strings and comments skipped)."""
+    opened: list[int] = []
+    code = _STRING.sub(lambda string: "_" * len(string[0]), text).partition("#")[0]
+    for index, char in enumerate(code):
+        if char == "{":
+            opened.append(index)
+        elif char == "}" and opened:
+            opened.pop()
+    return opened[0] if opened else None
+
+
+def _build(raw: dict[str, Any], *, source: str, env: Mapping[str, str]) -> Config:
+    if "source" in raw:
+        raise ConfigError("unknown key", source=source, path="source")
+    data: dict[str, Any] = _interpolate(raw, env)
+    renames = _prepare(data, source)
+    try:
+        config = msgspec.convert(data, Config)
+    except msgspec.ValidationError as error:
+        raise _validation_error(str(error), data, source, renames) from None
+    config = _resolve_keys(msgspec.structs.replace(config, source=source), env)
+    _check(config)
+    return config
+
+
+def _interpolate(value: Any, env: Mapping[str, str]) -> Any:
+    """`${VAR}` and `${VAR:-default}` in every string value (keys untouched); unset is ""."""
+    if isinstance(value, str):
+        return _VARIABLE.sub(lambda m: env.get(m[1]) or (m[2] or ""), value)
+    if isinstance(value, dict):
+        return {key: _interpolate(item, env) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_interpolate(item, env) for item in value]
+    return value
+
+
+def _prepare(data: dict[str, Any], source: str) -> Renames:
+    """Reshape TOML into the schema in place; returns how to spell its key paths back."""
+    renames: Renames = []
+    if _gather(data.get("routing"), _ROUTING_KEYS, "modes"):
+        renames.append((["routing", "modes"], ["routing"]))
+    if _gather(data.get("health"), _HEALTH_KEYS, "providers"):
+        renames.append((["health", "providers"], ["health"]))
+    providers = data.get("providers")
+    if isinstance(providers, dict):
+        for name, table in providers.items():
+            if isinstance(table, dict):
+                renames += _prepare_provider(name, table, source)
+    return renames
+
+
+def _gather(table: Any, reserved: frozenset[str], into: str) -> bool:
+    """Move the sub-tables of `table` that aren't schema keys into `table[into]`."""
+    if not isinstance(table, dict) or not isinstance(table.get(into, {}), dict):
+        return False
+    moved = {k: v for k, v in table.items() if k not in reserved and isinstance(v, dict)}
+    for key in moved:
+        del table[key]
+    if moved:
+        table[into] = {**table.get(into, {}), **moved}
+    return bool(moved)
+
+
+def _prepare_provider(name: str, table: dict[str, Any], source: str) -> Renames:
+    path = f"providers.{_key_path([name])}"
+    renames: Renames = []
+    if "endpoint" in table:
+        if "base_url" in table:
+            raise ConfigError(
+                "set base_url or endpoint, not both", source=source, path=f"{path}.endpoint"
+            )
+        table["base_url"] = table.pop("endpoint")
+        renames.append((["providers", name, "base_url"], ["providers", name, "endpoint"]))
+    if table.setdefault("name", name) != name:
+        raise ConfigError(
+            "the name is the table name; remove this key", source=source, path=f"{path}.name"
+        )
+    kind = table.setdefault("kind", infer_kind(name))
+    if kind is None:
+        raise ConfigError(
+            f"cannot tell the provider kind from the name {name!r}; "
+            f"add kind = one of: {', '.join(SPECS)}",
+            source=source,
+            path=path,
+        )
+    if isinstance(kind, str) and kind not in SPECS:
+        raise ConfigError(
+            f"unknown kind {kind!r}; valid kinds: {', '.join(SPECS)}",
+            source=source,
+            path=f"{path}.kind",
+        )
+    return renames
+
+
+def _validation_error(
+    message: str, data: dict[str, Any], source: str, renames: Renames
+) -> ConfigError:
+    """msgspec's `... - at $.providers[...].max_tokens` as `providers.claude.max_tokens: ...`."""
+    match = _AT_PATH.match(message)
+    assert match is not None  # the pattern matches any text
+    reason, path = match["reason"], _locate(data, match["path"] or "", message)
+    problem = _FIELD_PROBLEM.match(reason)
+    if problem is not None:
+        reason = _field_problem(problem[1] == "missing required", problem[2], _schema_at(path))
+        path.append(problem[2])
+    elif reason.startswith("Invalid enum value"):  # never echo the value: it may be a secret
+        allowed = _schema_at(path)
+        values = allowed.values if isinstance(allowed, mi.LiteralType) else ()
+        reason = f"must be one of: {', '.join(map(repr, values))}" if values else "invalid value"
+    for old, new in renames:
+        if path[: len(old)] == old:
+            path = new + path[len(old) :]
+    reason = reason.replace("`", "").replace(" | null", "").replace("object", "table")
+    return ConfigError(reason, source=source, path=_key_path(path))
+
+
+def _field_problem(missing: bool, name: str, table: mi.Type | None) -> str:
+    if missing:
+        return "required key is missing"
+    fields = [field.name for field in table.fields] if isinstance(table, mi.StructType) else []
+    close = difflib.get_close_matches(name, fields, n=1)
+    return f"unknown key (did you mean {close[0]!r}?)" if close else "unknown key"
+
+
+def _schema_at(path: KeyPath) -> mi.Type | None:
+    """The schema type at `path` (unions resolved to their table or choice member)."""
+    node: mi.Type | None = mi.type_info(Config)
+    for part in path:
+        node = _unwrap(node)
+        if isinstance(node, mi.StructType):
+            node = next((field.type for field in node.fields if field.name == part), None)
+        elif isinstance(node, mi.DictType):
+            node = node.value_type
+        elif isinstance(node, mi.ListType):
+            node = node.item_type
+        else:
+            return None
+    return _unwrap(node)
+
+
+def _unwrap(node: mi.Type | None) -> mi.Type | None:
+    if isinstance(node, mi.Metadata):
+        return _unwrap(node.type)
+    if isinstance(node, mi.UnionType):
+        members = sorted(node.types, key=lambda member: not isinstance(member, _PREFERRED))
+        return _unwrap(members[0])
+    return node
+
+
+def _locate(data: dict[str, Any], at: str, message: str) -> KeyPath:
+    """Turn msgspec's path into keys, finding each `[...]` dict key by trial."""
+    path: KeyPath = []
+    node: Any = data
+    for field, index in _PATH_SEGMENT.findall(at):
+        key: str | int = field or (int(index) if index.isdigit() else _culprit(data, node, message))
+        path.append(key)
+        try:
+            node = node[key]
+        except (KeyError, IndexError, TypeError):
+            node = None
+    return path
+
+
+def _culprit(data: dict[str, Any], node: Any, message: str) -> str:
+    """The key of `node` (a dict inside `data`) whose entry alone reproduces the error."""
+    if not isinstance(node, dict):
+        return "..."
+    entries = dict(node)
+    try:
+        for key, value in entries.items():
+            node.clear()
+            node[key] = value
+            try:
+                msgspec.convert(data, Config)
+            except msgspec.ValidationError as error:
+                if str(error) == message:
+                    return str(key)
+    finally:
+        node.clear()
+        node.update(entries)
+    return "..."
+
+
+def _key_path(parts: KeyPath) -> str:
+    text = ""
+    for part in parts:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            key = part if _BARE_KEY.fullmatch(part) else json.dumps(part)
+            text += f".{key}" if text else key
+    return text
+
+
+def _resolve_keys(config: Config, env: Mapping[str, str]) -> Config:
+    providers = {name: _resolve_provider(p, env) for name, p in config.providers.items()}
+    keys = [
+        msgspec.structs.replace(key, key=key.key or None, key_hash=key.key_hash or None)
+        for key in config.server.keys
+    ]
+    server = msgspec.structs.replace(config.server, keys=keys)
+    return msgspec.structs.replace(config, providers=providers, server=server)
+
+
+def _resolve_provider(provider: ProviderConfig, env: Mapping[str, str]) -> ProviderConfig:
+    """api_key, else env[api_key_env], else the kind's standard variable; else None."""
+    key = provider.api_key or (env.get(provider.api_key_env) if provider.api_key_env else None)
+    spec, url = provider.spec, (provider.base_url or "").rstrip("/")
+    oauth = provider.auth_method == "oauth" or provider.use_github_auth
+    # The standard key goes only to the kind's own endpoint, never to a custom base_url.
+    if not key and spec and not oauth and url in ("", spec.base_url.rstrip("/")):
+        key = next((env[name] for name in spec.env_keys if env.get(name)), None)
+    return msgspec.structs.replace(provider, api_key=key or None)
+
+
+def _check(config: Config) -> None:
+    """Cross-field rules msgspec cannot express; each names its key path."""
+    _check_address(config.server.bind, "server.bind", config.source)
+    if config.server.grpc is not None:
+        _check_address(config.server.grpc, "server.grpc", config.source)
+    for index, key in enumerate(config.server.keys):
+        if not key.key and not key.key_hash:
+            raise ConfigError(
+                "needs key (is its ${VAR} set?) or key_hash",
+                source=config.source,
+                path=f"server.keys[{index}]",
+            )
+    _check_chain(config, config.routing.fallback_chain, "routing.fallback_chain", known_ok=False)
+    _check_chain(config, config.ai.fallback_chain, "ai.fallback_chain", known_ok=True)
+    primary = config.ai.primary_provider
+    if primary not in (None, "auto", *config.providers):
+        raise _unknown_instance(config, str(primary), "ai.primary_provider", also="'auto', ")
+    for alias, target in config.routing.aliases.items():
+        if not _ALIAS_TARGET.fullmatch(target):
+            raise ConfigError(
+                f"alias target {target!r} must look like instance/model or a model name",
+                source=config.source,
+                path=f"routing.aliases.{_key_path([alias])}",
+            )
+
+
+def _check_address(address: str, path: str, source: str) -> None:
+    try:
+        split_host_port(address)
+    except ValueError as error:
+        raise ConfigError(str(error), source=source, path=path) from None
+
+
+def _check_chain(config: Config, chain: list[str], path: str, *, known_ok: bool) -> None:
+    """Chain entries name configured instances; `[ai]` chains may also name a known provider
+    left unconfigured (it is skipped)."""
+    for index, name in enumerate(chain):
+        if name not in config.providers and not (known_ok and infer_kind(name)):
+            raise _unknown_instance(config, name, f"{path}[{index}]")
+
+
+def _unknown_instance(config: Config, name: str, path: str, also: str = "") -> ConfigError:
+    names = ", ".join(repr(known) for known in config.providers) or "(none)"
+    return ConfigError(
+        f"{name!r} names no [providers.{name}] table; use one of: {also}{names}",
+        source=config.source,
+        path=path,
+    )

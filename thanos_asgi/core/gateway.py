@@ -1,0 +1,361 @@
+"""The one core: config, providers, routing and accounting behind every front-end.
+
+    async with Gateway(config) as gw:
+        response = await gw.chat(ChatRequest(model="auto", messages=[...]))
+        async for chunk in gw.stream(request): ...
+
+Front-ends that can take a provider's bytes as they are (the OpenAI HTTP API in front of an
+OpenAI-compatible provider) call `dispatch(..., raw=body, wire="openai")` and get a relay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from thanos_asgi.context import Context as Context
+from thanos_asgi.context import current_context
+from thanos_asgi.core.dispatch import Dispatcher, Reply
+from thanos_asgi.core.metrics import Metrics
+from thanos_asgi.core.monitor import HealthMonitor
+from thanos_asgi.core.resilience import Breaker, Health, Limiter
+from thanos_asgi.core.routing import Router, Target
+from thanos_asgi.core.strategy import Planner
+from thanos_asgi.exceptions import PermissionDenied, ProviderUnavailable, ThanosError, UpstreamError
+from thanos_asgi.governance.accounting import Accounting
+from thanos_asgi.governance.ledger import Ledger, LedgerRow
+from thanos_asgi.governance.pricing import PriceTable, Pricing
+from thanos_asgi.governance.state import StateBackend, open_backend
+from thanos_asgi.providers import SPECS, effective_kind, load_adapter
+from thanos_asgi.providers.base import Provider, Unavailable
+from thanos_asgi.types import (
+    ChatChunk,
+    ChatRequest,
+    ChatResponse,
+    EmbeddingRequest,
+    EmbeddingResponse,
+    ModelInfo,
+    Usage,
+)
+from thanos_asgi.upstream import Transport
+
+__all__ = ["Context", "Gateway", "Reply", "close"]
+
+if TYPE_CHECKING:
+    from thanos_asgi.config import Config, ProviderConfig
+
+LIVE_MODELS_TIMEOUT = 3.0  # seconds a provider's own model list may take for GET /v1/models
+
+
+@dataclass(slots=True)
+class ProviderStats:
+    requests: int = 0
+    errors: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+class Gateway:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        transport: Transport | None = None,
+        transports: Mapping[str, Transport] | None = None,
+        state: StateBackend | None = None,
+        ledger: Ledger | None = None,
+    ) -> None:
+        """`state` defaults to the `[state]` backend, `ledger` to `[cost] ledger_path`."""
+        self.config = config
+        self.router = Router(config)
+        self.stats: dict[str, ProviderStats] = {}
+        self.providers: dict[str, Provider] = {}
+        self.health: dict[str, Health] = {}
+        self._transports: list[Transport] = []
+        for provider_config in config.providers.values():
+            if provider_config.enabled:
+                chosen = (transports or {}).get(provider_config.name) or transport
+                self.providers[provider_config.name] = self._build(provider_config, chosen)
+                self.health[provider_config.name] = _health(config, provider_config)
+        self.state = state or open_backend(config.state)
+        self.ledger = ledger or _ledger(config)
+        pricing = Pricing(config, PriceTable.load_bundled())
+        self.accounting = Accounting(config, pricing=pricing, state=self.state, ledger=self.ledger)
+        self.planner = Planner(config, self.router, self.health)
+        self.planner.spend_fraction = self.accounting.spend_fraction
+        self.metrics = Metrics(self.health)
+        self.dispatcher = Dispatcher(
+            self.providers,
+            self.health,
+            config.routing,
+            self.record,
+            self.accounting,
+            metrics=self.metrics,
+        )
+        self.monitor = HealthMonitor(config.health, self.providers, self.health)
+
+    def _build(self, config: ProviderConfig, transport: Transport | None) -> Provider:
+        kind = effective_kind(config.name, config.kind)
+        try:
+            adapter = load_adapter(kind)
+        except LookupError:
+            reason = f"provider '{config.name}' (kind {kind}) is not available in this build"
+            return Unavailable(config.name, kind, reason)
+        if transport is None:  # the fast engine (benchmarks/README.md): a pool per provider
+            from thanos_asgi.upstream.h1 import H1Transport
+
+            transport = H1Transport()
+        if transport not in self._transports:
+            self._transports.append(transport)
+        provider: Provider = adapter(config, spec=SPECS[kind], transport=transport)
+        return provider
+
+    async def __aenter__(self) -> Gateway:
+        self.monitor.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self.monitor.stop()
+        await self.accounting.drain()
+        await self.state.aclose()
+        if self.ledger is not None:
+            self.ledger.close()
+        for provider in self.providers.values():
+            await provider.aclose()
+        for transport in self._transports:
+            await transport.aclose()
+
+    # -- chat ----------------------------------------------------------------------------------
+
+    async def dispatch(
+        self,
+        request: ChatRequest,
+        ctx: Context | None = None,
+        *,
+        raw: dict[str, Any] | None = None,
+        wire: str = "",
+    ) -> Reply:
+        """Route, then try candidates until one accepts the request (see `dispatch.py`).
+
+        Returns once the provider has accepted it (for streams: status and headers arrived),
+        so nothing has reached the client yet while fallbacks happen. The caller must call
+        `reply.finish(outcome)` once the answer is delivered.
+        """
+        started = time.perf_counter()
+        self.monitor.start()
+        ctx = _with_metadata(ctx or Context(), request)
+        token = current_context.set(ctx)
+        tokens = None
+        try:
+            targets = _permitted(self.planner.plan(request.model, ctx), request.model, ctx)
+            tokens = await self.accounting.admit_request(request, ctx)
+            reply = await self.dispatcher.run(targets, request, ctx, raw, wire)
+        except ThanosError as exc:
+            if tokens is not None:
+                self.accounting.refund(tokens)
+            self._record_failure(request, ctx, exc)
+            raise
+        finally:
+            current_context.reset(token)
+        reply.on_finish.append(lambda _: self.accounting.settle_tokens(tokens, reply.usage))
+        reply.request_id, reply.key_id = ctx.request_id, ctx.key_id
+        reply.started = started
+        self.metrics.dispatched(reply)
+        return reply
+
+    async def chat(self, request: ChatRequest, ctx: Context | None = None) -> ChatResponse:
+        if request.stream:
+            request = _with_stream(request, False)
+        reply = await self.dispatch(request, ctx)
+        assert reply.response is not None
+        reply.finish()
+        return reply.response
+
+    async def stream(
+        self, request: ChatRequest, ctx: Context | None = None
+    ) -> AsyncIterator[ChatChunk]:
+        if not request.stream:
+            request = _with_stream(request, True)
+        reply = await self.dispatch(request, ctx)
+        assert reply.chunks is not None
+        outcome = "disconnected"  # the consumer stopped early unless we learn otherwise
+        try:
+            async for chunk in reply.chunks:
+                if chunk.usage is not None:
+                    reply.usage = chunk.usage
+                yield chunk
+            outcome = "ok"
+        except ThanosError:
+            outcome = "error"
+            raise
+        finally:
+            await close(reply.chunks)
+            reply.finish(outcome)
+
+    # -- the rest --------------------------------------------------------------------------
+
+    async def embed(self, request: EmbeddingRequest) -> EmbeddingResponse:
+        last: ThanosError | None = None
+        for target in self.router.resolve(request.model):
+            reply = Reply(target, [])
+            try:
+                response = await self.providers[target.instance].embed(request, target.model)
+            except (UpstreamError, ProviderUnavailable) as exc:
+                self.record(reply, "error")
+                last = exc
+                if not exc.retryable:
+                    raise
+                continue
+            reply.usage = Usage(prompt_tokens=response.usage.prompt_tokens)
+            self.record(reply, "ok")
+            return response
+        assert last is not None
+        raise last
+
+    async def models(self, *, live: bool = True) -> list[ModelInfo]:
+        """Configured models and aliases, plus what each reachable provider lists itself."""
+        seen: dict[str, ModelInfo] = {}
+        for model_id, owner in self.router.configured_models():
+            seen.setdefault(model_id, ModelInfo(id=model_id, owned_by=owner))
+        if live:
+            names = list(self.providers)
+            listed = await asyncio.gather(*(self._live_models(self.providers[n]) for n in names))
+            for name, models in zip(names, listed, strict=True):
+                for model in models:
+                    model_id = f"{name}/{model}"
+                    seen.setdefault(model_id, ModelInfo(id=model_id, owned_by=name))
+        return list(seen.values())
+
+    async def _live_models(self, provider: Provider) -> list[str]:
+        try:
+            async with asyncio.timeout(LIVE_MODELS_TIMEOUT):
+                return await provider.list_models()
+        except (UpstreamError, ProviderUnavailable, TimeoutError):
+            return []  # an unreachable provider still has its configured models listed
+
+    def model_info(self, model_id: str) -> ModelInfo:
+        target = self.router.resolve(model_id)[0]
+        return ModelInfo(id=model_id, owned_by=target.instance)
+
+    def record(self, reply: Reply, outcome: str, final: bool = True) -> None:
+        """Account for one attempt; when `final`, the request's ledger row too."""
+        stats = self.stats.get(reply.provider)
+        if stats is None:
+            stats = self.stats[reply.provider] = ProviderStats()
+        stats.requests += 1
+        if outcome == "error":
+            stats.errors += 1
+        usage = reply.usage
+        if usage is not None:
+            stats.prompt_tokens += usage.prompt_tokens
+            stats.completion_tokens += usage.output_tokens
+        if not final:
+            self.metrics.attempt_failed(reply)
+            return
+        if self.ledger is not None and self.config.cost.track_usage:
+            self._ledger_write(ledger_row(reply, outcome))
+        self.metrics.finished(reply, outcome)
+
+    def _record_failure(self, request: ChatRequest, ctx: Context, exc: ThanosError) -> None:
+        self.metrics.refused(getattr(exc, "provider", "") or "", exc.status)
+        if self.ledger is None or not self.config.cost.track_usage:
+            return
+        provider = getattr(exc, "provider", "") or ""
+        reply = Reply(Target(provider, request.model), [])
+        reply.request_id, reply.key_id = ctx.request_id, ctx.key_id
+        self._ledger_write(ledger_row(reply, f"error:{exc.status}"))
+
+    def _ledger_write(self, row: LedgerRow) -> None:
+        """Durable before this returns: in an event loop through the ledger's journal (one
+        write(2), imported into SQLite in batches), elsewhere committed to SQLite at once."""
+        assert self.ledger is not None
+        self.ledger.queue(row)
+
+    def status(self) -> dict[str, Any]:
+        providers: dict[str, Any] = {}
+        for name, provider in self.providers.items():
+            state = provider.status()
+            state.update(self.health[name].report())
+            stats = self.stats.get(name)
+            if stats is not None:
+                state.update(requests=stats.requests, errors=stats.errors)
+            providers[name] = state
+        return providers
+
+
+async def close(iterator: object) -> None:
+    """Close an async generator now (its upstream response with it), not when collected."""
+    closer = getattr(iterator, "aclose", None)
+    if closer is not None:
+        await closer()
+
+
+def _permitted(targets: list[Target], requested: str, ctx: Context) -> list[Target]:
+    """The targets the client's key may use. The model asked for must be allowed itself
+    (PermissionDenied otherwise); fallbacks the key may not use are dropped."""
+    policy = ctx.policy
+    if policy is None:
+        return targets
+    first = targets[0]
+    if not policy.allows(first.instance, requested, first.model):
+        raise PermissionDenied(f"the key '{policy.key_id}' may not use the model '{requested}'")
+    return [t for t in targets if policy.allows(t.instance, requested, t.model)]
+
+
+def _ledger(config: Config) -> Ledger | None:
+    if not config.cost.track_usage or not config.cost.ledger_path:
+        return None
+    return Ledger(config.cost.ledger_path)
+
+
+def ledger_row(reply: Reply, status: str) -> LedgerRow:
+    usage = reply.usage
+    return LedgerRow(
+        ts=time.time(),
+        request_id=reply.request_id,
+        key_id=reply.key_id,
+        provider=reply.provider,
+        model=reply.model,
+        prompt_tokens=usage.prompt_tokens if usage else 0,
+        completion_tokens=usage.output_tokens if usage else 0,
+        cached_tokens=usage.cached_tokens if usage else 0,
+        reasoning_tokens=usage.reasoning_tokens if usage else 0,
+        cost_usd=reply.cost_usd,
+        status=status,
+        latency_ms=reply.upstream_ms,
+    )
+
+
+def _health(config: Config, provider: ProviderConfig) -> Health:
+    breaker = Breaker(config.health.failure_threshold, config.health.cooldown_seconds)
+    limiter = None
+    if provider.max_concurrent_requests:
+        queue = provider.max_queue
+        limit = provider.max_concurrent_requests
+        limiter = Limiter(limit, 2 * limit if queue is None else queue)
+    return Health(breaker, limiter=limiter)
+
+
+def _with_metadata(ctx: Context, request: ChatRequest) -> Context:
+    """Task and complexity from request `metadata` when no header named them."""
+    metadata = request.metadata
+    if not metadata or (ctx.task and ctx.complexity):
+        return ctx
+    return dataclasses.replace(
+        ctx,
+        task=ctx.task or metadata.get("task"),
+        complexity=ctx.complexity or metadata.get("complexity"),
+    )
+
+
+def _with_stream(request: ChatRequest, stream: bool) -> ChatRequest:
+    return msgspec.structs.replace(request, stream=stream)

@@ -1,0 +1,267 @@
+"""ThanosApp: the HTTP endpoints as one plain ASGI app, mountable anywhere.
+
+It routes by path below its mount point (`root_path`), turns every ThanosError into the
+OpenAI error shape with the right status, and answers lifespan events by closing the
+gateway on shutdown. Middleware (request id, errors, auth, limits) wraps it from outside.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from functools import partial
+from urllib.parse import parse_qs
+
+import msgspec
+
+from thanos_asgi.core.gateway import Context, Gateway, Reply, close
+from thanos_asgi.core.metrics import CONTENT_TYPE as METRICS_TYPE
+from thanos_asgi.exceptions import InvalidRequest, MethodNotAllowed, NotFound, ThanosError
+from thanos_asgi.frontends import anthropic as _messages
+from thanos_asgi.frontends import login_endpoints as _auth_endpoints
+from thanos_asgi.frontends import openai as codec
+from thanos_asgi.frontends.asgi import (
+    JSON,
+    Headers,
+    Receive,
+    Scope,
+    Send,
+    read_body,
+    respond,
+    route_path,
+)
+from thanos_asgi.frontends.errors import error_body, error_headers
+from thanos_asgi.frontends.sse import EventSourceResponse
+from thanos_asgi.types import ChatChunk, CompletionRequest, EmbeddingRequest, ModelList
+
+_encode = msgspec.json.Encoder().encode
+
+
+@dataclass(slots=True)
+class Exchange:
+    """One request: the ASGI triple plus when it started."""
+
+    scope: Scope
+    receive: Receive
+    send: Send
+    started: float
+
+    def context(self) -> Context:
+        found: dict[bytes, str] = {}
+        for name, value in self.scope["headers"]:  # one pass for the three routing headers
+            if name in _ROUTING_HEADERS:
+                found.setdefault(name, bytes(value).decode("latin-1"))
+        auth = self.scope.get("thanos.auth") or {}
+        return Context(
+            request_id=self.scope.get("thanos.request_id", ""),
+            key_id=auth.get("key_id"),
+            policy=auth.get("policy"),
+            task=found.get(b"x-thanos-task") or None,
+            complexity=found.get(b"x-thanos-complexity") or None,
+            fallback=found.get(b"x-thanos-fallback", "on").lower() not in ("off", "false", "0"),
+        )
+
+
+_ROUTING_HEADERS = frozenset((b"x-thanos-task", b"x-thanos-complexity", b"x-thanos-fallback"))
+
+
+Handler = Callable[[Exchange], Awaitable[None]]
+
+
+class ThanosApp:
+    def __init__(
+        self,
+        gateway: Gateway,
+        *,
+        max_body_bytes: int | None = None,
+        keepalive_seconds: float | None = None,
+    ) -> None:
+        server = gateway.config.server
+        self.gateway = gateway
+        self.limit = max_body_bytes or server.max_body_bytes
+        self.keepalive = (
+            keepalive_seconds if keepalive_seconds is not None else server.keepalive_seconds
+        )
+        chat: dict[str, Handler] = {"POST": self.chat}
+        self.routes: dict[str, dict[str, Handler]] = {
+            "/v1/chat/completions": chat,
+            "/v1/chat": chat,
+            "/v1/completions": {"POST": self.completions},
+            "/v1/embeddings": {"POST": self.embeddings},
+            "/v1/models": {"GET": self.models},
+            "/v1/messages": {"POST": partial(_messages.create, self)},
+            "/v1/messages/count_tokens": {"POST": partial(_messages.count_tokens, self)},
+            "/v1/usage": {"GET": self.usage},
+            "/health": {"GET": self.health},
+            "/health/ready": {"GET": self.ready},
+            "/auth/github": {"POST": partial(_auth_endpoints.github, self)},
+            "/auth/anthropic": {"POST": partial(_auth_endpoints.anthropic, self)},
+            "/auth/status": {"GET": partial(_auth_endpoints.auth_status, self)},
+        }
+        if server.metrics:  # `[server] metrics = false` turns it off
+            self.routes["/metrics"] = {"GET": self.scrape}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            await self.handle(Exchange(scope, receive, send, time.perf_counter()))
+        elif scope["type"] == "lifespan":
+            await self.lifespan(receive, send)
+
+    async def handle(self, ex: Exchange) -> None:
+        path = route_path(ex.scope)
+        try:
+            methods = self.routes.get(path)
+            if methods is None and path.startswith("/v1/models/"):
+                methods = {"GET": self.model}
+            if methods is None:
+                raise NotFound(f"there is no endpoint at {path}")
+            handler = methods.get(ex.scope["method"])
+            if handler is None:
+                raise MethodNotAllowed(f"{path} does not accept {ex.scope['method']}")
+            await handler(ex)
+        except ThanosError as exc:
+            await respond(ex.send, exc.status, error_body(path, exc), error_headers(exc))
+
+    async def lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.gateway.aclose()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    # -- chat --------------------------------------------------------------------------------
+
+    async def chat(self, ex: Exchange) -> None:
+        raw, request = codec.decode_chat(await read_body(ex.scope, ex.receive, self.limit))
+        reply = await self.gateway.dispatch(request, ex.context(), raw=raw, wire="openai")
+        if reply.relayed is not None and reply.relayed.events is None:
+            reply.finish()
+            await respond(ex.send, 200, reply.relayed.body, [*JSON, *self._headers(ex, reply)])
+        elif reply.response is not None:
+            reply.finish()
+            body = _encode(reply.response)
+            await respond(ex.send, 200, body, [*JSON, *self._headers(ex, reply)])
+        else:
+            events = reply.relayed.events if reply.relayed else None
+            events = events or self._chunk_events(reply, codec.wants_usage(request))
+            await self._stream(ex, reply, events)
+
+    async def _chunk_events(
+        self,
+        reply: Reply,
+        include_usage: bool,
+        encode: Callable[[ChatChunk], bytes] = codec.chunk_event,
+    ) -> AsyncIterator[bytes]:
+        """Canonical chunks as SSE events; the usage-only chunk only when the client asked."""
+        assert reply.chunks is not None
+        try:
+            async for chunk in reply.chunks:
+                if chunk.usage is not None:
+                    reply.usage = chunk.usage
+                    if not include_usage:
+                        if not chunk.choices:
+                            continue
+                        chunk.usage = None
+                yield encode(chunk)
+        finally:
+            await close(reply.chunks)  # a client that leaves closes the upstream request now
+        yield codec.DONE
+
+    async def _stream(
+        self,
+        ex: Exchange,
+        reply: Reply,
+        events: AsyncIterator[bytes],
+        on_error: Callable[[ThanosError], bytes] = codec.error_event,
+    ) -> None:
+        response = EventSourceResponse(
+            events,
+            headers=self._headers(ex, reply),
+            keepalive=self.keepalive or None,
+            on_error=on_error,
+            on_close=reply.finish,
+            on_first_event=reply.first_event_sent,
+        )
+        await response(ex.scope, ex.receive, ex.send)
+
+    def _headers(self, ex: Exchange, reply: Reply) -> Headers:
+        ex.scope["thanos.reply"] = reply  # for the access log
+        overhead = (time.perf_counter() - ex.started) * 1000 - reply.upstream_ms
+        headers = [
+            (b"x-thanos-provider", reply.provider.encode()),
+            (b"x-thanos-model", reply.model.encode("utf-8", "replace")),
+            (b"x-thanos-attempts", ",".join(reply.attempts).encode()),
+            (b"x-thanos-overhead-ms", f"{max(overhead, 0.0):.3f}".encode()),
+        ]
+        if reply.cost_usd is not None:
+            headers.append((b"x-thanos-cost-usd", f"{reply.cost_usd:.8f}".encode()))
+        if reply.budget_warning:
+            headers.append((b"x-thanos-budget-warning", reply.budget_warning.encode()))
+        return headers
+
+    # -- legacy completions and embeddings ------------------------------------------------------
+
+    async def completions(self, ex: Exchange) -> None:
+        data = codec.decode_json(await read_body(ex.scope, ex.receive, self.limit))
+        legacy = codec.convert(data, CompletionRequest)
+        reply = await self.gateway.dispatch(codec.completion_to_chat(legacy), ex.context())
+        if reply.response is not None:
+            reply.finish()
+            body = _encode(codec.chat_to_completion(reply.response))
+            await respond(ex.send, 200, body, [*JSON, *self._headers(ex, reply)])
+            return
+        events = self._chunk_events(reply, codec.wants_usage(legacy), codec.completion_event)
+        await self._stream(ex, reply, events)
+
+    async def embeddings(self, ex: Exchange) -> None:
+        data = codec.decode_json(await read_body(ex.scope, ex.receive, self.limit))
+        request = codec.convert(data, EmbeddingRequest)
+        if request.input in ("", []):
+            raise InvalidRequest("`input` must not be empty", param="input")
+        response = await self.gateway.embed(request)
+        await respond(ex.send, 200, _encode(response))
+
+    # -- models and health -------------------------------------------------------------------
+
+    async def models(self, ex: Exchange) -> None:
+        models = await self.gateway.models()
+        await respond(ex.send, 200, _encode(ModelList(data=models)))
+
+    async def model(self, ex: Exchange) -> None:
+        model_id = route_path(ex.scope)[len("/v1/models/") :]
+        await respond(ex.send, 200, _encode(self.gateway.model_info(model_id)))
+
+    async def usage(self, ex: Exchange) -> None:
+        """Spend report from the ledger: `?group_by=day|provider|model|key&since=<unix>`."""
+        query = parse_qs(ex.scope.get("query_string", b"").decode("latin-1"))
+        group_by = (query.get("group_by") or ["day"])[0]
+        if group_by not in ("day", "provider", "model", "key"):
+            raise InvalidRequest("group_by must be day, provider, model or key", param="group_by")
+        since = (query.get("since") or [None])[0]
+        try:
+            start = float(since) if since else None
+        except ValueError:
+            raise InvalidRequest("since must be a unix time", param="since") from None
+        ledger = self.gateway.ledger
+        if ledger is None:
+            raise NotFound("usage tracking is off ([cost] track_usage or no ledger_path)")
+        rows = ledger.report(group_by=group_by, since=start)
+        await respond(ex.send, 200, _encode({"group_by": group_by, "data": rows}))
+
+    async def health(self, ex: Exchange) -> None:
+        await respond(ex.send, 200, b'{"status":"ok"}')
+
+    async def scrape(self, ex: Exchange) -> None:
+        """`GET /metrics`: Prometheus text exposition (see `metrics.py`)."""
+        body = self.gateway.metrics.render()
+        await respond(ex.send, 200, body, [(b"content-type", METRICS_TYPE.encode())])
+
+    async def ready(self, ex: Exchange) -> None:
+        providers = self.gateway.status()
+        ready = any(state.get("configured") for state in providers.values())
+        body = {"status": "ready" if ready else "unavailable", "providers": providers}
+        await respond(ex.send, 200 if ready else 503, _encode(body))

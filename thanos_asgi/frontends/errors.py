@@ -1,0 +1,68 @@
+"""Exceptions to the client's error shape: the one table each front-end uses."""
+
+from __future__ import annotations
+
+import msgspec
+
+from thanos_asgi.exceptions import ThanosError
+
+_encode = msgspec.json.Encoder().encode
+
+
+class _OpenAIError(msgspec.Struct):
+    message: str
+    type: str
+    code: str | None
+    param: str | None
+
+
+class _OpenAIBody(msgspec.Struct):
+    error: _OpenAIError
+
+
+def openai_error(exc: ThanosError) -> bytes:
+    """`{"error": {"message", "type", "code", "param"}}`, as OpenAI sends it."""
+    return _encode(_OpenAIBody(_OpenAIError(exc.message, exc.type, exc.code, exc.param)))
+
+
+def error_headers(exc: ThanosError) -> list[tuple[bytes, bytes]]:
+    headers = [(b"content-type", b"application/json")]
+    if exc.retry_after is not None:
+        headers.append((b"retry-after", str(max(1, round(exc.retry_after))).encode()))
+    return headers
+
+
+_ANTHROPIC_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    503: "overloaded_error",
+    529: "overloaded_error",
+}
+
+
+class _AnthropicError(msgspec.Struct):
+    type: str
+    message: str
+
+
+class _AnthropicBody(msgspec.Struct, tag_field="type", tag="error"):
+    error: _AnthropicError
+
+
+def anthropic_error(exc: ThanosError) -> bytes:
+    """`{"type": "error", "error": {"type", "message"}}`, as Anthropic sends it."""
+    kind = _ANTHROPIC_TYPES.get(exc.status, "api_error")
+    return _encode(_AnthropicBody(_AnthropicError(kind, exc.message)))
+
+
+ANTHROPIC_PATHS = ("/v1/messages",)  # endpoints whose clients expect Anthropic's error shape
+
+
+def error_body(path: str, exc: ThanosError) -> bytes:
+    """The error in the shape the client of `path` expects."""
+    return anthropic_error(exc) if path.startswith(ANTHROPIC_PATHS) else openai_error(exc)

@@ -1,0 +1,191 @@
+"""Server-sent events out: an ASGI response that streams an async iterator of event bytes.
+
+While the source is silent it sends keep-alive comments; when the client goes away it
+cancels the source (closing the upstream request with it), at most `WATCH_AFTER` seconds
+into the stream: the task that waits for the client to leave starts only then, so the many
+streams that end sooner never pay for one. An exception from the
+source after the first byte becomes a final error event made by `on_error`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from thanos_asgi.exceptions import ThanosError
+from thanos_asgi.frontends.asgi import Headers, Receive, Scope, Send
+
+log = logging.getLogger("thanos_asgi")
+
+SSE_HEADERS: Headers = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+]
+KEEPALIVE = b": keep-alive\n\n"
+WATCH_AFTER = 0.05  # seconds into a stream before the client is watched
+
+
+class EventSourceResponse:
+    def __init__(
+        self,
+        events: AsyncIterator[bytes],
+        *,
+        headers: Headers = (),  # type: ignore[assignment]
+        keepalive: float | None = 15.0,
+        on_error: Callable[[ThanosError], bytes] | None = None,
+        on_close: Callable[[str], None] | None = None,
+        on_first_event: Callable[[], None] | None = None,
+    ) -> None:
+        self.events = events
+        self.headers = [*SSE_HEADERS, *headers]
+        self.keepalive = keepalive
+        self.on_error = on_error
+        self.on_close = on_close
+        self.on_first_event = on_first_event
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        stream = _Stream(self, send, receive, task)
+        sweeper: _Sweeper | None = None
+        try:  # from the first await on: whatever happens, the source is closed and reported
+            await send({"type": "http.response.start", "status": 200, "headers": self.headers})
+            sweeper = _Sweeper.of(task.get_loop())
+            sweeper.add(stream)
+            await stream.pump()
+        except asyncio.CancelledError:
+            if not stream.left:
+                raise  # the server is stopping us, not the client leaving
+            task.uncancel()  # the client left: an ordinary end of this response
+        finally:
+            if sweeper is not None:
+                sweeper.waiting.pop(stream, None)
+            if stream.watcher is not None:
+                stream.watcher.cancel()
+            await stream.close()
+
+
+class _Sweeper:
+    """Starts the watcher of each stream still going `WATCH_AFTER` seconds after it began:
+    one timer per event loop for all streams, instead of a timer or a task for each."""
+
+    _loops: dict[asyncio.AbstractEventLoop, _Sweeper] = {}
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.waiting: dict[_Stream, float] = {}  # in the order they began
+        self.timer: asyncio.TimerHandle | None = None
+
+    @classmethod
+    def of(cls, loop: asyncio.AbstractEventLoop) -> _Sweeper:
+        sweeper = cls._loops.get(loop)
+        if sweeper is None:
+            sweeper = cls._loops[loop] = cls(loop)
+        return sweeper
+
+    def add(self, stream: _Stream) -> None:
+        self.waiting[stream] = self.loop.time()
+        if self.timer is None:
+            self.timer = self.loop.call_later(WATCH_AFTER, self.sweep)
+
+    def sweep(self) -> None:
+        self.timer = None
+        due = self.loop.time() - WATCH_AFTER * 0.99  # (timers may fire a hair early)
+        for stream, began in list(self.waiting.items()):
+            if began > due:
+                self.timer = self.loop.call_at(began + WATCH_AFTER, self.sweep)
+                return
+            del self.waiting[stream]
+            stream.start_watching()
+        del self._loops[self.loop]  # nothing left to watch: forget this loop
+
+
+class _Stream:
+    """Per-response state: when we last sent, whether a send is under way, the outcome."""
+
+    __slots__ = (
+        "last_sent", "left", "outcome", "pump_task", "receive", "response", "send", "sending",
+        "watcher",
+    )  # fmt: skip
+
+    def __init__(
+        self, response: EventSourceResponse, send: Send, receive: Receive, task: asyncio.Task[Any]
+    ) -> None:
+        self.response = response
+        self.send, self.receive, self.pump_task = send, receive, task
+        self.last_sent = time.monotonic()
+        self.sending = False
+        self.left = False  # the client disconnected
+        self.outcome = "disconnected"
+        self.watcher: asyncio.Task[None] | None = None
+
+    def start_watching(self) -> None:
+        # One plain asyncio task per stream still going (a task group costs several times more)
+        self.watcher = asyncio.get_running_loop().create_task(self.watch())
+
+    async def pump(self) -> None:
+        send, events = self.send, aiter(self.response.events)
+        try:
+            async for data in events:  # the first event, then the rest in the loop below
+                if self.response.on_first_event is not None:
+                    self.response.on_first_event()
+                await self._send(data)
+                break
+            async for data in events:  # _send, inlined: this loop runs once per upstream read
+                self.sending = True
+                await send({"type": "http.response.body", "body": data, "more_body": True})
+                self.sending = False
+                self.last_sent = time.monotonic()
+            self.outcome = "ok"
+        except ThanosError as exc:
+            self.outcome = "error"
+            if self.response.on_error is not None:
+                body = self.response.on_error(exc)
+                await send({"type": "http.response.body", "body": body, "more_body": True})
+            log.warning("stream ended with an error: %s", exc.message)
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def _send(self, data: bytes) -> None:
+        self.sending = True
+        await self.send({"type": "http.response.body", "body": data, "more_body": True})
+        self.sending = False
+        self.last_sent = time.monotonic()
+
+    async def watch(self) -> None:
+        """Wait for the client to leave (then cancel the pump); send keep-alives meanwhile."""
+        receive, pump = self.receive, self.pump_task
+        interval = self.response.keepalive
+        while True:
+            if interval is None:
+                message = await receive()
+            else:
+                try:
+                    async with asyncio.timeout(interval):
+                        message = await receive()
+                except TimeoutError:
+                    await self._ping(interval)
+                    continue
+            if message["type"] == "http.disconnect":
+                self.left = True
+                pump.cancel()
+                return
+
+    async def _ping(self, interval: float) -> None:
+        if not self.sending and time.monotonic() - self.last_sent >= interval * 0.9:
+            self.last_sent = time.monotonic()
+            await self.send({"type": "http.response.body", "body": KEEPALIVE, "more_body": True})
+
+    async def close(self) -> None:
+        """Close the source (and the upstream request with it), then report the outcome -
+        even when closing is itself interrupted."""
+        try:
+            closer = getattr(self.response.events, "aclose", None)
+            if closer is not None:
+                await closer()
+        finally:
+            if self.response.on_close is not None:
+                self.response.on_close(self.outcome)

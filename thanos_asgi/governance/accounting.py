@@ -1,0 +1,281 @@
+"""Money and tokens around each request: limits, budgets, cost and the usage ledger.
+
+Before a request goes to a provider:
+- the key's tokens-per-minute window takes the request's estimated tokens (`admit_request`);
+- the provider instance's `rate_limit_rpm` window takes one request (busy -> next candidate);
+- every budget that applies (the global `[cost] monthly_budget_usd` up to `pause_at_percent`,
+  the key's `budget_usd`, the instance's `monthly_budget_usd`) reserves the request's
+  worst-case cost atomically (`admit`). Free instances (Ollama, `pricing_model = "free"`)
+  reserve nothing and keep working when the budget is spent.
+After it (`settle`): the reservation is replaced by the real cost (or kept whole when the
+real usage is unknown, so spend is never under-counted), the token window is corrected,
+and one ledger row is written before the answer's last byte goes out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import math
+import time
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from thanos_asgi.context import Context
+from thanos_asgi.exceptions import ProviderUnavailable, ThanosError
+from thanos_asgi.types import Target
+
+if TYPE_CHECKING:
+    from thanos_asgi.config import Config
+    from thanos_asgi.context import KeyPolicy
+    from thanos_asgi.governance.ledger import Ledger
+    from thanos_asgi.governance.pricing import Pricing
+    from thanos_asgi.governance.state import StateBackend, WindowResult
+    from thanos_asgi.types import ChatRequest, Usage
+
+log = logging.getLogger("thanos_asgi.governance.accounting")
+MINUTE = 60.0
+MONTH_TTL = 40 * 24 * 3600.0
+
+
+class BudgetExceeded(ProviderUnavailable):
+    status = 429
+    type = "budget_exceeded"
+    code = "budget_exceeded"
+
+
+class RateLimited(ThanosError):
+    status = 429
+    type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+
+
+def request_subject(
+    policy: KeyPolicy | None, address: str, rpm_per_ip: int | None
+) -> tuple[str, int | None]:
+    """Whose requests-per-minute window a request counts in (its key, else its address),
+    and that window's limit (None: no limit). Shared by HTTP and gRPC."""
+    if policy is not None:
+        return f"key:{policy.key_id}", policy.rpm
+    return f"ip:{address}", rpm_per_ip
+
+
+async def take_request(state: StateBackend, subject: str, limit: int) -> WindowResult:
+    """Count one request in `subject`'s minute; RateLimited, with Retry-After, when over."""
+    result = await state.window_take(f"rpm:{subject}", 1, limit, MINUTE)
+    if not result.allowed:
+        error = RateLimited(f"{subject.replace(':', ' ')} is over {limit} requests per minute")
+        error.retry_after = math.ceil(result.reset_after)
+        raise error
+    return result
+
+
+@dataclass
+class Admission:
+    """What one attempt holds: budget reservations and the estimate they were made on."""
+
+    instance: str
+    model: str
+    worst_case: float = 0.0
+    reservations: list[str] = field(default_factory=list)
+    warning: str | None = None
+
+
+@dataclass
+class Tokens:
+    """A key's TPM hold for the whole request, corrected once usage is known."""
+
+    key: str | None
+    estimate: int
+
+
+class Accounting:
+    def __init__(
+        self, config: Config, *, pricing: Pricing, state: StateBackend, ledger: Ledger | None
+    ) -> None:
+        self.config = config
+        self.pricing = pricing
+        self.state = state
+        self.ledger = ledger
+        cost = config.cost
+        self.global_limit = (
+            cost.monthly_budget_usd * cost.pause_at_percent / 100
+            if cost.monthly_budget_usd is not None
+            else None
+        )
+        self.warn_at = (
+            cost.monthly_budget_usd * cost.warn_at_percent / 100
+            if cost.monthly_budget_usd is not None
+            else None
+        )
+        self.last_fraction: float | None = None
+        self._work: collections.deque[Awaitable[None]] = collections.deque()
+        self._worker: asyncio.Task[None] | None = None
+
+    def spend_fraction(self) -> float | None:
+        """Share of the global monthly budget spent, as last seen (for dynamic switching)."""
+        return self.last_fraction
+
+    # -- before -----------------------------------------------------------------------------
+
+    async def admit_request(self, request: ChatRequest, ctx: Context) -> Tokens:
+        policy = ctx.policy
+        if policy is None or policy.tpm is None:
+            return Tokens(None, 0)
+        from thanos_asgi.governance.pricing import estimate_prompt_tokens
+
+        estimate = estimate_prompt_tokens(request) + (request.output_limit or 0)
+        key = f"tpm:key:{policy.key_id}"
+        taken = await self.state.window_take(key, estimate, policy.tpm, MINUTE)
+        if not taken.allowed:
+            error = RateLimited(
+                f"the key '{policy.key_id}' is over its {policy.tpm} tokens per minute "
+                f"(this request needs about {estimate})"
+            )
+            error.retry_after = taken.reset_after
+            raise error
+        return Tokens(key, estimate)
+
+    async def admit(self, target: Target, request: ChatRequest, ctx: Context) -> Admission:
+        admission = Admission(target.instance, target.model)
+        if self.config.providers[target.instance].rate_limit_rpm is not None:
+            await self._provider_rpm(target.instance)
+        budgets = self._budgets(target.instance, ctx)
+        if not budgets or self.pricing.is_free(target.instance):
+            return admission
+        from thanos_asgi.governance.pricing import estimate_prompt_tokens
+
+        worst = self.pricing.worst_case(
+            target.instance,
+            target.model,
+            estimate_prompt_tokens(request),
+            request.output_limit or self._default_output(target.instance),
+        )
+        admission.worst_case = worst or 0.0
+        for key, limit, label in budgets:
+            if not await self.state.reserve(key, admission.worst_case, limit, MONTH_TTL):
+                await self.release(admission)
+                raise BudgetExceeded(f"the {label} budget of ${limit:.2f} this month is spent")
+            admission.reservations.append(key)
+        admission.warning = await self._warning()
+        return admission
+
+    async def _provider_rpm(self, instance: str) -> None:
+        rpm = self.config.providers[instance].rate_limit_rpm
+        if rpm is None:
+            return
+        taken = await self.state.window_take(f"rpm:provider:{instance}", 1, rpm, MINUTE)
+        if not taken.allowed:
+            error = ProviderUnavailable(
+                f"provider '{instance}' is at its limit of {rpm} requests per minute",
+                code="provider_rate_limited",
+            )
+            error.retry_after = taken.reset_after
+            raise error
+
+    def _budgets(self, instance: str, ctx: Context) -> list[tuple[str, float, str]]:
+        limits = []
+        if self.global_limit is not None:
+            limits.append(("global", self.global_limit, "monthly"))
+        policy = ctx.policy
+        if policy is not None and policy.budget_usd is not None:
+            limits.append((f"key:{policy.key_id}", policy.budget_usd, "key's"))
+        own = self.config.cost.providers.get(instance)
+        if own is not None and own.monthly_budget_usd is not None:
+            limits.append((f"provider:{instance}", own.monthly_budget_usd, instance))
+        if not limits:  # the usual case: no month to format
+            return []
+        month = time.strftime("%Y-%m", time.gmtime())
+        return [(f"budget:{month}:{scope}", limit, label) for scope, limit, label in limits]
+
+    def _default_output(self, instance: str) -> int:
+        return self.config.providers[instance].max_tokens or 4096
+
+    async def _warning(self) -> str | None:
+        if self.global_limit is None or not self.config.cost.monthly_budget_usd:
+            return None
+        month = time.strftime("%Y-%m", time.gmtime())
+        spent, reserved = await self.state.spent(f"budget:{month}:global")
+        self.last_fraction = (spent + reserved) / self.config.cost.monthly_budget_usd
+        if self.warn_at is not None and spent + reserved >= self.warn_at:
+            return f"{self.last_fraction:.0%} of the monthly budget is used"
+        return None
+
+    # -- after ------------------------------------------------------------------------------
+
+    async def release(self, admission: Admission) -> None:
+        """The attempt failed before any token was spent: give the reservations back."""
+        for key in admission.reservations:
+            await self.state.settle(key, admission.worst_case, 0.0, MONTH_TTL)
+        admission.reservations.clear()
+
+    def cost(self, instance: str, model: str, usage: Usage | None) -> float | None:
+        if usage is None:
+            return None
+        return self.pricing.cost(instance, model, usage)
+
+    def settle(
+        self, admission: Admission, usage: Usage | None, model: str, cost: float | None = None
+    ) -> float | None:
+        """Replace reservations with the real cost of `model` (in the background); return it.
+        `cost`: that of `usage`, when the caller knows it already.
+
+        When the real usage is unknown (a stream cut short), the worst case stays spent."""
+        if cost is None:
+            cost = self.cost(admission.instance, model, usage)
+        if admission.reservations:
+            actual = admission.worst_case if cost is None else cost
+            self._background(self._settle(admission, actual))
+        return cost
+
+    async def _settle(self, admission: Admission, actual: float) -> None:
+        for key in admission.reservations:
+            await self.state.settle(key, admission.worst_case, actual, MONTH_TTL)
+        await self._warning()
+
+    def settle_tokens(self, tokens: Tokens, usage: Usage | None) -> None:
+        """Correct the key's TPM window from the estimate to what was used (or refund it)."""
+        if tokens.key is None:
+            return
+        used = (
+            tokens.estimate
+            if usage is None
+            else max(usage.total_tokens, usage.prompt_tokens + usage.completion_tokens)
+        )
+        self._background(self.state.window_adjust(tokens.key, used - tokens.estimate, MINUTE))
+
+    def refund(self, tokens: Tokens) -> None:
+        """No provider took the request: the TPM hold goes back."""
+        if tokens.key is not None:
+            self._background(self.state.window_adjust(tokens.key, -tokens.estimate, MINUTE))
+
+    def _background(self, work: Awaitable[None]) -> None:
+        """Settle off the request path: one worker task runs the queue (a task per request
+        would cost more than most settlements do)."""
+        self._work.append(work)
+        worker = self._worker
+        if worker is None or worker.done():
+            loop = worker.get_loop() if worker is not None else None  # (no getpid() on 3.11)
+            if loop is None or loop.is_closed():
+                loop = asyncio.get_running_loop()
+            self._worker = loop.create_task(self._run_work())
+
+    async def _run_work(self) -> None:
+        while self._work:
+            await _logged(self._work.popleft())
+
+    async def drain(self) -> None:
+        """Wait for settlements under way (at shutdown, and in tests)."""
+        while self._worker is not None and not self._worker.done():
+            await asyncio.shield(self._worker)
+
+
+async def _logged(work: Awaitable[None]) -> None:
+    try:
+        await work
+    except ThanosError as exc:
+        log.error("could not settle usage: %s", exc.message)
+    except Exception:  # one bad settlement must not stop the ones queued after it
+        log.exception("could not settle usage")

@@ -1,0 +1,113 @@
+"""The in-process state backend: the default when one gateway process serves a key space.
+
+Every operation runs to completion without an `await` inside it, so on one event loop no
+two operations interleave and no lock is needed. It is not thread-safe: use it from the
+event loop that serves the gateway. Expired keys are dropped when next touched, and records
+(`set_json`) are also swept every `_SWEEP_EVERY` writes so a response cache cannot grow
+without bound.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from thanos_asgi.governance.state._base import WindowResult, from_micro, to_micro, window_index
+
+_SWEEP_EVERY = 1024
+_encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder().decode
+
+
+@dataclass(slots=True)
+class _Budget:
+    spent: int  # micro-dollars
+    reserved: int  # micro-dollars
+    expires: float
+
+
+class MemoryBackend:
+    """State for one process; `clock` (seconds, monotonic) is injectable for tests."""
+
+    __slots__ = ("_budgets", "_clock", "_records", "_windows", "_writes")
+
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._windows: dict[str, tuple[int, int]] = {}  # key -> (window index, units used)
+        self._budgets: dict[str, _Budget] = {}
+        self._records: dict[str, tuple[bytes, float | None]] = {}  # key -> (json, expires)
+        self._writes = 0
+
+    async def window_take(self, key: str, amount: int, limit: int, window: float) -> WindowResult:
+        index, reset_after = window_index(self._clock(), window)
+        used = self._used(key, index)
+        if used + amount > limit:
+            return WindowResult(False, used, limit, reset_after)
+        self._windows[key] = (index, used + amount)
+        return WindowResult(True, used + amount, limit, reset_after)
+
+    async def window_adjust(self, key: str, delta: int, window: float) -> None:
+        index, _ = window_index(self._clock(), window)
+        self._windows[key] = (index, max(0, self._used(key, index) + delta))
+
+    async def reserve(self, key: str, amount: float, limit: float, ttl: float) -> bool:
+        now = self._clock()
+        budget = self._budget(key, now)
+        micro = to_micro(amount)
+        if budget.spent + budget.reserved + micro > to_micro(limit):
+            return False
+        budget.reserved += micro
+        budget.expires = now + ttl
+        return True
+
+    async def settle(self, key: str, reserved: float, actual: float, ttl: float) -> None:
+        now = self._clock()
+        budget = self._budget(key, now)
+        budget.reserved = max(0, budget.reserved - to_micro(reserved))
+        budget.spent += to_micro(actual)
+        budget.expires = now + ttl
+
+    async def spent(self, key: str) -> tuple[float, float]:
+        budget = self._budgets.get(key)
+        if budget is None or budget.expires <= self._clock():
+            return 0.0, 0.0
+        return from_micro(budget.spent), from_micro(budget.reserved)
+
+    async def get_json(self, key: str) -> Any | None:
+        record = self._records.get(key)
+        if record is None:
+            return None
+        data, expires = record
+        if expires is not None and expires <= self._clock():
+            del self._records[key]
+            return None
+        return _decode(data)
+
+    async def set_json(self, key: str, value: Any, ttl: float | None) -> None:
+        now = self._clock()
+        self._records[key] = (_encode(value), None if ttl is None else now + ttl)
+        self._writes += 1
+        if self._writes % _SWEEP_EVERY == 0:
+            self._sweep(now)
+
+    async def aclose(self) -> None:
+        return None
+
+    def _used(self, key: str, index: int) -> int:
+        current = self._windows.get(key)
+        return current[1] if current is not None and current[0] == index else 0
+
+    def _budget(self, key: str, now: float) -> _Budget:
+        budget = self._budgets.get(key)
+        if budget is None or budget.expires <= now:
+            budget = self._budgets[key] = _Budget(0, 0, now)
+        return budget
+
+    def _sweep(self, now: float) -> None:
+        expired = [k for k, (_, exp) in self._records.items() if exp is not None and exp <= now]
+        for key in expired:
+            del self._records[key]

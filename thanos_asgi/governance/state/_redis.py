@@ -1,0 +1,184 @@
+"""The Redis state backend: one key space shared by several gateway processes.
+
+Each counter operation is one Lua script (`_scripts.py`, run with EVALSHA and re-sent on
+NOSCRIPT by redis-py), so concurrent processes cannot overspend; windows use Redis `TIME`.
+Sockets time out fast (0.5 s connect, 1 s per operation) and the client never retries: a
+script that timed out may have run, and running it again could count twice. The pool is
+small (16): Redis runs one command at a time anyway, and a burst of cold connections costs
+more than it gains; callers beyond it wait up to `pool_timeout` for a connection.
+
+When the store cannot be used (connection refused, timeout, wrong credentials, read-only
+replica, out of memory) every operation raises `StateUnavailable` (503) -- unless
+`fail_open=True`, which means "serve traffic unmetered rather than refuse it": `window_take`
+allows (used=0, reset_after=0.0), `reserve` returns True, `spent` reads (0.0, 0.0),
+`get_json` reads None, and the writes `window_adjust`, `settle` and `set_json` are dropped,
+each with a WARNING. Allowing operations warn once when the store becomes unreachable and
+log INFO when it is back. Nothing ever falls back to per-process memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Awaitable
+from typing import Any, TypeVar
+from urllib.parse import unquote, urlsplit
+
+import msgspec
+import redis.asyncio as aioredis
+from redis import exceptions as rex
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from thanos_asgi.governance.state import _scripts
+from thanos_asgi.governance.state._base import (
+    StateUnavailable,
+    WindowResult,
+    check_window,
+    from_micro,
+    to_micro,
+)
+
+log = logging.getLogger("thanos_asgi.governance.state")
+
+_T = TypeVar("_T")
+_UNREACHABLE = (rex.ConnectionError, rex.TimeoutError, OSError)
+_REFUSING = (rex.ReadOnlyError, rex.OutOfMemoryError)
+_encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder().decode
+
+
+class RedisBackend:
+    """State in Redis at `url`; keys are `<key_prefix><kind>:<key>`."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        fail_open: bool = False,
+        key_prefix: str = "thanos:",
+        max_connections: int = 16,
+        connect_timeout: float = 2.0,
+        op_timeout: float = 2.0,
+        pool_timeout: float = 5.0,
+    ) -> None:
+        self._where, self._password = _describe(url)
+        self._fail_open = fail_open
+        self._prefix = key_prefix
+        self._down = False
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url,
+            max_connections=max_connections,
+            timeout=pool_timeout,
+            socket_connect_timeout=connect_timeout,
+            socket_timeout=op_timeout,
+            retry=Retry(NoBackoff(), 0),
+        )
+        self._client = aioredis.Redis.from_pool(pool)
+        self._take = self._client.register_script(_scripts.WINDOW_TAKE)
+        self._adjust = self._client.register_script(_scripts.WINDOW_ADJUST)
+        self._reserve = self._client.register_script(_scripts.RESERVE)
+        self._settle = self._client.register_script(_scripts.SETTLE)
+
+    async def window_take(self, key: str, amount: int, limit: int, window: float) -> WindowResult:
+        check_window(window)
+        call = self._take(keys=[self._key("window", key)], args=[amount, limit, _micros(window)])
+        reply = await self._guard(call, None, "window_take")
+        if reply is None:
+            return WindowResult(True, 0, limit, 0.0)
+        allowed, used, reset = reply
+        return WindowResult(bool(allowed), int(used), limit, int(reset) / 1_000_000)
+
+    async def window_adjust(self, key: str, delta: int, window: float) -> None:
+        check_window(window)
+        call = self._adjust(keys=[self._key("window", key)], args=[delta, _micros(window)])
+        await self._guard(call, None, "window_adjust", drops=True)
+
+    async def reserve(self, key: str, amount: float, limit: float, ttl: float) -> bool:
+        args = [to_micro(amount), to_micro(limit), _millis(ttl)]
+        call = self._reserve(keys=[self._key("budget", key)], args=args)
+        return bool(await self._guard(call, 1, "reserve"))
+
+    async def settle(self, key: str, reserved: float, actual: float, ttl: float) -> None:
+        args = [to_micro(reserved), to_micro(actual), _millis(ttl)]
+        call = self._settle(keys=[self._key("budget", key)], args=args)
+        await self._guard(call, None, "settle", drops=True)
+
+    async def spent(self, key: str) -> tuple[float, float]:
+        call = self._client.hmget(self._key("budget", key), ["s", "r"])
+        unknown: list[bytes | str | None] = [None, None]
+        spent, reserved = await self._guard(call, unknown, "spent")
+        return from_micro(int(spent or 0)), from_micro(int(reserved or 0))
+
+    async def get_json(self, key: str) -> Any | None:
+        data = await self._guard(self._client.get(self._key("json", key)), None, "get_json")
+        return None if data is None else _decode(data)
+
+    async def set_json(self, key: str, value: Any, ttl: float | None) -> None:
+        expiry = None if ttl is None else _millis(ttl)
+        call = self._client.set(self._key("json", key), _encode(value), px=expiry)
+        await self._guard(call, None, "set_json", drops=True)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    def _key(self, kind: str, key: str) -> str:
+        return f"{self._prefix}{kind}:{key}"
+
+    async def _guard(
+        self, call: Awaitable[_T], fallback: _T, op: str, *, drops: bool = False
+    ) -> _T:
+        """Await `call`; map an unusable store to StateUnavailable, or to `fallback` if open."""
+        try:
+            result = await call
+        except (*_UNREACHABLE, *_REFUSING) as exc:
+            error = self._unavailable(exc)
+            if not self._fail_open:
+                raise error from None
+            self._note_outage(op, error, drops)
+            return fallback
+        if self._down:
+            self._down = False
+            log.info("the shared state store %s is reachable again", self._where)
+        return result
+
+    def _unavailable(self, exc: BaseException) -> StateUnavailable:
+        reason = str(exc) or type(exc).__name__
+        if self._password:
+            reason = reason.replace(self._password, "***")
+        state = _state(exc)
+        return StateUnavailable(f"the shared state store ({self._where}) {state}: {reason}")
+
+    def _note_outage(self, op: str, error: StateUnavailable, drops: bool) -> None:
+        if drops:
+            log.warning("%s; fail_open: %s dropped", error.message, op)
+        elif not self._down:
+            log.warning(
+                "%s; fail_open: allowing requests unmetered until it is back", error.message
+            )
+        self._down = True
+
+
+def _state(exc: BaseException) -> str:
+    if isinstance(exc, (rex.AuthenticationError, rex.AuthorizationError)):
+        return "refuses the credentials"
+    return "refuses writes" if isinstance(exc, _REFUSING) else "is unreachable"
+
+
+def _describe(url: str) -> tuple[str, str]:
+    """(the URL without credentials or query, the password to keep out of messages)."""
+    parts = urlsplit(url)
+    password = unquote(parts.password or "")
+    if parts.scheme == "unix":
+        return f"unix://{parts.path}", password
+    host = parts.hostname or "localhost"
+    host = f"[{host}]" if ":" in host else host
+    return f"{parts.scheme}://{host}:{parts.port or 6379}{parts.path}", password
+
+
+def _micros(seconds: float) -> int:
+    return round(seconds * 1_000_000)
+
+
+def _millis(seconds: float) -> int:
+    return max(1, math.ceil(seconds * 1000))

@@ -1,0 +1,266 @@
+"""`thanos serve`: one process, N worker processes (`--workers`), or HTTP beside gRPC.
+
+Part of the command line (`cli.py` parses the arguments), so it reads the environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import ipaddress
+import json
+import os
+import sys
+from functools import partial
+from importlib.util import find_spec
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from thanos_asgi.exceptions import ConfigError
+from thanos_asgi.frontends.stack import with_local_files
+
+if TYPE_CHECKING:
+    from thanos_asgi.config import Config
+    from thanos_asgi.core.gateway import Gateway
+    from thanos_asgi.frontends.asgi import ASGIApp
+
+_WORKER_SETTINGS = "THANOS_SERVE_WORKER"  # what `thanos serve --workers` tells its workers
+
+
+def _load(path: str | None) -> Config:
+    """The config `thanos serve` runs: the file, the environment and the local files."""
+    from thanos_asgi.config import load_config
+
+    return with_local_files(load_config(path, env=os.environ), os.environ)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def serve(args: argparse.Namespace) -> int:
+    import signal
+
+    import uvicorn
+
+    from thanos_asgi.core.gateway import Gateway
+    from thanos_asgi.frontends.stack import Reloadable, build_app
+    from thanos_asgi.server.logs import configure_logging
+
+    configure_logging(args.log_level, args.log_format)
+    config = _load(args.config)
+    host = args.host or config.server.host
+    port = args.port or config.server.port
+    allowed = args.allow_unauthenticated or config.server.allow_unauthenticated
+    if not _is_loopback(host) and not config.server.keys and not allowed:
+        print(
+            f"thanos: refusing to serve {host}:{port} without client keys; add [[server.keys]] "
+            "or pass --allow-unauthenticated",
+            file=sys.stderr,
+        )
+        return 2
+    options = {
+        "loop": "uvloop" if find_spec("uvloop") else "asyncio",
+        "http": "httptools" if find_spec("httptools") else "h11",
+        "log_level": args.log_level,
+        "server_header": False,
+        "log_config": None,  # configure_logging's handler, JSON or text
+        "access_log": False,  # AccessLogMiddleware writes one line per request instead
+        "timeout_graceful_shutdown": args.drain_seconds,  # SIGTERM: drain, then cancel
+    }
+    workers = args.workers or config.server.workers
+    if workers > 1:
+        return _serve_workers(args, config, (host, port), workers, options)
+    gateway = Gateway(config)
+    if config.server.grpc is not None:
+        app = build_app(gateway)
+        return _serve_with_grpc(app, gateway, (host, port), config.server.grpc, options, allowed)
+
+    reloaded = partial(_reload_config, args.config, host, args.allow_unauthenticated)
+    hangup = getattr(signal, "SIGHUP", None)  # not on Windows
+    app = Reloadable(reloaded, gateway=gateway, grace=args.drain_seconds, reload_signal=hangup)
+    _freeze_startup_objects()
+    uvicorn.Server(uvicorn.Config(app, host=host, port=port, lifespan="on", **options)).run()
+    return 0
+
+
+def _reload_config(path: str | None, host: str, allow_unauthenticated: bool) -> Config:
+    """The config a SIGHUP (or a new worker) loads; the bind stays, and so does its key rule."""
+    fresh = _load(path)
+    server = fresh.server
+    open_ok = allow_unauthenticated or server.allow_unauthenticated
+    if not (_is_loopback(host) or server.keys or open_ok):
+        raise ConfigError(f"no client keys, and {host} is not a loopback address")
+    return fresh
+
+
+def _serve_workers(
+    args: argparse.Namespace,
+    config: Config,
+    bind: tuple[str, int],
+    workers: int,
+    options: dict[str, Any],
+) -> int:
+    """N uvicorn worker processes on one socket; each builds its own gateway (`worker_app`).
+
+    uvicorn's supervisor (the parent) binds the socket, starts the workers and restarts any
+    that dies; SIGTERM/SIGINT stop them all (each drains for --drain-seconds); SIGHUP replaces
+    them one at a time, each new one reading the config file afresh (a worker that fails to
+    start - a bad config - stops the replacing and the old workers keep serving).
+    """
+    import uvicorn
+    from uvicorn.config import STARTUP_FAILURE
+    from uvicorn.supervisors import Multiprocess
+
+    refusal = _workers_refusal(config)
+    if refusal:
+        print(f"thanos: cannot serve with {workers} workers: {refusal}", file=sys.stderr)
+        return 2
+    path = args.config and str(Path(args.config).resolve())
+    os.environ[_WORKER_SETTINGS] = json.dumps(  # spawned workers inherit the environment
+        {
+            "config": path,
+            "host": bind[0],
+            "allow_unauthenticated": args.allow_unauthenticated,
+            "log_level": args.log_level,
+            "log_format": args.log_format,
+            "drain_seconds": args.drain_seconds,
+        }
+    )
+    server = uvicorn.Config(
+        f"{__name__}:worker_app",
+        factory=True,
+        host=bind[0],
+        port=bind[1],
+        lifespan="on",
+        workers=workers,
+        **options,
+    )
+    supervisor = Multiprocess(server, sockets=[server.bind_socket()])
+    supervisor.run()
+    failed = any(process.exitcode == STARTUP_FAILURE for process in supervisor.processes)
+    return 1 if failed else 0
+
+
+def _workers_refusal(config: Config) -> str | None:
+    """Why `config` cannot be served by several processes, or None."""
+    if config.server.grpc is not None:
+        return (
+            "[server] grpc runs in the one process beside HTTP and every worker would bind its "
+            "port; serve gRPC from a `thanos serve` with one worker, or remove [server] grpc"
+        )
+    if config.state.backend != "memory":
+        return None
+    limits = _limits(config)
+    if not limits:
+        return None
+    return (
+        f'with [state] backend = "memory" every worker counts on its own, so each of these '
+        f"would allow N times its limit: {', '.join(limits)}; set [state] backend = "
+        '"redis" and url, or serve with one worker'
+    )
+
+
+def _limits(config: Config) -> list[str]:
+    """Every configured limit or budget that lives in the state backend."""
+    server, cost = config.server, config.cost
+    found = ["server.rpm_per_ip"] if server.rpm_per_ip else []
+    for key in server.keys:
+        found += [
+            f"key {key.id} {name}"
+            for name in ("rpm", "tpm", "budget_usd")
+            if getattr(key, name) is not None
+        ]
+    found += [
+        f"providers.{name}.rate_limit_rpm"
+        for name, p in config.providers.items()
+        if p.rate_limit_rpm
+    ]
+    if cost.monthly_budget_usd is not None:
+        found.append("cost.monthly_budget_usd")
+    found += [
+        f"cost.providers.{name}.monthly_budget_usd"
+        for name, p in cost.providers.items()
+        if p.monthly_budget_usd is not None
+    ]
+    if server.key_store and Path(server.key_store).exists():
+        from thanos_asgi.governance.keys import KeyStore
+
+        for row in KeyStore(server.key_store).listing():
+            if not row["revoked"] and (row["rpm"] or row["tpm"] or row["budget_usd"] is not None):
+                found.append(f"stored key {row['id']}")
+    return found
+
+
+def _freeze_startup_objects() -> None:
+    """Keep what startup made (config, price table, adapters, imported modules) out of every
+    later garbage collection: requests allocate enough to trigger many, and each old-generation
+    pass would walk all of it again. The process is ours, so this global step is ours to take."""
+    gc.collect()
+    gc.freeze()
+
+
+def worker_app() -> ASGIApp:
+    """The app of one `thanos serve --workers N` worker: uvicorn calls this in each worker.
+
+    It reads the config file as `thanos serve` would (the path and flags come from the
+    parent, in the environment), builds its own gateway when the server starts (a bad config
+    fails the worker's startup, which uvicorn reports), and reloads on SIGHUP sent to it.
+    """
+    import signal
+
+    from thanos_asgi.frontends.stack import LazyApp, Reloadable
+    from thanos_asgi.server.logs import configure_logging
+
+    settings = json.loads(os.environ[_WORKER_SETTINGS])
+    configure_logging(settings["log_level"], settings["log_format"])
+    load = partial(
+        _reload_config, settings["config"], settings["host"], settings["allow_unauthenticated"]
+    )
+    grace, hangup = settings["drain_seconds"], getattr(signal, "SIGHUP", None)
+    return LazyApp(lambda: Reloadable(load, grace=grace, reload_signal=hangup))
+
+
+def _serve_with_grpc(
+    app: ASGIApp,
+    gateway: Gateway,
+    http: tuple[str, int],
+    address: str,
+    options: dict[str, Any],
+    allowed: bool,
+) -> int:
+    """HTTP and gRPC in one process and one event loop (`[server] grpc`)."""
+    import uvicorn
+
+    from thanos_asgi.config import split_host_port
+
+    if not (allowed or gateway.config.server.keys or _is_loopback(split_host_port(address)[0])):
+        print(
+            f"thanos: refusing to serve gRPC on {address} without client keys; add "
+            "[[server.keys]] or pass --allow-unauthenticated",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        from thanos_asgi.grpc.server import serve_both
+    except ImportError as exc:
+        print(
+            f"thanos: [server] grpc is set, but gRPC support is not installed ({exc}); "
+            "install it with: pip install 'thanos-asgi[grpc]'",
+            file=sys.stderr,
+        )
+        return 2
+    _freeze_startup_objects()
+    with asyncio.Runner(loop_factory=uvicorn.Config(app, **options).get_loop_factory()) as run:
+        try:
+            run.run(serve_both(app, gateway, *http, address, **options))
+        except OSError as exc:
+            print(f"thanos: {exc}", file=sys.stderr)
+            return 1
+    return 0
