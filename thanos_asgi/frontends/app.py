@@ -20,6 +20,7 @@ from thanos_asgi.core.metrics import CONTENT_TYPE as METRICS_TYPE
 from thanos_asgi.exceptions import InvalidRequest, MethodNotAllowed, NotFound, ThanosError
 from thanos_asgi.frontends import anthropic as _messages
 from thanos_asgi.frontends import login_endpoints as _auth_endpoints
+from thanos_asgi.frontends import ollama as _ollama
 from thanos_asgi.frontends import openai as codec
 from thanos_asgi.frontends.asgi import (
     JSON,
@@ -98,6 +99,7 @@ class ThanosApp:
             "/auth/github": {"POST": partial(_auth_endpoints.github, self)},
             "/auth/anthropic": {"POST": partial(_auth_endpoints.anthropic, self)},
             "/auth/status": {"GET": partial(_auth_endpoints.auth_status, self)},
+            **_ollama_routes(self),
         }
         if server.metrics:  # `[server] metrics = false` turns it off
             self.routes["/metrics"] = {"GET": self.scrape}
@@ -265,3 +267,17 @@ class ThanosApp:
         ready = any(state.get("configured") for state in providers.values())
         body = {"status": "ready" if ready else "unavailable", "providers": providers}
         await respond(ex.send, 200 if ready else 503, _encode(body))
+
+
+def _ollama_routes(app: ThanosApp) -> dict[str, dict[str, Handler]]:
+    """Ollama's native API (`frontends/ollama.py`)."""
+    return {
+        "/api/chat": {"POST": partial(_ollama.chat, app)},
+        "/api/generate": {"POST": partial(_ollama.generate, app)},
+        "/api/embed": {"POST": partial(_ollama.embed, app)},
+        "/api/embeddings": {"POST": partial(_ollama.embeddings, app)},
+        "/api/tags": {"GET": partial(_ollama.tags, app)},
+        "/api/show": {"POST": partial(_ollama.show, app)},
+        "/api/version": {"GET": partial(_ollama.version, app)},
+        "/api/ps": {"GET": partial(_ollama.running, app)},
+    }

@@ -60,9 +60,21 @@ def anthropic_error(exc: ThanosError) -> bytes:
     return _encode(_AnthropicBody(_AnthropicError(kind, exc.message)))
 
 
+class _OllamaBody(msgspec.Struct):
+    error: str
+
+
+def ollama_error(exc: ThanosError) -> bytes:
+    """`{"error": "..."}`, as Ollama sends it."""
+    return _encode(_OllamaBody(exc.message))
+
+
 ANTHROPIC_PATHS = ("/v1/messages",)  # endpoints whose clients expect Anthropic's error shape
+OLLAMA_PATHS = ("/api/",)
 
 
 def error_body(path: str, exc: ThanosError) -> bytes:
     """The error in the shape the client of `path` expects."""
-    return anthropic_error(exc) if path.startswith(ANTHROPIC_PATHS) else openai_error(exc)
+    if path.startswith(ANTHROPIC_PATHS):
+        return anthropic_error(exc)
+    return ollama_error(exc) if path.startswith(OLLAMA_PATHS) else openai_error(exc)
