@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import inspect
 import json
 from typing import Any
 
@@ -11,76 +10,20 @@ import httpx
 import ollama
 import pytest
 
-from tests.cassettes import CASSETTES, load, replay
+from tests.cassettes import load, replay
+from tests.dialects import HI, TEXT, WEATHER, Hosts, recorded_text
 from tests.helpers import KEY, gateway
 from tests.servers import running
-from tests.upstreams import FakeOpenAI
 from thanos_asgi import build_app
 from thanos_asgi.frontends.asgi import ASGIApp
 
 pytestmark = pytest.mark.anyio
-
-TEXT = f"""
-[providers.openai]
-api_key = "{KEY}"
-base_url = "http://openai.test/v1"
-model = "gpt-4o-mini"
-
-[providers.anthropic]
-api_key = "{KEY}"
-base_url = "http://anthropic.test"
-
-[providers.gemini]
-api_key = "{KEY}"
-base_url = "http://gemini.test"
-
-[routing]
-max_retries = 0
-fallback_chain = ["openai"]
-"""
-HI = [{"role": "user", "content": "hello there"}]
-WEATHER = {
-    "type": "function",
-    "function": {
-        "name": "get_capital",
-        "description": "The capital of a country",
-        "parameters": {"type": "object", "properties": {"country": {"type": "string"}}},
-    },
-}
-
-
-class Hosts:
-    """Each provider host served by its own handler; every request kept."""
-
-    def __init__(self, **handlers: Any) -> None:
-        self.handlers = handlers
-        self.fallback = FakeOpenAI()
-        self.requests: list[httpx.Request] = []
-
-    async def __call__(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        handler = self.handlers.get(request.url.host.split(".")[0], self.fallback)
-        response = handler(request)
-        return await response if inspect.isawaitable(response) else response
-
-    def bodies(self) -> list[dict[str, Any]]:
-        return [json.loads(r.content) for r in self.requests if r.content]
 
 
 def client(hosts: Hosts, text: str = TEXT, **kw: Any) -> tuple[ASGIApp, ollama.AsyncClient]:
     app = build_app(gateway(hosts, text))
     transport = httpx.ASGITransport(app=app)
     return app, ollama.AsyncClient(host="http://gateway.test", transport=transport, **kw)
-
-
-def recorded_text(name: str) -> str:
-    """The text an Anthropic `.chunks.txt` recording streams."""
-    deltas = [json.loads(line) for line in (CASSETTES / name).read_text().splitlines() if line]
-    return "".join(
-        d["delta"]["text"]
-        for d in deltas
-        if d["type"] == "content_block_delta" and d["delta"]["type"] == "text_delta"
-    )
 
 
 async def test_chat_to_an_openai_recording() -> None:

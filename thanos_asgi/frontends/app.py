@@ -19,6 +19,7 @@ from thanos_asgi.core.gateway import Context, Gateway, Reply, close
 from thanos_asgi.core.metrics import CONTENT_TYPE as METRICS_TYPE
 from thanos_asgi.exceptions import InvalidRequest, MethodNotAllowed, NotFound, ThanosError
 from thanos_asgi.frontends import anthropic as _messages
+from thanos_asgi.frontends import gemini as _gemini
 from thanos_asgi.frontends import login_endpoints as _auth_endpoints
 from thanos_asgi.frontends import ollama as _ollama
 from thanos_asgi.frontends import openai as codec
@@ -116,6 +117,8 @@ class ThanosApp:
             methods = self.routes.get(path)
             if methods is None and path.startswith("/v1/models/"):
                 methods = {"GET": self.model}
+            elif methods is None and path.startswith(_gemini.PREFIX):
+                methods = {ex.scope["method"]: partial(_gemini.handle, self)}
             if methods is None:
                 raise NotFound(f"there is no endpoint at {path}")
             handler = methods.get(ex.scope["method"])

@@ -69,12 +69,45 @@ def ollama_error(exc: ThanosError) -> bytes:
     return _encode(_OllamaBody(exc.message))
 
 
+_GOOGLE_STATUS = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    405: "INVALID_ARGUMENT",
+    413: "INVALID_ARGUMENT",
+    429: "RESOURCE_EXHAUSTED",
+    502: "UNAVAILABLE",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
+
+
+class _GoogleError(msgspec.Struct):
+    code: int
+    message: str
+    status: str
+
+
+class _GoogleBody(msgspec.Struct):
+    error: _GoogleError
+
+
+def gemini_error(exc: ThanosError) -> bytes:
+    """`{"error": {"code", "message", "status"}}`, as Google's APIs send it."""
+    status = _GOOGLE_STATUS.get(exc.status, "INTERNAL")
+    return _encode(_GoogleBody(_GoogleError(exc.status, exc.message, status)))
+
+
 ANTHROPIC_PATHS = ("/v1/messages",)  # endpoints whose clients expect Anthropic's error shape
 OLLAMA_PATHS = ("/api/",)
+GEMINI_PATHS = ("/v1beta/",)
 
 
 def error_body(path: str, exc: ThanosError) -> bytes:
     """The error in the shape the client of `path` expects."""
-    if path.startswith(ANTHROPIC_PATHS):
-        return anthropic_error(exc)
-    return ollama_error(exc) if path.startswith(OLLAMA_PATHS) else openai_error(exc)
+    if path.startswith("/v1/"):
+        return anthropic_error(exc) if path.startswith(ANTHROPIC_PATHS) else openai_error(exc)
+    if path.startswith(OLLAMA_PATHS):
+        return ollama_error(exc)
+    return gemini_error(exc) if path.startswith(GEMINI_PATHS) else openai_error(exc)

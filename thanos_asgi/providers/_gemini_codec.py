@@ -1,7 +1,7 @@
 """Gemini's `generateContent` format <-> canonical, shared by the Gemini API and Vertex AI.
 
 Request building and whole-answer mapping; pure functions, no I/O. The wire types are in
-`_gemini_types` and the made-up ids in `_gemini_ids`; tool and response schemas are cleaned in
+`gemini_types` and the made-up ids in `_gemini_ids`; tool and response schemas are cleaned in
 `_gemini_schema`, streams decoded in `_gemini_stream`.
 Decisions worth knowing:
 
@@ -41,7 +41,8 @@ import msgspec
 from thanos_asgi.exceptions import InvalidRequest
 from thanos_asgi.providers._gemini_ids import call_id, call_tag, completion_id, signature_of
 from thanos_asgi.providers._gemini_schema import clean_schema
-from thanos_asgi.providers._gemini_types import (
+from thanos_asgi.providers.base import tool_call_arguments
+from thanos_asgi.providers.gemini_types import (
     Blob,
     Candidate,
     Content,
@@ -61,7 +62,6 @@ from thanos_asgi.providers._gemini_types import (
     _json,
     encode,
 )
-from thanos_asgi.providers.base import tool_call_arguments
 from thanos_asgi.types import (
     AudioPart,
     ChatRequest,

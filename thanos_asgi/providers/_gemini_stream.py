@@ -20,7 +20,7 @@ import time
 
 from thanos_asgi.providers._gemini_codec import Pieces, finish_reason, read_candidate, usage_from
 from thanos_asgi.providers._gemini_ids import call_id, call_tag, completion_id
-from thanos_asgi.providers._gemini_types import GenerateResponse
+from thanos_asgi.providers.gemini_types import GenerateResponse
 from thanos_asgi.types import ChatChunk, ChunkChoice, Delta, FunctionCallDelta, ToolCallDelta, Usage
 
 

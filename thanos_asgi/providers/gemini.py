@@ -30,14 +30,14 @@ from thanos_asgi.exceptions import (
 )
 from thanos_asgi.providers._gemini_codec import generate_body, to_response
 from thanos_asgi.providers._gemini_stream import StreamDecoder
-from thanos_asgi.providers._gemini_types import (
+from thanos_asgi.providers.base import HTTPProvider, Relayed, embedding_base64
+from thanos_asgi.providers.gemini_types import (
     Content,
     GenerateResponse,
     Part,
     decode_response,
     encode,
 )
-from thanos_asgi.providers.base import HTTPProvider, Relayed, embedding_base64
 from thanos_asgi.types import (
     ChatChunk,
     ChatRequest,

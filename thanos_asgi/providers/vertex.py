@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING, ClassVar
 import msgspec
 
 from thanos_asgi.exceptions import ProviderUnavailable, UpstreamError, UpstreamProtocolError
-from thanos_asgi.providers._gemini_types import encode
 from thanos_asgi.providers._google_auth import GoogleTokens, read_service_account
 from thanos_asgi.providers.gemini import Gemini, embed_texts, embedding_response
+from thanos_asgi.providers.gemini_types import encode
 from thanos_asgi.types import EmbeddingRequest, EmbeddingResponse
 from thanos_asgi.upstream import Timeouts, Transport, UpstreamResponse
 

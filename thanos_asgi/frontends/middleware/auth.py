@@ -1,4 +1,5 @@
-"""AuthMiddleware: client keys from `Authorization: Bearer` or `x-api-key`.
+"""AuthMiddleware: client keys from `Authorization: Bearer`, `x-api-key`, `x-goog-api-key`
+or (as Gemini clients send it) `?key=`.
 
 With no keys configured it lets everything through (the gateway then binds loopback only).
 With keys: a missing or unknown key gets 401, a non-admin key on an admin path gets 403, and
@@ -8,6 +9,8 @@ checked where the model is known). A host app that authenticates on its own may 
 """
 
 from __future__ import annotations
+
+from urllib.parse import parse_qs
 
 from thanos_asgi.context import KeyPolicy
 from thanos_asgi.exceptions import AuthenticationError, PermissionDenied, ThanosError
@@ -74,8 +77,12 @@ def _presented(scope: Scope) -> str | None:
             scheme, _, token = bytes(value).decode("latin-1").strip().partition(" ")
             if scheme.lower() == "bearer" and token.strip():
                 return token.strip()
-        elif name == b"x-api-key":
+        elif name in (b"x-api-key", b"x-goog-api-key"):
             text = bytes(value).decode("latin-1").strip()
             if text:
                 return text
+    query = scope.get("query_string", b"")
+    if b"key=" in query:
+        keys = parse_qs(query.decode("latin-1")).get("key")
+        return keys[0] if keys and keys[0] else None
     return None

@@ -26,11 +26,13 @@ class FileData(_G, kw_only=True):
 class GFunctionCall(_G, kw_only=True):
     name: str
     args: dict[str, Any] | None = None  # we always send it, `{}` included
+    id: str | None = None  # newer clients name their calls (read by the Gemini front-end)
 
 
 class GFunctionResponse(_G, kw_only=True):
     name: str
     response: dict[str, Any]
+    id: str | None = None
 
 
 class Part(_G, kw_only=True):
