@@ -26,6 +26,7 @@ __all__ = [
     "ProviderConfig",
     "ProviderCost",
     "ProviderHealth",
+    "ResponsesConfig",
     "RoutingConfig",
     "ServerConfig",
     "StateConfig",
@@ -242,6 +243,13 @@ class StateConfig(_Section, frozen=True):
     fail_open: bool = False
 
 
+class ResponsesConfig(_Section, frozen=True):
+    """`[responses]`: stored Responses API answers (`previous_response_id`, `GET /v1/responses`)."""
+
+    retention_days: PositiveFloat = 30
+    store_path: str | None = None  # SQLite; `thanos serve` defaults it; shared state wins
+
+
 class Config(_Section, frozen=True):
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     ai: AIConfig = msgspec.field(default_factory=AIConfig)
@@ -254,6 +262,7 @@ class Config(_Section, frozen=True):
     )
     models_dev: ModelsDevConfig = msgspec.field(default_factory=ModelsDevConfig)
     state: StateConfig = msgspec.field(default_factory=StateConfig)
+    responses: ResponsesConfig = msgspec.field(default_factory=ResponsesConfig)
     source: str = ""  # the file read, or "<defaults>"
 
     def enabled_providers(self) -> list[ProviderConfig]:

@@ -23,6 +23,7 @@ from thanos_asgi.frontends import gemini as _gemini
 from thanos_asgi.frontends import login_endpoints as _auth_endpoints
 from thanos_asgi.frontends import ollama as _ollama
 from thanos_asgi.frontends import openai as codec
+from thanos_asgi.frontends import responses as _responses
 from thanos_asgi.frontends.asgi import (
     JSON,
     Headers,
@@ -35,6 +36,7 @@ from thanos_asgi.frontends.asgi import (
 )
 from thanos_asgi.frontends.errors import error_body, error_headers
 from thanos_asgi.frontends.sse import EventSourceResponse
+from thanos_asgi.governance.response_store import ResponseStore
 from thanos_asgi.types import ChatChunk, CompletionRequest, EmbeddingRequest, ModelList
 
 _encode = msgspec.json.Encoder().encode
@@ -81,6 +83,7 @@ class ThanosApp:
     ) -> None:
         server = gateway.config.server
         self.gateway = gateway
+        self.response_store: ResponseStore | None = None  # opened on first use
         self.limit = max_body_bytes or server.max_body_bytes
         self.keepalive = (
             keepalive_seconds if keepalive_seconds is not None else server.keepalive_seconds
@@ -94,6 +97,8 @@ class ThanosApp:
             "/v1/models": {"GET": self.models},
             "/v1/messages": {"POST": partial(_messages.create, self)},
             "/v1/messages/count_tokens": {"POST": partial(_messages.count_tokens, self)},
+            "/v1/responses": {"POST": partial(_responses.create, self)},
+            "/v1/responses/input_tokens": {"POST": partial(_responses.input_tokens, self)},
             "/v1/usage": {"GET": self.usage},
             "/health": {"GET": self.health},
             "/health/ready": {"GET": self.ready},
@@ -117,6 +122,9 @@ class ThanosApp:
             methods = self.routes.get(path)
             if methods is None and path.startswith("/v1/models/"):
                 methods = {"GET": self.model}
+            elif methods is None and path.startswith(_responses.PREFIX + "/"):
+                one = partial(_responses.one, self)
+                methods = {"GET": one, "DELETE": one}
             elif methods is None and path.startswith(_gemini.PREFIX):
                 methods = {ex.scope["method"]: partial(_gemini.handle, self)}
             if methods is None:

@@ -198,8 +198,8 @@ def _from_environment() -> ASGIApp:
 
 
 def with_local_files(config: Config, env: Mapping[str, str]) -> Config:
-    """Put the usage ledger, key store and login tokens in the user's data dir unless the
-    config says where.
+    """Put the usage ledger, stored responses, key store and login tokens in the user's data
+    dir unless the config says where.
 
     The key store is used only if `thanos keys create` has made it."""
     import msgspec
@@ -208,9 +208,11 @@ def with_local_files(config: Config, env: Mapping[str, str]) -> Config:
         env.get("XDG_DATA_HOME") or Path(env.get("HOME", "~")).expanduser() / ".local/share"
     )
     folder = data / "thanos"
-    cost, server = config.cost, config.server
+    cost, server, responses = config.cost, config.server, config.responses
     if cost.track_usage and not cost.ledger_path:
         cost = msgspec.structs.replace(cost, ledger_path=str(folder / "usage.db"))
+    if not responses.store_path:
+        responses = msgspec.structs.replace(responses, store_path=str(folder / "responses.db"))
     if not server.key_store and (folder / "keys.db").exists():
         server = msgspec.structs.replace(server, key_store=str(folder / "keys.db"))
     logins = str(folder / "logins")  # where `thanos auth login` keeps tokens without a keyring
@@ -218,4 +220,6 @@ def with_local_files(config: Config, env: Mapping[str, str]) -> Config:
         name: p if p.token_dir else msgspec.structs.replace(p, token_dir=logins)
         for name, p in config.providers.items()
     }
-    return msgspec.structs.replace(config, cost=cost, server=server, providers=providers)
+    return msgspec.structs.replace(
+        config, cost=cost, server=server, providers=providers, responses=responses
+    )

@@ -1,0 +1,251 @@
+"""The Responses API out: canonical answers -> the response object and its typed events.
+
+A whole answer becomes `output` items in this order: a `reasoning` item (its text as one
+summary), a `message` with one `output_text` part, then one `function_call` per tool call.
+`finish_reason` length / content_filter -> status `incomplete` with that reason.
+
+A stream is the event sequence the official SDK parses, every event numbered by
+`sequence_number`: `response.created`, `response.in_progress`; per item
+`response.output_item.added`, its deltas (`response.reasoning_summary_text.delta`,
+`response.output_text.delta`, `response.function_call_arguments.delta`), their `.done`
+events, `response.output_item.done`; then `response.completed` (or `response.incomplete`)
+with usage. A failure after the first event is a last `error` event.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import msgspec
+
+from thanos_asgi.core.gateway import Reply, close
+from thanos_asgi.exceptions import ThanosError
+from thanos_asgi.frontends._responses_types import (
+    FunctionCallItem,
+    Incomplete,
+    InputTokensDetails,
+    MessageItem,
+    OutputItem,
+    OutputText,
+    OutputTokensDetails,
+    ReasoningItem,
+    ResponseObject,
+    ResponseUsage,
+    SummaryText,
+)
+from thanos_asgi.types import ChatChunk, ChatResponse, FunctionCall, Message, ToolCall, Usage
+
+_encode = msgspec.json.Encoder().encode
+_INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_hex(24)}"
+
+
+def usage(value: Usage | None) -> ResponseUsage | None:
+    if value is None:
+        return None
+    return ResponseUsage(
+        input_tokens=value.prompt_tokens,
+        input_tokens_details=InputTokensDetails(cached_tokens=value.cached_tokens),
+        output_tokens=value.output_tokens,
+        output_tokens_details=OutputTokensDetails(reasoning_tokens=value.reasoning_tokens),
+        total_tokens=value.total_tokens or value.prompt_tokens + value.output_tokens,
+    )
+
+
+def finish(response: ResponseObject, reason: str | None, used: Usage | None) -> ResponseObject:
+    response.usage = usage(used)
+    cut = _INCOMPLETE.get(reason or "")
+    response.status = "incomplete" if cut else "completed"
+    response.incomplete_details = Incomplete(reason=cut) if cut else None
+    return response
+
+
+def items(message: Any) -> list[OutputItem]:
+    """The output items of an answer's message (or of a finished stream's pieces)."""
+    out: list[OutputItem] = []
+    thought = message.reasoning_content or getattr(message, "reasoning", None)
+    if thought:
+        out.append(ReasoningItem(id=new_id("rs"), summary=[SummaryText(text=thought)]))
+    if message.content:
+        out.append(MessageItem(id=new_id("msg"), content=[OutputText(text=message.content)]))
+    out += [_call_item(call) for call in message.tool_calls or ()]
+    return out
+
+
+def _call_item(call: ToolCall) -> FunctionCallItem:
+    return FunctionCallItem(
+        id=new_id("fc"),
+        call_id=call.id,
+        name=call.function.name,
+        arguments=call.function.arguments,
+    )
+
+
+def whole(shell: ResponseObject, answer: ChatResponse) -> ResponseObject:
+    choice = answer.choices[0] if answer.choices else None
+    shell.output = items(choice.message) if choice else []
+    return finish(shell, choice.finish_reason if choice else None, answer.usage)
+
+
+def assistant_turn(output: list[OutputItem]) -> Message:
+    """The answer as the canonical assistant message the next turn continues from."""
+    texts = [p.text for i in output if isinstance(i, MessageItem) for p in i.content]
+    thoughts = [s.text for i in output if isinstance(i, ReasoningItem) for s in i.summary]
+    calls = [
+        ToolCall(id=i.call_id, function=FunctionCall(name=i.name, arguments=i.arguments))
+        for i in output
+        if isinstance(i, FunctionCallItem)
+    ]
+    return Message(
+        role="assistant",
+        content="".join(texts) or None,
+        reasoning_content="".join(thoughts) or None,
+        tool_calls=calls or None,
+    )
+
+
+class Events:
+    """One stream's events, numbered; `feed` a chunk, `end` when the source is done."""
+
+    def __init__(self, shell: ResponseObject) -> None:
+        self.shell = shell
+        self.sequence = 0
+        self.open: OutputItem | None = None
+        self.calls: dict[int, FunctionCallItem] = {}
+        self.reason: str | None = None
+
+    def event(self, kind: str, **data: Any) -> bytes:
+        data["type"] = kind
+        data["sequence_number"] = self.sequence
+        self.sequence += 1
+        return b"event: " + kind.encode() + b"\ndata: " + _encode(data) + b"\n\n"
+
+    def start(self) -> bytes:
+        self.shell.status = "in_progress"
+        return self.event("response.created", response=self.shell) + self.event(
+            "response.in_progress", response=self.shell
+        )
+
+    def feed(self, chunk: ChatChunk) -> bytes:
+        if not chunk.choices:
+            return b""
+        choice = chunk.choices[0]
+        delta, out = choice.delta, b""
+        self.reason = choice.finish_reason or self.reason
+        thought = delta.reasoning_content or delta.reasoning
+        if thought:
+            out += self._text(ReasoningItem, thought)
+        if delta.content:
+            out += self._text(MessageItem, delta.content)
+        for call in delta.tool_calls or ():
+            out += self._call(call.index, call.id, call.function)
+        return out
+
+    def _text(self, kind: type[ReasoningItem] | type[MessageItem], text: str) -> bytes:
+        out = b""
+        if not isinstance(self.open, kind):
+            out += self._close()
+            out += self._open(kind(id=new_id("rs" if kind is ReasoningItem else "msg")))
+        item, index = self.open, len(self.shell.output)
+        if isinstance(item, ReasoningItem):
+            item.summary[0].text += text
+            ids = {"item_id": item.id, "output_index": index, "summary_index": 0}
+            return out + self.event("response.reasoning_summary_text.delta", delta=text, **ids)
+        assert isinstance(item, MessageItem)
+        item.content[0].text += text
+        ids = {"item_id": item.id, "output_index": index, "content_index": 0}
+        return out + self.event("response.output_text.delta", delta=text, logprobs=[], **ids)
+
+    def _call(self, position: int, call_id: str | None, function: Any) -> bytes:
+        out = b""
+        item = self.calls.get(position)
+        if item is None or item is not self.open:
+            out += self._close()
+            name = (function.name if function else None) or ""
+            item = FunctionCallItem(
+                id=new_id("fc"), call_id=call_id or new_id("call"), name=name, arguments=""
+            )
+            item.status = "in_progress"
+            self.calls[position] = item
+            out += self._open(item)
+        piece = (function.arguments if function else None) or ""
+        if not piece:
+            return out
+        item.arguments += piece
+        ids = {"item_id": item.id, "output_index": len(self.shell.output)}
+        return out + self.event("response.function_call_arguments.delta", delta=piece, **ids)
+
+    def _open(self, item: OutputItem) -> bytes:
+        self.open = item
+        index = len(self.shell.output)
+        out = self.event("response.output_item.added", output_index=index, item=item)
+        if isinstance(item, MessageItem):
+            item.status = "in_progress"
+            item.content = [OutputText(text="")]
+            part = {"type": "output_text", "text": "", "annotations": []}
+            ids = {"item_id": item.id, "output_index": index, "content_index": 0}
+            out += self.event("response.content_part.added", part=part, **ids)
+        elif isinstance(item, ReasoningItem):
+            item.summary = [SummaryText(text="")]
+            part = {"type": "summary_text", "text": ""}
+            ids = {"item_id": item.id, "output_index": index, "summary_index": 0}
+            out += self.event("response.reasoning_summary_part.added", part=part, **ids)
+        return out
+
+    def _close(self) -> bytes:
+        item, self.open = self.open, None
+        if item is None:
+            return b""
+        index = len(self.shell.output)
+        out = b""
+        if isinstance(item, MessageItem):
+            text = item.content[0].text
+            ids = {"item_id": item.id, "output_index": index, "content_index": 0}
+            out += self.event("response.output_text.done", text=text, logprobs=[], **ids)
+            out += self.event("response.content_part.done", part=item.content[0], **ids)
+        elif isinstance(item, ReasoningItem):
+            ids = {"item_id": item.id, "output_index": index, "summary_index": 0}
+            text = item.summary[0].text
+            out += self.event("response.reasoning_summary_text.done", text=text, **ids)
+            out += self.event("response.reasoning_summary_part.done", part=item.summary[0], **ids)
+        else:
+            ids = {"item_id": item.id, "output_index": index}
+            args = item.arguments
+            out += self.event("response.function_call_arguments.done", arguments=args, **ids)
+        item.status = "completed"
+        self.shell.output.append(item)
+        return out + self.event("response.output_item.done", output_index=index, item=item)
+
+    def end(self, used: Usage | None) -> bytes:
+        out = self._close()
+        response = finish(self.shell, self.reason, used)
+        kind = "response.completed" if response.status == "completed" else "response.incomplete"
+        return out + self.event(kind, response=response)
+
+    def error(self, exc: ThanosError) -> bytes:
+        return self.event("error", code=exc.code or exc.type, message=exc.message, param=exc.param)
+
+
+async def stream(reply: Reply, events: Events) -> AsyncIterator[bytes]:
+    assert reply.chunks is not None
+    yield events.start()
+    try:
+        async for chunk in reply.chunks:
+            if chunk.usage is not None:
+                reply.usage = chunk.usage
+            out = events.feed(chunk)
+            if out:
+                yield out
+    finally:
+        await close(reply.chunks)
+    yield events.end(reply.usage)
+
+
+def created_now() -> int:
+    return int(time.time())
