@@ -28,7 +28,7 @@ from thanos_asgi.config.schema import (
     split_host_port,
 )
 from thanos_asgi.exceptions import ConfigError
-from thanos_asgi.providers import SPECS, infer_kind
+from thanos_asgi.providers import SPECS, effective_kind, infer_kind
 
 __all__ = ["config_paths", "default_config", "load_config", "parse_config"]
 
@@ -365,6 +365,13 @@ def _check(config: Config) -> None:
                 source=config.source,
                 path=f"server.keys[{index}]",
             )
+    for name, provider in config.providers.items():
+        if provider.wire_api == "responses" and not _speaks_openai(provider):
+            raise ConfigError(
+                'wire_api = "responses" is for OpenAI-compatible kinds only',
+                source=config.source,
+                path=f"providers.{_key_path([name])}.wire_api",
+            )
     _check_chain(config, config.routing.fallback_chain, "routing.fallback_chain", known_ok=False)
     _check_chain(config, config.ai.fallback_chain, "ai.fallback_chain", known_ok=True)
     primary = config.ai.primary_provider
@@ -401,3 +408,10 @@ def _unknown_instance(config: Config, name: str, path: str, also: str = "") -> C
         source=config.source,
         path=path,
     )
+
+
+_OPENAI_KINDS = frozenset({"openai", "openai-compatible", "xai", "deepseek", "groq", "openrouter"})
+
+
+def _speaks_openai(provider: ProviderConfig) -> bool:
+    return effective_kind(provider.name, provider.kind) in _OPENAI_KINDS

@@ -118,6 +118,7 @@ class ProviderConfig(_Section, frozen=True):
     use_github_auth: bool | None = None
     headers: dict[str, str] = {}
     organization: str | None = None
+    wire_api: Literal["chat", "responses"] = "chat"  # OpenAI-compatible kinds only
     project: str | None = None
     region: str | None = None
     credentials_file: str | None = None

@@ -34,6 +34,7 @@ from thanos_asgi.governance.pricing import PriceTable, Pricing
 from thanos_asgi.governance.state import StateBackend, open_backend
 from thanos_asgi.providers import SPECS, effective_kind, load_adapter
 from thanos_asgi.providers.base import Provider, Unavailable
+from thanos_asgi.providers.openai_responses import responses_wire
 from thanos_asgi.types import (
     ChatChunk,
     ChatRequest,
@@ -113,6 +114,8 @@ class Gateway:
             transport = H1Transport()
         if transport not in self._transports:
             self._transports.append(transport)
+        if config.wire_api == "responses":
+            adapter = responses_wire(adapter)
         provider: Provider = adapter(config, spec=SPECS[kind], transport=transport)
         return provider
 

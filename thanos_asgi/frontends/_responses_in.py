@@ -9,7 +9,8 @@ Mapping:
   `reasoning` items -> `reasoning_content` of the next assistant turn (summary texts joined).
   `item_reference` and other item types -> 400 naming the type.
 - `tools`: function tools -> function tools; built-in tools (web search, file search,
-  computer use, code interpreter, ...) cannot run on other providers: 400 naming the tool.
+  computer use, code interpreter, ...) run only where the request is relayed to an instance
+  with `wire_api = "responses"`; anywhere else: 400 naming the tool.
   `tool_choice` auto / none / required / {"type": "function", "name"}; `parallel_tool_calls`.
 - `text.format` text / json_object / json_schema -> `response_format`; `reasoning.effort` ->
   `reasoning_effort`; `max_output_tokens` -> `max_completion_tokens`; temperature, top_p,
@@ -149,18 +150,17 @@ def _parts(parts: list[InputPart], where: str) -> str | list[ContentPart]:
     return out
 
 
+def built_in(tools: list[dict[str, Any]] | None) -> list[str]:
+    """The built-in tools asked for (web search, file search, ...): only a Responses relay
+    can run them."""
+    return [str(tool.get("type"))[:60] for tool in tools or () if tool.get("type") != "function"]
+
+
 def _tools(tools: list[dict[str, Any]] | None) -> list[Tool] | None:
-    if not tools:
-        return None
     out: list[Tool] = []
-    for index, tool in enumerate(tools):
-        kind = tool.get("type")
-        if kind != "function":
-            raise InvalidRequest(
-                f"the built-in tool {str(kind)[:60]!r} runs only on OpenAI's servers; "
-                "only function tools cross to other providers",
-                param=f"tools[{index}]",
-            )
+    for index, tool in enumerate(tools or ()):
+        if tool.get("type") != "function":
+            continue  # built-in: relayed, or refused before (`built_in`)
         name = tool.get("name")
         if not isinstance(name, str) or not name:
             raise InvalidRequest("a function tool needs a `name`", param=f"tools[{index}].name")
@@ -171,7 +171,7 @@ def _tools(tools: list[dict[str, Any]] | None) -> list[Tool] | None:
             strict=tool.get("strict"),
         )
         out.append(Tool(function=definition))
-    return out
+    return out or None
 
 
 def _choice(choice: str | dict[str, Any] | None) -> Choice | ToolChoice | None:

@@ -176,3 +176,4 @@ class Stored(msgspec.Struct, kw_only=True):
     response: ResponseObject
     messages: list[Message]
     key_id: str | None = None
+    relayed: bool = False  # made by a Responses instance, which keeps its own copy

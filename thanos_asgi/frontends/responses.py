@@ -11,12 +11,21 @@ conversation behind it are kept (`governance/response_store.py`) for `GET`, `DEL
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING
 
 import msgspec
 
-from thanos_asgi.exceptions import InvalidRequest, MethodNotAllowed, NotFound
+from thanos_asgi.context import Context
+from thanos_asgi.core.gateway import Reply
+from thanos_asgi.exceptions import (
+    InvalidRequest,
+    MethodNotAllowed,
+    NotFound,
+    ThanosError,
+    UpstreamProtocolError,
+)
 from thanos_asgi.frontends import _responses_in as decode
 from thanos_asgi.frontends import _responses_out as out
 from thanos_asgi.frontends._responses_types import RequestBody, ResponseObject, Stored
@@ -25,7 +34,9 @@ from thanos_asgi.frontends.openai import convert, decode_json
 from thanos_asgi.frontends.sse import EventSourceResponse
 from thanos_asgi.governance.pricing import estimate_prompt_tokens
 from thanos_asgi.governance.response_store import ResponseStore, open_store
+from thanos_asgi.providers.openai_responses import WIRE
 from thanos_asgi.types import Message
+from thanos_asgi.upstream.framing import parse_block
 
 if TYPE_CHECKING:
     from thanos_asgi.frontends.app import Exchange, ThanosApp
@@ -33,6 +44,21 @@ if TYPE_CHECKING:
 PREFIX = "/v1/responses"
 _encode = msgspec.json.Encoder().encode
 _decode_stored = msgspec.json.Decoder(Stored).decode
+_decode_any = msgspec.json.Decoder().decode
+_KNOWN_ITEMS = ("message", "function_call", "reasoning")
+_FINAL = re.compile(rb'"type"\s*:\s*"response\.(completed|incomplete)"')
+
+
+def upstream_response(data: bytes, *, event: bool = False) -> ResponseObject:
+    """A relayed answer (or the `response` of its last event) as the store keeps it: items
+    of the kinds this gateway knows, the rest left out."""
+    try:
+        raw = _decode_any(data)
+        raw = raw.get("response", raw) if event else raw
+        kept = [i for i in raw.get("output") or () if i.get("type") in _KNOWN_ITEMS]
+        return msgspec.convert({**raw, "output": kept}, ResponseObject)
+    except (msgspec.DecodeError, msgspec.ValidationError, AttributeError, TypeError):
+        raise UpstreamProtocolError("the relayed response is not readable") from None
 
 
 def store_of(app: ThanosApp) -> ResponseStore:
@@ -42,50 +68,122 @@ def store_of(app: ThanosApp) -> ResponseStore:
 
 
 async def create(app: ThanosApp, ex: Exchange) -> None:
-    body = convert(decode_json(await read_body(ex.scope, ex.receive, app.limit)), RequestBody)
+    data = decode_json(await read_body(ex.scope, ex.receive, app.limit))
+    body = convert(data, RequestBody)
     if not body.model:
         raise InvalidRequest("`model` must name a model", param="model")
     ctx = ex.context()
-    earlier = await _earlier(app, body.previous_response_id, ctx.key_id)
-    turns = decode.conversation(body, earlier)
+    stored = await _previous(app, body.previous_response_id, ctx.key_id)
+    turns = decode.conversation(body, stored.messages if stored else [])
     request = decode.to_chat(body, turns)
+    _relay_only(app, body, ctx)
+    relayable = stored is None or stored.relayed  # a translated turn is continued translated
+    reply = await app.gateway.dispatch(request, ctx, raw=data if relayable else None, wire=WIRE)
+    keep = _keeper(app, body, turns, ctx.key_id)
+    if reply.relayed is not None:
+        await _relay(app, ex, reply, keep)
+        return
     shell = _shell(body)
-    reply = await app.gateway.dispatch(request, ctx)
-
-    async def keep(response: ResponseObject) -> None:
-        if body.store:
-            turn = out.assistant_turn(response.output)
-            entry = Stored(response=response, messages=[*turns, turn], key_id=ctx.key_id)
-            await store_of(app).put(response.id, _encode(entry))
-
     if reply.response is not None:
         reply.finish()
         response = out.whole(shell, reply.response)
-        await keep(response)
+        await keep(response, False)
         await respond(ex.send, 200, _encode(response), [*JSON, *app._headers(ex, reply)])
         return
     events = out.Events(shell)
+    source = out.stream(reply, events)
+    await _stream(app, ex, reply, _kept_after(source, events.shell, keep), events.error)
+
+
+def _relay_only(app: ThanosApp, body: RequestBody, ctx: Context) -> None:
+    """Built-in tools run only at an instance that takes the request as it is: the first
+    candidate must be one, and no fallback may translate the request for another."""
+    tools = decode.built_in(body.tools)
+    if not tools:
+        return
+    first = app.gateway.planner.plan(body.model, ctx)[0]
+    if app.gateway.providers[first.instance].wire != WIRE:
+        raise InvalidRequest(
+            f"the built-in tool {tools[0]!r} runs only on OpenAI's servers (an instance with "
+            'wire_api = "responses"); only function tools cross to other providers',
+            param=f"tools[{_first_built_in(body)}]",
+        )
+    ctx.fallback = False
+
+
+def _first_built_in(body: RequestBody) -> int:
+    types = [tool.get("type") for tool in body.tools or ()]
+    return next(i for i, kind in enumerate(types) if kind != "function")
+
+
+Keep = Callable[[ResponseObject, bool], Awaitable[None]]
+
+
+def _keeper(app: ThanosApp, body: RequestBody, turns: list[Message], key_id: str | None) -> Keep:
+    async def keep(response: ResponseObject, relayed: bool) -> None:
+        if body.store and response.status in ("completed", "incomplete"):
+            turn = out.assistant_turn(response.output)
+            entry = Stored(response=response, messages=[*turns, turn], key_id=key_id)
+            entry.relayed = relayed
+            await store_of(app).put(response.id, _encode(entry))
+
+    return keep
+
+
+async def _relay(app: ThanosApp, ex: Exchange, reply: Reply, keep: Keep) -> None:
+    relayed = reply.relayed
+    assert relayed is not None
+    if relayed.events is None:
+        reply.finish()
+        await keep(upstream_response(relayed.body), True)
+        await respond(ex.send, 200, relayed.body, [*JSON, *app._headers(ex, reply)])
+        return
+    await _stream(app, ex, reply, _kept_relay(relayed.events, keep), _relay_error)
+
+
+async def _stream(
+    app: ThanosApp,
+    ex: Exchange,
+    reply: Reply,
+    events: AsyncIterator[bytes],
+    on_error: Callable[[ThanosError], bytes],
+) -> None:
     stream = EventSourceResponse(
-        _stored_after(out.stream(reply, events), events, keep),
+        events,
         headers=app._headers(ex, reply),
         keepalive=app.keepalive or None,
-        on_error=events.error,
+        on_error=on_error,
         on_close=reply.finish,
         on_first_event=reply.first_event_sent,
     )
     await stream(ex.scope, ex.receive, ex.send)
 
 
-async def _stored_after(
-    source: AsyncIterator[bytes],
-    events: out.Events,
-    keep: Callable[[ResponseObject], Awaitable[None]],
+async def _kept_after(
+    source: AsyncIterator[bytes], response: ResponseObject, keep: Keep
 ) -> AsyncIterator[bytes]:
     """The events, then the finished response into the store (a failed one is not kept)."""
     async for event in source:
         yield event
-    if events.shell.status in ("completed", "incomplete"):
-        await keep(events.shell)
+    await keep(response, False)
+
+
+async def _kept_relay(source: AsyncIterator[bytes], keep: Keep) -> AsyncIterator[bytes]:
+    """Relayed events untouched; the completed response they end with goes into the store."""
+    async for batch in source:
+        yield batch
+        if b"response.completed" in batch or b"response.incomplete" in batch:
+            for block in batch.split(b"\n\n"):
+                data = parse_block(block).data
+                if (
+                    b'"response":' in data and b"response.completed" in data
+                ) or b"incomplete" in data:
+                    await keep(upstream_response(data, event=True), True)
+
+
+def _relay_error(exc: ThanosError) -> bytes:
+    error = {"type": "error", "code": exc.code or exc.type, "message": exc.message}
+    return b"event: error\ndata: " + _encode(error) + b"\n\n"
 
 
 def _shell(body: RequestBody) -> ResponseObject:
@@ -112,11 +210,10 @@ def _shell(body: RequestBody) -> ResponseObject:
     )
 
 
-async def _earlier(app: ThanosApp, response_id: str | None, key_id: str | None) -> list[Message]:
+async def _previous(app: ThanosApp, response_id: str | None, key_id: str | None) -> Stored | None:
     if not response_id:
-        return []
-    stored = await _stored(app, response_id, key_id, param="previous_response_id")
-    return stored.messages
+        return None
+    return await _stored(app, response_id, key_id, param="previous_response_id")
 
 
 async def _stored(app: ThanosApp, response_id: str, key_id: str | None, param: str) -> Stored:
@@ -145,8 +242,8 @@ async def one(app: ThanosApp, ex: Exchange) -> None:
 async def input_tokens(app: ThanosApp, ex: Exchange) -> None:
     """`POST /v1/responses/input_tokens`: the estimate budgets reserve by; no provider call."""
     body = convert(decode_json(await read_body(ex.scope, ex.receive, app.limit)), RequestBody)
-    earlier = await _earlier(app, body.previous_response_id, ex.context().key_id)
-    request = decode.to_chat(body, decode.conversation(body, earlier))
+    stored = await _previous(app, body.previous_response_id, ex.context().key_id)
+    request = decode.to_chat(body, decode.conversation(body, stored.messages if stored else []))
     app.gateway.model_info(body.model)  # 404 for a model the gateway cannot route
     count = {"object": "response.input_tokens", "input_tokens": estimate_prompt_tokens(request)}
     await respond(ex.send, 200, _encode(count))
