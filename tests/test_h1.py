@@ -185,24 +185,26 @@ async def test_a_connection_the_server_closed_while_idle_is_replaced() -> None:
         for _ in range(3):
             response = await transport.send("POST", server.url, headers={}, body=b"x")
             assert await response.read() == b"ok"
+            await asyncio.sleep(0.05)  # idle: the close arrives meanwhile
         assert server.connections == 3 and len(server.requests) == 3
     await transport.aclose()
 
 
-async def test_a_close_that_crosses_the_request_is_retried_once_on_a_new_connection() -> None:
+async def test_a_close_after_the_request_was_read_is_an_error_never_a_resend() -> None:
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await server.request(reader)
         writer.write(answer(b"ok"))
         await writer.drain()
-        await reader.readuntil(b"\r\n\r\n")  # the next request arrives: drop it unanswered
+        await server.request(reader)  # the next request arrives: acted on, then dropped
 
     transport = H1Transport()
     async with serving(handler) as server:
         first = await transport.send("POST", server.url, headers={}, body=b"x")
         assert await first.read() == b"ok"
-        second = await transport.send("POST", server.url, headers={}, body=b"x")
-        assert await second.read() == b"ok"
-        assert server.connections == 2
+        with pytest.raises(UpstreamProtocolError, match="not sent again") as caught:
+            await transport.send("POST", server.url, headers={}, body=b"x")
+        assert caught.value.maybe_delivered
+        assert len(server.requests) == 2 and server.connections == 1  # sent once, not twice
     await transport.aclose()
 
 
@@ -267,16 +269,19 @@ async def test_connect_errors() -> None:
     await transport.aclose()
 
 
-async def test_gzip_bodies_and_informational_responses() -> None:
+async def test_gzip_bodies_are_refused_and_informational_responses_skipped() -> None:
     packed = gzip.compress(b'{"hello":"world"}')
     transport = H1Transport()
     async with answering(
-        b"HTTP/1.1 103 Early Hints\r\nlink: </x>\r\n\r\n",
-        answer(packed, b"content-encoding: gzip\r\n"),
+        b"HTTP/1.1 103 Early Hints\r\nlink: </x>\r\n\r\n", answer(b"{}", b"x-a: 1\r\n")
     ) as server:
         response = await transport.send("GET", server.url, headers={})
         assert response.status == 200 and "link" not in response.headers
-        assert await response.read() == b'{"hello":"world"}'
+        assert await response.read() == b"{}"
+    assert b"\r\naccept-encoding: identity\r\n" in server.requests[0]
+    async with answering(answer(packed, b"content-encoding: gzip\r\n")) as server:
+        with pytest.raises(UpstreamProtocolError, match="encoded as 'gzip'"):
+            await transport.send("GET", server.url, headers={})
     await transport.aclose()
 
 
@@ -347,16 +352,16 @@ async def test_tls_is_verified(tmp_path: Path) -> None:
 
 
 def test_routes_name_the_host_as_http_wants_it() -> None:
-    from thanos_asgi.upstream.h1._pool import _parse
+    from thanos_asgi.upstream.h1._request import parse_url
 
-    (host, port, tls, head), target = _parse("https://api.example.com/v1/chat?x=1")
+    (host, port, tls, head), target = parse_url("https://api.example.com/v1/chat?x=1")
     assert (host, port, tls, target) == ("api.example.com", 443, True, b"/v1/chat?x=1")
-    assert head == b" HTTP/1.1\r\nhost: api.example.com\r\n"
-    (host, port, tls, head), target = _parse("http://[::1]:8080")
+    assert head == b"host: api.example.com\r\n"
+    (host, port, tls, head), target = parse_url("http://[::1]:8080")
     assert (host, port, tls, target) == ("::1", 8080, False, b"/")
-    assert head.endswith(b"host: [::1]:8080\r\n")
+    assert head == b"host: [::1]:8080\r\n"
     with pytest.raises(UpstreamConnectError, match="valid URL"):
-        _parse("http://example.com:notaport/")
+        parse_url("http://example.com:notaport/")
 
 
 async def test_a_request_cancelled_while_waiting_for_the_pool_blocks_no_other() -> None:

@@ -63,6 +63,7 @@ class ServerConfig(_Section, frozen=True):
     bind: str = "127.0.0.1:8080"
     grpc: str | None = None
     max_body_bytes: PositiveInt = 10 * 1024 * 1024
+    max_response_bytes: PositiveInt = 64 * 1024 * 1024  # a provider's answer read whole
     keepalive_seconds: PositiveFloat = 15.0
     allow_unauthenticated: bool = False
     keys: list[ClientKeyConfig] = []
