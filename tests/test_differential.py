@@ -17,7 +17,7 @@ import msgspec
 import pytest
 
 from tests.cassettes import Interaction, all_cassettes, load, replay
-from tests.rawserver import Server, chunk, read_request, serving
+from tests.rawserver import Server, chunk, serving
 from thanos_asgi import AiohttpTransport, H1Transport
 from thanos_asgi.config import ProviderConfig
 from thanos_asgi.exceptions import UpstreamError
