@@ -316,3 +316,18 @@ async def test_a_request_cancelled_while_waiting_for_the_pool_blocks_no_other() 
         with pytest.raises(asyncio.CancelledError):
             await leaving
     await transport.aclose()
+
+
+async def test_aclose_wakes_the_requests_waiting_for_a_connection() -> None:
+    release = asyncio.Event()
+    transport = H1Transport(max_connections=1)
+    async with serving(answering_each_after(release.wait)) as server:
+        first = asyncio.ensure_future(post(transport, server.url))
+        await asyncio.sleep(0.05)
+        waiting = asyncio.ensure_future(post(transport, server.url))
+        await asyncio.sleep(0.05)
+        await transport.aclose()
+        with pytest.raises(UpstreamConnectError, match="closed"):
+            await asyncio.wait_for(waiting, 1)
+        release.set()
+        assert await first == b"ok"

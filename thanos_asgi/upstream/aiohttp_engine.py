@@ -114,6 +114,10 @@ def _aiohttp_error(exc: Exception) -> Exception:
     return exc
 
 
+# the framing and encoding are the client's to set; a caller's are left out
+_FRAMING = frozenset(("content-length", "transfer-encoding", "accept-encoding"))
+
+
 @functools.lru_cache(maxsize=64)
 def _client_timeout(timeouts: Timeouts) -> aiohttp.ClientTimeout:
     import aiohttp
@@ -179,6 +183,8 @@ class AiohttpTransport:
             if len(self._timeouts) > 64:  # a caller making Timeouts per request
                 self._timeouts.clear()
             known = self._timeouts[id(timeouts)] = (timeouts, _client_timeout(timeouts))
+        if any(name.lower() in _FRAMING for name in headers):
+            headers = {k: v for k, v in headers.items() if k.lower() not in _FRAMING}
         request = session.request(
             method, url, headers=headers, data=body, timeout=known[1], allow_redirects=False
         )
@@ -189,6 +195,8 @@ class AiohttpTransport:
             else:  # (aiohttp's sock_read also runs until the response starts)
                 async with asyncio.timeout(limit):
                     response = await request
+        except ValueError as exc:  # a header or URL aiohttp will not send
+            raise UpstreamConnectError(f"could not send the request: {exc}") from None
         except Exception as exc:
             mapped = _aiohttp_error(exc)
             if mapped is exc:
