@@ -108,7 +108,7 @@ def endless(prefix: bytes) -> Handler:
 
 
 def bomb(size: int) -> bytes:
-    packer = zlib.compressobj(9, zlib.DEFLATED, 31)
+    packer = zlib.compressobj(1, zlib.DEFLATED, 31)  # (level 1: made in about a second)
     block = bytes(MiB)
     return b"".join(packer.compress(block) for _ in range(size // MiB)) + packer.flush()
 
