@@ -23,8 +23,9 @@ import ssl
 import time
 from collections.abc import Mapping
 
-from thanos_asgi.exceptions import UpstreamConnectError, UpstreamTimeout
+from thanos_asgi.exceptions import ConfigError, UpstreamConnectError, UpstreamTimeout
 from thanos_asgi.upstream.base import Timeouts
+from thanos_asgi.upstream.h1._proxy import Proxy
 from thanos_asgi.upstream.h1._request import RequestWriter, parse_url
 from thanos_asgi.upstream.h1._wire import Connection, Response, Route, limit
 
@@ -45,15 +46,20 @@ class H1Transport:
         keepalive_seconds: float = 60.0,
         ssl_context: ssl.SSLContext | None = None,
         max_response_bytes: int = MAX_RESPONSE_BYTES,
+        proxy: str | None = None,
+        ca_file: str | None = None,
     ) -> None:
         """`ssl_context`: for https; default `ssl.create_default_context()` (the system's
-        certificates, or those `SSL_CERT_FILE` names)."""
+        certificates, or those `SSL_CERT_FILE` names). `proxy`: `http://`, `https://` (a
+        CONNECT tunnel) or `socks5://` (python-socks); `ca_file`: PEM certificates trusted
+        beside the system's. ConfigError if either cannot be used."""
         self._limit = max_connections
         self._keepalive = keepalive_seconds
         self.max_body = max_response_bytes
         self._routes: dict[str, tuple[Route, bytes]] = {}
         self._writer = RequestWriter()
-        self._ssl = ssl_context
+        self._ssl = ssl_context or (_trusting(ca_file) if ca_file else None)
+        self._proxy = Proxy(proxy) if proxy else None
         self._closed = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._idle: dict[Route, list[Connection]] = {}
@@ -181,6 +187,8 @@ class H1Transport:
             context = self._ssl = self._ssl or ssl.create_default_context()
         try:
             async with asyncio.timeout(limit(timeouts.connect, until)):
+                if self._proxy is not None:
+                    return await self._proxy.open(route, context)
                 _, conn = await loop.create_connection(
                     lambda: Connection(route, loop), host, port, ssl=context
                 )
@@ -235,6 +243,16 @@ class H1Transport:
             waiter = self._waiting.popleft()
             if not waiter.done():
                 waiter.set_exception(UpstreamConnectError("the upstream client was closed"))
+
+
+def _trusting(ca_file: str) -> ssl.SSLContext:
+    """The system's trust store and the certificates in `ca_file`."""
+    context = ssl.create_default_context()
+    try:
+        context.load_verify_locations(cafile=ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"cannot load the CA file {ca_file}: {exc}") from None
+    return context
 
 
 def _expire(waiter: asyncio.Future[None]) -> None:

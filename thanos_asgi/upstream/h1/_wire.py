@@ -64,14 +64,15 @@ class Connection(asyncio.Protocol):
         self.waiter: asyncio.Future[None] | None = None
         self.begin()
 
-    def begin(self, *, bodiless: bool = False) -> None:
-        """Ready for the next response; `bodiless`: it answers a HEAD (no body follows)."""
+    def begin(self, *, bodiless: bool = False, tunnel: bool = False) -> None:
+        """Ready for the next response; `bodiless`: it answers a HEAD or a CONNECT (no body
+        follows); `tunnel`: a CONNECT's, after which the connection goes on."""
         self.parser = httptools.HttpResponseParser(self)
         self.raw_headers: list[tuple[bytes, bytes]] = []
         self.status = 0
         self.headed = self.complete = self.paused = self.informational = False
         self.keep_alive = False
-        self.bodiless = bodiless
+        self.bodiless, self.tunnel = bodiless, tunnel
         self.received = 0  # bytes of this response so far
         self.chunks: collections.deque[bytes] = collections.deque()
         self.buffered = 0
@@ -90,7 +91,8 @@ class Connection(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserCallbackError:
-            self._fail(None)
+            if not self.tunnel:
+                self._fail(None)
         except httptools.HttpParserUpgrade:
             self._fail(UpstreamProtocolError("the provider switched protocols (101 answer)"))
         except httptools.HttpParserError as exc:
