@@ -6,67 +6,17 @@ from __future__ import annotations
 import asyncio
 import gzip
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
 
 from tests.helpers import self_signed
+from tests.rawserver import Handler, answer, answering, read_request, serving
 from thanos_asgi import H1Transport, Timeouts
 from thanos_asgi.exceptions import UpstreamConnectError, UpstreamProtocolError, UpstreamTimeout
 
 pytestmark = pytest.mark.anyio
-
-Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
-
-
-class Server:
-    def __init__(self, handler: Handler) -> None:
-        self.handler = handler
-        self.connections = 0
-        self.requests: list[bytes] = []
-        self.url = ""
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
-        try:
-            await self.handler(reader, writer)
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            writer.close()
-
-    async def request(self, reader: asyncio.StreamReader) -> bytes:
-        """One request, kept in `requests`."""
-        request = await read_request(reader)
-        self.requests.append(request)
-        return request
-
-
-async def read_request(reader: asyncio.StreamReader) -> bytes:
-    """One request's head and body (by its content-length)."""
-    head = await reader.readuntil(b"\r\n\r\n")
-    length = 0
-    for line in head.split(b"\r\n"):
-        if line.lower().startswith(b"content-length:"):
-            length = int(line.split(b":")[1])
-    return head + await reader.readexactly(length)
-
-
-@asynccontextmanager
-async def serving(handler: Handler, tls: ssl.SSLContext | None = None) -> AsyncIterator[Server]:
-    server = Server(handler)
-    listener = await asyncio.start_server(server._serve, "127.0.0.1", 0, ssl=tls)
-    port = listener.sockets[0].getsockname()[1]
-    server.url = f"{'https' if tls else 'http'}://127.0.0.1:{port}/v1/chat"
-    async with listener:
-        yield server
-
-
-def answer(body: bytes, *extra: bytes) -> bytes:
-    head = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n" + b"".join(extra)
-    return head + b"content-length: %d\r\n\r\n" % len(body) + body
 
 
 def once(data: bytes, *, hold: bool) -> Handler:
@@ -99,21 +49,6 @@ def answering_each_after(pause: Callable[[], Awaitable[object]]) -> Handler:
 async def post(transport: H1Transport, url: str) -> bytes:
     response = await transport.send("POST", url, headers={}, body=b"x")
     return await response.read()
-
-
-@asynccontextmanager
-async def answering(*responses: bytes) -> AsyncIterator[Server]:
-    """A server that answers every request on a connection with `responses`."""
-
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while True:
-            await server.request(reader)
-            for response in responses:
-                writer.write(response)
-            await writer.drain()
-
-    async with serving(handler) as server:
-        yield server
 
 
 async def test_a_whole_answer_and_the_request_as_sent() -> None:
@@ -185,24 +120,26 @@ async def test_a_connection_the_server_closed_while_idle_is_replaced() -> None:
         for _ in range(3):
             response = await transport.send("POST", server.url, headers={}, body=b"x")
             assert await response.read() == b"ok"
+            await asyncio.sleep(0.05)  # idle: the close arrives meanwhile
         assert server.connections == 3 and len(server.requests) == 3
     await transport.aclose()
 
 
-async def test_a_close_that_crosses_the_request_is_retried_once_on_a_new_connection() -> None:
+async def test_a_close_after_the_request_was_read_is_an_error_never_a_resend() -> None:
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await server.request(reader)
         writer.write(answer(b"ok"))
         await writer.drain()
-        await reader.readuntil(b"\r\n\r\n")  # the next request arrives: drop it unanswered
+        await server.request(reader)  # the next request arrives: acted on, then dropped
 
     transport = H1Transport()
     async with serving(handler) as server:
         first = await transport.send("POST", server.url, headers={}, body=b"x")
         assert await first.read() == b"ok"
-        second = await transport.send("POST", server.url, headers={}, body=b"x")
-        assert await second.read() == b"ok"
-        assert server.connections == 2
+        with pytest.raises(UpstreamProtocolError, match="not sent again") as caught:
+            await transport.send("POST", server.url, headers={}, body=b"x")
+        assert caught.value.maybe_delivered
+        assert len(server.requests) == 2 and server.connections == 1  # sent once, not twice
     await transport.aclose()
 
 
@@ -267,16 +204,19 @@ async def test_connect_errors() -> None:
     await transport.aclose()
 
 
-async def test_gzip_bodies_and_informational_responses() -> None:
+async def test_gzip_bodies_are_refused_and_informational_responses_skipped() -> None:
     packed = gzip.compress(b'{"hello":"world"}')
     transport = H1Transport()
     async with answering(
-        b"HTTP/1.1 103 Early Hints\r\nlink: </x>\r\n\r\n",
-        answer(packed, b"content-encoding: gzip\r\n"),
+        b"HTTP/1.1 103 Early Hints\r\nlink: </x>\r\n\r\n", answer(b"{}", b"x-a: 1\r\n")
     ) as server:
         response = await transport.send("GET", server.url, headers={})
         assert response.status == 200 and "link" not in response.headers
-        assert await response.read() == b'{"hello":"world"}'
+        assert await response.read() == b"{}"
+    assert b"\r\naccept-encoding: identity\r\n" in server.requests[0]
+    async with answering(answer(packed, b"content-encoding: gzip\r\n")) as server:
+        with pytest.raises(UpstreamProtocolError, match="encoded as 'gzip'"):
+            await transport.send("GET", server.url, headers={})
     await transport.aclose()
 
 
@@ -347,16 +287,16 @@ async def test_tls_is_verified(tmp_path: Path) -> None:
 
 
 def test_routes_name_the_host_as_http_wants_it() -> None:
-    from thanos_asgi.upstream.h1._pool import _parse
+    from thanos_asgi.upstream.h1._request import parse_url
 
-    (host, port, tls, head), target = _parse("https://api.example.com/v1/chat?x=1")
+    (host, port, tls, head), target = parse_url("https://api.example.com/v1/chat?x=1")
     assert (host, port, tls, target) == ("api.example.com", 443, True, b"/v1/chat?x=1")
-    assert head == b" HTTP/1.1\r\nhost: api.example.com\r\n"
-    (host, port, tls, head), target = _parse("http://[::1]:8080")
+    assert head == b"host: api.example.com\r\n"
+    (host, port, tls, head), target = parse_url("http://[::1]:8080")
     assert (host, port, tls, target) == ("::1", 8080, False, b"/")
-    assert head.endswith(b"host: [::1]:8080\r\n")
+    assert head == b"host: [::1]:8080\r\n"
     with pytest.raises(UpstreamConnectError, match="valid URL"):
-        _parse("http://example.com:notaport/")
+        parse_url("http://example.com:notaport/")
 
 
 async def test_a_request_cancelled_while_waiting_for_the_pool_blocks_no_other() -> None:
@@ -376,3 +316,18 @@ async def test_a_request_cancelled_while_waiting_for_the_pool_blocks_no_other() 
         with pytest.raises(asyncio.CancelledError):
             await leaving
     await transport.aclose()
+
+
+async def test_aclose_wakes_the_requests_waiting_for_a_connection() -> None:
+    release = asyncio.Event()
+    transport = H1Transport(max_connections=1)
+    async with serving(answering_each_after(release.wait)) as server:
+        first = asyncio.ensure_future(post(transport, server.url))
+        await asyncio.sleep(0.05)
+        waiting = asyncio.ensure_future(post(transport, server.url))
+        await asyncio.sleep(0.05)
+        await transport.aclose()
+        with pytest.raises(UpstreamConnectError, match="closed"):
+            await asyncio.wait_for(waiting, 1)
+        release.set()
+        assert await first == b"ok"

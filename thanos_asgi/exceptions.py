@@ -107,6 +107,9 @@ class UpstreamError(ThanosError):
     type = "upstream_error"
     code: str | None = "upstream_error"
     retryable = True
+    # The request may have reached the provider (the connection failed after it was written,
+    # before any answer): another candidate may take it, this provider is not sent it again.
+    maybe_delivered = False
 
     def __init__(self, message: str, *, provider: str = "", code: str | None = None) -> None:
         super().__init__(message, code=code)

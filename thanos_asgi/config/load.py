@@ -334,6 +334,8 @@ def _key_path(parts: KeyPath) -> str:
 
 def _resolve_keys(config: Config, env: Mapping[str, str]) -> Config:
     providers = {name: _resolve_provider(p, env) for name, p in config.providers.items()}
+    if config.server.trust_env:
+        providers = {name: _env_proxy(p, env) for name, p in providers.items()}
     keys = [
         msgspec.structs.replace(key, key=key.key or None, key_hash=key.key_hash or None)
         for key in config.server.keys
@@ -351,6 +353,35 @@ def _resolve_provider(provider: ProviderConfig, env: Mapping[str, str]) -> Provi
     if not key and spec and not oauth and url in ("", spec.base_url.rstrip("/")):
         key = next((env[name] for name in spec.env_keys if env.get(name)), None)
     return msgspec.structs.replace(provider, api_key=key or None)
+
+
+def _env_proxy(provider: ProviderConfig, env: Mapping[str, str]) -> ProviderConfig:
+    """`[server] trust_env`: a provider without `proxy` gets HTTPS_PROXY (HTTP_PROXY for an
+    http:// base_url, else ALL_PROXY) unless NO_PROXY names its host."""
+    url = provider.effective_base_url
+    if provider.proxy or not url:
+        return provider
+    parts = urlsplit(url)
+
+    def get(name: str) -> str:
+        return env.get(name) or env.get(name.upper()) or ""
+
+    proxy = get(f"{parts.scheme}_proxy") or get("all_proxy")
+    host = parts.hostname or ""
+    if not proxy or _no_proxy(host, get("no_proxy")):
+        return provider
+    return msgspec.structs.replace(provider, proxy=proxy)
+
+
+def _no_proxy(host: str, entries: str) -> bool:
+    """Whether NO_PROXY (`*`, or hosts and domains, `.example.com` or `example.com`) names host."""
+    host = host.lower()
+    for entry in entries.lower().replace(" ", "").split(","):
+        name = entry.rsplit(":", 1)[0] if entry.count(":") == 1 else entry
+        name = name.strip("[]").lstrip(".")
+        if name == "*" or (name and (host == name or host.endswith("." + name))):
+            return True
+    return False
 
 
 def _check(config: Config) -> None:

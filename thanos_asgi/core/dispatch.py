@@ -23,6 +23,7 @@ from thanos_asgi.core.routing import Target
 from thanos_asgi.exceptions import (
     ProviderUnavailable,
     ThanosError,
+    UpstreamError,
     UpstreamStatusError,
     UpstreamTimeout,
 )
@@ -142,7 +143,7 @@ class Dispatcher:
                     if not exc.retryable:
                         raise
                     last = exc
-                    if not isinstance(exc, ProviderUnavailable) or exc.code == "provider_busy":
+                    if _again(exc):
                         failed.append(target)
             delay = self._delay(round_, last)
             if not failed or round_ + 1 == self.max_rounds or _past(deadline, delay):
@@ -231,6 +232,13 @@ class Dispatcher:
         if last is not None and last.retry_after is not None:
             delay = max(delay, min(last.retry_after, self.max_delay))
         return delay
+
+
+def _again(exc: ThanosError) -> bool:
+    """Whether a later round may try the same target again after `exc`."""
+    if isinstance(exc, UpstreamError):
+        return not exc.maybe_delivered  # never resent where it may have been acted on
+    return not isinstance(exc, ProviderUnavailable) or exc.code == "provider_busy"
 
 
 async def _attempt(

@@ -111,7 +111,11 @@ class Gateway:
         if transport is None:  # the fast engine (benchmarks/README.md): a pool per provider
             from thanos_asgi.upstream.h1 import H1Transport
 
-            transport = H1Transport()
+            transport = H1Transport(
+                max_response_bytes=self.config.server.max_response_bytes,
+                proxy=config.proxy,  # (from HTTPS_PROXY when [server] trust_env: the loader)
+                ca_file=config.ca_file,
+            )
         if transport not in self._transports:
             self._transports.append(transport)
         if config.wire_api == "responses":

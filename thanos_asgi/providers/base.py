@@ -109,7 +109,8 @@ class HTTPProvider:
     async def send(
         self, method: str, path: str, body: bytes | None = None, *, timeouts: Timeouts | None = None
     ) -> UpstreamResponse:
-        """Send to `base_url + path`; raise our exceptions for transport errors and >= 400."""
+        """Send to `base_url + path`; raise our exceptions for transport errors and for any
+        answer but a 2xx (a 3xx is not followed: it names where it points)."""
         reason = self.missing_key()
         if reason:
             raise ProviderUnavailable(reason, code="provider_not_configured")
@@ -119,7 +120,7 @@ class HTTPProvider:
             response = await self.transport.send(
                 method, url, headers=headers, body=body, timeouts=timeouts or self.timeouts
             )
-            if response.status >= 400:
+            if not 200 <= response.status < 300:
                 raise await self._error(response)
         except UpstreamError as exc:
             raise self.tag(exc) from exc.__cause__
@@ -156,7 +157,13 @@ class HTTPProvider:
     ) -> UpstreamStatusError:
         """Turn an error answer into an exception; adapters override `error_fields`."""
         message, upstream_type, upstream_code, param = self.error_fields(body)
-        if status in (401, 403):
+        if status < 400:
+            location = headers.get("location")
+            message = f"provider '{self.name}' answered {status}" + (
+                f" (a redirect to {location[:200]}); check its base_url" if location else ""
+            )
+            upstream_type, upstream_code, param = None, "upstream_redirect", None
+        elif status in (401, 403):
             message = (
                 f"provider '{self.name}' rejected the gateway's credentials "
                 f"(upstream {status}{' ' + upstream_code if upstream_code else ''}); "

@@ -1,4 +1,7 @@
-"""aiohttp's client as a `Transport`, for those who want it (the floors in benchmarks use it)."""
+"""aiohttp's client as a `Transport`, for those who want it (the floors in benchmarks use it).
+
+Held to the same rules as `H1Transport`: it asks for `identity` and refuses an encoded body,
+caps a body read whole at `max_response_bytes`, and keeps one session per event loop."""
 
 from __future__ import annotations
 
@@ -15,19 +18,34 @@ if TYPE_CHECKING:
 
 
 class _AiohttpResponse:
-    __slots__ = ("_response", "headers", "status")
+    __slots__ = ("_max", "_response", "headers", "status")
 
-    def __init__(self, response: aiohttp.ClientResponse) -> None:
-        self._response = response
+    def __init__(self, response: aiohttp.ClientResponse, max_body: int) -> None:
+        self._response, self._max = response, max_body
         self.status = response.status
         self.headers: Mapping[str, str] = response.headers
+        encoding = response.headers.get("content-encoding", "").strip().lower()
+        if encoding and encoding != "identity":
+            response.close()
+            raise UpstreamProtocolError(
+                f"the provider sent a body encoded as {encoding!r}, which was not asked for"
+            )
 
     async def read(self) -> bytes:
+        response, parts, size = self._response, [], 0
         try:
             with _aiohttp_errors():
-                return await self._response.read()
+                async for data in response.content.iter_any():
+                    size += len(data)
+                    if size > self._max:
+                        response.close()
+                        raise UpstreamProtocolError(
+                            f"the provider's answer exceeds {self._max} bytes"
+                        )
+                    parts.append(data)
         finally:
-            self._response.release()
+            response.release()
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def iter_bytes(self) -> AsyncIterator[bytes]:
         return _AiohttpChunks(self._response)
@@ -85,11 +103,19 @@ def _aiohttp_error(exc: Exception) -> Exception:
         return UpstreamTimeout("the provider did not answer in time")
     if isinstance(exc, aiohttp.ClientConnectorError | aiohttp.ClientOSError):
         return UpstreamConnectError(f"could not connect: {exc.strerror or exc}")
-    if isinstance(exc, aiohttp.ClientPayloadError | aiohttp.ServerDisconnectedError):
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        error = UpstreamProtocolError("the provider closed the connection before answering")
+        error.maybe_delivered = True
+        return error
+    if isinstance(exc, aiohttp.ClientPayloadError):
         return UpstreamProtocolError("the provider closed the connection mid-response")
     if isinstance(exc, aiohttp.ClientResponseError | aiohttp.ClientConnectionError):
         return UpstreamProtocolError(f"bad response from the provider: {exc}")
     return exc
+
+
+# the framing and encoding are the client's to set; a caller's are left out
+_FRAMING = frozenset(("content-length", "transfer-encoding", "accept-encoding"))
 
 
 @functools.lru_cache(maxsize=64)
@@ -97,21 +123,32 @@ def _client_timeout(timeouts: Timeouts) -> aiohttp.ClientTimeout:
     import aiohttp
 
     return aiohttp.ClientTimeout(
-        total=timeouts.total, sock_connect=timeouts.connect, sock_read=timeouts.read
+        total=timeouts.total, connect=timeouts.connect, sock_read=timeouts.read
     )
 
 
 class AiohttpTransport:
     """Pooled aiohttp session, created lazily inside the running event loop."""
 
-    def __init__(self, *, max_connections: int = 1000, keepalive_seconds: float = 60.0) -> None:
+    def __init__(
+        self,
+        *,
+        max_connections: int = 1000,
+        keepalive_seconds: float = 60.0,
+        max_response_bytes: int = 64 * 1024 * 1024,
+    ) -> None:
         self._max_connections = max_connections
         self._keepalive = keepalive_seconds
+        self._max_body = max_response_bytes
         self._session: aiohttp.ClientSession | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._timeouts: dict[int, tuple[Timeouts, aiohttp.ClientTimeout]] = {}
 
     def _open(self) -> aiohttp.ClientSession:
+        """A session for the running loop (one made in another loop cannot be used in it)."""
         import aiohttp
+
+        self._loop = asyncio.get_running_loop()
 
         connector = aiohttp.TCPConnector(
             limit=self._max_connections,
@@ -120,7 +157,11 @@ class AiohttpTransport:
             ttl_dns_cache=300,
         )
         self._session = aiohttp.ClientSession(
-            connector=connector, skip_auto_headers=("User-Agent",), trust_env=False
+            connector=connector,
+            headers={"Accept-Encoding": "identity"},
+            skip_auto_headers=("User-Agent",),
+            auto_decompress=False,
+            trust_env=False,
         )
         return self._session
 
@@ -134,12 +175,16 @@ class AiohttpTransport:
         timeouts: Timeouts = Timeouts(),
     ) -> UpstreamResponse:
 
-        session = self._session or self._open()
+        session = self._session
+        if session is None or self._loop is None or self._loop.is_closed():
+            session = self._open()  # (a closed loop: the session was made by an earlier run)
         known = self._timeouts.get(id(timeouts))  # (a Timeouts hashes in Python: ~1 us)
         if known is None or known[0] is not timeouts:
             if len(self._timeouts) > 64:  # a caller making Timeouts per request
                 self._timeouts.clear()
             known = self._timeouts[id(timeouts)] = (timeouts, _client_timeout(timeouts))
+        if any(name.lower() in _FRAMING for name in headers):
+            headers = {k: v for k, v in headers.items() if k.lower() not in _FRAMING}
         request = session.request(
             method, url, headers=headers, data=body, timeout=known[1], allow_redirects=False
         )
@@ -150,17 +195,19 @@ class AiohttpTransport:
             else:  # (aiohttp's sock_read also runs until the response starts)
                 async with asyncio.timeout(limit):
                     response = await request
+        except ValueError as exc:  # a header or URL aiohttp will not send
+            raise UpstreamConnectError(f"could not send the request: {exc}") from None
         except Exception as exc:
             mapped = _aiohttp_error(exc)
             if mapped is exc:
                 raise
             raise mapped from exc
-        return _AiohttpResponse(response)
+        return _AiohttpResponse(response, self._max_body)
 
     async def aclose(self) -> None:
-        if self._session is not None:
+        if self._session is not None and self._loop is not None and not self._loop.is_closed():
             await self._session.close()
-            self._session = None
+        self._session = None
 
 
 # -- httpx -----------------------------------------------------------------------------------

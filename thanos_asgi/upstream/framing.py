@@ -3,12 +3,19 @@
 Both work on raw byte chunks as they arrive, keep only the unfinished tail between chunks,
 and never re-scan what they already handed out. Which framing a provider speaks is the
 adapter's business; these are just the tools.
+
+A provider's stream is not trusted: one event (or line) larger than `MAX_EVENT` bytes ends the
+stream with `UpstreamProtocolError`, which the front-ends send as a final error event.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from typing import NamedTuple
+
+from thanos_asgi.exceptions import UpstreamProtocolError
+
+MAX_EVENT = 8 * 1024 * 1024  # bytes of one SSE event or NDJSON line, unfinished tail included
 
 
 class SSEvent(NamedTuple):
@@ -61,9 +68,13 @@ class SSEBuffer:
             buffer = buffer.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         end = buffer.rfind(b"\n\n") + 2
         if end == 1:  # no blank line yet
+            if len(buffer) > MAX_EVENT:
+                raise _too_large("an event")
             self.tail = buffer + held
             return b""
         self.tail = buffer[end:] + held
+        if len(self.tail) > MAX_EVENT:
+            raise _too_large("an event")
         return buffer if end == len(buffer) else buffer[:end]
 
 
@@ -73,10 +84,20 @@ async def iter_lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
     async for chunk in chunks:
         buffer = buffer + chunk if buffer else chunk
         if b"\n" not in buffer:
+            if len(buffer) > MAX_EVENT:
+                raise _too_large("a line")
             continue
         *lines, buffer = buffer.split(b"\n")
+        if len(buffer) > MAX_EVENT:
+            raise _too_large("a line")
         for line in lines:
             if line.strip():
                 yield line
     if buffer.strip():
         yield buffer
+
+
+def _too_large(what: str) -> UpstreamProtocolError:
+    return UpstreamProtocolError(
+        f"the provider's stream holds {what} larger than {MAX_EVENT // (1024 * 1024)} MiB"
+    )

@@ -1,10 +1,15 @@
-"""The wire half of the upstream HTTP/1.1 client (`_h1.py`): one connection as an asyncio
+"""The wire half of the upstream HTTP/1.1 client (`_pool.py`): one connection as an asyncio
 protocol fed to httptools' parser, and the response read from it whole or chunk by chunk.
 
 The parser calls back for each header and body piece; headers are kept raw and decoded only
 when someone asks for them (error answers), bodies are queued as they come and the socket stops
 being read while more than `HIGH_WATER` bytes wait. Every wait has its own timer, so a read
 timeout is the longest silence between pieces, cut short by a total deadline.
+
+What a provider sends is not trusted: the header block is capped (`MAX_HEAD`), a body read whole
+is capped (`max_body`), anything after the end of a response makes the connection unusable
+(never part of the next answer), an encoded body (the client asks for `identity`), a protocol
+switch and a malformed message are refused with `UpstreamProtocolError`.
 """
 
 from __future__ import annotations
@@ -12,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import time
-import zlib
 from collections.abc import Mapping
 from typing import Any, Protocol
 
@@ -22,15 +26,18 @@ from thanos_asgi.exceptions import UpstreamProtocolError, UpstreamTimeout
 from thanos_asgi.upstream.base import Timeouts
 
 HIGH_WATER = 256 * 1024  # bytes of unread body before the socket stops being read
-Route = tuple[str, int, bool, bytes]  # host, port, tls, the request head's first lines
+MAX_HEAD = 64 * 1024  # bytes of status line and headers (1xx answers included), as h11's
+Route = tuple[str, int, bool, bytes]  # host, port, tls, the host header line
 
 
 class Pool(Protocol):
+    max_body: int
+
     def release(self, conn: Connection) -> None: ...
 
 
-class Stale(Exception):
-    """A reused connection ended before any of the response came: send again."""
+class _Stop(Exception):
+    """Raised in a parser callback to stop parsing (the reason is in `Connection.error`)."""
 
 
 class Headers(dict[str, str]):
@@ -57,12 +64,15 @@ class Connection(asyncio.Protocol):
         self.waiter: asyncio.Future[None] | None = None
         self.begin()
 
-    def begin(self) -> None:
+    def begin(self, *, bodiless: bool = False, tunnel: bool = False) -> None:
+        """Ready for the next response; `bodiless`: it answers a HEAD or a CONNECT (no body
+        follows); `tunnel`: a CONNECT's, after which the connection goes on."""
         self.parser = httptools.HttpResponseParser(self)
         self.raw_headers: list[tuple[bytes, bytes]] = []
         self.status = 0
         self.headed = self.complete = self.paused = self.informational = False
         self.keep_alive = False
+        self.bodiless, self.tunnel = bodiless, tunnel
         self.received = 0  # bytes of this response so far
         self.chunks: collections.deque[bytes] = collections.deque()
         self.buffered = 0
@@ -74,16 +84,31 @@ class Connection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
+        if self.complete:  # bytes after the response, or while idle: out of step, unusable
+            self.close()
+            return
         self.received += len(data)
         try:
             self.parser.feed_data(data)
+        except httptools.HttpParserCallbackError:
+            if not self.tunnel:
+                self._fail(None)
+        except httptools.HttpParserUpgrade:
+            self._fail(UpstreamProtocolError("the provider switched protocols (101 answer)"))
         except httptools.HttpParserError as exc:
-            self.error = UpstreamProtocolError(f"bad response from the provider: {exc}")
-            self.close()
+            self._fail(UpstreamProtocolError(f"bad response from the provider: {exc}"))
+        if not self.headed and self.received > MAX_HEAD:
+            self._fail(UpstreamProtocolError("the provider's response headers exceed 64 KiB"))
         if self.buffered > HIGH_WATER and not self.paused and self.transport is not None:
             self.paused = True
             self.transport.pause_reading()
         self._wake()
+
+    def _fail(self, error: Exception | None) -> None:
+        """Stop reading this connection; `error` unless a callback set one (or it was done)."""
+        if self.error is None and not self.complete:
+            self.error = error or UpstreamProtocolError("bad response from the provider")
+        self.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -91,7 +116,12 @@ class Connection(asyncio.Protocol):
             if self.headed and not self.keep_alive and not self._framed():
                 self.complete = True  # a body that ends where the connection does
             elif self.received == 0:
-                self.error = Stale()
+                error = UpstreamProtocolError(
+                    "the provider closed the connection before answering (the request may "
+                    "have reached it, so it is not sent again)"
+                )
+                error.maybe_delivered = True  # not resent to this provider by anyone
+                self.error = error
             else:
                 self.error = UpstreamProtocolError(
                     "the provider closed the connection mid-response"
@@ -100,16 +130,27 @@ class Connection(asyncio.Protocol):
 
     # -- httptools callbacks --------------------------------------------------------------------
 
+    def on_message_begin(self) -> None:
+        if self.complete:  # a second response in the same read: never part of this exchange
+            raise _Stop
+
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.raw_headers.append((name, value))
+        if not self.headed:  # (trailers are dropped)
+            self.raw_headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
         if status < 200:  # 1xx: informational, the answer follows
+            if status == 101:
+                self.error = UpstreamProtocolError("the provider switched protocols (101 answer)")
+                raise _Stop
             self.raw_headers, self.informational = [], True
             return
         self.status, self.headed = status, True
         self.keep_alive = self.parser.should_keep_alive()  # (only valid until the message ends)
+        if self.bodiless:  # a HEAD's answer ends with its headers; the parser cannot know
+            self.complete, self.keep_alive = True, False
+            raise _Stop
 
     def on_body(self, body: bytes) -> None:
         self.chunks.append(body)
@@ -153,8 +194,8 @@ class Connection(asyncio.Protocol):
         return data
 
     def close(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
+        if self.transport is not None and not self.loop.is_closed():
+            self.transport.close()  # (an earlier event loop's socket went with that loop)
         self.closed = True
 
 
@@ -166,16 +207,14 @@ def _expire(waiter: asyncio.Future[None]) -> None:
 class Response:
     """What `send` returns: status and headers arrived; the body is read on demand."""
 
-    __slots__ = (
-        "_conn", "_decoder", "_headers", "_pool", "_released", "_timeouts", "_until", "status",
-    )  # fmt: skip
+    __slots__ = ("_conn", "_headers", "_pool", "_released", "_timeouts", "_until", "status")
 
     def __init__(self, conn: Connection, pool: Pool, timeouts: Timeouts, until: float):
         self._conn, self._pool, self._timeouts, self._until = conn, pool, timeouts, until
         self.status = conn.status
         self._headers: Headers | None = None
         self._released = False
-        self._decoder = _decoder(conn.raw_headers)
+        _refuse_encoded(conn.raw_headers)
 
     @property
     def headers(self) -> Mapping[str, str]:
@@ -188,16 +227,29 @@ class Response:
         return self._headers
 
     async def read(self) -> bytes:
+        """The whole body; UpstreamProtocolError beyond the pool's `max_body` bytes."""
         conn = self._conn
         try:
-            while not conn.complete:
-                await self._more()
-            data = self._decode(conn.take(), final=True)
+            data = conn.take() if conn.complete else await self._read_rest()
         except BaseException:
             self._release(reuse=False)
             raise
         self._release(reuse=True)
         return data
+
+    async def _read_rest(self) -> bytes:
+        conn, parts, size, cap = self._conn, [], 0, self._pool.max_body
+        while not conn.complete:
+            if size + conn.buffered > cap:
+                raise UpstreamProtocolError(f"the provider's answer exceeds {cap} bytes")
+            if conn.paused:  # the buffer is full: take it, so the socket is read again
+                size += conn.buffered
+                parts.append(conn.take())
+            await self._more()
+        if size + conn.buffered > cap:
+            raise UpstreamProtocolError(f"the provider's answer exceeds {cap} bytes")
+        parts.append(conn.take())
+        return b"".join(parts)
 
     def iter_bytes(self) -> Response:
         return self
@@ -210,17 +262,11 @@ class Response:
         try:
             while True:
                 if conn.chunks:
-                    data = self._decode(conn.take(), final=False)
-                    if data:
-                        return data
-                elif conn.complete:
-                    data = self._decode(b"", final=True)
+                    return conn.take()
+                if conn.complete:
                     self._release(reuse=True)
-                    if data:
-                        return data
                     raise StopAsyncIteration
-                else:
-                    await self._more()
+                await self._more()
         except StopAsyncIteration:
             raise
         except BaseException:
@@ -235,16 +281,7 @@ class Response:
             except TimeoutError:
                 raise UpstreamTimeout("the provider did not answer in time") from None
         if conn.error is not None:
-            raise _protocol_error(conn.error)
-
-    def _decode(self, data: bytes, *, final: bool) -> bytes:
-        if self._decoder is None:
-            return data
-        try:
-            out: bytes = self._decoder.decompress(data)
-            return out + self._decoder.flush() if final else out
-        except zlib.error as exc:
-            raise UpstreamProtocolError(f"bad compressed body from the provider: {exc}") from None
+            raise conn.error
 
     def _release(self, *, reuse: bool) -> None:
         if not self._released:
@@ -258,25 +295,17 @@ class Response:
         self._release(reuse=conn.complete and not conn.chunks)
 
 
-def _decoder(raw_headers: list[tuple[bytes, bytes]]) -> Any:
-    """A zlib decompressor when the body is gzip or deflate (we ask for neither)."""
-    encoding = b""
+def _refuse_encoded(raw_headers: list[tuple[bytes, bytes]]) -> None:
+    """The client asks for `identity`: a body encoded anyway (gzip, ...) is refused, never
+    decoded (a small gzip body can unpack to gigabytes)."""
     for name, value in raw_headers:
         if len(name) == 16 and name.lower() == b"content-encoding":
             encoding = value.strip().lower()
-    if not encoding or encoding == b"identity":
-        return None
-    if encoding in (b"gzip", b"x-gzip", b"deflate"):
-        return zlib.decompressobj(32 + zlib.MAX_WBITS)  # a gzip or zlib header, told apart
-    raise UpstreamProtocolError(
-        f"the provider sent a body encoded as {encoding.decode('latin-1')!r}"
-    )
-
-
-def _protocol_error(error: Exception) -> Exception:
-    if isinstance(error, Stale):
-        return UpstreamProtocolError("the provider closed the connection before answering")
-    return error
+            if encoding and encoding != b"identity":
+                raise UpstreamProtocolError(
+                    f"the provider sent a body encoded as {encoding.decode('latin-1')!r}, "
+                    "which was not asked for"
+                )
 
 
 def limit(read: float | None, until: float) -> float | None:
