@@ -24,6 +24,7 @@ import msgspec
 
 from thanos_asgi.config import Config, ModelsDevConfig, ProviderCost
 from thanos_asgi.providers import SPECS, effective_kind
+from thanos_asgi.sanitize import decode as bounded_decode
 from thanos_asgi.types import ChatRequest, Message, TextPart, Usage
 from thanos_asgi.upstream import Timeouts, Transport
 
@@ -120,7 +121,7 @@ class PriceTable:
     @classmethod
     def load_bundled(cls) -> PriceTable:
         raw = (resources.files("thanos_asgi.governance") / "data" / "prices.json").read_bytes()
-        return cls.from_snapshot(msgspec.json.decode(raw))
+        return cls.from_snapshot(bounded_decode(raw))
 
     def __len__(self) -> int:
         return sum(len(models) for models in self._prices.values())
@@ -278,7 +279,7 @@ async def refresh(table_url: str, transport: Transport) -> PriceTable | None:
         if response.status != 200:
             await response.aclose()
             return None
-        data = msgspec.json.decode(await response.read())
+        data = bounded_decode(await response.read())
         table = PriceTable.from_models_dev(data) if isinstance(data, dict) else None
     except Exception:
         return None

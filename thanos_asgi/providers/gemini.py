@@ -38,6 +38,7 @@ from thanos_asgi.providers.gemini_types import (
     decode_response,
     encode,
 )
+from thanos_asgi.sanitize import Decoder
 from thanos_asgi.types import (
     ChatChunk,
     ChatRequest,
@@ -95,10 +96,10 @@ class _Embeddings(msgspec.Struct):
     embeddings: list[_Values] = []
 
 
-_error_body = msgspec.json.Decoder(_ErrorBody)
-_error_list = msgspec.json.Decoder(list[_ErrorBody])
-_models = msgspec.json.Decoder(_Models)
-_embeddings = msgspec.json.Decoder(_Embeddings)
+_error_body = Decoder(_ErrorBody)
+_error_list = Decoder(list[_ErrorBody])
+_models = Decoder(_Models)
+_embeddings = Decoder(_Embeddings)
 _MAX_MODEL_PAGES = 20
 
 
