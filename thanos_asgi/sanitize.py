@@ -10,6 +10,7 @@ these few helpers:
   body becomes a 400, a provider's answer a 502 (or a final error event).
 - `check_model_name`: at most `MAX_MODEL_BYTES` of UTF-8 and printable, else a 400.
 - `echo`: at most `MAX_ECHO` characters of client input inside a message.
+- `url_path`: a model name as URL path segments, percent-encoded, no `.`/`..` segments.
 - `header_value`: any text as a safe HTTP header value (printable ASCII, the rest
   percent-encoded, at most `MAX_HEADER_CHARS`).
 - `scrub`: a secret removed from text in its plain, case-changed, split and base64 forms.
@@ -40,6 +41,7 @@ __all__ = [
     "echo",
     "header_value",
     "scrub",
+    "url_path",
 ]
 
 T = TypeVar("T")
@@ -134,6 +136,23 @@ def check_model_name(name: str, param: str = "model") -> None:
             f"`{param}` must be printable text (no control characters): {echo(name, 40)}",
             param=param,
         )
+    if _DOT_SEGMENT.search(name):
+        raise InvalidRequest(f"`{param}` must not contain `.` or `..` path segments", param=param)
+
+
+_DOT_SEGMENT = re.compile(r"(?:^|/)\.{1,2}(?:/|$)")
+
+
+def url_path(model: str) -> str:
+    """A model name as URL path segments (providers that put it in the path: Gemini,
+    Vertex): each segment percent-encoded, `.`, `..` and empty segments refused."""
+    segments = model.split("/")
+    if any(segment in ("", ".", "..") for segment in segments):
+        raise InvalidRequest(
+            f"the model {echo(model, 80)} is not a valid path (empty, `.` or `..` segment)",
+            param="model",
+        )
+    return "/".join(quote(segment, safe="") for segment in segments)
 
 
 def echo(text: str, limit: int = MAX_ECHO) -> str:

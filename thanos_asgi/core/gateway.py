@@ -27,6 +27,7 @@ from thanos_asgi.core.monitor import HealthMonitor
 from thanos_asgi.core.resilience import Breaker, Health, Limiter
 from thanos_asgi.core.routing import Router, Target
 from thanos_asgi.core.strategy import Planner
+from thanos_asgi.core.validation import Validator, check_embedding, check_ranges
 from thanos_asgi.exceptions import PermissionDenied, ProviderUnavailable, ThanosError, UpstreamError
 from thanos_asgi.governance.accounting import Accounting
 from thanos_asgi.governance.ledger import Ledger, LedgerRow
@@ -89,6 +90,7 @@ class Gateway:
         self.accounting = Accounting(config, pricing=pricing, state=self.state, ledger=self.ledger)
         self.planner = Planner(config, self.router, self.health)
         self.planner.spend_fraction = self.accounting.spend_fraction
+        self.validator = Validator(config)
         self.metrics = Metrics(self.health)
         self.dispatcher = Dispatcher(
             self.providers,
@@ -152,11 +154,13 @@ class Gateway:
         """
         started = time.perf_counter()
         self.monitor.start()
+        check_ranges(request, wire)  # before anything is routed, reserved or recorded
         ctx = _with_metadata(ctx or Context(), request)
         token = current_context.set(ctx)
         tokens = None
         try:
             targets = _permitted(self.planner.plan(request.model, ctx), request.model, ctx)
+            targets = self.validator.fit(request, targets, wire)
             tokens = await self.accounting.admit_request(request, ctx)
             reply = await self.dispatcher.run(targets, request, ctx, raw, wire)
         except ThanosError as exc:
@@ -204,6 +208,7 @@ class Gateway:
     # -- the rest --------------------------------------------------------------------------
 
     async def embed(self, request: EmbeddingRequest) -> EmbeddingResponse:
+        check_embedding(request)
         last: ThanosError | None = None
         for target in self.router.resolve(request.model):
             reply = Reply(target, [])

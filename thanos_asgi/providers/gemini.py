@@ -38,7 +38,7 @@ from thanos_asgi.providers.gemini_types import (
     decode_response,
     encode,
 )
-from thanos_asgi.sanitize import Decoder
+from thanos_asgi.sanitize import Decoder, url_path
 from thanos_asgi.types import (
     ChatChunk,
     ChatRequest,
@@ -152,7 +152,7 @@ class Gemini(HTTPProvider):
     def model_path(self, model: str, method: str) -> str:
         """The path of `model`'s `method`; a bare name means `models/<name>`."""
         name = model if "/" in model else f"models/{model}"
-        return f"/{quote(name, safe='/')}:{method}"
+        return f"/{url_path(name)}:{method}"
 
     async def relay(self, body: dict[str, Any], model: str, *, stream: bool) -> Relayed:
         raise ProviderUnavailable(f"{self.kind} does not relay")

@@ -23,7 +23,7 @@ from thanos_asgi.exceptions import ProviderUnavailable, UpstreamError, UpstreamP
 from thanos_asgi.providers._google_auth import GoogleTokens, read_service_account
 from thanos_asgi.providers.gemini import Gemini, embed_texts, embedding_response
 from thanos_asgi.providers.gemini_types import encode
-from thanos_asgi.sanitize import Decoder, scrub
+from thanos_asgi.sanitize import Decoder, scrub, url_path
 from thanos_asgi.types import EmbeddingRequest, EmbeddingResponse
 from thanos_asgi.upstream import Timeouts, Transport, UpstreamResponse
 
@@ -134,7 +134,7 @@ class Vertex(Gemini):
             )
         return (
             f"/v1beta1/projects/{project}/locations/{self.location}"
-            f"/publishers/google/models/{model.removeprefix('models/')}:{method}"
+            f"/publishers/google/models/{url_path(model.removeprefix('models/'))}:{method}"
         )
 
     async def send(
