@@ -186,7 +186,7 @@ def _trim_escape(quoted: str) -> str:
 # -- secrets -------------------------------------------------------------------------------------
 
 MIN_SECRET = 8  # shorter values are not scrubbed (they would match ordinary words)
-_SEPARATOR = r"[\s\"'+,.\\]{0,4}"  # what may split a key echoed in pieces
+_SEPARATOR = r"[\s\"'+,.\\]{0,8}"  # what may split a key echoed in pieces
 
 
 def scrub(text: str, secrets: Iterable[str | None], mask: str = "****") -> str:
