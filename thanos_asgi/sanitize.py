@@ -63,7 +63,10 @@ class NestingTooDeep(msgspec.DecodeError):
     """JSON nested deeper than the limit: refused before msgspec recurses into it."""
 
 
-def check_depth(data: bytes | str, limit: int = MAX_DEPTH) -> None:
+JSONText = bytes | bytearray | memoryview | str | msgspec.Raw
+
+
+def check_depth(data: JSONText, limit: int = MAX_DEPTH) -> None:
     """Raise NestingTooDeep if `data` (JSON text) nests arrays/objects deeper than `limit`.
 
     At C speed, no per-byte Python loop: JSON with at most `limit` openers cannot nest
@@ -72,7 +75,10 @@ def check_depth(data: bytes | str, limit: int = MAX_DEPTH) -> None:
     removed one level per `replace` pass, at most `limit` passes. Unbalanced input counts
     its unclosed openers as levels, as msgspec would recurse into them.
     """
-    raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
+    if isinstance(data, str):
+        raw = data.encode("utf-8", "surrogatepass")
+    else:
+        raw = data if isinstance(data, bytes) else bytes(memoryview(data))
     if raw.count(_OPENERS[0]) + raw.count(_OPENERS[1]) <= limit:
         return
     if b"\\" in raw:  # escaped backslashes, then escaped quotes: never string ends
@@ -108,7 +114,7 @@ class Decoder(Generic[T]):
         self._decode = msgspec.json.Decoder(type).decode
         self.limit = limit
 
-    def decode(self, data: bytes | str) -> T:
+    def decode(self, data: JSONText) -> T:
         check_depth(data, self.limit)
         result: T = self._decode(data)
         return result
@@ -117,7 +123,7 @@ class Decoder(Generic[T]):
 _any = Decoder()
 
 
-def decode(data: bytes | str) -> Any:
+def decode(data: JSONText) -> Any:
     """Any JSON value, depth-checked (the untyped `msgspec.json.decode`)."""
     return _any.decode(data)
 
