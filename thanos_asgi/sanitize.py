@@ -81,7 +81,7 @@ def check_depth(data: JSONText, limit: int = MAX_DEPTH) -> None:
         raw = data if isinstance(data, bytes) else bytes(memoryview(data))
     if raw.count(_OPENERS[0]) + raw.count(_OPENERS[1]) <= limit:
         return
-    if b"\\" in raw:  # escaped backslashes, then escaped quotes: never string ends
+    if b'\\"' in raw:  # escaped quotes end no string (escaped backslashes go first)
         raw = raw.replace(b"\\\\", b"").replace(b'\\"', b"")
     kept = raw.translate(_BRACKETS, _DELETE).replace(b'""', b"")  # strings without brackets
     if b'"' in kept:  # what is left between quotes sits inside strings
