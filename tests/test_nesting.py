@@ -222,3 +222,35 @@ async def test_a_deeply_nested_stream_event_ends_the_stream_with_an_error_event(
         assert response.status_code == 200
         assert "128 levels" in response.text.rsplit("data:", 1)[-1], response.text[-300:]
         assert "RecursionError" not in response.text
+
+
+async def test_grpc_json_fields_nested_too_deep_are_invalid_argument() -> None:
+    grpc = pytest.importorskip("grpc")
+    from tests.test_grpc import serving
+    from thanos_asgi.grpc import thanos_pb2 as pb
+    from thanos_asgi.grpc import thanos_pb2_grpc as pb_grpc
+
+    upstream = FakeOpenAI()
+    hi = pb.Message(role="user", content="hi")
+    call = pb.ToolCall(id="call_1", name="f", arguments_json=nested(DEEP))
+    requests = [
+        pb.ChatRequest(
+            model="openai/gpt-4o",
+            messages=[hi],
+            tools=[pb.Tool(name="f", parameters_json=nested(DEEP))],
+        ),
+        pb.ChatRequest(
+            model="anthropic/claude-sonnet-4-5",
+            messages=[hi, pb.Message(role="assistant", tool_calls=[call])],
+        ),
+    ]
+    async with serving(gateway(upstream, TEXT)) as channel:
+        stub = pb_grpc.ThanosServiceStub(channel)
+        for request in requests:
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                async for _ in stub.ChatCompletion(request):
+                    pass
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "128 levels" in (info.value.details() or "")
+            assert "Error" not in (info.value.details() or "")
+    assert upstream.requests == []
