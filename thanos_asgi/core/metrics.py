@@ -144,6 +144,8 @@ class Metrics:
     def attempt_failed(self, reply: Reply) -> None:
         """One attempt failed; `reply.attempts[-1]` is `"<instance>:<reason>"`."""
         reason = reply.attempts[-1].partition(":")[2] if reply.attempts else "error"
+        if len(reason) > 40 or (reason.isdigit() and not 100 <= int(reason) < 600):
+            reason = "other"  # a provider's own status in a stream error can be any number
         key = (reply.provider, reason)
         self.failures[key] = self.failures.get(key, 0) + 1
 
