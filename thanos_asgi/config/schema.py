@@ -73,6 +73,8 @@ class ServerConfig(_Section, frozen=True):
     metrics: bool = True  # serve Prometheus text at /metrics (admin-only once keys exist)
     workers: PositiveInt = 1  # `thanos serve` processes; limits across several need Redis state
     tracing: bool = False  # an OpenTelemetry span per request (needs thanos-asgi[otel])
+    # most output tokens a request may ask of a model whose limit models.dev does not know
+    max_output_tokens_ceiling: PositiveInt = 131_072
 
     @property
     def host(self) -> str:

@@ -27,6 +27,7 @@ from thanos_asgi.core.monitor import HealthMonitor
 from thanos_asgi.core.resilience import Breaker, Health, Limiter
 from thanos_asgi.core.routing import Router, Target
 from thanos_asgi.core.strategy import Planner
+from thanos_asgi.core.validation import Validator, check_embedding, check_ranges
 from thanos_asgi.exceptions import PermissionDenied, ProviderUnavailable, ThanosError, UpstreamError
 from thanos_asgi.governance.accounting import Accounting
 from thanos_asgi.governance.ledger import Ledger, LedgerRow
@@ -35,6 +36,7 @@ from thanos_asgi.governance.state import StateBackend, open_backend
 from thanos_asgi.providers import SPECS, effective_kind, load_adapter
 from thanos_asgi.providers.base import Provider, Unavailable
 from thanos_asgi.providers.openai_responses import responses_wire
+from thanos_asgi.sanitize import MAX_MODEL_BYTES, check_model_name, echo
 from thanos_asgi.types import (
     ChatChunk,
     ChatRequest,
@@ -90,7 +92,8 @@ class Gateway:
         self.accounting = Accounting(config, pricing=pricing, state=self.state, ledger=self.ledger)
         self.planner = Planner(config, self.router, self.health)
         self.planner.spend_fraction = self.accounting.spend_fraction
-        self.metrics = Metrics(self.health)
+        self.validator = Validator(config)
+        self.metrics = Metrics(self.health, known=self.known_model)
         self.dispatcher = Dispatcher(
             self.providers,
             self.health,
@@ -159,11 +162,13 @@ class Gateway:
         """
         started = time.perf_counter()
         self.monitor.start()
+        check_ranges(request, wire)  # before anything is routed, reserved or recorded
         ctx = _with_metadata(ctx or Context(), request)
         token = current_context.set(ctx)
         tokens = None
         try:
             targets = _permitted(self.planner.plan(request.model, ctx), request.model, ctx)
+            targets = self.validator.fit(request, targets, wire)
             tokens = await self.accounting.admit_request(request, ctx)
             reply = await self.dispatcher.run(targets, request, ctx, raw, wire)
         except ThanosError as exc:
@@ -211,6 +216,7 @@ class Gateway:
     # -- the rest --------------------------------------------------------------------------
 
     async def embed(self, request: EmbeddingRequest) -> EmbeddingResponse:
+        check_embedding(request)
         last: ThanosError | None = None
         for target in self.router.resolve(request.model):
             reply = Reply(target, [])
@@ -250,6 +256,7 @@ class Gateway:
             return []  # an unreachable provider still has its configured models listed
 
     def model_info(self, model_id: str) -> ModelInfo:
+        check_model_name(model_id)
         target = self.router.resolve(model_id)[0]
         return ModelInfo(id=model_id, owned_by=target.instance)
 
@@ -287,6 +294,13 @@ class Gateway:
         assert self.ledger is not None
         self.ledger.queue(row)
 
+    def known_model(self, instance: str, model: str) -> bool:
+        """True for a model the config names for `instance` (its `model`, `models`, default
+        or an alias target) or an exact models.dev id of its kind: a metrics label of its own."""
+        if model in self.router.models_of(instance):
+            return True
+        return self.validator.catalogue.known(self.validator.kinds.get(instance, ""), model)
+
     def status(self) -> dict[str, Any]:
         providers: dict[str, Any] = {}
         for name, provider in self.providers.items():
@@ -314,7 +328,7 @@ def _permitted(targets: list[Target], requested: str, ctx: Context) -> list[Targ
         return targets
     first = targets[0]
     if not policy.allows(first.instance, requested, first.model):
-        raise PermissionDenied(f"the key '{policy.key_id}' may not use the model '{requested}'")
+        raise PermissionDenied(f"the key '{policy.key_id}' may not use the model {echo(requested)}")
     return [t for t in targets if policy.allows(t.instance, requested, t.model)]
 
 
@@ -331,7 +345,7 @@ def ledger_row(reply: Reply, status: str) -> LedgerRow:
         request_id=reply.request_id,
         key_id=reply.key_id,
         provider=reply.provider,
-        model=reply.model,
+        model=reply.model[:MAX_MODEL_BYTES],  # a provider's answer may name any model
         prompt_tokens=usage.prompt_tokens if usage else 0,
         completion_tokens=usage.output_tokens if usage else 0,
         cached_tokens=usage.cached_tokens if usage else 0,

@@ -22,16 +22,17 @@ prometheus-client is imported on the first scrape only.
 
 `status` is how a request ended: `ok`, `error` (failed after the answer had started),
 `disconnected` (the client left), or the HTTP status class (`4xx`, `5xx`) of a request that
-failed before any answer. `model` is the model the gateway resolved; a request that failed
-before that is counted under `model="none"`, and beyond `MAX_SERIES` pairs new models are
-counted as `other`, so clients cannot grow the label space.
+failed before any answer. `model` is the model the gateway resolved, when it is one the config
+names or an exact models.dev id of the provider's kind (the `known` predicate); any other name
+is counted as `other`, as is every new model beyond `MAX_SERIES` pairs, so clients cannot grow
+the label space. A request that failed before routing is counted under `model="none"`.
 """
 
 from __future__ import annotations
 
 import time
 from bisect import bisect_left
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -49,6 +50,7 @@ FIRST_TOKEN_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32
 OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25)
 CIRCUIT_STATES = {"closed": 0, "half-open": 1, "open": 2, "disabled": 3}
 MAX_SERIES = 1000  # distinct (provider, model) pairs before new models count as "other"
+_FIXED = frozenset(("none", "other"))
 
 
 class Histogram:
@@ -88,9 +90,15 @@ class _Series:
 
 
 class Metrics:
-    def __init__(self, health: Mapping[str, Health]) -> None:
-        """`health` is the gateway's per-instance health, read for the circuit gauge."""
+    def __init__(
+        self,
+        health: Mapping[str, Health],
+        known: Callable[[str, str], bool] | None = None,
+    ) -> None:
+        """`health` is the gateway's per-instance health, read for the circuit gauge;
+        `known(provider, model)` says whether a model gets its own label (default: all)."""
         self.health = health
+        self.known = known
         self.overhead = Histogram(OVERHEAD_BUCKETS)
         self.streams: dict[str, int] = {}
         self.failures: dict[tuple[str, str], int] = {}
@@ -136,6 +144,8 @@ class Metrics:
     def attempt_failed(self, reply: Reply) -> None:
         """One attempt failed; `reply.attempts[-1]` is `"<instance>:<reason>"`."""
         reason = reply.attempts[-1].partition(":")[2] if reply.attempts else "error"
+        if len(reason) > 40 or (reason.isdigit() and not 100 <= int(reason) < 600):
+            reason = "other"  # a provider's own status in a stream error can be any number
         key = (reply.provider, reason)
         self.failures[key] = self.failures.get(key, 0) + 1
 
@@ -154,6 +164,8 @@ class Metrics:
             by_model = self._series[provider] = {}
         series = by_model.get(model)
         if series is None:
+            if model not in _FIXED and self.known is not None and not self.known(provider, model):
+                return self._series_for(provider, "other")
             if self._count >= MAX_SERIES and model != "other":
                 return self._series_for(provider, "other")
             series = by_model[model] = _Series()

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from thanos_asgi.exceptions import ModelNotFound
 from thanos_asgi.providers import SPECS, effective_kind
+from thanos_asgi.sanitize import echo
 from thanos_asgi.types import Target as Target
 
 if TYPE_CHECKING:
@@ -38,6 +39,7 @@ class Router:
         self.by_kind: dict[str, list[str]] = {}
         for p in enabled:
             self.by_kind.setdefault(effective_kind(p.name, p.kind), []).append(p.name)
+        self._named: dict[str, frozenset[str]] = {}
         self.prefixes = sorted(
             ((prefix, kind) for kind, spec in SPECS.items() for prefix in spec.model_prefixes),
             key=lambda item: -len(item[0]),
@@ -84,15 +86,29 @@ class Router:
     def _explain(self, name: str) -> str:
         instance = name.partition("/")[0]
         if instance in self.disabled:
-            return f"provider '{instance}' is disabled in the config (enabled = false)"
+            return f"provider {echo(instance)} is disabled in the config (enabled = false)"
         if name == "auto":
             return "'auto' needs a provider with a default model (set `model` in its config)"
         return (
-            f"the model '{name}' is not served here. Name a model as '<instance>/<model>' "
+            f"the model {echo(name)} is not served here. Name a model as '<instance>/<model>' "
             f"(instances: {_names(self.instances)}), use an alias ({_names(self.aliases)}), "
             "a known prefix (claude-*, gpt-*, gemini-*, grok-*, deepseek-*), "
             "'name:tag' for Ollama, or 'auto'; GET /v1/models lists what is configured"
         )
+
+    def models_of(self, instance: str) -> frozenset[str]:
+        """Every model the config names for `instance`: default, `models`, alias targets."""
+        found = self._named.get(instance)
+        if found is None:
+            names = {m for m, owners in self.by_model.items() if instance in owners}
+            names.add(self.defaults.get(instance) or "")
+            names.update(
+                target.partition("/")[2]
+                for target in self.aliases.values()
+                if target.partition("/")[0] == instance
+            )
+            found = self._named[instance] = frozenset(names - {""})
+        return found
 
     def configured_models(self) -> list[tuple[str, str]]:
         """(model id, instance) for every model and alias the config names."""

@@ -36,13 +36,14 @@ from thanos_asgi.providers.anthropic_types import (
     message_usage,
     stop_reason,
 )
+from thanos_asgi.sanitize import Decoder
 from thanos_asgi.types import ChatChunk, ChatResponse, Delta, ToolCallDelta
 
 if TYPE_CHECKING:
     from thanos_asgi.core.gateway import Reply
 
 _encode = msgspec.json.Encoder().encode
-_json = msgspec.json.Decoder()
+_json = Decoder()
 MESSAGE_STOP = b'event: message_stop\ndata: {"type":"message_stop"}\n\n'
 
 

@@ -27,6 +27,7 @@ Request mapping (the reverse of the Anthropic adapter's):
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
@@ -53,6 +54,7 @@ from thanos_asgi.providers.anthropic_types import (
     ToolResultBlock,
     ToolUseBlock,
 )
+from thanos_asgi.sanitize import check_model_name
 from thanos_asgi.types import (
     ChatRequest,
     ContentPart,
@@ -111,7 +113,7 @@ async def count_tokens(app: ThanosApp, ex: Exchange) -> None:
     prose and code, low for CJK text, high for base64 images (which Anthropic bills by pixels).
     """
     data = decode_json(await read_body(ex.scope, ex.receive, app.limit))
-    convert(data, CountTokensBody)  # the same 400s as Anthropic for a malformed body
+    check_model_name(convert(data, CountTokensBody).model)  # 400s as Anthropic gives them
     size = len(_encode([data.get("system"), data["messages"], data.get("tools")]))
     tokens = max(1, -(-size // BYTES_PER_TOKEN))
     await respond(ex.send, 200, _encode(TokenCount(input_tokens=tokens)))
@@ -128,7 +130,23 @@ def decode_messages(body: bytes) -> tuple[dict[str, Any], ChatRequest]:
         raise InvalidRequest("`model` must name a model", param="model")
     if not parsed.messages:
         raise InvalidRequest("`messages` must contain at least one message", param="messages")
+    _check_ranges(parsed)
     return data, to_chat(parsed)
+
+
+def _check_ranges(body: MessagesBody) -> None:
+    """Where Anthropic's ranges are narrower than the canonical ones (`core.validation`):
+    `temperature` and `top_p` 0 .. 1, `top_k` >= 0 (it is relayed, never translated)."""
+    for name, value in (("temperature", body.temperature), ("top_p", body.top_p)):
+        if value is not None and not (math.isfinite(value) and 0 <= value <= 1):
+            raise InvalidRequest(
+                f"`{name}` must be between 0 and 1 (got {value!r}) - at `$.{name}`", param=name
+            )
+    if body.top_k is not None and not 0 <= body.top_k < 2**31:
+        raise InvalidRequest(
+            f"`top_k` must be between 0 and {2**31 - 1} (got {body.top_k}) - at `$.top_k`",
+            param="top_k",
+        )
 
 
 def to_chat(body: MessagesBody) -> ChatRequest:

@@ -37,6 +37,7 @@ from thanos_asgi.frontends.asgi import (
 from thanos_asgi.frontends.errors import error_body, error_headers
 from thanos_asgi.frontends.sse import EventSourceResponse
 from thanos_asgi.governance.response_store import ResponseStore
+from thanos_asgi.sanitize import header_value
 from thanos_asgi.types import ChatChunk, CompletionRequest, EmbeddingRequest, ModelList
 
 _encode = msgspec.json.Encoder().encode
@@ -205,9 +206,9 @@ class ThanosApp:
         ex.scope["thanos.reply"] = reply  # for the access log
         overhead = (time.perf_counter() - ex.started) * 1000 - reply.upstream_ms
         headers = [
-            (b"x-thanos-provider", reply.provider.encode()),
-            (b"x-thanos-model", reply.model.encode("utf-8", "replace")),
-            (b"x-thanos-attempts", ",".join(reply.attempts).encode()),
+            (b"x-thanos-provider", header_value(reply.provider)),
+            (b"x-thanos-model", header_value(reply.model)),  # a provider's answer names it
+            (b"x-thanos-attempts", header_value(",".join(reply.attempts), 1024)),
             (b"x-thanos-overhead-ms", f"{max(overhead, 0.0):.3f}".encode()),
         ]
         if reply.cost_usd is not None:
@@ -274,10 +275,21 @@ class ThanosApp:
         await respond(ex.send, 200, body, [(b"content-type", METRICS_TYPE.encode())])
 
     async def ready(self, ex: Exchange) -> None:
+        """Overall status; per-provider details (base URLs, last errors) only for an admin
+        key once client keys exist."""
         providers = self.gateway.status()
         ready = any(state.get("configured") for state in providers.values())
-        body = {"status": "ready" if ready else "unavailable", "providers": providers}
+        body: dict[str, object] = {"status": "ready" if ready else "unavailable"}
+        if self._shows_details(ex.scope):
+            body["providers"] = providers
         await respond(ex.send, 200 if ready else 503, _encode(body))
+
+    def _shows_details(self, scope: Scope) -> bool:
+        server = self.gateway.config.server
+        if not scope.get("thanos.keys_active", bool(server.keys or server.key_store)):
+            return True
+        policy = (scope.get("thanos.auth") or {}).get("policy")
+        return bool(policy is not None and policy.admin)
 
 
 def _ollama_routes(app: ThanosApp) -> dict[str, dict[str, Handler]]:

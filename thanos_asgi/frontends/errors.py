@@ -7,6 +7,12 @@ import msgspec
 from thanos_asgi.exceptions import ThanosError
 
 _encode = msgspec.json.Encoder().encode
+MAX_MESSAGE = 2000  # characters of an error message; what it quotes is bounded where quoted
+
+
+def _message(exc: ThanosError) -> str:
+    message = exc.message
+    return message if len(message) <= MAX_MESSAGE else message[: MAX_MESSAGE - 3] + "..."
 
 
 class _OpenAIError(msgspec.Struct):
@@ -22,7 +28,8 @@ class _OpenAIBody(msgspec.Struct):
 
 def openai_error(exc: ThanosError) -> bytes:
     """`{"error": {"message", "type", "code", "param"}}`, as OpenAI sends it."""
-    return _encode(_OpenAIBody(_OpenAIError(exc.message, exc.type, exc.code, exc.param)))
+    param = exc.param[:MAX_MESSAGE] if exc.param else exc.param
+    return _encode(_OpenAIBody(_OpenAIError(_message(exc), exc.type, exc.code, param)))
 
 
 def error_headers(exc: ThanosError) -> list[tuple[bytes, bytes]]:
@@ -57,7 +64,7 @@ class _AnthropicBody(msgspec.Struct, tag_field="type", tag="error"):
 def anthropic_error(exc: ThanosError) -> bytes:
     """`{"type": "error", "error": {"type", "message"}}`, as Anthropic sends it."""
     kind = _ANTHROPIC_TYPES.get(exc.status, "api_error")
-    return _encode(_AnthropicBody(_AnthropicError(kind, exc.message)))
+    return _encode(_AnthropicBody(_AnthropicError(kind, _message(exc))))
 
 
 class _OllamaBody(msgspec.Struct):

@@ -42,6 +42,7 @@ from thanos_asgi.providers.gemini_types import (
     Part,
     UsageMetadata,
 )
+from thanos_asgi.sanitize import Decoder
 from thanos_asgi.types import ChatChunk, ChatResponse, EmbeddingRequest, ModelInfo, Usage
 
 if TYPE_CHECKING:
@@ -49,7 +50,7 @@ if TYPE_CHECKING:
 
 PREFIX = "/v1beta/models"
 _encode = msgspec.json.Encoder().encode
-_decode = msgspec.json.Decoder().decode
+_decode = Decoder().decode  # depth-checked (sanitize)
 _FINISH = {"length": "MAX_TOKENS", "content_filter": "SAFETY", "error": "OTHER"}
 _METHODS = ["generateContent", "streamGenerateContent", "countTokens", "embedContent"]
 

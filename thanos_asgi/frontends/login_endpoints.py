@@ -35,6 +35,7 @@ from thanos_asgi.logins import (
     Token,
     split_paste,
 )
+from thanos_asgi.sanitize import decode as bounded_decode
 
 if TYPE_CHECKING:
     from thanos_asgi.core.gateway import Gateway
@@ -214,7 +215,7 @@ async def _json(app: ThanosApp, ex: Exchange) -> dict[str, Any]:
     if not raw.strip():
         return {}
     try:
-        data = msgspec.json.decode(raw)
+        data = bounded_decode(raw)
     except msgspec.DecodeError:
         raise InvalidRequest("the body must be a JSON object") from None
     if not isinstance(data, dict):

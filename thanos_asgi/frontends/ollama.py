@@ -26,6 +26,7 @@ from thanos_asgi.frontends import _ollama_in as decode
 from thanos_asgi.frontends.asgi import JSON, read_body, respond
 from thanos_asgi.frontends.errors import ollama_error
 from thanos_asgi.frontends.sse import EventSourceResponse
+from thanos_asgi.sanitize import Decoder
 from thanos_asgi.types import (
     ChatChunk,
     ChatRequest,
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
 VERSION = "0.12.0"  # the Ollama API level these routes follow (clients gate features on it)
 NDJSON = b"application/x-ndjson"
 _encode = msgspec.json.Encoder().encode
-_decode = msgspec.json.Decoder().decode
+_decode = Decoder().decode  # depth-checked (sanitize)
 
 
 class _Function(msgspec.Struct):

@@ -10,6 +10,7 @@ import msgspec
 
 from thanos_asgi.exceptions import InvalidRequest, ThanosError
 from thanos_asgi.frontends.errors import openai_error
+from thanos_asgi.sanitize import Decoder
 from thanos_asgi.types import (
     ChatChunk,
     ChatRequest,
@@ -22,7 +23,7 @@ from thanos_asgi.types import (
 
 T = TypeVar("T")
 _encode = msgspec.json.Encoder().encode
-_decode_any = msgspec.json.Decoder().decode
+_decode_any = Decoder().decode
 
 
 def decode_json(body: bytes) -> dict[str, Any]:

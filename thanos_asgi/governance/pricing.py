@@ -12,31 +12,22 @@ leaves reasoning out of `completion_tokens` (not out of `total_tokens`), OpenAI 
 from __future__ import annotations
 
 import math
-import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib import resources
-from types import MappingProxyType
 from typing import Any, Protocol
 
 import msgspec
 
 from thanos_asgi.config import Config, ModelsDevConfig, ProviderCost
+from thanos_asgi.governance.catalogue import MODELS_DEV_KINDS, lookup
 from thanos_asgi.providers import SPECS, effective_kind
+from thanos_asgi.sanitize import decode as bounded_decode
 from thanos_asgi.types import ChatRequest, Message, TextPart, Usage
 from thanos_asgi.upstream import Timeouts, Transport
 
-# models.dev provider ids we route to -> our provider kinds
-MODELS_DEV_KINDS: Mapping[str, str] = MappingProxyType(
-    {
-        **{same: same for same in ("anthropic", "deepseek", "groq", "openai", "openrouter", "xai")},
-        **{"github-copilot": "copilot", "google": "gemini", "google-vertex": "vertex"},
-    }
-)
 _COST_FIELDS = ("input", "output", "cache_read", "cache_write")
-_DATE_SUFFIX = re.compile(r"[-@](?:\d{8}|\d{4}-\d{2}-\d{2})$")
-_PREFIX_BOUNDARY = frozenset("-:@")
 _PER_MILLION = 1_000_000
 
 
@@ -120,7 +111,7 @@ class PriceTable:
     @classmethod
     def load_bundled(cls) -> PriceTable:
         raw = (resources.files("thanos_asgi.governance") / "data" / "prices.json").read_bytes()
-        return cls.from_snapshot(msgspec.json.decode(raw))
+        return cls.from_snapshot(bounded_decode(raw))
 
     def __len__(self) -> int:
         return sum(len(models) for models in self._prices.values())
@@ -129,29 +120,7 @@ class PriceTable:
         """The exact id; else without a date suffix (`-20241022`, `-2024-07-18`, `@20241022`);
         else the longest known id that prefixes it at a `-`, `:` or `@` (`gpt-4o-mini-search`
         -> `gpt-4o-mini`, but `gpt-4.5-preview` does not become `gpt-4`); else None."""
-        models = self._prices.get(kind)
-        if not models:
-            return None
-        for candidate in dict.fromkeys((model, model.lower())):
-            found = models.get(candidate)
-            if found is None:
-                stripped = _DATE_SUFFIX.sub("", candidate)
-                found = models.get(stripped) or _by_prefix(models, stripped)
-            if found is not None:
-                return found
-        return None
-
-
-def _by_prefix(models: Mapping[str, Price], model: str) -> Price | None:
-    best = ""
-    for known in models:
-        if (
-            len(best) < len(known) < len(model)
-            and model[len(known)] in _PREFIX_BOUNDARY
-            and model.startswith(known)
-        ):
-            best = known
-    return models[best] if best else None
+        return lookup(self._prices.get(kind) or {}, model)
 
 
 # -- the math ----------------------------------------------------------------------------------
@@ -278,7 +247,7 @@ async def refresh(table_url: str, transport: Transport) -> PriceTable | None:
         if response.status != 200:
             await response.aclose()
             return None
-        data = msgspec.json.decode(await response.read())
+        data = bounded_decode(await response.read())
         table = PriceTable.from_models_dev(data) if isinstance(data, dict) else None
     except Exception:
         return None

@@ -15,6 +15,7 @@ import msgspec
 
 from thanos_asgi.exceptions import InvalidRequest
 from thanos_asgi.grpc import thanos_pb2 as pb
+from thanos_asgi.sanitize import Decoder
 from thanos_asgi.types import (
     ChatChunk,
     ChatRequest,
@@ -33,7 +34,7 @@ from thanos_asgi.types import (
 
 ROLES: frozenset[str] = frozenset(("system", "developer", "user", "assistant", "tool"))
 CHOICES: frozenset[str] = frozenset(("auto", "none", "required"))
-_decode_json = msgspec.json.Decoder().decode
+_decode_json = Decoder().decode
 
 
 def chat_request(proto: pb.ChatRequest) -> ChatRequest:

@@ -28,6 +28,7 @@ from thanos_asgi.grpc import thanos_pb2 as pb
 from thanos_asgi.grpc._access import Access, KeyLookup, metadata
 from thanos_asgi.grpc._status import abort
 from thanos_asgi.logins import LoginFailed
+from thanos_asgi.sanitize import header_value
 
 __all__ = ["KeyLookup", "ThanosServicer"]
 
@@ -83,7 +84,19 @@ class ThanosServicer:
     async def Health(
         self, request: pb.Empty, context: grpc.aio.ServicerContext
     ) -> pb.HealthResponse:
-        return convert.health_message(self.gateway.status())  # open, like GET /health/ready
+        """Open, like GET /health/ready: per-provider details only for an admin key once
+        client keys exist."""
+        message = convert.health_message(self.gateway.status())
+        if not self._admin_or_keyless(context):
+            message.providers.clear()
+        return message
+
+    def _admin_or_keyless(self, context: grpc.aio.ServicerContext) -> bool:
+        try:
+            policy = self.access.authenticate(context)
+        except ThanosError:
+            return False
+        return policy is None or policy.admin
 
     async def InitiateOAuth(
         self, request: pb.OAuthRequest, context: grpc.aio.ServicerContext
@@ -161,7 +174,7 @@ def _headers(ctx: Context, reply: Reply, started: float) -> tuple[tuple[str, str
     headers = [
         ("x-request-id", ctx.request_id),
         ("x-thanos-provider", reply.provider),
-        ("x-thanos-model", reply.model.encode("ascii", "replace").decode()),
+        ("x-thanos-model", header_value(reply.model).decode()),  # a provider may name it
         ("x-thanos-attempts", ",".join(reply.attempts)),
         ("x-thanos-overhead-ms", f"{max(overhead, 0.0):.3f}"),
     ]

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 from thanos_asgi.exceptions import ProviderUnavailable, ThanosError, UpstreamConnectError
 from thanos_asgi.logins._store import Token, TokenStore
 from thanos_asgi.logins._wire import Transient, scrub_secrets
+from thanos_asgi.sanitize import scrub
 
 log = logging.getLogger("thanos_asgi.logins")
 
@@ -226,9 +227,7 @@ class Session:
     def scrub(self, text: str) -> str:
         token = self._token
         if token is not None:
-            for secret in (token.access_token, token.refresh_token):
-                if len(secret) >= 8:
-                    text = text.replace(secret, "****")
+            text = scrub(text, (token.access_token, token.refresh_token))
         return scrub_secrets(text)
 
     async def aclose(self) -> None:

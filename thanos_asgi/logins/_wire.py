@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from thanos_asgi.sanitize import decode as bounded_decode
+
 if TYPE_CHECKING:
     import httpx
 
@@ -82,7 +84,7 @@ class Wire:
 
 def _object(content: bytes) -> dict[str, Any]:
     try:
-        data = msgspec.json.decode(content)
+        data = bounded_decode(content)
     except msgspec.DecodeError:
         return {}
     return data if isinstance(data, dict) else {}

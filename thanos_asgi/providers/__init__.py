@@ -22,6 +22,7 @@ class ProviderSpec:
     needs_key: bool = True
     free: bool = False  # local models cost nothing
     default_model: str | None = None  # used when an instance names no model of its own
+    max_choices: int = 1  # the most choices (`n`) one request may ask for
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -33,6 +34,7 @@ SPECS: dict[str, ProviderSpec] = {
         ProviderSpec(
             "openai",
             "thanos_asgi.providers.openai:OpenAI",
+            max_choices=128,  # OpenAI's documented maximum for `n`
             default_model="gpt-4o-mini",
             names=("openai", "gpt4", "gpt"),
             env_keys=("OPENAI_API_KEY",),
@@ -42,6 +44,7 @@ SPECS: dict[str, ProviderSpec] = {
         ProviderSpec(
             "xai",
             "thanos_asgi.providers.xai:XAI",
+            max_choices=128,
             default_model="grok-3-mini",
             names=("xai", "grok"),
             env_keys=("XAI_API_KEY",),
@@ -71,7 +74,7 @@ SPECS: dict[str, ProviderSpec] = {
             env_keys=("OPENROUTER_API_KEY",),
             base_url="https://openrouter.ai/api/v1",
         ),
-        ProviderSpec("openai-compatible", _OPENAI_BASE, needs_key=False),
+        ProviderSpec("openai-compatible", _OPENAI_BASE, needs_key=False, max_choices=128),
         ProviderSpec(
             "ollama",
             "thanos_asgi.providers.ollama:Ollama",
@@ -94,6 +97,7 @@ SPECS: dict[str, ProviderSpec] = {
         ProviderSpec(
             "gemini",
             "thanos_asgi.providers.gemini:Gemini",
+            max_choices=8,  # candidateCount
             default_model="gemini-2.5-flash",
             names=("gemini", "google"),
             env_keys=("GEMINI_API_KEY", "GOOGLE_API_KEY"),
@@ -101,7 +105,11 @@ SPECS: dict[str, ProviderSpec] = {
             model_prefixes=("gemini-", "text-embedding-004", "gemini-embedding-"),
         ),
         ProviderSpec(
-            "vertex", "thanos_asgi.providers.vertex:Vertex", names=("vertex",), needs_key=False
+            "vertex",
+            "thanos_asgi.providers.vertex:Vertex",
+            names=("vertex",),
+            needs_key=False,
+            max_choices=8,  # candidateCount, as Gemini
         ),
         ProviderSpec(
             "copilot",

@@ -28,6 +28,7 @@ from typing import Any
 import msgspec
 
 from thanos_asgi.exceptions import InvalidRequest, UpstreamProtocolError, UpstreamStatusError
+from thanos_asgi.sanitize import Decoder
 from thanos_asgi.types import (
     ChatChunk,
     ChatRequest,
@@ -81,8 +82,8 @@ class _Event(msgspec.Struct):
     is_api_error_message: bool = False  # assistant: its text is that error, not an answer
 
 
-_event = msgspec.json.Decoder(_Event)
-_message = msgspec.json.Decoder(_Message)
+_event = Decoder(_Event)
+_message = Decoder(_Message)
 
 
 def strip_ansi(text: str) -> str:

@@ -25,6 +25,7 @@ from authlib.oauth2.rfc7523 import JWTBearerGrant  # type: ignore[import-untyped
 from joserfc.jwk import RSAKey
 
 from thanos_asgi.exceptions import UpstreamProtocolError, UpstreamStatusError
+from thanos_asgi.sanitize import Decoder
 from thanos_asgi.upstream import Timeouts, Transport
 
 SCOPE = "https://www.googleapis.com/auth/cloud-platform"
@@ -55,9 +56,9 @@ class _TokenError(msgspec.Struct):
     error_description: str = ""
 
 
-_key_file = msgspec.json.Decoder(_KeyFile)
-_token_answer = msgspec.json.Decoder(_TokenAnswer)
-_token_error = msgspec.json.Decoder(_TokenError)
+_key_file = Decoder(_KeyFile)
+_token_answer = Decoder(_TokenAnswer)
+_token_error = Decoder(_TokenError)
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from thanos_asgi.logins._github import CopilotAuth, CopilotSettings
 from thanos_asgi.logins._session import LoginRequired, Session
 from thanos_asgi.logins._store import Token, default_store
 from thanos_asgi.providers.base import HTTPProvider
+from thanos_asgi.sanitize import decode as bounded_decode
 from thanos_asgi.upstream import Timeouts, Transport, UpstreamResponse
 
 if TYPE_CHECKING:
@@ -162,7 +163,7 @@ _encode = msgspec.json.Encoder().encode
 def with_claude_code_system(body: bytes) -> bytes:
     """The Messages request with the Claude Code identity as its first system block."""
     try:
-        data = msgspec.json.decode(body)
+        data = bounded_decode(body)
     except msgspec.DecodeError:
         return body  # not ours to fix: the API will say what is wrong
     if not isinstance(data, dict):

@@ -12,6 +12,7 @@ import msgspec
 
 from thanos_asgi.exceptions import InvalidRequest
 from thanos_asgi.providers.base import tool_call_arguments
+from thanos_asgi.sanitize import Decoder
 from thanos_asgi.types import (
     AudioPart,
     ChatChunk,
@@ -118,9 +119,9 @@ class _Embedded(msgspec.Struct):
     prompt_eval_count: int = 0
 
 
-decode_line = msgspec.json.Decoder(_Line)
-decode_tags = msgspec.json.Decoder(_Tags)
-decode_embedded = msgspec.json.Decoder(_Embedded)
+decode_line = Decoder(_Line)
+decode_tags = Decoder(_Tags)
+decode_embedded = Decoder(_Embedded)
 encode = msgspec.json.Encoder().encode
 
 _ROLES = {"developer": "system", "function": "tool"}  # the rest are Ollama's roles too

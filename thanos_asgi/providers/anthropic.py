@@ -33,6 +33,7 @@ from thanos_asgi.providers._anthropic_codec import (
 from thanos_asgi.providers._login import ClaudeOAuth
 from thanos_asgi.providers.anthropic_types import MessageResponse, Usage, chat_usage
 from thanos_asgi.providers.base import Relayed
+from thanos_asgi.sanitize import Decoder
 from thanos_asgi.types import (
     ChatChunk,
     ChatRequest,
@@ -46,15 +47,15 @@ from thanos_asgi.upstream.framing import SSEBuffer, iter_sse, parse_block
 T = TypeVar("T")
 API_VERSION = "2023-06-01"
 
-_response = msgspec.json.Decoder(MessageResponse)
-_models = msgspec.json.Decoder(api.ModelPage)
-_errors = msgspec.json.Decoder(api.ErrorBody)
-_EVENTS: dict[bytes, msgspec.json.Decoder[Any]] = {
-    b"content_block_delta": msgspec.json.Decoder(api.ContentBlockDelta),
-    b"content_block_start": msgspec.json.Decoder(api.ContentBlockStart),
-    b"content_block_stop": msgspec.json.Decoder(api.ContentBlockStop),
-    b"message_delta": msgspec.json.Decoder(api.MessageDelta),
-    b"message_start": msgspec.json.Decoder(api.MessageStart),
+_response = Decoder(MessageResponse)
+_models = Decoder(api.ModelPage)
+_errors = Decoder(api.ErrorBody)
+_EVENTS: dict[bytes, Decoder[Any]] = {
+    b"content_block_delta": Decoder(api.ContentBlockDelta),
+    b"content_block_start": Decoder(api.ContentBlockStart),
+    b"content_block_stop": Decoder(api.ContentBlockStop),
+    b"message_delta": Decoder(api.MessageDelta),
+    b"message_start": Decoder(api.MessageStart),
 }
 _encode = msgspec.json.Encoder().encode
 
@@ -190,7 +191,7 @@ class Anthropic(ClaudeOAuth):  # an OAuth login when `uses_claude_login(config)`
             upstream_type=kind,
         )
 
-    def _parse(self, decoder: msgspec.json.Decoder[T], data: bytes) -> T:
+    def _parse(self, decoder: Decoder[T], data: bytes) -> T:
         try:
             return decoder.decode(data)
         except msgspec.DecodeError as exc:

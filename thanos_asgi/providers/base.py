@@ -23,6 +23,8 @@ from thanos_asgi.exceptions import (
     UpstreamError,
     UpstreamStatusError,
 )
+from thanos_asgi.sanitize import Decoder, NestingTooDeep, echo, scrub
+from thanos_asgi.sanitize import decode as bounded_decode
 from thanos_asgi.types import (
     ChatChunk,
     ChatRequest,
@@ -184,7 +186,7 @@ class HTTPProvider:
     def error_fields(self, body: bytes) -> tuple[str, str | None, str | None, str | None]:
         """(message, type, code, param) from an error body; OpenAI's shape by default."""
         try:
-            data = msgspec.json.decode(body)
+            data = bounded_decode(body)
         except msgspec.DecodeError:
             return body[:200].decode("utf-8", "replace").strip(), None, None, None
         error = data.get("error") if isinstance(data, dict) else None
@@ -201,10 +203,9 @@ class HTTPProvider:
         )
 
     def scrub(self, text: str) -> str:
-        """Remove this instance's key from text that may reach a client or a log."""
-        if self.api_key and len(self.api_key) >= 8 and self.api_key in text:
-            text = text.replace(self.api_key, "****")
-        return text
+        """Remove this instance's key from text that may reach a client or a log: as is, in
+        any case, split, or base64-encoded (`sanitize.scrub`)."""
+        return scrub(text, (self.api_key,))
 
     def status(self) -> dict[str, Any]:
         return {
@@ -306,18 +307,21 @@ class Unavailable:
 
 # -- helpers shared by adapters ------------------------------------------------------------------
 
-_json = msgspec.json.Decoder()
+_json = Decoder()
 
 
 def tool_call_arguments(call: ToolCall, index: int) -> dict[str, Any]:
     """`call`'s arguments as a JSON object; InvalidRequest (at `messages[index]`) if they aren't."""
+    why = "are not a JSON object"
     try:
         arguments = _json.decode(call.function.arguments or "{}")
+    except NestingTooDeep as exc:
+        arguments, why = None, f"are {exc}"
     except msgspec.DecodeError:
         arguments = None
     if not isinstance(arguments, dict):
         raise InvalidRequest(
-            f"messages[{index}]: the arguments of tool call {call.id!r} are not a JSON object",
+            f"messages[{index}]: the arguments of tool call {echo(call.id, 64)} {why}",
             param=f"messages[{index}].tool_calls",
         )
     return arguments

@@ -38,6 +38,7 @@ from thanos_asgi.providers.gemini_types import (
     decode_response,
     encode,
 )
+from thanos_asgi.sanitize import Decoder, url_path
 from thanos_asgi.types import (
     ChatChunk,
     ChatRequest,
@@ -95,10 +96,10 @@ class _Embeddings(msgspec.Struct):
     embeddings: list[_Values] = []
 
 
-_error_body = msgspec.json.Decoder(_ErrorBody)
-_error_list = msgspec.json.Decoder(list[_ErrorBody])
-_models = msgspec.json.Decoder(_Models)
-_embeddings = msgspec.json.Decoder(_Embeddings)
+_error_body = Decoder(_ErrorBody)
+_error_list = Decoder(list[_ErrorBody])
+_models = Decoder(_Models)
+_embeddings = Decoder(_Embeddings)
 _MAX_MODEL_PAGES = 20
 
 
@@ -151,7 +152,7 @@ class Gemini(HTTPProvider):
     def model_path(self, model: str, method: str) -> str:
         """The path of `model`'s `method`; a bare name means `models/<name>`."""
         name = model if "/" in model else f"models/{model}"
-        return f"/{quote(name, safe='/')}:{method}"
+        return f"/{url_path(name)}:{method}"
 
     async def relay(self, body: dict[str, Any], model: str, *, stream: bool) -> Relayed:
         raise ProviderUnavailable(f"{self.kind} does not relay")

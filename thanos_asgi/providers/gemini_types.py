@@ -8,6 +8,8 @@ from typing import Any
 
 import msgspec
 
+from thanos_asgi.sanitize import Decoder
+
 
 class _G(msgspec.Struct, kw_only=True, omit_defaults=True, rename="camel"):
     pass
@@ -126,6 +128,6 @@ class GenerateResponse(_G, kw_only=True):
     error: Any = None  # an error object sent after the status line
 
 
-decode_response = msgspec.json.Decoder(GenerateResponse).decode
+decode_response = Decoder(GenerateResponse).decode
 encode = msgspec.json.Encoder().encode
-_json = msgspec.json.Decoder()
+_json = Decoder()

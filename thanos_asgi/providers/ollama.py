@@ -37,6 +37,7 @@ from thanos_asgi.providers._ollama_codec import (
     usage,
 )
 from thanos_asgi.providers.base import HTTPProvider, Relayed, embedding_base64
+from thanos_asgi.sanitize import Decoder
 from thanos_asgi.types import (
     ChatChunk,
     ChatRequest,
@@ -119,7 +120,7 @@ class Ollama(HTTPProvider):
             UpstreamStatusError(f"{self.name}: {error}", provider=self.name, upstream_status=500)
         )
 
-    def _parse(self, decoder: msgspec.json.Decoder[T], data: bytes) -> T:
+    def _parse(self, decoder: Decoder[T], data: bytes) -> T:
         try:
             return decoder.decode(data)
         except msgspec.DecodeError as exc:

@@ -32,6 +32,7 @@ import msgspec
 from thanos_asgi.context import Context, current_context
 from thanos_asgi.providers.base import Relayed
 from thanos_asgi.providers.openai_compat import OpenAICompatible
+from thanos_asgi.sanitize import Decoder
 from thanos_asgi.upstream.framing import parse_block
 
 if TYPE_CHECKING:
@@ -46,7 +47,7 @@ class _Model(msgspec.Struct):
     model: str = ""
 
 
-_model = msgspec.json.Decoder(_Model)
+_model = Decoder(_Model)
 # The hint headers of the `auto` request being sent: set around `relay`'s send, per task.
 _hint_headers: ContextVar[dict[str, str] | None] = ContextVar("thanos_omen_hints", default=None)
 

@@ -14,6 +14,7 @@ import msgspec
 
 from thanos_asgi.exceptions import UpstreamError, UpstreamProtocolError, UpstreamStatusError
 from thanos_asgi.providers.base import HTTPProvider, Relayed
+from thanos_asgi.sanitize import Decoder
 from thanos_asgi.types import (
     ChatChunk,
     ChatRequest,
@@ -61,12 +62,12 @@ class _ModelId(msgspec.Struct):
     id: str
 
 
-_meta = msgspec.json.Decoder(Meta)
-_stream_error = msgspec.json.Decoder(_StreamError)
-_chunk = msgspec.json.Decoder(ChatChunk)
-_response = msgspec.json.Decoder(ChatResponse)
-_embeddings = msgspec.json.Decoder(EmbeddingResponse)
-_model_ids = msgspec.json.Decoder(_ModelIds)
+_meta = Decoder(Meta)
+_stream_error = Decoder(_StreamError)
+_chunk = Decoder(ChatChunk)
+_response = Decoder(ChatResponse)
+_embeddings = Decoder(EmbeddingResponse)
+_model_ids = Decoder(_ModelIds)
 _encode = msgspec.json.Encoder().encode
 _DONE = b"data: [DONE]\n\n"
 _DONE_EVENT = _DONE[:-2]

@@ -23,6 +23,7 @@ from thanos_asgi.exceptions import ProviderUnavailable, UpstreamError, UpstreamP
 from thanos_asgi.providers._google_auth import GoogleTokens, read_service_account
 from thanos_asgi.providers.gemini import Gemini, embed_texts, embedding_response
 from thanos_asgi.providers.gemini_types import encode
+from thanos_asgi.sanitize import Decoder, scrub, url_path
 from thanos_asgi.types import EmbeddingRequest, EmbeddingResponse
 from thanos_asgi.upstream import Timeouts, Transport, UpstreamResponse
 
@@ -69,7 +70,7 @@ class _Predictions(msgspec.Struct):
     predictions: list[_Prediction] = []
 
 
-_predictions = msgspec.json.Decoder(_Predictions)
+_predictions = Decoder(_Predictions)
 
 
 def vertex_host(location: str) -> str:
@@ -133,7 +134,7 @@ class Vertex(Gemini):
             )
         return (
             f"/v1beta1/projects/{project}/locations/{self.location}"
-            f"/publishers/google/models/{model.removeprefix('models/')}:{method}"
+            f"/publishers/google/models/{url_path(model.removeprefix('models/'))}:{method}"
         )
 
     async def send(
@@ -149,9 +150,7 @@ class Vertex(Gemini):
         return await super().send(method, path, body, timeouts=timeouts)
 
     def scrub(self, text: str) -> str:
-        text = super().scrub(text)
-        token = self.tokens.current if self.tokens else ""
-        return text.replace(token, "****") if token and token in text else text
+        return scrub(super().scrub(text), (self.tokens.current if self.tokens else None,))
 
     async def list_models(self) -> list[str]:
         return list(self.models)

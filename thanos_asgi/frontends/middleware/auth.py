@@ -2,7 +2,9 @@
 or (as Gemini clients send it) `?key=`.
 
 With no keys configured it lets everything through (the gateway then binds loopback only).
-With keys: a missing or unknown key gets 401, a non-admin key on an admin path gets 403, and
+With keys: open paths (`/health*`) need none, but a valid key sent there is still recognised
+(`/health/ready` shows details to admin keys only); elsewhere a missing or unknown key gets
+401, a non-admin key on an admin path gets 403, and
 the key's policy goes into `scope["thanos.auth"]` for the endpoints (model allow-lists are
 checked where the model is known). A host app that authenticates on its own may set
 `scope["thanos.auth"]` before calling; this middleware then leaves the request alone.
@@ -42,6 +44,11 @@ class AuthMiddleware:
             return
         path = route_path(scope)
         if path.startswith(self.open_paths):
+            scope["thanos.keys_active"] = True  # open, but what it shows may depend on the key
+            secret = _presented(scope)
+            policy = self.keyring.lookup(secret) if secret is not None else None
+            if policy is not None:
+                scope["thanos.auth"] = {"key_id": policy.key_id, "policy": policy}
             await self.app(scope, receive, send)
             return
         try:
