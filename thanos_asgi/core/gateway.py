@@ -71,7 +71,11 @@ class Gateway:
         state: StateBackend | None = None,
         ledger: Ledger | None = None,
     ) -> None:
-        """`state` defaults to the `[state]` backend, `ledger` to `[cost] ledger_path`."""
+        """`state` defaults to the `[state]` backend, `ledger` to `[cost] ledger_path`.
+
+        `owns_state`: `aclose` closes the state backend. A gateway replaced on reload hands
+        its state to its successor (`Reloadable`), which then owns it: rate windows and
+        month-to-date spend carry over."""
         self.config = config
         self.router = Router(config)
         self.stats: dict[str, ProviderStats] = {}
@@ -84,6 +88,7 @@ class Gateway:
                 self.providers[provider_config.name] = self._build(provider_config, chosen)
                 self.health[provider_config.name] = _health(config, provider_config)
         self.state = state or open_backend(config.state)
+        self.owns_state = True
         self.ledger = ledger or _ledger(config)
         pricing = Pricing(config, PriceTable.load_bundled())
         self.accounting = Accounting(config, pricing=pricing, state=self.state, ledger=self.ledger)
@@ -126,7 +131,8 @@ class Gateway:
     async def aclose(self) -> None:
         await self.monitor.stop()
         await self.accounting.drain()
-        await self.state.aclose()
+        if self.owns_state:
+            await self.state.aclose()
         if self.ledger is not None:
             self.ledger.close()
         for provider in self.providers.values():
@@ -162,7 +168,7 @@ class Gateway:
         except ThanosError as exc:
             if tokens is not None:
                 self.accounting.refund(tokens)
-            self._record_failure(request, ctx, exc)
+            self._record_failure(request.model, ctx, exc)
             raise
         finally:
             current_context.reset(token)
@@ -203,23 +209,59 @@ class Gateway:
 
     # -- the rest --------------------------------------------------------------------------
 
-    async def embed(self, request: EmbeddingRequest) -> EmbeddingResponse:
+    async def embed(
+        self, request: EmbeddingRequest, ctx: Context | None = None
+    ) -> EmbeddingResponse:
+        """Embeddings, through the same admission as chat: the key's allow-list, rpm and
+        tpm, then each candidate's budgets; one ledger row with the key and the cost."""
+        ctx = ctx or Context()
+        try:
+            targets = _permitted(self.router.resolve(request.model), request.model, ctx)
+            prompt = embedding_tokens(request)
+            tokens = await self.accounting.admit_tokens(prompt, 0, ctx)
+        except ThanosError as exc:
+            self._record_failure(request.model, ctx, exc)
+            raise
+        try:
+            response, usage = await self._embed(targets, request, prompt, ctx)
+        except ThanosError as exc:
+            self.accounting.refund(tokens)
+            self._record_failure(request.model, ctx, exc)
+            raise
+        self.accounting.settle_tokens(tokens, usage)
+        return response
+
+    async def _embed(
+        self, targets: list[Target], request: EmbeddingRequest, prompt: int, ctx: Context
+    ) -> tuple[EmbeddingResponse, Usage]:
         last: ThanosError | None = None
-        for target in self.router.resolve(request.model):
+        for target in targets:
             reply = Reply(target, [])
+            reply.request_id, reply.key_id = ctx.request_id, ctx.key_id
+            admission = None
             try:
+                admission = await self.accounting.admit_cost(target, ctx, lambda: prompt, 0)
                 response = await self.providers[target.instance].embed(request, target.model)
             except (UpstreamError, ProviderUnavailable) as exc:
-                self.record(reply, "error")
+                if admission is not None:
+                    await self.accounting.release(admission)
+                self.record(reply, "error", False)
                 last = exc
                 if not exc.retryable:
                     raise
                 continue
-            reply.usage = Usage(prompt_tokens=response.usage.prompt_tokens)
+            counted = response.usage.prompt_tokens  # not reported: the estimate is billed
+            reply.usage = usage = Usage(prompt_tokens=counted if counted > 0 else prompt)
+            reply.cost_usd = self.accounting.settle(admission, usage, target.model)
             self.record(reply, "ok")
-            return response
-        assert last is not None
-        raise last
+            return response, usage
+        raise last or ProviderUnavailable(f"no provider can embed with '{request.model}'")
+
+    def check_access(self, model: str, ctx: Context) -> None:
+        """The allow-list step alone, for routes that name a model without calling a
+        provider (count_tokens): PermissionDenied if the key may not use `model`."""
+        if ctx.policy is not None:
+            _permitted(self.planner.plan(model, ctx), model, ctx)
 
     async def models(self, *, live: bool = True) -> list[ModelInfo]:
         """Configured models and aliases, plus what each reachable provider lists itself."""
@@ -265,12 +307,12 @@ class Gateway:
             self._ledger_write(ledger_row(reply, outcome))
         self.metrics.finished(reply, outcome)
 
-    def _record_failure(self, request: ChatRequest, ctx: Context, exc: ThanosError) -> None:
+    def _record_failure(self, model: str, ctx: Context, exc: ThanosError) -> None:
         self.metrics.refused(getattr(exc, "provider", "") or "", exc.status)
         if self.ledger is None or not self.config.cost.track_usage:
             return
         provider = getattr(exc, "provider", "") or ""
-        reply = Reply(Target(provider, request.model), [])
+        reply = Reply(Target(provider, model), [])
         reply.request_id, reply.key_id = ctx.request_id, ctx.key_id
         self._ledger_write(ledger_row(reply, f"error:{exc.status}"))
 
@@ -309,6 +351,21 @@ def _permitted(targets: list[Target], requested: str, ctx: Context) -> list[Targ
     if not policy.allows(first.instance, requested, first.model):
         raise PermissionDenied(f"the key '{policy.key_id}' may not use the model '{requested}'")
     return [t for t in targets if policy.allows(t.instance, requested, t.model)]
+
+
+def embedding_tokens(request: EmbeddingRequest) -> int:
+    """The input tokens of an embeddings request: token arrays exactly, text at ~4 UTF-8
+    bytes per token (as chat prompts are estimated), at least 1 per input."""
+    inputs = [request.input] if isinstance(request.input, str) else request.input
+    total = 0
+    for item in inputs:
+        if isinstance(item, str):
+            total += max(1, -(-len(item.encode()) // 4))
+        elif isinstance(item, list):
+            total += max(1, len(item))
+        else:
+            total += 1
+    return total
 
 
 def _ledger(config: Config) -> Ledger | None:
