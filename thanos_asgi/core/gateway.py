@@ -257,11 +257,12 @@ class Gateway:
             return response, usage
         raise last or ProviderUnavailable(f"no provider can embed with '{request.model}'")
 
-    def check_access(self, model: str, ctx: Context) -> None:
-        """The allow-list step alone, for routes that name a model without calling a
-        provider (count_tokens): PermissionDenied if the key may not use `model`."""
+    async def check_access(self, model: str, ctx: Context) -> None:
+        """The admission steps that apply to a route that names a model but spends nothing
+        (count_tokens): the key's allow-list (PermissionDenied) and requests per minute."""
         if ctx.policy is not None:
             _permitted(self.planner.plan(model, ctx), model, ctx)
+            await self.accounting.count_request(ctx)
 
     async def models(self, *, live: bool = True) -> list[ModelInfo]:
         """Configured models and aliases, plus what each reachable provider lists itself."""

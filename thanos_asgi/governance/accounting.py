@@ -169,8 +169,7 @@ class Accounting:
         policy = ctx.policy
         if policy is None:
             return Tokens(None, 0)
-        if policy.rpm is not None and ctx.quota.requests is None:
-            await take_request(self.state, f"key:{policy.key_id}", policy.rpm, ctx.quota)
+        await self.count_request(ctx)
         if policy.tpm is None:
             return Tokens(None, 0)
         estimate = max(prompt, 0) + min(max(output or 0, 0), MAX_OUTPUT_TOKENS)
@@ -185,6 +184,12 @@ class Accounting:
             error.retry_after = taken.reset_after
             raise error
         return Tokens(key, estimate)
+
+    async def count_request(self, ctx: Context) -> None:
+        """The key's requests per minute, unless a layer above counted this request."""
+        policy = ctx.policy
+        if policy is not None and policy.rpm is not None and ctx.quota.requests is None:
+            await take_request(self.state, f"key:{policy.key_id}", policy.rpm, ctx.quota)
 
     async def admit(self, target: Target, request: ChatRequest, ctx: Context) -> Admission:
         """The provider's requests per minute, then every budget's worst-case reservation."""

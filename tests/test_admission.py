@@ -1,0 +1,221 @@
+"""One admission path: every route that reaches a provider x every key policy (model allow-list,
+requests per minute, tokens per minute, budget), over HTTP (full middleware stack, and the bare
+ThanosApp a host app mounts behind its own auth) and gRPC. A route added to the app without a
+row here fails `test_every_route_that_reaches_a_provider_has_a_row`."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.helpers import client_for, config
+from thanos_asgi import Gateway, HttpxTransport, build_app
+from thanos_asgi.frontends.app import ThanosApp
+from thanos_asgi.frontends.asgi import ASGIApp, Receive, Scope, Send
+from thanos_asgi.governance.keys import KeyRing
+from thanos_asgi.governance.ledger import Ledger
+
+pytestmark = pytest.mark.anyio
+
+# $1 per token in and out on "paid": any request's worst case is far above the $1 budget
+KEYS = {
+    "open": "",
+    "allow": 'models = ["paid/*"]',
+    "rpm": "rpm = 1",
+    "tpm": "tpm = 3",
+    "budget": "budget_usd = 1.0",
+}
+CONFIG = """
+[providers.paid]
+kind = "openai-compatible"
+base_url = "http://paid.test/v1"
+models = ["m", "e"]
+
+[cost.providers.paid]
+input_cost_per_1m_tokens = 1000000
+output_cost_per_1m_tokens = 1000000
+
+[providers.ollama]
+base_url = "http://ollama.test"
+model = "llama3"
+
+[routing]
+max_retries = 0
+""" + "".join(
+    f'[[server.keys]]\nid = "{k}"\nkey = "thk-{k}-0123456789abcdef"\n{v}\n' for k, v in KEYS.items()
+)
+
+CHAT = [{"role": "user", "content": "hello there"}]
+TEXT = "x" * 40  # about 10 tokens: more than the tpm key's 3
+
+
+def chat(model: str) -> dict[str, Any]:
+    return {"model": model, "messages": CHAT, "max_tokens": 5}
+
+
+# route -> (request body for `model`, the model it names when allowed, policies that apply)
+ROUTES: dict[str, tuple[Callable[[str], dict[str, Any]], str, frozenset[str]]] = {
+    "/v1/chat/completions": (chat, "paid/m", frozenset(KEYS)),
+    "/v1/chat": (chat, "paid/m", frozenset(KEYS)),
+    "/v1/completions": (
+        lambda m: {"model": m, "prompt": "hello there", "max_tokens": 5},
+        "paid/m",
+        frozenset(KEYS),
+    ),
+    "/v1/embeddings": (lambda m: {"model": m, "input": TEXT}, "paid/e", frozenset(KEYS)),
+    "/v1/messages": (
+        lambda m: {"model": m, "messages": CHAT, "max_tokens": 5},
+        "paid/m",
+        frozenset(KEYS),
+    ),
+    # no provider is called and nothing is spent: tokens and budget do not apply
+    "/v1/messages/count_tokens": (
+        lambda m: {"model": m, "messages": CHAT},
+        "paid/m",
+        frozenset({"open", "allow", "rpm"}),
+    ),
+}
+# routes that never send a client's request to a provider
+NO_PROVIDER = {
+    "/v1/models",
+    "/v1/usage",
+    "/health",
+    "/health/ready",
+    "/metrics",
+    "/auth/github",
+    "/auth/anthropic",
+    "/auth/status",
+}
+
+
+async def upstream(request: httpx.Request) -> httpx.Response:
+    body = json.loads(request.content)
+    if request.url.path.endswith("/embeddings"):
+        usage = {"prompt_tokens": 10, "total_tokens": 10}
+        data = [{"object": "embedding", "index": 0, "embedding": [0.5]}]
+        answer = {"object": "list", "data": data, "model": body["model"], "usage": usage}
+        return httpx.Response(200, json=answer)
+    if request.url.host == "ollama.test":  # a key that may not use it must never get here
+        if request.url.path == "/api/embed":
+            return httpx.Response(200, json={"model": "llama3", "embeddings": [[0.5]]})
+        message = {"role": "assistant", "content": "free"}
+        return httpx.Response(200, json={"model": "llama3", "message": message, "done": True})
+    message = {"role": "assistant", "content": "hi"}
+    choice = {"index": 0, "message": message, "finish_reason": "stop"}
+    usage = {"prompt_tokens": 4, "completion_tokens": 2, "total_tokens": 6}
+    return httpx.Response(
+        200,
+        json={
+            "id": "c",
+            "object": "chat.completion",
+            "created": 1,
+            "model": body["model"],
+            "choices": [choice],
+            "usage": usage,
+        },
+    )
+
+
+def make(tmp_path: Path | None = None) -> Gateway:
+    transport = HttpxTransport(httpx.AsyncClient(transport=httpx.MockTransport(upstream)))
+    ledger = Ledger(tmp_path / "usage.db") if tmp_path else None
+    return Gateway(config(CONFIG), transport=transport, ledger=ledger)
+
+
+class HostAuth:
+    """A host app's own auth in front of a bare ThanosApp: no RateLimitMiddleware at all."""
+
+    def __init__(self, app: ASGIApp, keyring: KeyRing) -> None:
+        self.app, self.keyring = app, keyring
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            secret = dict(scope["headers"]).get(b"x-api-key", b"").decode()
+            policy = self.keyring.lookup(secret)
+            assert policy is not None
+            scope["thanos.auth"] = {"key_id": policy.key_id, "policy": policy}
+        await self.app(scope, receive, send)
+
+
+def outcome(response: httpx.Response) -> str:
+    """ok, denied (403), rate (429 rate limit) or budget (429 budget)."""
+    if response.status_code == 200:
+        return "ok"
+    text = response.text
+    if response.status_code == 403:
+        return "denied"
+    assert response.status_code == 429, text
+    return "budget" if "budget" in text else "rate"
+
+
+# what the second of two requests becomes, by policy, when the policy applies
+EXPECTED = {"open": "ok", "allow": "denied", "rpm": "rate", "tpm": "rate", "budget": "budget"}
+
+
+def test_every_route_that_reaches_a_provider_has_a_row() -> None:
+    app = ThanosApp(make())
+    assert set(app.routes) - NO_PROVIDER == set(ROUTES), "a new route needs a row in ROUTES"
+
+
+@pytest.mark.parametrize("stack", ["middleware", "bare"])
+@pytest.mark.parametrize("policy", list(KEYS))
+@pytest.mark.parametrize("route", list(ROUTES))
+async def test_route_x_policy(route: str, policy: str, stack: str) -> None:
+    body, allowed, applies = ROUTES[route]
+    gateway = make()
+    app: ASGIApp
+    if stack == "middleware":
+        app = build_app(gateway)
+    else:
+        app = HostAuth(ThanosApp(gateway), KeyRing(gateway.config.server.keys))
+    model = "ollama/llama3" if policy == "allow" else allowed
+    headers = {"x-api-key": f"thk-{policy}-0123456789abcdef"}
+    async with client_for(app) as http:
+        first = await http.post(route, json=body(model), headers=headers)
+        second = await http.post(route, json=body(model), headers=headers)
+    await gateway.aclose()
+    want = EXPECTED[policy] if policy in applies else "ok"
+    if policy == "rpm":  # the first request of the minute passes
+        assert outcome(first) == "ok", first.text
+    else:
+        assert outcome(first) == want, first.text
+    assert outcome(second) == want, second.text
+
+
+async def test_embeddings_rows_carry_the_key_and_the_cost(tmp_path: Path) -> None:
+    gateway = make(tmp_path)
+    headers = {"x-api-key": "thk-open-0123456789abcdef"}
+    async with client_for(build_app(gateway)) as http:
+        response = await http.post(
+            "/v1/embeddings", json={"model": "paid/e", "input": TEXT}, headers=headers
+        )
+    assert response.status_code == 200
+    await gateway.aclose()
+    [row] = Ledger(tmp_path / "usage.db").rows()
+    assert (row.key_id, row.provider, row.prompt_tokens) == ("open", "paid", 10)
+    assert row.cost_usd == pytest.approx(10.0)
+
+
+async def test_a_spent_key_cannot_embed_and_the_refusal_says_what_is_left() -> None:
+    text = CONFIG.replace("budget_usd = 1.0", "budget_usd = 0.001")
+    gateway = Gateway(
+        config(text),
+        transport=HttpxTransport(httpx.AsyncClient(transport=httpx.MockTransport(upstream))),
+    )
+    headers = {"x-api-key": "thk-budget-0123456789abcdef"}
+    async with client_for(build_app(gateway)) as http:
+        response = await http.post(
+            "/v1/embeddings", json={"model": "paid/e", "input": TEXT}, headers=headers
+        )
+    await gateway.aclose()
+    assert response.status_code == 429
+    message = response.json()["error"]["message"]
+    assert "budget of $0.001 this month has $0.001 left" in message
+    assert "would cost up to $10.00" in message
+    assert 0 < int(response.headers["retry-after"]) <= 31 * 24 * 3600
