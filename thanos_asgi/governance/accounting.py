@@ -244,7 +244,7 @@ class Accounting:
     async def _refusal(self, key: str, limit: float, label: str, cost: float) -> BudgetExceeded:
         spent, reserved = await self.state.spent(key)
         left = max(limit - spent - reserved, 0.0)
-        held = f", {money(reserved)} of it held by requests in flight" if reserved else ""
+        held = f", {money(reserved)} held by requests in flight" if reserved else ""
         error = BudgetExceeded(
             f"the {label} budget of {money(limit)} this month has {money(left)} left "
             f"({money(spent)} spent{held}); this request would cost up to {money(cost)}"
