@@ -6,8 +6,7 @@ row here fails `test_every_route_that_reaches_a_provider_has_a_row`."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
