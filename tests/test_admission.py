@@ -6,6 +6,7 @@ row here fails `test_every_route_that_reaches_a_provider_has_a_row`."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -218,3 +219,69 @@ async def test_a_spent_key_cannot_embed_and_the_refusal_says_what_is_left() -> N
     assert "budget of $0.001 this month has $0.001 left" in message
     assert "would cost up to $10.00" in message
     assert 0 < int(response.headers["retry-after"]) <= 31 * 24 * 3600
+
+
+async def test_keys_with_limits_get_ratelimit_headers_on_every_answer() -> None:
+    text = CONFIG + '[[server.keys]]\nid = "both"\nkey = "thk-both-0123456789abcdef"\nrpm = 2\n'
+    gateway = Gateway(
+        config(text + "tpm = 30\n"),
+        transport=HttpxTransport(httpx.AsyncClient(transport=httpx.MockTransport(upstream))),
+    )
+    headers = {"x-api-key": "thk-both-0123456789abcdef"}
+    big = {"model": "paid/m", "messages": CHAT, "max_tokens": 100}
+    async with client_for(build_app(gateway)) as http:
+        ok = await http.post("/v1/chat/completions", json=chat("paid/m"), headers=headers)
+        over_tokens = await http.post("/v1/chat/completions", json=big, headers=headers)
+        over_requests = await http.post("/v1/chat/completions", json=big, headers=headers)
+    await gateway.aclose()
+    assert ok.status_code == 200
+    assert ok.headers["x-ratelimit-limit-requests"] == "2"
+    assert ok.headers["x-ratelimit-remaining-requests"] == "1"
+    assert ok.headers["x-ratelimit-limit-tokens"] == "30"
+    assert ok.headers["x-ratelimit-remaining-tokens"] == str(30 - 10 - 5)  # estimate: 10 + 5
+    for response in (ok, over_tokens, over_requests):
+        for name in ("requests", "tokens") if response is not over_requests else ("requests",):
+            assert re.fullmatch(r"\d+ms|\d+s|1m0s", response.headers[f"x-ratelimit-reset-{name}"])
+    assert over_tokens.status_code == 429 and "tokens per minute" in over_tokens.text
+    assert over_tokens.headers["x-ratelimit-remaining-requests"] == "0"
+    assert int(over_tokens.headers["x-ratelimit-remaining-tokens"]) < 100
+    assert int(over_tokens.headers["retry-after"]) >= 1
+    assert over_requests.status_code == 429 and "requests per minute" in over_requests.text
+    assert over_requests.headers["x-ratelimit-remaining-requests"] == "0"
+
+
+GRPC = {"open": None, "allow": "PERMISSION_DENIED", "rpm": "RESOURCE_EXHAUSTED"}
+
+
+@pytest.mark.parametrize("policy", list(KEYS))
+async def test_grpc_chat_x_policy(policy: str) -> None:
+    """gRPC's ChatCompletion is a route too: the same policies, as gRPC status codes."""
+    grpc = pytest.importorskip("grpc")
+    from tests.servers import free_port
+    from thanos_asgi.grpc import start_grpc
+    from thanos_asgi.grpc import thanos_pb2 as pb
+    from thanos_asgi.grpc import thanos_pb2_grpc as pb_grpc
+
+    gateway = make()
+    address = f"127.0.0.1:{free_port()}"
+    server = await start_grpc(gateway, address)
+    model = "ollama/llama3" if policy == "allow" else "paid/m"
+    request = pb.ChatRequest(
+        model=model, messages=[pb.Message(role="user", content="hello there")], max_tokens=5
+    )
+    metadata = (("x-api-key", f"thk-{policy}-0123456789abcdef"),)
+    codes = []
+    try:
+        async with grpc.aio.insecure_channel(address) as channel:
+            stub = pb_grpc.ThanosServiceStub(channel)
+            for _ in range(2):
+                try:
+                    [_ async for _ in stub.ChatCompletion(request, metadata=metadata)]
+                    codes.append(None)
+                except grpc.aio.AioRpcError as exc:
+                    codes.append(exc.code().name)
+    finally:
+        await server.stop(None)
+        await gateway.aclose()
+    want = GRPC.get(policy, "RESOURCE_EXHAUSTED")
+    assert codes == ([None, want] if policy == "rpm" else [want, want])
