@@ -22,13 +22,14 @@ import msgspec
 from thanos_asgi.context import Context as Context
 from thanos_asgi.context import current_context
 from thanos_asgi.core.dispatch import Dispatcher, Reply
+from thanos_asgi.core.embeddings import Embedder
 from thanos_asgi.core.metrics import Metrics
 from thanos_asgi.core.monitor import HealthMonitor
 from thanos_asgi.core.resilience import Breaker, Health, Limiter
 from thanos_asgi.core.routing import Router, Target
 from thanos_asgi.core.strategy import Planner
 from thanos_asgi.exceptions import PermissionDenied, ProviderUnavailable, ThanosError, UpstreamError
-from thanos_asgi.governance.accounting import Accounting
+from thanos_asgi.governance.accounting import Accounting, estimate_embedding_tokens
 from thanos_asgi.governance.ledger import Ledger, LedgerRow
 from thanos_asgi.governance.pricing import PriceTable, Pricing
 from thanos_asgi.governance.state import StateBackend, open_backend
@@ -41,7 +42,6 @@ from thanos_asgi.types import (
     EmbeddingRequest,
     EmbeddingResponse,
     ModelInfo,
-    Usage,
 )
 from thanos_asgi.upstream import Transport
 
@@ -104,6 +104,7 @@ class Gateway:
             metrics=self.metrics,
         )
         self.monitor = HealthMonitor(config.health, self.providers, self.health)
+        self.embedder = Embedder(self.providers, self.accounting, self.record)
 
     def _build(self, config: ProviderConfig, transport: Transport | None) -> Provider:
         kind = effective_kind(config.name, config.kind)
@@ -217,45 +218,19 @@ class Gateway:
         ctx = ctx or Context()
         try:
             targets = _permitted(self.router.resolve(request.model), request.model, ctx)
-            prompt = embedding_tokens(request)
+            prompt = estimate_embedding_tokens(request)
             tokens = await self.accounting.admit_tokens(prompt, 0, ctx)
         except ThanosError as exc:
             self._record_failure(request.model, ctx, exc)
             raise
         try:
-            response, usage = await self._embed(targets, request, prompt, ctx)
+            response, usage = await self.embedder.run(targets, request, prompt, ctx)
         except ThanosError as exc:
             self.accounting.refund(tokens)
             self._record_failure(request.model, ctx, exc)
             raise
         self.accounting.settle_tokens(tokens, usage)
         return response
-
-    async def _embed(
-        self, targets: list[Target], request: EmbeddingRequest, prompt: int, ctx: Context
-    ) -> tuple[EmbeddingResponse, Usage]:
-        last: ThanosError | None = None
-        for target in targets:
-            reply = Reply(target, [])
-            reply.request_id, reply.key_id = ctx.request_id, ctx.key_id
-            admission = None
-            try:
-                admission = await self.accounting.admit_cost(target, ctx, lambda: prompt, 0)
-                response = await self.providers[target.instance].embed(request, target.model)
-            except (UpstreamError, ProviderUnavailable) as exc:
-                if admission is not None:
-                    await self.accounting.release(admission)
-                self.record(reply, "error", False)
-                last = exc
-                if not exc.retryable:
-                    raise
-                continue
-            counted = response.usage.prompt_tokens  # not reported: the estimate is billed
-            reply.usage = usage = Usage(prompt_tokens=counted if counted > 0 else prompt)
-            reply.cost_usd = self.accounting.settle(admission, usage, target.model)
-            self.record(reply, "ok")
-            return response, usage
-        raise last or ProviderUnavailable(f"no provider can embed with '{request.model}'")
 
     async def check_access(self, model: str, ctx: Context) -> None:
         """The admission steps that apply to a route that names a model but spends nothing
@@ -352,21 +327,6 @@ def _permitted(targets: list[Target], requested: str, ctx: Context) -> list[Targ
     if not policy.allows(first.instance, requested, first.model):
         raise PermissionDenied(f"the key '{policy.key_id}' may not use the model '{requested}'")
     return [t for t in targets if policy.allows(t.instance, requested, t.model)]
-
-
-def embedding_tokens(request: EmbeddingRequest) -> int:
-    """The input tokens of an embeddings request: token arrays exactly, text at ~4 UTF-8
-    bytes per token (as chat prompts are estimated), at least 1 per input."""
-    inputs = [request.input] if isinstance(request.input, str) else request.input
-    total = 0
-    for item in inputs:
-        if isinstance(item, str):
-            total += max(1, -(-len(item.encode()) // 4))
-        elif isinstance(item, list):
-            total += max(1, len(item))
-        else:
-            total += 1
-    return total
 
 
 def _ledger(config: Config) -> Ledger | None:

@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from thanos_asgi.governance.ledger import Ledger
     from thanos_asgi.governance.pricing import Pricing
     from thanos_asgi.governance.state import StateBackend, WindowResult
-    from thanos_asgi.types import ChatRequest, Usage
+    from thanos_asgi.types import ChatRequest, EmbeddingRequest, Usage
 
 log = logging.getLogger("thanos_asgi.governance.accounting")
 MINUTE = 60.0
@@ -101,6 +101,19 @@ def reservable_output(limit: int | None, default: int) -> int:
     if limit is None or limit < 1:
         return min(max(default, 1), MAX_OUTPUT_TOKENS)
     return min(limit, MAX_OUTPUT_TOKENS)
+
+
+def estimate_embedding_tokens(request: EmbeddingRequest) -> int:
+    """The input tokens of an embeddings request: token arrays exactly, text at ~4 UTF-8
+    bytes per token (as chat prompts are estimated), at least 1 per input."""
+    inputs = [request.input] if isinstance(request.input, str) else request.input
+    total = 0
+    for item in inputs:
+        if isinstance(item, str):
+            total += max(1, -(-len(item.encode()) // 4))
+        else:
+            total += max(1, len(item)) if isinstance(item, list) else 1
+    return total
 
 
 @dataclass
