@@ -22,7 +22,7 @@ from tests.servers import free_port
 from thanos_asgi import Gateway, HttpxTransport, build_app
 from thanos_asgi.context import Context, KeyPolicy
 from thanos_asgi.governance.ledger import Ledger
-from thanos_asgi.governance.state import MemoryBackend, StateBackend
+from thanos_asgi.governance.state import MemoryBackend, SpendLost, StateBackend
 from thanos_asgi.governance.state._redis import RedisBackend
 from thanos_asgi.types import ChatRequest, Message, Target
 
@@ -282,3 +282,40 @@ def month() -> str:
     import time
 
     return time.strftime("%Y-%m", time.gmtime())
+
+
+@pytest.mark.parametrize("backend", ["memory", "redis"])
+async def test_restore_raises_spend_once_and_sets_the_marker(backend: str) -> None:
+    state: StateBackend = MemoryBackend()
+    if backend == "redis":
+        state = RedisBackend(SHARED_REDIS, key_prefix=f"thanos-test-{uuid.uuid4().hex}:")
+    with pytest.raises(SpendLost):
+        await state.reserve("budget:k", 1.0, 10.0, 60, marker="m")
+    await state.settle("budget:k", 0.0, 2.0, 60)  # settled after the loss: kept if larger
+    assert await state.restore("m", {"budget:k": 1.5, "budget:j": 3.0}, 60) is True
+    assert await state.restore("m", {"budget:k": 9.0}, 60) is False  # once only
+    assert await state.spent("budget:k") == (2.0, 0.0)
+    assert await state.spent("budget:j") == (3.0, 0.0)
+    assert await state.reserve("budget:j", 7.0, 10.0, 60, marker="m") is True
+    assert await state.reserve("budget:j", -5.0, 10.0, 60, marker="m") is True  # counts as 0
+    assert await state.spent("budget:j") == (3.0, 7.0)
+    await state.aclose()
+
+
+async def test_the_ledger_sums_a_months_spend_per_key_and_provider(tmp_path: Path) -> None:
+    from thanos_asgi.governance.ledger import LedgerRow
+
+    with Ledger(tmp_path / "usage.db") as ledger:
+        for ts, key, provider, cost in [
+            (100.0, "a", "p", 1.0),  # before the month
+            (200.0, "a", "p", 2.0),
+            (201.0, "a", "q", 0.5),
+            (202.0, None, "p", 0.25),
+            (203.0, "b", "p", None),  # an error row: no cost
+        ]:
+            ledger.record(LedgerRow(ts=ts, request_id="r", key_id=key, provider=provider,
+                                    model="m", cost_usd=cost))  # fmt: skip
+        spend = ledger.spend(since=150.0)
+    assert spend.total == pytest.approx(2.75)
+    assert spend.keys == {"a": pytest.approx(2.5), "b": 0.0}
+    assert spend.providers == {"p": pytest.approx(2.25), "q": pytest.approx(0.5)}
