@@ -16,6 +16,7 @@ import pytest
 
 from tests.helpers import client_for, config
 from thanos_asgi import Gateway, HttpxTransport, build_app
+from thanos_asgi.frontends import gemini
 from thanos_asgi.frontends.app import ThanosApp
 from thanos_asgi.frontends.asgi import ASGIApp, Receive, Scope, Send
 from thanos_asgi.governance.keys import KeyRing
@@ -59,27 +60,63 @@ def chat(model: str) -> dict[str, Any]:
     return {"model": model, "messages": CHAT, "max_tokens": 5}
 
 
-# route -> (request body for `model`, the model it names when allowed, policies that apply)
+ALL, SPENDS_NOTHING = frozenset(KEYS), frozenset({"open", "allow", "rpm"})
+GEMINI = "/v1beta/models/{model}:"
+CONTENT = [{"role": "user", "parts": [{"text": "hello there"}]}]
+EMBED = {"content": {"parts": [{"text": TEXT}]}}
+
+# route -> (request body for `model`, the model it names when allowed, policies that apply);
+# where no provider is called and nothing is spent, tokens and budget do not apply
 ROUTES: dict[str, tuple[Callable[[str], dict[str, Any]], str, frozenset[str]]] = {
-    "/v1/chat/completions": (chat, "paid/m", frozenset(KEYS)),
-    "/v1/chat": (chat, "paid/m", frozenset(KEYS)),
+    "/v1/chat/completions": (chat, "paid/m", ALL),
+    "/v1/chat": (chat, "paid/m", ALL),
     "/v1/completions": (
         lambda m: {"model": m, "prompt": "hello there", "max_tokens": 5},
         "paid/m",
-        frozenset(KEYS),
+        ALL,
     ),
-    "/v1/embeddings": (lambda m: {"model": m, "input": TEXT}, "paid/e", frozenset(KEYS)),
-    "/v1/messages": (
-        lambda m: {"model": m, "messages": CHAT, "max_tokens": 5},
-        "paid/m",
-        frozenset(KEYS),
-    ),
-    # no provider is called and nothing is spent: tokens and budget do not apply
+    "/v1/embeddings": (lambda m: {"model": m, "input": TEXT}, "paid/e", ALL),
+    "/v1/messages": (lambda m: {"model": m, "messages": CHAT, "max_tokens": 5}, "paid/m", ALL),
     "/v1/messages/count_tokens": (
         lambda m: {"model": m, "messages": CHAT},
         "paid/m",
-        frozenset({"open", "allow", "rpm"}),
+        SPENDS_NOTHING,
     ),
+    "/v1/responses": (
+        lambda m: {"model": m, "input": "hello there", "max_output_tokens": 5},
+        "paid/m",
+        ALL,
+    ),
+    "/v1/responses/input_tokens": (
+        lambda m: {"model": m, "input": "hello there"},
+        "paid/m",
+        SPENDS_NOTHING,
+    ),
+    "/api/chat": (
+        lambda m: {"model": m, "messages": CHAT, "stream": False, "options": {"num_predict": 5}},
+        "paid/m",
+        ALL,
+    ),
+    "/api/generate": (
+        lambda m: {"model": m, "prompt": "hello", "stream": False, "options": {"num_predict": 5}},
+        "paid/m",
+        ALL,
+    ),
+    "/api/embed": (lambda m: {"model": m, "input": TEXT}, "paid/e", ALL),
+    "/api/embeddings": (lambda m: {"model": m, "prompt": TEXT}, "paid/e", ALL),
+    GEMINI + "generateContent": (
+        lambda m: {"contents": CONTENT, "generationConfig": {"maxOutputTokens": 5}},
+        "paid/m",
+        ALL,
+    ),
+    GEMINI + "streamGenerateContent": (
+        lambda m: {"contents": CONTENT, "generationConfig": {"maxOutputTokens": 5}},
+        "paid/m",
+        ALL,
+    ),
+    GEMINI + "countTokens": (lambda m: {"contents": CONTENT}, "paid/m", SPENDS_NOTHING),
+    GEMINI + "embedContent": (lambda m: EMBED, "paid/e", ALL),
+    GEMINI + "batchEmbedContents": (lambda m: {"requests": [EMBED]}, "paid/e", ALL),
 }
 # routes that never send a client's request to a provider
 NO_PROVIDER = {
@@ -91,6 +128,10 @@ NO_PROVIDER = {
     "/auth/github",
     "/auth/anthropic",
     "/auth/status",
+    "/api/tags",
+    "/api/show",
+    "/api/version",
+    "/api/ps",
 }
 
 
@@ -159,8 +200,10 @@ EXPECTED = {"open": "ok", "allow": "denied", "rpm": "rate", "tpm": "rate", "budg
 
 
 def test_every_route_that_reaches_a_provider_has_a_row() -> None:
+    """The app's fixed routes, and the methods of the prefix-routed Gemini API."""
     app = ThanosApp(make())
-    assert set(app.routes) - NO_PROVIDER == set(ROUTES), "a new route needs a row in ROUTES"
+    routes = set(app.routes) | {GEMINI + method for method in gemini._ACTIONS}
+    assert routes - NO_PROVIDER == set(ROUTES), "a new route needs a row in ROUTES"
 
 
 @pytest.mark.parametrize("stack", ["middleware", "bare"])
@@ -177,8 +220,9 @@ async def test_route_x_policy(route: str, policy: str, stack: str) -> None:
     model = "ollama/llama3" if policy == "allow" else allowed
     headers = {"x-api-key": f"thk-{policy}-0123456789abcdef"}
     async with client_for(app) as http:
-        first = await http.post(route, json=body(model), headers=headers)
-        second = await http.post(route, json=body(model), headers=headers)
+        path = route.format(model=model)
+        first = await http.post(path, json=body(model), headers=headers)
+        second = await http.post(path, json=body(model), headers=headers)
     await gateway.aclose()
     want = EXPECTED[policy] if policy in applies else "ok"
     if policy == "rpm":  # the first request of the minute passes
