@@ -261,7 +261,7 @@ async def test_a_spent_key_cannot_embed_and_the_refusal_says_what_is_left() -> N
     assert response.status_code == 429
     message = response.json()["error"]["message"]
     assert "budget of $0.001 this month has $0.001 left" in message
-    assert "would cost up to $10.00" in message
+    assert "would cost up to $40.00" in message  # 40 bytes: at most 40 tokens at $1
     assert 0 < int(response.headers["retry-after"]) <= 31 * 24 * 3600
 
 

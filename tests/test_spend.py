@@ -208,7 +208,7 @@ async def test_negative_max_tokens_cannot_spend_an_exhausted_budget(
         return
     message = next(r for r in hostile if r.status_code == 429).json()["error"]["message"]
     assert "budget of $0.004 this month has $0.000005 left ($0.003995 spent)" in message
-    assert "would cost up to $0.0041" in message  # the 4,096 tokens of the default output
+    assert "would cost up to $0.004105" in message  # 9 + the 4,096 of the default output
 
 
 async def test_a_negative_max_tokens_stream_does_not_open_the_tokens_window() -> None:
@@ -243,7 +243,33 @@ async def test_reservations_are_never_negative_whatever_the_output_limit(limit: 
     await gw.aclose()
     output = 4096 if limit is None or limit < 1 else 1_000_000
     assert tokens.estimate == 8 + (0 if limit is None or limit < 1 else 1_000_000)
-    assert admission.worst_case == pytest.approx((8 + output) / 1_000_000)
+    assert admission.worst_case == pytest.approx((9 + output) / 1_000_000)  # 2 bytes + 7
+
+
+async def dense(request: httpx.Request) -> httpx.Response:
+    """A provider that bills one token per byte of prompt: the densest any tokenizer gets."""
+    body = json.loads(request.content)
+    await asyncio.sleep(0.01)
+    prompt = sum(len(m["content"].encode()) for m in body["messages"]) + 7
+    usage = {"prompt_tokens": prompt, "completion_tokens": 1, "total_tokens": prompt + 1}
+    message = {"role": "assistant", "content": "x"}
+    choice = {"index": 0, "message": message, "finish_reason": "length"}
+    answer = {"id": "c", "object": "chat.completion", "created": 1, "model": "m"}
+    return httpx.Response(200, json={**answer, "choices": [choice], "usage": usage})
+
+
+async def test_a_densely_tokenised_prompt_cannot_outgrow_its_reservation() -> None:
+    transport = HttpxTransport(httpx.AsyncClient(transport=httpx.MockTransport(dense)))
+    gw = Gateway(config(PRICED), transport=transport, state=MemoryBackend())
+    prompt = "\u00e9\u4e2d!" * 300  # 1,800 bytes that a 4-bytes-a-token estimate takes for 450
+    body = {"model": "paid/m", "messages": [{"role": "user", "content": prompt}], "max_tokens": 1}
+    async with client_for(build_app(gw)) as http:
+        answers = await asyncio.gather(*(post(http, body) for _ in range(50)))
+    await gw.accounting.drain()
+    spent, reserved = await gw.state.spent(f"budget:{month()}:key:spender")
+    await gw.aclose()
+    served = [a.status_code for a in answers].count(200)
+    assert spent <= 0.01 and reserved == 0 and served == 5  # 1,808 tokens, $0.001808 each
 
 
 # -- 200 concurrent hostile requests against $0.01 ------------------------------------------

@@ -9,10 +9,12 @@ included, and settled to the real cost on success, with one ledger row carrying 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import partial
 from typing import TYPE_CHECKING
 
 from thanos_asgi.core.dispatch import Recorder, Reply
 from thanos_asgi.exceptions import ProviderUnavailable, ThanosError
+from thanos_asgi.governance.accounting import estimate_embedding_tokens
 from thanos_asgi.types import EmbeddingRequest, EmbeddingResponse, Usage
 
 if TYPE_CHECKING:
@@ -51,7 +53,8 @@ class Embedder:
         self, reply: Reply, request: EmbeddingRequest, prompt: int, ctx: Context
     ) -> tuple[EmbeddingResponse, Usage]:
         target = reply.target
-        admission = await self.accounting.admit_cost(target, ctx, lambda: prompt, 0)
+        bound = partial(estimate_embedding_tokens, request, 1)  # budgets: one token a byte
+        admission = await self.accounting.admit_cost(target, ctx, bound, 0)
         try:
             response = await self.providers[target.instance].embed(request, target.model)
         except BaseException:

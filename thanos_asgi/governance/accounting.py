@@ -5,8 +5,10 @@ Before a request goes to a provider:
 - the provider instance's `rate_limit_rpm` window takes one request (busy -> next candidate);
 - every budget that applies (the global `[cost] monthly_budget_usd` up to `pause_at_percent`,
   the key's `budget_usd`, the instance's `monthly_budget_usd`) reserves the request's
-  worst-case cost atomically (`admit`). Free instances (Ollama, `pricing_model = "free"`)
-  reserve nothing and keep working when the budget is spent.
+  worst-case cost atomically (`admit`): one token per byte of prompt text (no tokenizer
+  makes more) at the input price, the output limit at the output price. Free instances
+  (Ollama, `pricing_model = "free"`) reserve nothing and keep working when the budget is
+  spent.
 After it (`settle`): the reservation is replaced by the real cost (or kept whole when the
 real usage is unknown, so spend is never under-counted), the token window is corrected,
 and one ledger row is written before the answer's last byte goes out.
@@ -103,14 +105,15 @@ def reservable_output(limit: int | None, default: int) -> int:
     return min(limit, MAX_OUTPUT_TOKENS)
 
 
-def estimate_embedding_tokens(request: EmbeddingRequest) -> int:
+def estimate_embedding_tokens(request: EmbeddingRequest, bytes_per_token: int = 4) -> int:
     """The input tokens of an embeddings request: token arrays exactly, text at ~4 UTF-8
-    bytes per token (as chat prompts are estimated), at least 1 per input."""
+    bytes per token (as chat prompts are estimated), at least 1 per input. With
+    `bytes_per_token=1`: an upper bound, for budgets (see `prompt_token_bound`)."""
     inputs = [request.input] if isinstance(request.input, str) else request.input
     total = 0
     for item in inputs:
         if isinstance(item, str):
-            total += max(1, -(-len(item.encode()) // 4))
+            total += max(1, -(-len(item.encode()) // bytes_per_token))
         else:
             total += max(1, len(item)) if isinstance(item, list) else 1
     return total
@@ -206,10 +209,10 @@ class Accounting:
 
     async def admit(self, target: Target, request: ChatRequest, ctx: Context) -> Admission:
         """The provider's requests per minute, then every budget's worst-case reservation."""
-        from thanos_asgi.governance.pricing import estimate_prompt_tokens
+        from thanos_asgi.governance.pricing import prompt_token_bound
 
         output = reservable_output(request.output_limit, self._default_output(target.instance))
-        return await self.admit_cost(target, ctx, lambda: estimate_prompt_tokens(request), output)
+        return await self.admit_cost(target, ctx, lambda: prompt_token_bound(request), output)
 
     async def admit_cost(
         self, target: Target, ctx: Context, prompt: Callable[[], int], output: int
