@@ -8,7 +8,7 @@ signature carrying it. It is a ContextVar: each request's task sees only its own
 from __future__ import annotations
 
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +35,18 @@ class KeyPolicy:
 
 
 @dataclass(slots=True)
+class Quota:
+    """The key's rate-limit windows one request was counted in, for OpenAI's `x-ratelimit-*`
+    headers: (limit, remaining, seconds until the window resets); None while not counted.
+
+    Whoever counts the key's request first fills `requests` (RateLimitMiddleware before the
+    body is read, gRPC's access check, else the gateway's admission), so it is counted once."""
+
+    requests: tuple[int, int, float] | None = None
+    tokens: tuple[int, int, float] | None = None
+
+
+@dataclass(slots=True)
 class Context:
     """Per-request facts: who asks, and how they want it routed."""
 
@@ -45,6 +57,7 @@ class Context:
     complexity: str | None = None  # x-thanos-complexity: quick, normal, deep
     fallback: bool = True  # x-thanos-fallback: off disables fallback for this request
     anthropic_beta: str | None = None  # a /v1/messages client's `anthropic-beta`, for Anthropic
+    quota: Quota = field(default_factory=Quota)
 
 
 EMPTY = Context()

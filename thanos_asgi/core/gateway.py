@@ -22,6 +22,7 @@ import msgspec
 from thanos_asgi.context import Context as Context
 from thanos_asgi.context import current_context
 from thanos_asgi.core.dispatch import Dispatcher, Reply
+from thanos_asgi.core.embeddings import Embedder
 from thanos_asgi.core.metrics import Metrics
 from thanos_asgi.core.monitor import HealthMonitor
 from thanos_asgi.core.resilience import Breaker, Health, Limiter
@@ -29,7 +30,7 @@ from thanos_asgi.core.routing import Router, Target
 from thanos_asgi.core.strategy import Planner
 from thanos_asgi.core.validation import Validator, check_embedding, check_ranges
 from thanos_asgi.exceptions import PermissionDenied, ProviderUnavailable, ThanosError, UpstreamError
-from thanos_asgi.governance.accounting import Accounting
+from thanos_asgi.governance.accounting import Accounting, estimate_embedding_tokens
 from thanos_asgi.governance.ledger import Ledger, LedgerRow
 from thanos_asgi.governance.pricing import PriceTable, Pricing
 from thanos_asgi.governance.state import StateBackend, open_backend
@@ -44,7 +45,6 @@ from thanos_asgi.types import (
     EmbeddingRequest,
     EmbeddingResponse,
     ModelInfo,
-    Usage,
 )
 from thanos_asgi.upstream import Transport
 
@@ -74,7 +74,11 @@ class Gateway:
         state: StateBackend | None = None,
         ledger: Ledger | None = None,
     ) -> None:
-        """`state` defaults to the `[state]` backend, `ledger` to `[cost] ledger_path`."""
+        """`state` defaults to the `[state]` backend, `ledger` to `[cost] ledger_path`.
+
+        `owns_state`: `aclose` closes the state backend. A gateway replaced on reload hands
+        its state to its successor (`Reloadable`), which then owns it: rate windows and
+        month-to-date spend carry over."""
         self.config = config
         self.router = Router(config)
         self.stats: dict[str, ProviderStats] = {}
@@ -87,6 +91,7 @@ class Gateway:
                 self.providers[provider_config.name] = self._build(provider_config, chosen)
                 self.health[provider_config.name] = _health(config, provider_config)
         self.state = state or open_backend(config.state)
+        self.owns_state = True
         self.ledger = ledger or _ledger(config)
         pricing = Pricing(config, PriceTable.load_bundled())
         self.accounting = Accounting(config, pricing=pricing, state=self.state, ledger=self.ledger)
@@ -103,6 +108,7 @@ class Gateway:
             metrics=self.metrics,
         )
         self.monitor = HealthMonitor(config.health, self.providers, self.health)
+        self.embedder = Embedder(self.providers, self.accounting, self.record)
 
     def _build(self, config: ProviderConfig, transport: Transport | None) -> Provider:
         kind = effective_kind(config.name, config.kind)
@@ -136,7 +142,8 @@ class Gateway:
     async def aclose(self) -> None:
         await self.monitor.stop()
         await self.accounting.drain()
-        await self.state.aclose()
+        if self.owns_state:
+            await self.state.aclose()
         if self.ledger is not None:
             self.ledger.close()
         for provider in self.providers.values():
@@ -174,7 +181,7 @@ class Gateway:
         except ThanosError as exc:
             if tokens is not None:
                 self.accounting.refund(tokens)
-            self._record_failure(request, ctx, exc)
+            self._record_failure(request.model, ctx, exc)
             raise
         finally:
             current_context.reset(token)
@@ -215,24 +222,35 @@ class Gateway:
 
     # -- the rest --------------------------------------------------------------------------
 
-    async def embed(self, request: EmbeddingRequest) -> EmbeddingResponse:
-        check_embedding(request)
-        last: ThanosError | None = None
-        for target in self.router.resolve(request.model):
-            reply = Reply(target, [])
-            try:
-                response = await self.providers[target.instance].embed(request, target.model)
-            except (UpstreamError, ProviderUnavailable) as exc:
-                self.record(reply, "error")
-                last = exc
-                if not exc.retryable:
-                    raise
-                continue
-            reply.usage = Usage(prompt_tokens=response.usage.prompt_tokens)
-            self.record(reply, "ok")
-            return response
-        assert last is not None
-        raise last
+    async def embed(
+        self, request: EmbeddingRequest, ctx: Context | None = None
+    ) -> EmbeddingResponse:
+        """Embeddings, through the same admission as chat: the key's allow-list, rpm and
+        tpm, then each candidate's budgets; one ledger row with the key and the cost."""
+        ctx = ctx or Context()
+        try:
+            check_embedding(request)
+            targets = _permitted(self.router.resolve(request.model), request.model, ctx)
+            prompt = estimate_embedding_tokens(request)
+            tokens = await self.accounting.admit_tokens(prompt, 0, ctx)
+        except ThanosError as exc:
+            self._record_failure(request.model, ctx, exc)
+            raise
+        try:
+            response, usage = await self.embedder.run(targets, request, prompt, ctx)
+        except ThanosError as exc:
+            self.accounting.refund(tokens)
+            self._record_failure(request.model, ctx, exc)
+            raise
+        self.accounting.settle_tokens(tokens, usage)
+        return response
+
+    async def check_access(self, model: str, ctx: Context) -> None:
+        """The admission steps that apply to a route that names a model but spends nothing
+        (count_tokens): the key's allow-list (PermissionDenied) and requests per minute."""
+        if ctx.policy is not None:
+            _permitted(self.planner.plan(model, ctx), model, ctx)
+            await self.accounting.count_request(ctx)
 
     async def models(self, *, live: bool = True) -> list[ModelInfo]:
         """Configured models and aliases, plus what each reachable provider lists itself."""
@@ -279,12 +297,12 @@ class Gateway:
             self._ledger_write(ledger_row(reply, outcome))
         self.metrics.finished(reply, outcome)
 
-    def _record_failure(self, request: ChatRequest, ctx: Context, exc: ThanosError) -> None:
+    def _record_failure(self, model: str, ctx: Context, exc: ThanosError) -> None:
         self.metrics.refused(getattr(exc, "provider", "") or "", exc.status)
         if self.ledger is None or not self.config.cost.track_usage:
             return
         provider = getattr(exc, "provider", "") or ""
-        reply = Reply(Target(provider, request.model), [])
+        reply = Reply(Target(provider, model), [])
         reply.request_id, reply.key_id = ctx.request_id, ctx.key_id
         self._ledger_write(ledger_row(reply, f"error:{exc.status}"))
 

@@ -111,9 +111,13 @@ async def count_tokens(app: ThanosApp, ex: Exchange) -> None:
 
     About one token per 4 bytes of the JSON of system + messages + tools: close for English
     prose and code, low for CJK text, high for base64 images (which Anthropic bills by pixels).
+    It spends nothing, so of the admission steps only the key's allow-list and requests per
+    minute apply.
     """
     data = decode_json(await read_body(ex.scope, ex.receive, app.limit))
-    check_model_name(convert(data, CountTokensBody).model)  # 400s as Anthropic gives them
+    body = convert(data, CountTokensBody)  # the same 400s as Anthropic for a malformed body
+    check_model_name(body.model)
+    await app.gateway.check_access(body.model, ex.context())
     size = len(_encode([data.get("system"), data["messages"], data.get("tools")]))
     tokens = max(1, -(-size // BYTES_PER_TOKEN))
     await respond(ex.send, 200, _encode(TokenCount(input_tokens=tokens)))

@@ -15,6 +15,7 @@ from urllib.parse import parse_qs
 
 import msgspec
 
+from thanos_asgi.context import Quota
 from thanos_asgi.core.gateway import Context, Gateway, Reply, close
 from thanos_asgi.core.metrics import CONTENT_TYPE as METRICS_TYPE
 from thanos_asgi.exceptions import InvalidRequest, MethodNotAllowed, NotFound, ThanosError
@@ -58,6 +59,7 @@ class Exchange:
             if name in _ROUTING_HEADERS:
                 found.setdefault(name, bytes(value).decode("latin-1"))
         auth = self.scope.get("thanos.auth") or {}
+        quota = self.scope.get("thanos.quota")
         return Context(
             request_id=self.scope.get("thanos.request_id", ""),
             key_id=auth.get("key_id"),
@@ -65,6 +67,7 @@ class Exchange:
             task=found.get(b"x-thanos-task") or None,
             complexity=found.get(b"x-thanos-complexity") or None,
             fallback=found.get(b"x-thanos-fallback", "on").lower() not in ("off", "false", "0"),
+            quota=quota if quota is not None else Quota(),
         )
 
 
@@ -236,7 +239,7 @@ class ThanosApp:
         request = codec.convert(data, EmbeddingRequest)
         if request.input in ("", []):
             raise InvalidRequest("`input` must not be empty", param="input")
-        response = await self.gateway.embed(request)
+        response = await self.gateway.embed(request, ex.context())
         await respond(ex.send, 200, _encode(response))
 
     # -- models and health -------------------------------------------------------------------

@@ -243,6 +243,7 @@ async def _count(app: ThanosApp, ex: Exchange, model: str) -> None:
     if isinstance(inner, dict):
         data = inner
     app.gateway.model_info(model)  # 404 for a model the gateway cannot route
+    await app.gateway.check_access(model, ex.context())  # the key's allow-list and rpm
     request = decode.decode_generate(_encode(data), model, stream=False)
     await respond(ex.send, 200, _encode(_TokenCount(estimate_prompt_tokens(request))))
 
@@ -272,7 +273,7 @@ async def _embed(app: ThanosApp, ex: Exchange, model: str) -> None:
     request = EmbeddingRequest(
         model=model, input=_text(one.content, 0), dimensions=one.output_dimensionality
     )
-    vectors = await _vectors(app, request)
+    vectors = await _vectors(app, ex, request)
     await respond(ex.send, 200, _encode({"embedding": vectors[0]}))
 
 
@@ -282,12 +283,13 @@ async def _embed_many(app: ThanosApp, ex: Exchange, model: str) -> None:
         raise InvalidRequest("`requests` must not be empty", param="requests")
     texts: list[str | int | list[int]] = [_text(r.content, i) for i, r in enumerate(many.requests)]
     dimensions = many.requests[0].output_dimensionality
-    vectors = await _vectors(app, EmbeddingRequest(model=model, input=texts, dimensions=dimensions))
+    request = EmbeddingRequest(model=model, input=texts, dimensions=dimensions)
+    vectors = await _vectors(app, ex, request)
     await respond(ex.send, 200, _encode({"embeddings": vectors}))
 
 
-async def _vectors(app: ThanosApp, request: EmbeddingRequest) -> list[_Embedding]:
-    response = await app.gateway.embed(request)
+async def _vectors(app: ThanosApp, ex: Exchange, request: EmbeddingRequest) -> list[_Embedding]:
+    response = await app.gateway.embed(request, ex.context())
     ordered = sorted(response.data, key=lambda item: item.index)
     return [_Embedding(e.embedding if isinstance(e.embedding, list) else []) for e in ordered]
 

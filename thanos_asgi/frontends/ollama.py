@@ -234,7 +234,7 @@ class _Legacy(msgspec.Struct):
 
 async def embed(app: ThanosApp, ex: Exchange) -> None:
     request = decode.decode_embed(await read_body(ex.scope, ex.receive, app.limit))
-    response = await app.gateway.embed(request)
+    response = await app.gateway.embed(request, ex.context())
     vectors = [item.embedding for item in response.data if isinstance(item.embedding, list)]
     elapsed = int((time.perf_counter() - ex.started) * 1e9)
     tokens = response.usage.prompt_tokens
@@ -244,7 +244,7 @@ async def embed(app: ThanosApp, ex: Exchange) -> None:
 async def embeddings(app: ThanosApp, ex: Exchange) -> None:
     """The legacy `/api/embeddings`: one `prompt`, one `embedding`."""
     body = await read_body(ex.scope, ex.receive, app.limit)
-    response = await app.gateway.embed(decode.decode_embed(body, legacy=True))
+    response = await app.gateway.embed(decode.decode_embed(body, legacy=True), ex.context())
     first = response.data[0].embedding if response.data else []
     await respond(ex.send, 200, _encode(_Legacy(first if isinstance(first, list) else [])))
 

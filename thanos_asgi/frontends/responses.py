@@ -245,5 +245,6 @@ async def input_tokens(app: ThanosApp, ex: Exchange) -> None:
     stored = await _previous(app, body.previous_response_id, ex.context().key_id)
     request = decode.to_chat(body, decode.conversation(body, stored.messages if stored else []))
     app.gateway.model_info(body.model)  # 404 for a model the gateway cannot route
+    await app.gateway.check_access(body.model, ex.context())  # the key's allow-list and rpm
     count = {"object": "response.input_tokens", "input_tokens": estimate_prompt_tokens(request)}
     await respond(ex.send, 200, _encode(count))

@@ -42,7 +42,7 @@ def default_middleware(gateway: Gateway, keyring: KeyRing | None = None) -> list
     stack: list[Middleware] = [RequestIdMiddleware, AccessLogMiddleware, auth]
     if server.tracing:  # right inside the request id, so refused requests are traced too
         stack.insert(1, _tracing())
-    if server.rpm_per_ip or keyring.store is not None or any(k.rpm for k in server.keys):
+    if server.rpm_per_ip or keyring.store is not None or any(k.rpm or k.tpm for k in server.keys):
         limiter = partial(RateLimitMiddleware, state=gateway.state, rpm_per_ip=server.rpm_per_ip)
         stack.append(limiter)
     return stack
@@ -92,11 +92,12 @@ class LazyApp:
 class Reloadable:
     """Serves the newest app `load` has given; `reload()` makes another from a fresh config.
 
-    An app is built by `build_app(Gateway(load()))`. When loading or building fails, the error
-    is logged and the current app keeps serving. A replaced gateway is closed once the
-    requests it was serving are done, or after `grace` seconds. Lifespan events are answered
-    here: shutdown closes the current gateway. With `reload_signal` (SIGHUP), the signal calls
-    `reload()` while the server runs.
+    An app is built by `build_app(Gateway(load()))`; the new gateway keeps the state backend
+    (rate windows, budget spend) of the one it replaces unless `[state]` changed. When loading
+    or building fails, the error is logged and the current app keeps serving. A replaced
+    gateway is closed once the requests it was serving are done, or after `grace` seconds.
+    Lifespan events are answered here: shutdown closes the current gateway. With
+    `reload_signal` (SIGHUP), the signal calls `reload()` while the server runs.
     """
 
     def __init__(
@@ -134,7 +135,7 @@ class Reloadable:
     def reload(self) -> bool:
         """Build from a freshly loaded config and serve it; False (logged) if that failed."""
         try:
-            fresh = _Generation(Gateway(self._load()))
+            fresh = _Generation(self._successor(self._load()))
         except ConfigError as exc:
             _log.error("config reload refused, still serving the previous config: %s", exc)
             return False
@@ -142,6 +143,7 @@ class Reloadable:
             _log.exception("config reload failed, still serving the previous config")
             return False
         old, self._current = self._current, fresh
+        old.gateway.owns_state = old.gateway.state is not fresh.gateway.state
         old.idle = asyncio.Event()
         if not old.active:
             old.idle.set()
@@ -150,6 +152,13 @@ class Reloadable:
         task.add_done_callback(self._retiring.pop)
         _log.info("config reloaded; providers: %s", ", ".join(fresh.gateway.providers) or "none")
         return True
+
+    def _successor(self, config: Config) -> Gateway:
+        """The gateway for `config`: on the current one's state backend when `config` names
+        the same store, so rate windows and month-to-date spend survive the reload."""
+        current = self.gateway
+        same = config.state == current.config.state
+        return Gateway(config, state=current.state if same else None)
 
     async def _retire(self, old: _Generation) -> None:
         assert old.idle is not None

@@ -5,11 +5,23 @@ Before a request goes to a provider:
 - the provider instance's `rate_limit_rpm` window takes one request (busy -> next candidate);
 - every budget that applies (the global `[cost] monthly_budget_usd` up to `pause_at_percent`,
   the key's `budget_usd`, the instance's `monthly_budget_usd`) reserves the request's
-  worst-case cost atomically (`admit`). Free instances (Ollama, `pricing_model = "free"`)
-  reserve nothing and keep working when the budget is spent.
+  worst-case cost atomically (`admit`): one token per byte of prompt text (no tokenizer
+  makes more) at the input price, the output limit at the output price. Free instances
+  (Ollama, `pricing_model = "free"`) reserve nothing and keep working when the budget is
+  spent.
 After it (`settle`): the reservation is replaced by the real cost (or kept whole when the
 real usage is unknown, so spend is never under-counted), the token window is corrected,
 and one ledger row is written before the answer's last byte goes out.
+
+Every route that reaches a provider passes the same steps, in this order: the key's model
+allow-list (the gateway), the key's requests per minute (counted once per request: by
+RateLimitMiddleware or gRPC's access check when they ran, else here), its tokens per minute
+(`admit_tokens`), then the budgets (`admit_cost`), and `settle` after the call.
+
+Reservations are never negative: an output limit that is missing, zero or negative reserves
+the instance's default output (`max_tokens` or 4096), one above `MAX_OUTPUT_TOKENS` is cut
+to it, and the state backends count any negative amount as 0. So no request can lower what
+others see as spent, reserved or used, whatever a client sends and whatever validation ran.
 """
 
 from __future__ import annotations
@@ -18,13 +30,15 @@ import asyncio
 import collections
 import logging
 import math
-import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from thanos_asgi.context import Context
+from thanos_asgi.context import Context, Quota
 from thanos_asgi.exceptions import ProviderUnavailable, ThanosError
+from thanos_asgi.governance import _spend
+from thanos_asgi.governance._spend import MONTH_TTL, money
+from thanos_asgi.governance.state import SpendLost
 from thanos_asgi.types import Target
 
 if TYPE_CHECKING:
@@ -33,11 +47,12 @@ if TYPE_CHECKING:
     from thanos_asgi.governance.ledger import Ledger
     from thanos_asgi.governance.pricing import Pricing
     from thanos_asgi.governance.state import StateBackend, WindowResult
-    from thanos_asgi.types import ChatRequest, Usage
+    from thanos_asgi.types import ChatRequest, EmbeddingRequest, Usage
 
 log = logging.getLogger("thanos_asgi.governance.accounting")
 MINUTE = 60.0
-MONTH_TTL = 40 * 24 * 3600.0
+DEFAULT_OUTPUT_TOKENS = 4096  # reserved when neither the request nor the instance says
+MAX_OUTPUT_TOKENS = 1_000_000  # no model writes more in one answer; reservations stop here
 
 
 class BudgetExceeded(ProviderUnavailable):
@@ -62,14 +77,46 @@ def request_subject(
     return f"ip:{address}", rpm_per_ip
 
 
-async def take_request(state: StateBackend, subject: str, limit: int) -> WindowResult:
-    """Count one request in `subject`'s minute; RateLimited, with Retry-After, when over."""
+async def take_request(
+    state: StateBackend, subject: str, limit: int, quota: Quota | None = None
+) -> WindowResult:
+    """Count one request in `subject`'s minute (noted in `quota`, for the `x-ratelimit-*`
+    headers); RateLimited, with Retry-After, when over."""
     result = await state.window_take(f"rpm:{subject}", 1, limit, MINUTE)
+    if quota is not None:
+        quota.requests = _window(result)
     if not result.allowed:
         error = RateLimited(f"{subject.replace(':', ' ')} is over {limit} requests per minute")
         error.retry_after = math.ceil(result.reset_after)
         raise error
     return result
+
+
+def _window(result: WindowResult) -> tuple[int, int, float]:
+    return result.limit, max(result.limit - result.used, 0), result.reset_after
+
+
+def reservable_output(limit: int | None, default: int) -> int:
+    """The output tokens a reservation assumes: `limit` within 1..MAX_OUTPUT_TOKENS, and
+    `default` when there is none, or it is zero or negative (a provider may then write as
+    much as it likes, so nothing less can be assumed)."""
+    if limit is None or limit < 1:
+        return min(max(default, 1), MAX_OUTPUT_TOKENS)
+    return min(limit, MAX_OUTPUT_TOKENS)
+
+
+def estimate_embedding_tokens(request: EmbeddingRequest, bytes_per_token: int = 4) -> int:
+    """The input tokens of an embeddings request: token arrays exactly, text at ~4 UTF-8
+    bytes per token (as chat prompts are estimated), at least 1 per input. With
+    `bytes_per_token=1`: an upper bound, for budgets (see `prompt_token_bound`)."""
+    inputs = [request.input] if isinstance(request.input, str) else request.input
+    total = 0
+    for item in inputs:
+        if isinstance(item, str):
+            total += max(1, -(-len(item.encode()) // bytes_per_token))
+        else:
+            total += max(1, len(item)) if isinstance(item, list) else 1
+    return total
 
 
 @dataclass
@@ -113,6 +160,8 @@ class Accounting:
         self.last_fraction: float | None = None
         self._work: collections.deque[Awaitable[None]] = collections.deque()
         self._worker: asyncio.Task[None] | None = None
+        self._restore_lock = asyncio.Lock()
+        self._restores = 0
 
     def spend_fraction(self) -> float | None:
         """Share of the global monthly budget spent, as last seen (for dynamic switching)."""
@@ -121,14 +170,28 @@ class Accounting:
     # -- before -----------------------------------------------------------------------------
 
     async def admit_request(self, request: ChatRequest, ctx: Context) -> Tokens:
-        policy = ctx.policy
-        if policy is None or policy.tpm is None:
-            return Tokens(None, 0)
+        """The key's requests and tokens per minute for a chat request."""
         from thanos_asgi.governance.pricing import estimate_prompt_tokens
 
-        estimate = estimate_prompt_tokens(request) + (request.output_limit or 0)
+        policy = ctx.policy
+        if policy is None or (policy.tpm is None and policy.rpm is None):
+            return Tokens(None, 0)
+        prompt = estimate_prompt_tokens(request) if policy.tpm is not None else 0
+        return await self.admit_tokens(prompt, request.output_limit, ctx)
+
+    async def admit_tokens(self, prompt: int, output: int | None, ctx: Context) -> Tokens:
+        """The key's requests per minute (unless counted already) and tokens per minute:
+        `prompt` tokens plus `output` (clamped to 0..MAX_OUTPUT_TOKENS)."""
+        policy = ctx.policy
+        if policy is None:
+            return Tokens(None, 0)
+        await self.count_request(ctx)
+        if policy.tpm is None:
+            return Tokens(None, 0)
+        estimate = max(prompt, 0) + min(max(output or 0, 0), MAX_OUTPUT_TOKENS)
         key = f"tpm:key:{policy.key_id}"
         taken = await self.state.window_take(key, estimate, policy.tpm, MINUTE)
+        ctx.quota.tokens = _window(taken)
         if not taken.allowed:
             error = RateLimited(
                 f"the key '{policy.key_id}' is over its {policy.tpm} tokens per minute "
@@ -138,29 +201,72 @@ class Accounting:
             raise error
         return Tokens(key, estimate)
 
+    async def count_request(self, ctx: Context) -> None:
+        """The key's requests per minute, unless a layer above counted this request."""
+        policy = ctx.policy
+        if policy is not None and policy.rpm is not None and ctx.quota.requests is None:
+            await take_request(self.state, f"key:{policy.key_id}", policy.rpm, ctx.quota)
+
     async def admit(self, target: Target, request: ChatRequest, ctx: Context) -> Admission:
+        """The provider's requests per minute, then every budget's worst-case reservation."""
+        from thanos_asgi.governance.pricing import prompt_token_bound
+
+        output = reservable_output(request.output_limit, self._default_output(target.instance))
+        return await self.admit_cost(target, ctx, lambda: prompt_token_bound(request), output)
+
+    async def admit_cost(
+        self, target: Target, ctx: Context, prompt: Callable[[], int], output: int
+    ) -> Admission:
+        """As `admit`, for `prompt()` input tokens (asked only when a budget applies) and
+        `output` output tokens."""
         admission = Admission(target.instance, target.model)
         if self.config.providers[target.instance].rate_limit_rpm is not None:
             await self._provider_rpm(target.instance)
         budgets = self._budgets(target.instance, ctx)
         if not budgets or self.pricing.is_free(target.instance):
             return admission
-        from thanos_asgi.governance.pricing import estimate_prompt_tokens
-
         worst = self.pricing.worst_case(
-            target.instance,
-            target.model,
-            estimate_prompt_tokens(request),
-            request.output_limit or self._default_output(target.instance),
+            target.instance, target.model, max(prompt(), 0), max(output, 0)
         )
+        if worst is not None and not 0 <= worst < math.inf:
+            raise BudgetExceeded(f"the cost of this request on '{target.instance}' has no bound")
         admission.worst_case = worst or 0.0
         for key, limit, label in budgets:
-            if not await self.state.reserve(key, admission.worst_case, limit, MONTH_TTL):
+            if not await self._reserve(key, admission.worst_case, limit):
                 await self.release(admission)
-                raise BudgetExceeded(f"the {label} budget of ${limit:.2f} this month is spent")
+                raise await self._refusal(key, limit, label, admission.worst_case)
             admission.reservations.append(key)
         admission.warning = await self._warning()
         return admission
+
+    async def _reserve(self, key: str, amount: float, limit: float) -> bool:
+        label = key.split(":", 2)[1]
+        try:
+            return await self.state.reserve(
+                key, amount, limit, MONTH_TTL, marker=_spend.marker(label)
+            )
+        except SpendLost:
+            await self.restore(label)
+            return await self.state.reserve(key, amount, limit, MONTH_TTL)
+
+    async def restore(self, label: str) -> None:
+        """Rebuild the month's spend from the ledger (once, however many requests ask)."""
+        seen = self._restores
+        async with self._restore_lock:
+            if self._restores == seen:
+                await _spend.restore(self.state, self.ledger, label)
+                self._restores += 1
+
+    async def _refusal(self, key: str, limit: float, label: str, cost: float) -> BudgetExceeded:
+        spent, reserved = await self.state.spent(key)
+        left = max(limit - spent - reserved, 0.0)
+        held = f", {money(reserved)} held by requests in flight" if reserved else ""
+        error = BudgetExceeded(
+            f"the {label} budget of {money(limit)} this month has {money(left)} left "
+            f"({money(spent)} spent{held}); this request would cost up to {money(cost)}"
+        )
+        error.retry_after = _spend.until_next_month()
+        return error
 
     async def _provider_rpm(self, instance: str) -> None:
         rpm = self.config.providers[instance].rate_limit_rpm
@@ -187,17 +293,16 @@ class Accounting:
             limits.append((f"provider:{instance}", own.monthly_budget_usd, instance))
         if not limits:  # the usual case: no month to format
             return []
-        month = time.strftime("%Y-%m", time.gmtime())
+        month = _spend.month_label()
         return [(f"budget:{month}:{scope}", limit, label) for scope, limit, label in limits]
 
     def _default_output(self, instance: str) -> int:
-        return self.config.providers[instance].max_tokens or 4096
+        return self.config.providers[instance].max_tokens or DEFAULT_OUTPUT_TOKENS
 
     async def _warning(self) -> str | None:
         if self.global_limit is None or not self.config.cost.monthly_budget_usd:
             return None
-        month = time.strftime("%Y-%m", time.gmtime())
-        spent, reserved = await self.state.spent(f"budget:{month}:global")
+        spent, reserved = await self.state.spent(f"budget:{_spend.month_label()}:global")
         self.last_fraction = (spent + reserved) / self.config.cost.monthly_budget_usd
         if self.warn_at is not None and spent + reserved >= self.warn_at:
             return f"{self.last_fraction:.0%} of the monthly budget is used"
@@ -242,7 +347,7 @@ class Accounting:
         used = (
             tokens.estimate
             if usage is None
-            else max(usage.total_tokens, usage.prompt_tokens + usage.completion_tokens)
+            else max(usage.total_tokens, usage.prompt_tokens + usage.completion_tokens, 0)
         )
         self._background(self.state.window_adjust(tokens.key, used - tokens.estimate, MINUTE))
 

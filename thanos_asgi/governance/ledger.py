@@ -37,7 +37,7 @@ import msgspec
 
 from thanos_asgi.governance import journal as _journal
 
-__all__ = ["COLUMNS", "GroupBy", "Ledger", "LedgerRow"]
+__all__ = ["COLUMNS", "GroupBy", "Ledger", "LedgerRow", "Spend"]
 
 log = logging.getLogger("thanos_asgi")
 LATER = 0.02  # seconds a queued row may wait for company before it is imported
@@ -65,6 +65,15 @@ class LedgerRow(msgspec.Struct, frozen=True):
 
 
 COLUMNS: tuple[str, ...] = LedgerRow.__struct_fields__
+
+
+class Spend(msgspec.Struct, frozen=True):
+    """USD of the priced requests since some time: in all, per client key, per provider."""
+
+    total: float = 0.0
+    keys: dict[str, float] = msgspec.field(default_factory=dict)
+    providers: dict[str, float] = msgspec.field(default_factory=dict)
+
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS requests (
@@ -298,6 +307,26 @@ class Ledger:
             found = self._db.execute(f"SELECT TOTAL(cost_usd) FROM requests{where}", params)
             (total,) = found.fetchone()
         return float(total)
+
+    def spend(self, since: float) -> Spend:
+        """What the priced requests from `since` on cost, in all, per key and per provider:
+        what budgets are rebuilt from when the shared state has lost them."""
+        self.flush()
+        sql = (
+            "SELECT key_id, provider, TOTAL(cost_usd) FROM requests WHERE ts >= ? "
+            "GROUP BY key_id, provider"
+        )
+        with self._lock:
+            found = self._db.execute(sql, (since,)).fetchall()
+        spend = Spend()
+        total = 0.0
+        for key_id, provider, cost in found:
+            total += cost
+            if key_id is not None:
+                spend.keys[key_id] = spend.keys.get(key_id, 0.0) + cost
+            if provider:
+                spend.providers[provider] = spend.providers.get(provider, 0.0) + cost
+        return msgspec.structs.replace(spend, total=total)
 
     def rows(self, since: float | None = None) -> Iterator[LedgerRow]:
         """Every row from `since` on, oldest first."""

@@ -324,12 +324,13 @@ def _message_size(message: Message) -> tuple[int, int]:
     return sum(map(_size, texts)), sum(not isinstance(part, TextPart) for part in parts)
 
 
-def estimate_prompt_tokens(request: ChatRequest) -> int:
-    """A cheap estimate of a request's prompt tokens, for budget reservations.
+def estimate_prompt_tokens(request: ChatRequest, bytes_per_token: int = _BYTES_PER_TOKEN) -> int:
+    """A cheap estimate of a request's prompt tokens, for token-per-minute limits.
 
     ~4 bytes of UTF-8 per token over message text, tool calls and the JSON of tool definitions
     and response schemas, plus 4 tokens per message, 3 per request, and a flat 1,000 per
     image/audio/file part. Not a tokenizer: it can be off by tens of percent either way.
+    With `bytes_per_token=1` it bounds the text's tokens from above (`prompt_token_bound`).
     """
     size = attachments = 0
     for message in request.messages:
@@ -340,6 +341,14 @@ def estimate_prompt_tokens(request: ChatRequest) -> int:
         size += len(msgspec.json.encode(request.tools))
     if request.response_format is not None and request.response_format.json_schema is not None:
         size += len(msgspec.json.encode(request.response_format.json_schema))
-    text_tokens = -(-size // _BYTES_PER_TOKEN)  # rounded up
+    text_tokens = -(-size // bytes_per_token)  # rounded up
     framing = _PER_MESSAGE * len(request.messages) + _PER_REQUEST
     return text_tokens + framing + _PER_ATTACHMENT * attachments
+
+
+def prompt_token_bound(request: ChatRequest) -> int:
+    """At least as many tokens as the prompt's text can be, for budget reservations: every
+    token of the tokenizers in use (byte-level BPE, SentencePiece with byte fallback) is at
+    least one byte of UTF-8, so a prompt written to tokenise densely cannot outgrow its
+    reservation. Attachments stay at the flat estimate: their size is not known before."""
+    return estimate_prompt_tokens(request, 1)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import unquote
 
-from thanos_asgi.context import KeyPolicy
+from thanos_asgi.context import KeyPolicy, Quota
 from thanos_asgi.exceptions import AuthenticationError, PermissionDenied
 from thanos_asgi.governance.accounting import request_subject, take_request
 
@@ -37,13 +37,17 @@ class Access:
         self.state = gateway.state
         self.rpm_per_ip = server.rpm_per_ip
 
-    async def admit(self, context: Any, *, admin: bool = False) -> KeyPolicy | None:
-        """The caller's key policy (None when the gateway has no keys), within its rpm;
-        with `admin`, a key that is not an admin key is refused (PermissionDenied)."""
+    async def admit(
+        self, context: Any, *, admin: bool = False, quota: Quota | None = None
+    ) -> KeyPolicy | None:
+        """The caller's key policy (None when the gateway has no keys), within its rpm (the
+        count noted in `quota`, which the call's Context then carries so that the gateway
+        does not count it again); with `admin`, a key that is not an admin key is refused
+        (PermissionDenied)."""
         policy = self.authenticate(context)
         if admin and policy is not None and not policy.admin:
             raise PermissionDenied(f"the key '{policy.key_id}' is not an admin key")
-        await self.limit(policy, context)
+        await self.limit(policy, context, quota)
         return policy
 
     def authenticate(self, context: Any) -> KeyPolicy | None:
@@ -61,10 +65,12 @@ class Access:
             raise AuthenticationError("the client key is not valid (unknown or revoked)")
         return policy
 
-    async def limit(self, policy: KeyPolicy | None, context: Any) -> None:
+    async def limit(
+        self, policy: KeyPolicy | None, context: Any, quota: Quota | None = None
+    ) -> None:
         subject, limit = request_subject(policy, peer_host(context.peer()), self.rpm_per_ip)
         if limit is not None:
-            await take_request(self.state, subject, limit)
+            await take_request(self.state, subject, limit, quota)
 
 
 def configured_keys(server: ServerConfig) -> KeyLookup | None:

@@ -20,6 +20,7 @@ from typing import Any
 
 import grpc
 
+from thanos_asgi.context import Quota
 from thanos_asgi.core.gateway import Context, Gateway, Reply
 from thanos_asgi.exceptions import ThanosError
 from thanos_asgi.frontends.login_endpoints import initiate_oauth
@@ -113,13 +114,15 @@ class ThanosServicer:
     # -- per call ------------------------------------------------------------------------------
 
     async def _context(self, request: pb.ChatRequest, context: grpc.aio.ServicerContext) -> Context:
-        policy = await self.access.admit(context)
+        quota = Quota()
+        policy = await self.access.admit(context, quota=quota)
         return Context(
             request_id=_request_id(request.request_id, context),
             key_id=policy.key_id if policy else None,
             policy=policy,
             task=request.task or None,
             complexity=request.complexity or None,
+            quota=quota,
         )
 
 

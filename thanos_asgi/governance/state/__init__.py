@@ -10,10 +10,22 @@ from __future__ import annotations
 
 from thanos_asgi.config import StateConfig
 from thanos_asgi.exceptions import ConfigError
-from thanos_asgi.governance.state._base import StateBackend, StateUnavailable, WindowResult
+from thanos_asgi.governance.state._base import (
+    SpendLost,
+    StateBackend,
+    StateUnavailable,
+    WindowResult,
+)
 from thanos_asgi.governance.state._memory import MemoryBackend
 
-__all__ = ["MemoryBackend", "StateBackend", "StateUnavailable", "WindowResult", "open_backend"]
+__all__ = [
+    "MemoryBackend",
+    "SpendLost",
+    "StateBackend",
+    "StateUnavailable",
+    "WindowResult",
+    "open_backend",
+]
 
 
 def open_backend(config: StateConfig) -> StateBackend:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -19,6 +20,12 @@ class StateUnavailable(ThanosError):
     type = "state_unavailable"
     code = "state_unavailable"
     retryable = True
+
+
+class SpendLost(Exception):
+    """`reserve(..., marker=...)` found no marker: the store has lost its data (a Redis
+    restarted without persistence, or flushed) or was never filled (a new process). The
+    caller rebuilds month-to-date spend from the ledger with `restore`, then reserves again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,22 +46,32 @@ class StateBackend(Protocol):
     """
 
     async def window_take(self, key: str, amount: int, limit: int, window: float) -> WindowResult:
-        """Add `amount` to the current window of `key` if the total stays <= `limit`."""
+        """Add `amount` (a negative one counts as 0) to the current window of `key` if the
+        total stays <= `limit`."""
         ...
 
     async def window_adjust(self, key: str, delta: int, window: float) -> None:
         """Add `delta` (may be negative) to the current window; never below 0."""
         ...
 
-    async def reserve(self, key: str, amount: float, limit: float, ttl: float) -> bool:
+    async def reserve(
+        self, key: str, amount: float, limit: float, ttl: float, *, marker: str | None = None
+    ) -> bool:
         """If spent + reserved + amount <= limit: reserved += amount, True; else False.
 
         Every write sets the whole key to expire `ttl` seconds later (e.g. the budget month's end).
+        A negative `amount` counts as 0. With `marker`, SpendLost if that marker is not set.
         """
         ...
 
+    async def restore(self, marker: str, spent: Mapping[str, float], ttl: float) -> bool:
+        """Unless `marker` is set: raise each key's spent to at least `spent[key]`, set
+        `marker`, all expiring after `ttl`, in one step; True if it did, False if it was set."""
+        ...
+
     async def settle(self, key: str, reserved: float, actual: float, ttl: float) -> None:
-        """reserved -= `reserved` (not below 0); spent += `actual`; expiry as for `reserve`."""
+        """reserved -= `reserved` (not below 0); spent += `actual` (a negative one counts as
+        0); expiry as for `reserve`."""
         ...
 
     async def spent(self, key: str) -> tuple[float, float]:
@@ -74,6 +91,12 @@ class StateBackend(Protocol):
 
 def to_micro(usd: float) -> int:
     return round(usd * MICRO)
+
+
+def nonnegative_micro(usd: float) -> int:
+    """`usd` in micro-dollars, never below 0 (a negative or NaN amount is 0): nothing a
+    request brings can lower what others see as spent or reserved."""
+    return to_micro(usd) if usd > 0 else 0
 
 
 def from_micro(micro: int) -> float:

@@ -10,13 +10,19 @@ without bound.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 
-from thanos_asgi.governance.state._base import WindowResult, from_micro, to_micro, window_index
+from thanos_asgi.governance.state._base import (
+    SpendLost,
+    WindowResult,
+    from_micro,
+    nonnegative_micro,
+    window_index,
+)
 
 _SWEEP_EVERY = 1024
 _encode = msgspec.json.Encoder().encode
@@ -33,18 +39,20 @@ class _Budget:
 class MemoryBackend:
     """State for one process; `clock` (seconds, monotonic) is injectable for tests."""
 
-    __slots__ = ("_budgets", "_clock", "_records", "_windows", "_writes")
+    __slots__ = ("_budgets", "_clock", "_markers", "_records", "_windows", "_writes")
 
     def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._windows: dict[str, tuple[int, int]] = {}  # key -> (window index, units used)
         self._budgets: dict[str, _Budget] = {}
         self._records: dict[str, tuple[bytes, float | None]] = {}  # key -> (json, expires)
+        self._markers: dict[str, float] = {}  # marker -> expires
         self._writes = 0
 
     async def window_take(self, key: str, amount: int, limit: int, window: float) -> WindowResult:
         index, reset_after = window_index(self._clock(), window)
         used = self._used(key, index)
+        amount = max(0, amount)
         if used + amount > limit:
             return WindowResult(False, used, limit, reset_after)
         self._windows[key] = (index, used + amount)
@@ -54,11 +62,15 @@ class MemoryBackend:
         index, _ = window_index(self._clock(), window)
         self._windows[key] = (index, max(0, self._used(key, index) + delta))
 
-    async def reserve(self, key: str, amount: float, limit: float, ttl: float) -> bool:
+    async def reserve(
+        self, key: str, amount: float, limit: float, ttl: float, *, marker: str | None = None
+    ) -> bool:
         now = self._clock()
+        if marker is not None and self._markers.get(marker, now) <= now:
+            raise SpendLost(marker)
         budget = self._budget(key, now)
-        micro = to_micro(amount)
-        if budget.spent + budget.reserved + micro > to_micro(limit):
+        micro = nonnegative_micro(amount)
+        if budget.spent + budget.reserved + micro > nonnegative_micro(limit):
             return False
         budget.reserved += micro
         budget.expires = now + ttl
@@ -67,9 +79,20 @@ class MemoryBackend:
     async def settle(self, key: str, reserved: float, actual: float, ttl: float) -> None:
         now = self._clock()
         budget = self._budget(key, now)
-        budget.reserved = max(0, budget.reserved - to_micro(reserved))
-        budget.spent += to_micro(actual)
+        budget.reserved = max(0, budget.reserved - nonnegative_micro(reserved))
+        budget.spent += nonnegative_micro(actual)
         budget.expires = now + ttl
+
+    async def restore(self, marker: str, spent: Mapping[str, float], ttl: float) -> bool:
+        now = self._clock()
+        if self._markers.get(marker, now) > now:
+            return False
+        for key, amount in spent.items():
+            budget = self._budget(key, now)
+            budget.spent = max(budget.spent, nonnegative_micro(amount))
+            budget.expires = now + ttl
+        self._markers[marker] = now + ttl
+        return True
 
     async def spent(self, key: str) -> tuple[float, float]:
         budget = self._budgets.get(key)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
@@ -32,11 +32,12 @@ from redis.backoff import NoBackoff
 
 from thanos_asgi.governance.state import _scripts
 from thanos_asgi.governance.state._base import (
+    SpendLost,
     StateUnavailable,
     WindowResult,
     check_window,
     from_micro,
-    to_micro,
+    nonnegative_micro,
 )
 
 log = logging.getLogger("thanos_asgi.governance.state")
@@ -79,6 +80,7 @@ class RedisBackend:
         self._adjust = self._client.register_script(_scripts.WINDOW_ADJUST)
         self._reserve = self._client.register_script(_scripts.RESERVE)
         self._settle = self._client.register_script(_scripts.SETTLE)
+        self._restore = self._client.register_script(_scripts.RESTORE)
 
     async def window_take(self, key: str, amount: int, limit: int, window: float) -> WindowResult:
         check_window(window)
@@ -94,15 +96,27 @@ class RedisBackend:
         call = self._adjust(keys=[self._key("window", key)], args=[delta, _micros(window)])
         await self._guard(call, None, "window_adjust", drops=True)
 
-    async def reserve(self, key: str, amount: float, limit: float, ttl: float) -> bool:
-        args = [to_micro(amount), to_micro(limit), _millis(ttl)]
-        call = self._reserve(keys=[self._key("budget", key)], args=args)
-        return bool(await self._guard(call, 1, "reserve"))
+    async def reserve(
+        self, key: str, amount: float, limit: float, ttl: float, *, marker: str | None = None
+    ) -> bool:
+        keys = [self._key("budget", key)]
+        if marker is not None:
+            keys.append(self._key("budget", marker))
+        args = [nonnegative_micro(amount), nonnegative_micro(limit), _millis(ttl)]
+        reply = await self._guard(self._reserve(keys=keys, args=args), 1, "reserve")
+        if reply == 2:
+            raise SpendLost(marker)
+        return bool(reply)
 
     async def settle(self, key: str, reserved: float, actual: float, ttl: float) -> None:
-        args = [to_micro(reserved), to_micro(actual), _millis(ttl)]
+        args = [nonnegative_micro(reserved), nonnegative_micro(actual), _millis(ttl)]
         call = self._settle(keys=[self._key("budget", key)], args=args)
         await self._guard(call, None, "settle", drops=True)
+
+    async def restore(self, marker: str, spent: Mapping[str, float], ttl: float) -> bool:
+        keys = [self._key("budget", name) for name in (marker, *spent)]
+        args = [_millis(ttl), *(nonnegative_micro(amount) for amount in spent.values())]
+        return bool(await self._guard(self._restore(keys=keys, args=args), 0, "restore"))
 
     async def spent(self, key: str) -> tuple[float, float]:
         call = self._client.hmget(self._key("budget", key), ["s", "r"])

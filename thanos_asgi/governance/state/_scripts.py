@@ -35,7 +35,7 @@ WINDOW_TAKE = (
     _PRELUDE
     + _WINDOW
     + """
-local amount = tonumber(ARGV[1])
+local amount = math.max(0, tonumber(ARGV[1]))
 if used + amount > tonumber(ARGV[2]) then return {0, used, reset} end
 save(used + amount)
 return {1, used + amount, reset}
@@ -58,12 +58,16 @@ local spent = tonumber(stored[1]) or 0
 local reserved = tonumber(stored[2]) or 0
 """
 
-# KEYS[1] budget; ARGV: amount, limit, ttl ms -> 1 reserved / 0 refused
+# KEYS[1] budget, KEYS[2] (optional) the marker that must exist; ARGV: amount, limit, ttl ms
+# -> 1 reserved / 0 refused / 2 the marker is missing (the store lost its data)
 RESERVE = (
     _PRELUDE
+    + """
+if #KEYS > 1 and redis.call('EXISTS', KEYS[2]) == 0 then return 2 end
+"""
     + _BUDGET
     + """
-local amount = tonumber(ARGV[1])
+local amount = math.max(0, tonumber(ARGV[1]))
 if spent + reserved + amount > tonumber(ARGV[2]) then return 0 end
 redis.call('HSET', KEYS[1], 's', int(spent), 'r', int(reserved + amount))
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
@@ -76,9 +80,27 @@ SETTLE = (
     _PRELUDE
     + _BUDGET
     + """
-reserved = math.max(0, reserved - tonumber(ARGV[1]))
-redis.call('HSET', KEYS[1], 's', int(spent + tonumber(ARGV[2])), 'r', int(reserved))
+reserved = math.max(0, reserved - math.max(0, tonumber(ARGV[1])))
+spent = spent + math.max(0, tonumber(ARGV[2]))
+redis.call('HSET', KEYS[1], 's', int(spent), 'r', int(reserved))
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+)
+
+# KEYS[1] marker, KEYS[2..] budgets; ARGV[1] ttl ms, ARGV[2..] spent of each budget
+# -> 1 restored / 0 the marker was there (someone restored already)
+RESTORE = (
+    _PRELUDE
+    + """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+for i = 2, #KEYS do
+  local stored = redis.call('HMGET', KEYS[i], 's', 'r')
+  local spent = math.max(tonumber(stored[1]) or 0, tonumber(ARGV[i]))
+  redis.call('HSET', KEYS[i], 's', int(spent), 'r', int(tonumber(stored[2]) or 0))
+  redis.call('PEXPIRE', KEYS[i], ARGV[1])
+end
+redis.call('SET', KEYS[1], '1', 'PX', ARGV[1])
 return 1
 """
 )
