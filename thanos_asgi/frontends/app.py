@@ -34,7 +34,7 @@ from thanos_asgi.frontends.asgi import (
     respond,
     route_path,
 )
-from thanos_asgi.frontends.errors import error_body, error_headers
+from thanos_asgi.frontends.errors import STARTED, send_error
 from thanos_asgi.frontends.sse import EventSourceResponse
 from thanos_asgi.governance.response_store import ResponseStore
 from thanos_asgi.types import ChatChunk, CompletionRequest, EmbeddingRequest, ModelList
@@ -112,7 +112,8 @@ class ThanosApp:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            await self.handle(Exchange(scope, receive, send, time.perf_counter()))
+            started = scope.get(STARTED) or time.perf_counter()  # ErrorMiddleware's, if any
+            await self.handle(Exchange(scope, receive, send, started))
         elif scope["type"] == "lifespan":
             await self.lifespan(receive, send)
 
@@ -134,7 +135,7 @@ class ThanosApp:
                 raise MethodNotAllowed(f"{path} does not accept {ex.scope['method']}")
             await handler(ex)
         except ThanosError as exc:
-            await respond(ex.send, exc.status, error_body(path, exc), error_headers(exc))
+            await send_error(ex.scope, ex.send, exc)
 
     async def lifespan(self, receive: Receive, send: Send) -> None:
         while True:

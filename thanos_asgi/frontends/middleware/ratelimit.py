@@ -21,10 +21,8 @@ from thanos_asgi.frontends.asgi import (
     Receive,
     Scope,
     Send,
-    respond,
-    route_path,
 )
-from thanos_asgi.frontends.errors import error_body, error_headers
+from thanos_asgi.frontends.errors import send_error
 from thanos_asgi.governance.accounting import request_subject, take_request
 from thanos_asgi.governance.state import StateBackend, WindowResult
 
@@ -46,8 +44,7 @@ class RateLimitMiddleware:
         try:
             result = await take_request(self.state, subject, limit)
         except ThanosError as exc:
-            headers = error_headers(exc)
-            await respond(send, exc.status, error_body(route_path(scope), exc), headers)
+            await send_error(scope, send, exc)
             return
         extra = _headers(result)
 
