@@ -98,9 +98,13 @@ def _add_auth(commands: Any) -> None:
 
 
 def _auth(args: argparse.Namespace) -> int:
+    """Logins as the gateway will look for them: the config's instances, URLs, token dirs."""
     from thanos_asgi.logins._cli import run
+    from thanos_asgi.providers._login import login_setups
 
-    return run(args, data_dir=_data_dir(), stdin=sys.stdin, out=sys.stdout)
+    config = with_local_files(_load(args.config), os.environ)
+    setups = login_setups(config.providers.values(), str(_data_dir() / "logins"))
+    return run(args, setups=setups, stdin=sys.stdin, out=sys.stdout)
 
 
 def _add_usage(commands: Any) -> None:
