@@ -17,7 +17,7 @@ import openai
 import pytest
 
 from tests.helpers import openai_compatible
-from tests.servers import Upstream, free_port, running
+from tests.servers import Upstream, free_port, home_env, running
 
 pytestmark = pytest.mark.anyio
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,7 +42,8 @@ async def example(target: str, config: Path) -> AsyncIterator[str]:
     """Run `uvicorn target` as a subprocess; yield its base URL; stop it with SIGINT."""
     port = free_port()
     log = config.parent / "uvicorn.log"
-    env = {**os.environ, "THANOS_CONFIG": str(config), "DJANGO_DB": str(config.parent / "db")}
+    env = {**os.environ, **home_env(config.parent), "THANOS_CONFIG": str(config)}
+    env["DJANGO_DB"] = str(config.parent / "db")
     command = ["-m", "uvicorn", target, "--host", "127.0.0.1", "--port", str(port)]
     command += ["--lifespan", "on", "--log-level", "warning"]
     with log.open("wb") as output:
