@@ -114,11 +114,16 @@ async def test_fastapi_mount_behind_the_hosts_auth(thanos_config: Path) -> None:
             models = await http.get("/ai/v1/models", headers=alice)
             question = {"question": "what now", "model": "local/m"}
             asked = await http.post("/ask", json=question, headers=alice)
+            unknown = {"question": "what now", "model": "no-such-model"}
+            refused = await http.post("/ask", json=unknown, headers=alice)
             home = await http.get("/")
     assert anonymous.status_code in (401, 403) and "detail" in anonymous.json()
     assert wrong.status_code == 401 and wrong.json() == {"detail": "unknown token"}
     assert "local/m" in {m["id"] for m in models.json()["data"]}
     assert asked.json() == {"user": "alice", "answer": "echo: what now"}
+    assert refused.status_code == 404  # the gateway's own status, not a 500
+    assert refused.json()["error"]["code"] == "model_not_found"
+    assert refused.headers["x-thanos-attempts"] == ""
     assert home.json()["gateway"] == "/ai/v1"
 
 
