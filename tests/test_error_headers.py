@@ -54,6 +54,10 @@ model = "fail-502"
 kind = "openai-compatible"
 base_url = "http://other.test/v1"
 
+[providers.keyless]
+kind = "openai"
+base_url = "http://keyless.test/v1"
+
 [routing]
 max_retries = 0
 fallback_chain = ["openai", "backup"]
@@ -97,6 +101,12 @@ CASES: list[tuple[str, str, str, dict[str, str], Any, int, str, tuple[str, str] 
         "upstream 500, then the fallback fails",
         "POST", "/v1/chat/completions", AS_USER, chat("openai/fail-500"),
         502, "openai:500,backup:502", ("backup", "fail-502"),
+    ),
+    (
+        "embeddings from a provider without a key",
+        "POST", "/v1/embeddings", AS_USER,
+        {"model": "keyless/text-embedding-3-small", "input": "hi"},
+        503, "keyless:provider_not_configured", ("keyless", "text-embedding-3-small"),
     ),
     (
         "anthropic dialect",

@@ -211,7 +211,7 @@ class Dispatcher:
     ) -> None:
         if exc.code != "provider_busy" and health.limiter is not None:
             health.limiter.release()
-        attempts.append(f"{target.instance}:{_code(exc)}")
+        attempts.append(f"{target.instance}:{attempt_code(exc)}")
         elapsed = (time.perf_counter() - started) * 1000
         if counts_against_health(exc):
             health.breaker.failure(exc.message)
@@ -265,7 +265,8 @@ def _tried(exc: ThanosError, call: _Call, target: Target, spent_ms: float) -> Th
     return exc
 
 
-def _code(exc: ThanosError) -> str:
+def attempt_code(exc: ThanosError) -> str:
+    """How an attempt that failed with `exc` shows in `x-thanos-attempts`: `openai:503`."""
     if isinstance(exc, UpstreamStatusError):
         return str(exc.upstream_status)
     return exc.code or exc.type

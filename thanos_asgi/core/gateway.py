@@ -21,7 +21,7 @@ import msgspec
 
 from thanos_asgi.context import Context as Context
 from thanos_asgi.context import current_context
-from thanos_asgi.core.dispatch import Dispatcher, Reply
+from thanos_asgi.core.dispatch import Dispatcher, Reply, attempt_code
 from thanos_asgi.core.metrics import Metrics
 from thanos_asgi.core.monitor import HealthMonitor
 from thanos_asgi.core.resilience import Breaker, Health, Limiter
@@ -205,12 +205,15 @@ class Gateway:
 
     async def embed(self, request: EmbeddingRequest) -> EmbeddingResponse:
         last: ThanosError | None = None
+        attempts: list[str] = []  # for the error answer's headers, as `dispatch` notes them
         for target in self.router.resolve(request.model):
             reply = Reply(target, [])
             try:
                 response = await self.providers[target.instance].embed(request, target.model)
             except (UpstreamError, ProviderUnavailable) as exc:
                 self.record(reply, "error")
+                attempts.append(f"{target.instance}:{attempt_code(exc)}")
+                exc.attempts, exc.tried = attempts, target
                 last = exc
                 if not exc.retryable:
                     raise
