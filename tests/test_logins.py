@@ -438,6 +438,9 @@ async def test_cli_logs_in_an_instance_named_otherwise_from_thanos_config(
         f'oauth_token_url = "{fake.base}/v1/oauth/token"\n'
         f'oauth_client_id = "config-claude-client"\ntoken_dir = "{tokens}"\n'
     )
+    async with gateway_from(config, tmp_path / "home") as gw:  # not logged in: says how
+        with pytest.raises(LoginRequired, match="run `thanos auth login claude_work`"):
+            await gw.chat(hello("claude_work/claude-sonnet-4-5"))
     env = {"THANOS_CONFIG": str(config)}
     login = await thanos(tmp_path, "auth", "login", "claude_work", env=env)
     assert login.stdout is not None and login.stdin is not None

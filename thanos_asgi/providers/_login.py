@@ -58,7 +58,8 @@ def copilot_settings(config: ProviderConfig) -> CopilotSettings:
 
 
 def copilot_session(config: ProviderConfig) -> Session:
-    return Session(COPILOT, _store_for(config), CopilotAuth(copilot_settings(config)))
+    auth = CopilotAuth(copilot_settings(config))
+    return Session(COPILOT, _store_for(config), auth, instance=config.name or None)
 
 
 def uses_claude_login(config: ProviderConfig) -> bool:
@@ -79,7 +80,8 @@ def claude_settings(config: ProviderConfig) -> ClaudeSettings:
 
 
 def claude_session(config: ProviderConfig) -> Session:
-    return Session(ANTHROPIC, _store_for(config), ClaudeAuth(claude_settings(config)))
+    auth = ClaudeAuth(claude_settings(config))
+    return Session(ANTHROPIC, _store_for(config), auth, instance=config.name or None)
 
 
 def login_setup(config: ProviderConfig) -> LoginSetup | None:
