@@ -5,6 +5,9 @@ from collections.abc import AsyncIterator
 import pytest
 
 from tests.fake_oauth import FakeOAuth, serving
+from tests.home_guard import pytest_configure, pytest_sessionfinish
+
+__all__ = ["pytest_configure", "pytest_sessionfinish"]  # the home guard's hooks: see there
 
 
 @pytest.fixture

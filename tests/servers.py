@@ -54,9 +54,21 @@ def serve_command(config: Path) -> list[str]:
     return [sys.executable, "-m", "thanos_asgi", "serve", "--config", str(config)]
 
 
+def home_env(home: Path) -> dict[str, str]:
+    """HOME and the XDG base directories under `home` (a test's temporary folder): what a
+    spawned process keeps (usage ledger, key store, logins, caches) stays there."""
+    return {
+        "HOME": str(home),
+        "XDG_DATA_HOME": str(home / "data"),
+        "XDG_CONFIG_HOME": str(home / "config"),
+        "XDG_STATE_HOME": str(home / "state"),
+        "XDG_CACHE_HOME": str(home / "cache"),
+    }
+
+
 def serve_env(home: Path) -> dict[str, str]:
     """A bare environment for `thanos serve`: no provider keys, HOME and data under `home`."""
-    return {"PATH": os.environ["PATH"], "HOME": str(home), "XDG_DATA_HOME": str(home / "data")}
+    return {"PATH": os.environ["PATH"], **home_env(home)}
 
 
 @asynccontextmanager

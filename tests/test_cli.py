@@ -166,3 +166,57 @@ def test_uvicorn_app_with_a_bad_config_fails_at_startup(tmp_path: Path) -> None:
     )
     assert result.returncode != 0
     assert "modle" in result.stderr and "bad.toml" in result.stderr
+
+
+# -- usage, check and keys: what an operator reads ----------------------------------------
+
+
+def test_usage_money_days_and_csv(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from thanos_asgi.governance.ledger import Ledger, LedgerRow
+
+    now = time.time()
+    with Ledger(tmp_path / ".local/share/thanos/usage.db") as ledger:  # where serve keeps it
+        spent = [(now, 0.0000132), (now, 0.0000132), (now - 3 * 86400, 1.5)]
+        for i, (ts, cost) in enumerate(spent):
+            ledger.record(LedgerRow(ts, f"r{i}", "team", "openai", "gpt-4o", 5, 7, cost_usd=cost))
+    env = clean_env(tmp_path)
+    today = run("usage", "--days", "0", env=env, cwd=tmp_path)
+    assert today.returncode == 0, today.stderr
+    (line,) = today.stdout.splitlines()  # today only
+    day = datetime.now(UTC).date().isoformat()
+    assert line.startswith(f"day={day}\trequests=2\t") and "cost_usd=0.00002640\t" in line
+    assert "e-05" not in today.stdout
+    assert len(run("usage", "--days", "3", env=env, cwd=tmp_path).stdout.splitlines()) == 2
+    assert len(run("usage", env=env, cwd=tmp_path).stdout.splitlines()) == 2
+    assert "cost_usd=1.500\t" in run("usage", "--by", "day", env=env, cwd=tmp_path).stdout
+    assert run("usage", "--days", "-1", env=env, cwd=tmp_path).returncode == 2
+    csv_lines = run("usage", "--csv", "--days", "0", env=env, cwd=tmp_path).stdout.splitlines()
+    assert csv_lines[0].startswith("ts,request_id,") and len(csv_lines) == 3
+    stamp = csv_lines[1].split(",")[0]
+    assert stamp.startswith(f"{day}T") and stamp.endswith("+00:00")
+    assert datetime.fromisoformat(stamp).timestamp() == pytest.approx(now, abs=0.001)
+
+
+def test_check_counts_stored_keys_and_keys_list_shows_their_policy(tmp_path: Path) -> None:
+    env = clean_env(tmp_path)
+    config = tmp_path / "thanos.toml"
+    config.write_text('[[server.keys]]\nid = "laptop"\nkey = "thk-config-0123456789abcdef"\n')
+    created = run(
+        "keys", "--config", str(config), "create", "team-a", "--model", "openai/*",
+        "--model", "claude-sonnet-4-5", "--provider", "openai", "--tpm", "1000",
+        "--budget-usd", "25", env=env, cwd=tmp_path,
+    )  # fmt: skip
+    assert created.returncode == 0, created.stderr
+    assert run("keys", "create", "ci", "--rpm", "5", env=env, cwd=tmp_path).returncode == 0
+    checked = run("check", str(config), env=env, cwd=tmp_path)
+    assert checked.returncode == 0, checked.stderr
+    store = tmp_path / ".local/share/thanos/keys.db"
+    assert f"3 client keys (1 in the config, 2 in {store})" in checked.stdout
+    listed = run("keys", "list", env=env, cwd=tmp_path).stdout.splitlines()
+    assert listed == [
+        "team-a\tactive\tadmin=False\trpm=-\ttpm=1000\tbudget_usd=25.00"
+        "\tmodels=openai/*,claude-sonnet-4-5\tproviders=openai",
+        "ci\tactive\tadmin=False\trpm=5\ttpm=-\tbudget_usd=-\tmodels=*\tproviders=*",
+    ]

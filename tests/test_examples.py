@@ -17,7 +17,7 @@ import openai
 import pytest
 
 from tests.helpers import openai_compatible
-from tests.servers import Upstream, free_port, running
+from tests.servers import Upstream, free_port, home_env, running
 
 pytestmark = pytest.mark.anyio
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,7 +42,8 @@ async def example(target: str, config: Path) -> AsyncIterator[str]:
     """Run `uvicorn target` as a subprocess; yield its base URL; stop it with SIGINT."""
     port = free_port()
     log = config.parent / "uvicorn.log"
-    env = {**os.environ, "THANOS_CONFIG": str(config), "DJANGO_DB": str(config.parent / "db")}
+    env = {**os.environ, **home_env(config.parent), "THANOS_CONFIG": str(config)}
+    env["DJANGO_DB"] = str(config.parent / "db")
     command = ["-m", "uvicorn", target, "--host", "127.0.0.1", "--port", str(port)]
     command += ["--lifespan", "on", "--log-level", "warning"]
     with log.open("wb") as output:
@@ -113,11 +114,16 @@ async def test_fastapi_mount_behind_the_hosts_auth(thanos_config: Path) -> None:
             models = await http.get("/ai/v1/models", headers=alice)
             question = {"question": "what now", "model": "local/m"}
             asked = await http.post("/ask", json=question, headers=alice)
+            unknown = {"question": "what now", "model": "no-such-model"}
+            refused = await http.post("/ask", json=unknown, headers=alice)
             home = await http.get("/")
     assert anonymous.status_code in (401, 403) and "detail" in anonymous.json()
     assert wrong.status_code == 401 and wrong.json() == {"detail": "unknown token"}
     assert "local/m" in {m["id"] for m in models.json()["data"]}
     assert asked.json() == {"user": "alice", "answer": "echo: what now"}
+    assert refused.status_code == 404  # the gateway's own status, not a 500
+    assert refused.json()["error"]["code"] == "model_not_found"
+    assert refused.headers["x-thanos-attempts"] == ""
     assert home.json()["gateway"] == "/ai/v1"
 
 

@@ -26,7 +26,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc  # noqa: E402
 
 from tests import helpers  # noqa: E402
-from tests.servers import Upstream, free_port, running  # noqa: E402
+from tests.servers import Upstream, free_port, home_env, running  # noqa: E402
 from tests.upstreams import SSE, FakeOpenAI, chunk  # noqa: E402
 from thanos_asgi import Gateway, build_app  # noqa: E402
 from thanos_asgi.config import parse_config  # noqa: E402
@@ -640,7 +640,7 @@ models = ["m"]
 
 def spawn(config: Path, upstream_port: int) -> subprocess.Popen[bytes]:
     config.write_text(config.read_text().replace("{UPSTREAM_PORT}", str(upstream_port)))
-    env = {**os.environ, "THANOS_CONFIG": str(config)}
+    env = {**os.environ, **home_env(config.parent), "THANOS_CONFIG": str(config)}
     command = [sys.executable, "-m", "thanos_asgi", "serve", "--config", str(config)]
     return subprocess.Popen(
         command, env=env, cwd=config.parent, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
@@ -712,7 +712,11 @@ def test_thanos_serve_without_grpcio_says_what_to_install(
         f"sys.exit(main(['serve', '--config', {str(path)!r}]))\n"
     )
     result = subprocess.run(
-        [sys.executable, "-c", blocker], capture_output=True, text=True, timeout=30
+        [sys.executable, "-c", blocker],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, **home_env(path.parent)},
     )
     assert result.returncode == 2
     assert "pip install 'thanos-asgi[grpc]'" in result.stderr
@@ -720,7 +724,10 @@ def test_thanos_serve_without_grpcio_says_what_to_install(
 
 def serve_once(config: Path) -> subprocess.CompletedProcess[str]:
     command = [sys.executable, "-m", "thanos_asgi", "serve", "--config", str(config)]
-    return subprocess.run(command, capture_output=True, text=True, timeout=30, cwd=config.parent)
+    env = {**os.environ, **home_env(config.parent)}
+    return subprocess.run(
+        command, capture_output=True, text=True, timeout=30, cwd=config.parent, env=env
+    )
 
 
 def test_thanos_serve_with_the_grpc_port_taken_exits_1(

@@ -464,3 +464,31 @@ def test_the_gateway_lifespan_works_with_a_plain_starlette_host() -> None:
     host = Starlette(routes=[thanos_starlette.mount("/ai", gw)], lifespan=lifespan(gw))
     with TestClient(host, base_url="http://host.test") as http:
         assert http.get("/ai/health").status_code == 200
+
+
+async def test_host_routes_answer_gateway_errors_with_their_status() -> None:
+    """A host route calling the Gateway: an unknown model is 404, an upstream 429 stays 429
+    with Retry-After, in OpenAI's shape with the x-thanos headers; not a 500."""
+    gw = gateway(FakeOpenAI())
+
+    async def ask(request: Request) -> PlainTextResponse:
+        model = request.query_params["model"]
+        asked = ChatRequest(model=model, messages=[Message(role="user", content="hi")])
+        answer = await gw.chat(asked)
+        return PlainTextResponse(answer.choices[0].message.content or "")
+
+    host = Starlette(
+        routes=[Route("/ask", ask)], exception_handlers=thanos_starlette.exception_handlers()
+    )
+    async with client_for(host) as http:
+        unknown = await http.get("/ask", params={"model": "no-such-model"})
+        limited = await http.get("/ask", params={"model": "openai/fail-429"})
+        fine = await http.get("/ask", params={"model": "gpt-4o-mini"})
+    assert unknown.status_code == 404
+    assert unknown.json()["error"]["code"] == "model_not_found"
+    assert unknown.headers["x-thanos-attempts"] == ""
+    assert limited.status_code == 429 and limited.headers["retry-after"] == "3"
+    assert limited.headers["x-thanos-attempts"] == "openai:429"
+    assert limited.headers["x-thanos-provider"] == "openai"
+    assert fine.status_code == 200 and fine.text == "echo: hi"
+    await gw.aclose()

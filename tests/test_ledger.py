@@ -117,8 +117,21 @@ def test_csv(ledger: Ledger) -> None:
     unpriced = dict(zip(header, lines[2], strict=True))
     assert unpriced["cost_usd"] == "" and unpriced["status"] == "error:502"
     assert float(dict(zip(header, lines[1], strict=True))["cost_usd"]) == 1.25
+    assert [line[0] for line in lines[:3]] == [  # ISO 8601 in UTC, not unix seconds
+        "2026-01-01T00:00:10.000+00:00",
+        "2026-01-01T00:00:20.000+00:00",
+        "2026-01-02T00:00:05.000+00:00",
+    ]
     later = io.StringIO()
     assert ledger.to_csv(later, since=T0 + DAY) == 2
+
+
+def test_csv_costs_are_plain_decimals(ledger: Ledger) -> None:
+    ledger.record(row(T0, cost_usd=0.0000264))
+    out = io.StringIO()
+    ledger.to_csv(out)
+    line = dict(zip(COLUMNS, list(csv.reader(io.StringIO(out.getvalue())))[1], strict=True))
+    assert line["cost_usd"] == "0.0000264"
 
 
 def test_wal_mode_and_synchronous_normal(ledger: Ledger) -> None:

@@ -20,7 +20,10 @@ from keyring.backends import fail
 from keyrings.alt.file import PlaintextKeyring
 
 from tests.fake_oauth import FakeOAuth
+from thanos_asgi import ChatRequest, Gateway, Message
+from thanos_asgi.config import load_config
 from thanos_asgi.exceptions import UpstreamConnectError
+from thanos_asgi.frontends.stack import with_local_files
 from thanos_asgi.logins import (
     ClaudeAuth,
     CopilotAuth,
@@ -267,11 +270,15 @@ async def test_a_login_made_elsewhere_is_picked_up(fake: FakeOAuth) -> None:
 # -- the CLI, end to end ------------------------------------------------------------------
 
 
-async def thanos(tmp_path: Path, *args: str) -> asyncio.subprocess.Process:
+async def thanos(
+    tmp_path: Path, *args: str, env: dict[str, str] | None = None
+) -> asyncio.subprocess.Process:
     env = {
-        **os.environ,
+        "PATH": os.environ["PATH"],
+        "HOME": str(tmp_path / "home"),
         "XDG_DATA_HOME": str(tmp_path),
         "PYTHON_KEYRING_BACKEND": "keyring.backends.fail.Keyring",  # a headless machine
+        **(env or {}),
     }
     return await asyncio.create_subprocess_exec(
         sys.executable, "-m", "thanos_asgi", *args,
@@ -369,3 +376,100 @@ def test_sessions_follow_the_config(tmp_path: Path) -> None:
         assert claude.refresher.settings.client_id == "c"
     finally:
         keyring.set_keyring(previous)
+
+
+# -- logins from the config the gateway reads -----------------------------------------------
+
+
+@pytest.fixture
+def no_keyring() -> Iterator[None]:
+    """This process, like the CLI's, keeps logins in files (a headless machine)."""
+    previous = keyring.get_keyring()
+    keyring.set_keyring(fail.Keyring())
+    try:
+        yield
+    finally:
+        keyring.set_keyring(previous)
+
+
+def gateway_from(config: Path, home: Path) -> Gateway:
+    """The gateway `thanos serve --config <config>` would build for a user at `home`."""
+    env = {"HOME": str(home)}
+    return Gateway(with_local_files(load_config(config, env=env), env))
+
+
+def hello(model: str) -> ChatRequest:
+    return ChatRequest(model=model, messages=[Message(role="user", content="hi")])
+
+
+async def test_cli_copilot_login_uses_the_configured_github_and_token_dir(
+    fake: FakeOAuth, tmp_path: Path, no_keyring: None
+) -> None:
+    tokens = tmp_path / "tokens"
+    config = tmp_path / "thanos.toml"
+    config.write_text(
+        f'[providers.copilot]\nmodel = "gpt-4o"\ngithub_url = "{fake.base}"\n'
+        f'github_api_url = "{fake.base}"\noauth_client_id = "Iv1.config-client"\n'
+        f'token_dir = "{tokens}"\n'
+    )
+    code, out, err = await output(
+        await thanos(tmp_path, "auth", "login", "copilot", "--config", str(config))
+    )
+    assert code == 0, err
+    assert f"Open {fake.base}/login/device and enter the code ABCD-1234" in out
+    assert fake.bodies["/login/device/code"][0]["client_id"] == "Iv1.config-client"
+    assert fake.calls["/copilot_internal/v2/token"] == 1  # at the configured API URL
+    assert (tokens / "copilot.json").exists()
+    assert not (tmp_path / "thanos" / "logins").exists()  # not the default folder
+    async with gateway_from(config, tmp_path / "home") as gw:  # the gateway finds the login
+        answer = await gw.chat(hello("copilot/gpt-4o"))
+    assert answer.choices[0].message.content == "copilot says hi"
+
+
+async def test_cli_logs_in_an_instance_named_otherwise_from_thanos_config(
+    fake: FakeOAuth, tmp_path: Path, no_keyring: None
+) -> None:
+    tokens = tmp_path / "claude-tokens"
+    config = tmp_path / "elsewhere.toml"
+    config.write_text(
+        f'[providers.claude_work]\nkind = "anthropic"\nauth_method = "oauth"\n'
+        f'model = "claude-sonnet-4-5"\nbase_url = "{fake.base}"\n'
+        f'oauth_authorize_url = "{fake.base}/oauth/authorize"\n'
+        f'oauth_token_url = "{fake.base}/v1/oauth/token"\n'
+        f'oauth_client_id = "config-claude-client"\ntoken_dir = "{tokens}"\n'
+    )
+    async with gateway_from(config, tmp_path / "home") as gw:  # not logged in: says how
+        with pytest.raises(LoginRequired, match="run `thanos auth login claude_work`"):
+            await gw.chat(hello("claude_work/claude-sonnet-4-5"))
+    env = {"THANOS_CONFIG": str(config)}
+    login = await thanos(tmp_path, "auth", "login", "claude_work", env=env)
+    assert login.stdout is not None and login.stdin is not None
+    url = ""
+    while not url.startswith("http"):
+        line = await asyncio.wait_for(login.stdout.readline(), 30)
+        assert line, (await output(login))[2]  # it ended without showing a URL
+        url = line.decode().strip()
+    assert url.startswith(f"{fake.base}/oauth/authorize?") and "config-claude-client" in url
+    async with httpx.AsyncClient() as browser:
+        pasted = (await browser.get(url)).text
+    login.stdin.write(pasted.encode() + b"\n")
+    code, out, err = await output(login)
+    assert code == 0, err
+    assert "logged in to claude_work as sk****" in out
+    assert fake.bodies["/v1/oauth/token"][0]["client_id"] == "config-claude-client"
+    assert FileStore(tokens).load("anthropic") is not None
+    _, out, _ = await output(await thanos(tmp_path, "auth", "status", env=env))
+    assert "claude_work\tlogged in as sk****" in out
+    async with gateway_from(config, tmp_path / "home") as gw:
+        answer = await gw.chat(hello("claude_work/claude-sonnet-4-5"))
+    assert answer.choices[0].message.content == "claude says hi"
+
+
+async def test_cli_refuses_an_instance_without_a_login(tmp_path: Path) -> None:
+    config = tmp_path / "thanos.toml"
+    config.write_text('[providers.openai]\napi_key = "sk-test-0123456789abcdef"\n')
+    code, _, err = await output(
+        await thanos(tmp_path, "auth", "login", "openai", "--config", str(config))
+    )
+    assert code == 1
+    assert "nothing logs in as 'openai'" in err and "sk-test" not in err

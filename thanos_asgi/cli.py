@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -98,18 +99,33 @@ def _add_auth(commands: Any) -> None:
 
 
 def _auth(args: argparse.Namespace) -> int:
+    """Logins as the gateway will look for them: the config's instances, URLs, token dirs."""
     from thanos_asgi.logins._cli import run
+    from thanos_asgi.providers._login import login_setups
 
-    return run(args, data_dir=_data_dir(), stdin=sys.stdin, out=sys.stdout)
+    config = with_local_files(_load(args.config), os.environ)
+    setups = login_setups(config.providers.values(), str(_data_dir() / "logins"))
+    return run(args, setups=setups, stdin=sys.stdin, out=sys.stdout)
 
 
 def _add_usage(commands: Any) -> None:
     usage = commands.add_parser("usage", help="report spend from the usage ledger")
     usage.add_argument("--config")
     usage.add_argument("--by", choices=["day", "provider", "model", "key"], default="day")
-    usage.add_argument("--days", type=float, help="only the last N days")
+    usage.add_argument(
+        "--days",
+        type=_non_negative,
+        help="only today (0) or today and the N days before (UTC days, as --by day)",
+    )
     usage.add_argument("--csv", action="store_true", help="every request as CSV")
     usage.set_defaults(run=_usage)
+
+
+def _non_negative(text: str) -> int:
+    number = int(text)
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more (got {number})")
+    return number
 
 
 def _positive(text: str) -> int:
@@ -128,8 +144,22 @@ def _load(path: str | None) -> Config:
 def _check(args: argparse.Namespace) -> int:
     from thanos_asgi.config import describe
 
-    print(describe(_load(args.file)))
+    config = with_local_files(_load(args.file), os.environ)
+    print(describe(config, stored_keys=_stored_keys(config.server.key_store)))
     return 0
+
+
+def _stored_keys(path: str | None) -> int | None:
+    """Active keys in the key store at `path`; None when there is none (never creates it)."""
+    if not path or not Path(path).exists():
+        return None
+    from thanos_asgi.governance.keys import KeyStore
+
+    store = KeyStore(path)
+    try:
+        return sum(1 for _ in store.active())
+    finally:
+        store.close()
 
 
 def _models(args: argparse.Namespace) -> int:
@@ -164,20 +194,29 @@ def _keys(args: argparse.Namespace) -> int:
         print(f"created key '{args.id}'; this is the only time it is shown", file=sys.stderr)
     elif args.action == "list":
         for row in store.listing():
-            state = "revoked" if row["revoked"] else "active"
-            print(
-                f"{row['id']}\t{state}\tadmin={bool(row['admin'])}\trpm={row['rpm']}\t"
-                f"tpm={row['tpm']}\tbudget_usd={row['budget_usd']}"
-            )
+            print(_key_line(row))
     elif not store.revoke(args.id):
         print(f"thanos: no active key '{args.id}'", file=sys.stderr)
         return 1
     return 0
 
 
-def _usage(args: argparse.Namespace) -> int:
-    import time
+def _key_line(row: dict[str, Any]) -> str:
+    """One `keys list` line: id, state, admin, limits (`-`: none), allow-lists (`*`: any)."""
+    import json
 
+    limits = [f"{name}={row[name] if row[name] is not None else '-'}" for name in ("rpm", "tpm")]
+    budget = "-" if row["budget_usd"] is None else _money(row["budget_usd"])
+    allowed = [
+        f"{name}={','.join(json.loads(row[name])) or '*'}" for name in ("models", "providers")
+    ]
+    state = "revoked" if row["revoked"] else "active"
+    return "\t".join(
+        [row["id"], state, f"admin={bool(row['admin'])}", *limits, f"budget_usd={budget}", *allowed]
+    )
+
+
+def _usage(args: argparse.Namespace) -> int:
     from thanos_asgi.governance.ledger import Ledger
 
     config = with_local_files(_load(args.config), os.environ)
@@ -185,13 +224,31 @@ def _usage(args: argparse.Namespace) -> int:
         print("thanos: no usage recorded yet", file=sys.stderr)
         return 1
     ledger = Ledger(config.cost.ledger_path)
-    since = time.time() - args.days * 86400 if args.days else None
+    since = None if args.days is None else _days_ago(args.days)
     if args.csv:
         ledger.to_csv(sys.stdout, since=since)
         return 0
     for row in ledger.report(group_by=args.by, since=since):
+        row["cost_usd"] = _money(row["cost_usd"])
         print("\t".join(f"{k}={v}" for k, v in row.items()))
     return 0
+
+
+def _days_ago(days: int) -> float:
+    """Unix time of the UTC midnight `days` days before today's."""
+    from datetime import UTC, datetime, timedelta
+
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    return (today - timedelta(days=days)).timestamp()
+
+
+def _money(usd: float) -> str:
+    """Dollars to 4 significant digits, never fewer than cents: 0.00002640, 12.35, 1234.00."""
+    rounded = float(f"{usd:.4g}")
+    if not rounded:
+        return "0.00"
+    decimals = 3 - math.floor(math.log10(abs(rounded)))
+    return f"{rounded:.{max(decimals, 2)}f}"
 
 
 def _data_dir() -> Path:

@@ -23,6 +23,8 @@ Front-ends turn these into the client's own error shape in one table each
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 
 class ThanosError(Exception):
     status: int = 500
@@ -31,6 +33,12 @@ class ThanosError(Exception):
     param: str | None = None
     retryable: bool = False
     retry_after: float | None = None
+    # What the request had tried when this ended it, set by the dispatcher for the error
+    # answer's headers: "instance:outcome" per attempt, the last (instance, model) tried and
+    # the time the failed attempts spent with providers.
+    attempts: Sequence[str] = ()
+    tried: tuple[str, str] | None = None
+    upstream_ms: float = 0.0
 
     def __init__(self, message: str, *, code: str | None = None, param: str | None = None) -> None:
         super().__init__(message)

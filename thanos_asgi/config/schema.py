@@ -367,12 +367,17 @@ def _describe_provider(provider: ProviderConfig) -> str:
     )
 
 
-def describe(config: Config) -> str:
-    """Human-readable summary for `thanos check`; secrets masked."""
+def describe(config: Config, *, stored_keys: int | None = None) -> str:
+    """Human-readable summary for `thanos check`; secrets masked. `stored_keys`: how many
+    active keys the key store (`server.key_store`) holds, when there is one."""
     server = config.server
+    keys = f"{len(server.keys)} client keys"
+    if stored_keys is not None:
+        keys = f"{len(server.keys) + stored_keys} client keys ({len(server.keys)} in the config, "
+        keys += f"{stored_keys} in {server.key_store})"
     lines = [
         f"config: {config.source or '(not from a file)'}",
-        f"server: http {server.bind}, grpc {server.grpc or 'off'}, {len(server.keys)} client keys",
+        f"server: http {server.bind}, grpc {server.grpc or 'off'}, {keys}",
         f"ai: mode {config.ai.mode or '(none)'}, primary {config.ai.primary_provider or 'auto'}"
         f" -> {config.primary_provider() or '(no enabled provider)'}",
         f"routing: strategy {config.routing.strategy}",

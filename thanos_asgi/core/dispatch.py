@@ -99,6 +99,7 @@ class _Call:
     raw: dict[str, Any] | None
     wire: str
     attempts: list[str]
+    failed_ms: float = 0.0  # time the failed attempts spent with providers
 
 
 class Dispatcher:
@@ -158,11 +159,12 @@ class Dispatcher:
             self.metrics.next_attempt(target.instance, call.attempts)
         if not health.breaker.allow():
             call.attempts.append(f"{target.instance}:circuit_{health.breaker.state}")
-            raise ProviderUnavailable(
+            unavailable = ProviderUnavailable(
                 f"provider '{target.instance}' is unavailable (circuit {health.breaker.state}; "
                 f"last error: {health.breaker.last_error})",
                 code="circuit_open",
             )
+            raise _tried(unavailable, call, target, 0.0)
         started = time.perf_counter()
         admission = None
         try:
@@ -176,6 +178,7 @@ class Dispatcher:
             if admission is not None:
                 await self.accounting.release(admission)
             self._failed(target, health, exc, call.attempts, started)
+            _tried(exc, call, target, (time.perf_counter() - started) * 1000)
             raise
         self._accepted(reply, health, admission, call.attempts, started)
         return reply
@@ -209,7 +212,7 @@ class Dispatcher:
     ) -> None:
         if exc.code != "provider_busy" and health.limiter is not None:
             health.limiter.release()
-        attempts.append(f"{target.instance}:{_code(exc)}")
+        attempts.append(f"{target.instance}:{attempt_code(exc)}")
         elapsed = (time.perf_counter() - started) * 1000
         if counts_against_health(exc):
             health.breaker.failure(exc.message)
@@ -263,7 +266,15 @@ async def _within(attempt: Awaitable[Reply], deadline: float, target: Target) ->
         raise UpstreamTimeout("the request deadline passed", provider=target.instance) from None
 
 
-def _code(exc: ThanosError) -> str:
+def _tried(exc: ThanosError, call: _Call, target: Target, spent_ms: float) -> ThanosError:
+    """`exc`, noting what the request has tried so far (for the error answer's headers)."""
+    call.failed_ms += spent_ms
+    exc.attempts, exc.tried, exc.upstream_ms = call.attempts, target, call.failed_ms
+    return exc
+
+
+def attempt_code(exc: ThanosError) -> str:
+    """How an attempt that failed with `exc` shows in `x-thanos-attempts`: `openai:503`."""
     if isinstance(exc, UpstreamStatusError):
         return str(exc.upstream_status)
     return exc.code or exc.type

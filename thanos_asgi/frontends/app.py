@@ -35,7 +35,7 @@ from thanos_asgi.frontends.asgi import (
     respond,
     route_path,
 )
-from thanos_asgi.frontends.errors import error_body, error_headers
+from thanos_asgi.frontends.errors import STARTED, send_error
 from thanos_asgi.frontends.sse import EventSourceResponse
 from thanos_asgi.governance.response_store import ResponseStore
 from thanos_asgi.sanitize import header_value
@@ -116,7 +116,8 @@ class ThanosApp:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            await self.handle(Exchange(scope, receive, send, time.perf_counter()))
+            started = scope.get(STARTED) or time.perf_counter()  # ErrorMiddleware's, if any
+            await self.handle(Exchange(scope, receive, send, started))
         elif scope["type"] == "lifespan":
             await self.lifespan(receive, send)
 
@@ -138,7 +139,7 @@ class ThanosApp:
                 raise MethodNotAllowed(f"{path} does not accept {ex.scope['method']}")
             await handler(ex)
         except ThanosError as exc:
-            await respond(ex.send, exc.status, error_body(path, exc), error_headers(exc))
+            await send_error(ex.scope, ex.send, exc)
 
     async def lifespan(self, receive: Receive, send: Send) -> None:
         while True:

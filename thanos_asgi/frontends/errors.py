@@ -1,10 +1,15 @@
-"""Exceptions to the client's error shape: the one table each front-end uses."""
+"""Exceptions to the client's error shape: the one table each front-end uses, and the one
+function (`send_error`) every HTTP error answer goes out through, with its headers."""
 
 from __future__ import annotations
+
+import time
+from collections.abc import Sequence
 
 import msgspec
 
 from thanos_asgi.exceptions import ThanosError
+from thanos_asgi.frontends.asgi import Headers, Scope, Send, respond, route_path
 
 _encode = msgspec.json.Encoder().encode
 MAX_MESSAGE = 2000  # characters of an error message; what it quotes is bounded where quoted
@@ -13,6 +18,8 @@ MAX_MESSAGE = 2000  # characters of an error message; what it quotes is bounded 
 def _message(exc: ThanosError) -> str:
     message = exc.message
     return message if len(message) <= MAX_MESSAGE else message[: MAX_MESSAGE - 3] + "..."
+
+STARTED = "thanos.started"  # scope key: perf_counter() when the outermost layer got the request
 
 
 class _OpenAIError(msgspec.Struct):
@@ -32,10 +39,24 @@ def openai_error(exc: ThanosError) -> bytes:
     return _encode(_OpenAIBody(_OpenAIError(_message(exc), exc.type, exc.code, param)))
 
 
-def error_headers(exc: ThanosError) -> list[tuple[bytes, bytes]]:
+def error_headers(exc: ThanosError, scope: Scope | None = None) -> Headers:
+    """An error answer's headers: its content type, Retry-After when known, and what every
+    answer carries: `x-thanos-attempts` (empty when no provider was tried),
+    `x-thanos-overhead-ms` (with `scope`: time since the request came in, less the time
+    failed attempts spent with providers) and, once a provider was tried,
+    `x-thanos-provider` and `x-thanos-model` (the last one tried)."""
     headers = [(b"content-type", b"application/json")]
     if exc.retry_after is not None:
         headers.append((b"retry-after", str(max(1, round(exc.retry_after))).encode()))
+    headers.append((b"x-thanos-attempts", _header_text(",".join(exc.attempts))))
+    if exc.tried is not None:
+        instance, model = exc.tried
+        headers.append((b"x-thanos-provider", _header_text(instance)))
+        headers.append((b"x-thanos-model", _header_text(model)))
+    started = scope.get(STARTED) if scope is not None else None
+    if started is not None:
+        overhead = (time.perf_counter() - started) * 1000 - exc.upstream_ms
+        headers.append((b"x-thanos-overhead-ms", f"{max(overhead, 0.0):.3f}".encode()))
     return headers
 
 
@@ -118,3 +139,21 @@ def error_body(path: str, exc: ThanosError) -> bytes:
     if path.startswith(OLLAMA_PATHS):
         return ollama_error(exc)
     return gemini_error(exc) if path.startswith(GEMINI_PATHS) else openai_error(exc)
+
+
+async def send_error(
+    scope: Scope, send: Send, exc: ThanosError, extra: Sequence[tuple[bytes, bytes]] = ()
+) -> None:
+    """Answer `exc`: its status, the body in the shape the path's clients expect, and
+    `error_headers` plus `extra`."""
+    headers = error_headers(exc, scope)
+    headers.extend(extra)
+    await respond(send, exc.status, error_body(route_path(scope), exc), headers)
+
+
+def _header_text(text: str, limit: int = 256) -> bytes:
+    """`text` as a header value: printable ASCII, bounded (model names may come from clients)."""
+    text = text[:limit]
+    if text.isascii() and text.isprintable():
+        return text.encode()
+    return bytes(byte if 32 <= byte < 127 else 63 for byte in text.encode("ascii", "replace"))

@@ -29,6 +29,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from types import MappingProxyType, TracebackType
 from typing import IO, Any, Literal
@@ -65,6 +66,7 @@ class LedgerRow(msgspec.Struct, frozen=True):
 
 
 COLUMNS: tuple[str, ...] = LedgerRow.__struct_fields__
+_TS, _COST = COLUMNS.index("ts"), COLUMNS.index("cost_usd")
 
 
 class Spend(msgspec.Struct, frozen=True):
@@ -338,12 +340,16 @@ class Ledger:
             yield LedgerRow(*values)
 
     def to_csv(self, fileobj: IO[str], since: float | None = None) -> int:
-        """Write the rows as CSV with a header line (unknown cost: empty); return the count."""
+        """Write the rows as CSV with a header line; return the count. `ts` is ISO 8601 in
+        UTC (2026-01-01T00:00:10.000+00:00), `cost_usd` a plain decimal (unknown: empty)."""
         writer = csv.writer(fileobj, lineterminator="\n")
         writer.writerow(COLUMNS)
         count = 0
         for row in self.rows(since):
-            writer.writerow(msgspec.structs.astuple(row))
+            values: list[Any] = list(msgspec.structs.astuple(row))
+            values[_TS] = datetime.fromtimestamp(row.ts, UTC).isoformat(timespec="milliseconds")
+            values[_COST] = "" if row.cost_usd is None else _decimal(row.cost_usd)
+            writer.writerow(values)
             count += 1
         return count
 
@@ -370,6 +376,11 @@ class Ledger:
         self, typ: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+def _decimal(value: float) -> str:
+    """`value` without an exponent (to a trillionth): 0.00000495, not 4.95e-06."""
+    return f"{value:.12f}".rstrip("0").rstrip(".")
 
 
 def _report_row(name: str, row: tuple[Any, ...]) -> dict[str, Any]:

@@ -3,6 +3,7 @@
     gateway = Gateway(load_config(env=os.environ))
     app = FastAPI(lifespan=lifespan(gateway))
     mount(app, gateway, path="/ai")                     # OpenAI API at /ai/v1/...
+                                                        # (and ThanosError -> its status)
 
     get_gateway = gateway_dependency(gateway)
 
@@ -25,6 +26,7 @@ from fastapi.params import Depends
 from starlette.responses import Response
 
 from thanos_asgi.core.gateway import Gateway
+from thanos_asgi.exceptions import ThanosError
 from thanos_asgi.frontends.asgi import ASGIApp, Receive, Scope, Send
 from thanos_asgi.frontends.stack import Middleware, build_app
 from thanos_asgi.integrations._common import (
@@ -33,8 +35,9 @@ from thanos_asgi.integrations._common import (
     mounted_scope,
     normalise_prefix,
 )
+from thanos_asgi.integrations.starlette import error_response
 
-__all__ = ["GatewayLifespan", "gateway_dependency", "lifespan", "mount"]
+__all__ = ["GatewayLifespan", "add_error_handler", "gateway_dependency", "lifespan", "mount"]
 
 METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
@@ -47,7 +50,9 @@ def mount(
     middleware: Sequence[Middleware] | None = None,
     dependencies: Sequence[Depends] | None = None,
 ) -> ASGIApp:
-    """Serve `build_app(gateway, middleware=middleware)` below `path`; returns that app."""
+    """Serve `build_app(gateway, middleware=middleware)` below `path`; returns that app.
+    ThanosErrors raised in the host's own routes get their status too (`add_error_handler`)."""
+    add_error_handler(app)
     prefix = normalise_prefix(path)
     gateway_app = build_app(gateway, middleware=middleware)
     if not dependencies:
@@ -66,6 +71,14 @@ def mount(
         name="thanos",
     )
     return gateway_app
+
+
+def add_error_handler(app: FastAPI) -> None:
+    """Answer a ThanosError raised in the app's routes (a route calling `Gateway.chat` with an
+    unknown model: 404, a spent budget: 429, ...) as the gateway would, not with a 500. A
+    handler of the app's own for ThanosError is kept."""
+    if ThanosError not in app.exception_handlers:
+        app.add_exception_handler(ThanosError, error_response)
 
 
 def gateway_dependency(gateway: Gateway) -> Callable[[], Gateway]:

@@ -1,7 +1,11 @@
-"""`thanos auth login copilot|anthropic`, `thanos auth status`, `thanos auth logout NAME`.
+"""`thanos auth login NAME`, `thanos auth status`, `thanos auth logout NAME`.
 
-The CLI module reads the environment and hands over the data dir; logins are kept in the
-system keyring when one is usable, else in `<data dir>/logins/` (see `default_store`).
+NAME is a provider instance that logs in (kind copilot, or `auth_method = "oauth"`), or
+copilot / anthropic / anthropic_max. The CLI module reads the config the gateway reads and
+hands over what each name logs in to (`LoginSetup`: its OAuth URLs, client id and token
+folder), so the gateway finds the login where the command kept it: in the system keyring
+when one is usable, else in the instance's `token_dir` (default `<data dir>/logins/`).
+Flags given on the command line win over the config.
 Login prompts go to `out` and the pasted Anthropic code is read from `stdin`, so both flows
 can be driven by a script.
 """
@@ -12,21 +16,28 @@ import argparse
 import asyncio
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import replace
-from pathlib import Path
 from typing import Any, TextIO
 
 from thanos_asgi.exceptions import ThanosError
-from thanos_asgi.logins import ANTHROPIC, COPILOT, LOGINS
+from thanos_asgi.logins import ANTHROPIC, COPILOT
 from thanos_asgi.logins._claude import ClaudeAuth, ClaudeSettings
 from thanos_asgi.logins._github import CopilotAuth, CopilotSettings
-from thanos_asgi.logins._store import Token, TokenStore, default_store
+from thanos_asgi.logins._setup import LoginSetup
+from thanos_asgi.logins._store import Token, TokenStore
 
 
 def add_arguments(auth: argparse.ArgumentParser) -> None:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", help="config file (default: the one serve would use)")
     actions = auth.add_subparsers(dest="action", required=True)
-    login = actions.add_parser("login", help="log in to a provider and keep the login")
-    login.add_argument("name", choices=LOGINS)
+    login = actions.add_parser(
+        "login",
+        parents=[common],
+        help="log in for a provider instance (or copilot, anthropic) and keep the login",
+    )
+    login.add_argument("name", help="an instance that logs in, or copilot / anthropic")
     login.add_argument("--enterprise", metavar="DOMAIN", help="GitHub Enterprise domain")
     login.add_argument("--github-url", help="GitHub web URL (device flow)")
     login.add_argument("--github-api-url", help="GitHub API URL (Copilot token exchange)")
@@ -34,30 +45,34 @@ def add_arguments(auth: argparse.ArgumentParser) -> None:
     login.add_argument("--token-url", help="Anthropic OAuth token URL")
     login.add_argument("--redirect-uri", help="Anthropic OAuth redirect URI")
     login.add_argument("--client-id", help="OAuth client id")
-    actions.add_parser("status", help="show logins (never a token)")
-    logout = actions.add_parser("logout", help="forget a login")
-    logout.add_argument("name", choices=LOGINS)
+    actions.add_parser("status", parents=[common], help="show logins (never a token)")
+    logout = actions.add_parser("logout", parents=[common], help="forget a login")
+    logout.add_argument("name")
 
 
 def run(
     args: argparse.Namespace,
     *,
-    data_dir: Path,
+    setups: Mapping[str, LoginSetup],
     stdin: TextIO,
     out: TextIO,
     err: TextIO | None = None,
 ) -> int:
-    store = default_store(data_dir / "logins")
+    """`setups`: what each name logs in to, as the gateway's config says (`login_setups`)."""
     try:
+        if args.action == "status":
+            for setup in dict.fromkeys(setups.values()):  # aliases once
+                store = setup.store()
+                print(_describe(setup.name, store.load(setup.login), store), file=out)
+            return 0
+        setup = _chosen(setups, args.name)
+        store = setup.store()
         if args.action == "login":
-            token = asyncio.run(_login(args, stdin, out))
-            store.save(args.name, token)
+            token = asyncio.run(_login(setup, args, stdin, out))
+            store.save(setup.login, token)
             print(f"logged in to {args.name} as {token.identity} ({store.kind} store)", file=out)
-        elif args.action == "status":
-            for name in LOGINS:
-                print(_describe(name, store.load(name), store), file=out)
         else:
-            store.delete(args.name)
+            store.delete(setup.login)
             print(f"logged out of {args.name}", file=out)
     except ThanosError as exc:
         print(f"thanos: {exc.message}", file=err or sys.stderr)
@@ -65,20 +80,32 @@ def run(
     return 0
 
 
-async def _login(args: argparse.Namespace, stdin: TextIO, out: TextIO) -> Token:
-    if args.name == COPILOT:
-        return await _copilot(args, out)
-    return await _anthropic(args, stdin, out)
+def _chosen(setups: Mapping[str, LoginSetup], name: str) -> LoginSetup:
+    setup = setups.get(name)
+    if setup is None:
+        known = ", ".join(sorted(setups)) or "none"
+        raise ThanosError(
+            f"nothing logs in as '{name}': name a provider instance of kind copilot, or one "
+            f'with auth_method = "oauth" (known here: {known})'
+        )
+    return setup
+
+
+async def _login(setup: LoginSetup, args: argparse.Namespace, stdin: TextIO, out: TextIO) -> Token:
+    if isinstance(setup.settings, CopilotSettings):
+        return await _copilot(setup.settings, args, out)
+    return await _anthropic(setup.settings, args, stdin, out)
 
 
 def _given(args: argparse.Namespace, **flags: str) -> dict[str, Any]:
     return {field: value for field, flag in flags.items() if (value := getattr(args, flag))}
 
 
-async def _copilot(args: argparse.Namespace, out: TextIO) -> Token:
-    base = CopilotSettings.enterprise(args.enterprise) if args.enterprise else CopilotSettings()
+async def _copilot(settings: CopilotSettings, args: argparse.Namespace, out: TextIO) -> Token:
+    if args.enterprise:
+        settings = CopilotSettings.enterprise(args.enterprise, client_id=settings.client_id)
     flags = _given(args, github_url="github_url", api_url="github_api_url", client_id="client_id")
-    auth = CopilotAuth(replace(base, **flags))
+    auth = CopilotAuth(replace(settings, **flags))
     try:
         code = await auth.device_code()
         print(f"Open {code.verification_uri} and enter the code {code.user_code}", file=out)
@@ -88,7 +115,9 @@ async def _copilot(args: argparse.Namespace, out: TextIO) -> Token:
         await auth.aclose()
 
 
-async def _anthropic(args: argparse.Namespace, stdin: TextIO, out: TextIO) -> Token:
+async def _anthropic(
+    settings: ClaudeSettings, args: argparse.Namespace, stdin: TextIO, out: TextIO
+) -> Token:
     flags = _given(
         args,
         authorize_url="authorize_url",
@@ -96,7 +125,7 @@ async def _anthropic(args: argparse.Namespace, stdin: TextIO, out: TextIO) -> To
         redirect_uri="redirect_uri",
         client_id="client_id",
     )
-    auth = ClaudeAuth(ClaudeSettings(**flags))
+    auth = ClaudeAuth(replace(settings, **flags))
     try:
         pending = auth.authorize()
         print("Open this URL, approve, then paste the code shown (code#state):", file=out)

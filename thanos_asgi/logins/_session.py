@@ -68,8 +68,10 @@ class Session:
         margin: float = 300.0,
         retry_delays: Sequence[float] = (0.5, 2.0),
         recheck: float = 5.0,
+        instance: str | None = None,
     ) -> None:
         self.name = name  # the login's name: "copilot" or "anthropic"
+        self.instance = instance  # the provider instance it is for, named in `command`
         self._store = store
         self.refresher = refresher
         self.clock = clock
@@ -93,7 +95,7 @@ class Session:
 
     @property
     def command(self) -> str:
-        return f"thanos auth login {self.name}"
+        return f"thanos auth login {self.instance or self.name}"
 
     # -- the hot path ----------------------------------------------------------------------
 

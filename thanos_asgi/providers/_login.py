@@ -11,7 +11,7 @@ first system block.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +22,7 @@ from thanos_asgi.logins import ANTHROPIC, COPILOT
 from thanos_asgi.logins._claude import ClaudeAuth, ClaudeSettings
 from thanos_asgi.logins._github import CopilotAuth, CopilotSettings
 from thanos_asgi.logins._session import LoginRequired, Session
+from thanos_asgi.logins._setup import LoginSetup
 from thanos_asgi.logins._store import Token, default_store
 from thanos_asgi.providers.base import HTTPProvider
 from thanos_asgi.sanitize import decode as bounded_decode
@@ -50,12 +51,16 @@ def _store_for(config: ProviderConfig) -> Any:
     return lambda: default_store(directory)
 
 
-def copilot_session(config: ProviderConfig) -> Session:
+def copilot_settings(config: ProviderConfig) -> CopilotSettings:
     overrides = _overrides(
         config, github_url="github_url", api_url="github_api_url", client_id="oauth_client_id"
     )
-    settings = CopilotSettings.for_base_url(config.base_url, **overrides)
-    return Session(COPILOT, _store_for(config), CopilotAuth(settings))
+    return CopilotSettings.for_base_url(config.base_url, **overrides)
+
+
+def copilot_session(config: ProviderConfig) -> Session:
+    auth = CopilotAuth(copilot_settings(config))
+    return Session(COPILOT, _store_for(config), auth, instance=config.name or None)
 
 
 def uses_claude_login(config: ProviderConfig) -> bool:
@@ -64,7 +69,7 @@ def uses_claude_login(config: ProviderConfig) -> bool:
     return method == "oauth" or (config.name == "anthropic_max" and method != "api_key")
 
 
-def claude_session(config: ProviderConfig) -> Session:
+def claude_settings(config: ProviderConfig) -> ClaudeSettings:
     overrides = _overrides(
         config,
         client_id="oauth_client_id",
@@ -72,7 +77,42 @@ def claude_session(config: ProviderConfig) -> Session:
         token_url="oauth_token_url",
         redirect_uri="oauth_redirect_uri",
     )
-    return Session(ANTHROPIC, _store_for(config), ClaudeAuth(ClaudeSettings(**overrides)))
+    return ClaudeSettings(**overrides)
+
+
+def claude_session(config: ProviderConfig) -> Session:
+    auth = ClaudeAuth(claude_settings(config))
+    return Session(ANTHROPIC, _store_for(config), auth, instance=config.name or None)
+
+
+def login_setup(config: ProviderConfig) -> LoginSetup | None:
+    """How `thanos auth login <instance>` logs in for this instance, as its provider will look
+    for the login (same OAuth URLs, client id and token folder); None if it uses no login."""
+    directory = _setting(config, "token_dir")
+    if config.kind == "copilot":
+        return LoginSetup(config.name, COPILOT, copilot_settings(config), directory)
+    if config.kind == "anthropic" and uses_claude_login(config):
+        return LoginSetup(config.name, ANTHROPIC, claude_settings(config), directory)
+    return None
+
+
+def login_setups(configs: Iterable[ProviderConfig], token_dir: str | None) -> dict[str, LoginSetup]:
+    """What `thanos auth` can log in to, by name: every configured instance that uses a login,
+    and the login names themselves (copilot, anthropic, anthropic_max) where no instance has
+    them: the one instance using that login, or, with none, its defaults in `token_dir`."""
+    setups = {c.name: setup for c in configs if (setup := login_setup(c)) is not None}
+    defaults: dict[str, CopilotSettings | ClaudeSettings] = {
+        COPILOT: CopilotSettings(),
+        ANTHROPIC: ClaudeSettings(),
+    }
+    for login, names in ((COPILOT, (COPILOT,)), (ANTHROPIC, (ANTHROPIC, "anthropic_max"))):
+        users = [setup for setup in setups.values() if setup.login == login]
+        if len(users) > 1:
+            continue  # ambiguous: the instance must be named
+        chosen = users[0] if users else LoginSetup(login, login, defaults[login], token_dir)
+        for name in names:
+            setups.setdefault(name, chosen)
+    return setups
 
 
 class LoginProvider(HTTPProvider):
@@ -215,7 +255,11 @@ __all__ = [
     "ClaudeOAuth",
     "LoginProvider",
     "claude_session",
+    "claude_settings",
     "copilot_session",
+    "copilot_settings",
+    "login_setup",
+    "login_setups",
     "uses_claude_login",
     "with_claude_code_system",
 ]

@@ -16,8 +16,8 @@ from urllib.parse import parse_qs
 
 from thanos_asgi.context import KeyPolicy
 from thanos_asgi.exceptions import AuthenticationError, PermissionDenied, ThanosError
-from thanos_asgi.frontends.asgi import ASGIApp, Receive, Scope, Send, respond, route_path
-from thanos_asgi.frontends.errors import error_body, error_headers
+from thanos_asgi.frontends.asgi import ASGIApp, Receive, Scope, Send, route_path
+from thanos_asgi.frontends.errors import send_error
 from thanos_asgi.governance.keys import KeyRing
 
 OPEN_PATHS = ("/health",)
@@ -56,10 +56,8 @@ class AuthMiddleware:
             if path.startswith(self.admin_paths) and not policy.admin:
                 raise PermissionDenied(f"the key '{policy.key_id}' is not an admin key")
         except ThanosError as exc:
-            headers = error_headers(exc)
-            if exc.status == 401:
-                headers.append((b"www-authenticate", b"Bearer"))
-            await respond(send, exc.status, error_body(path, exc), headers)
+            challenge = [(b"www-authenticate", b"Bearer")] if exc.status == 401 else []
+            await send_error(scope, send, exc, challenge)
             return
         scope["thanos.auth"] = {"key_id": policy.key_id, "policy": policy}
         await self.app(scope, receive, send)

@@ -1,17 +1,23 @@
 """ErrorMiddleware: the outermost layer. An exception nobody handled becomes a 500 in the
 OpenAI error shape (if the response has not started) and is re-raised so the server logs it,
-as Starlette's ServerErrorMiddleware does. ThanosErrors that escape get their own status.
+as Starlette's ServerErrorMiddleware does. ThanosErrors that escape get their own status, in
+the shape the path's clients expect.
+
+It notes when the request came in (`scope["thanos.started"]`), so every answer's
+`x-thanos-overhead-ms` counts the middleware's time too, and it gives its own answers the
+`x-request-id` that RequestIdMiddleware, inside it, put into the scope.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable
 
 from thanos_asgi.exceptions import ThanosError
-from thanos_asgi.frontends.asgi import ASGIApp, Message, Receive, Scope, Send, respond
-from thanos_asgi.frontends.errors import error_headers, openai_error
+from thanos_asgi.frontends.asgi import ASGIApp, Headers, Message, Receive, Scope, Send
+from thanos_asgi.frontends.errors import STARTED, send_error
 
-_INTERNAL = ThanosError("the gateway failed to handle this request; see its log")
+_INTERNAL = "the gateway failed to handle this request; see its log"
 
 
 class ErrorMiddleware:
@@ -22,6 +28,7 @@ class ErrorMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        scope[STARTED] = time.perf_counter()
         started = False
 
         def send_tracking(message: Message) -> Awaitable[None]:
@@ -37,8 +44,13 @@ class ErrorMiddleware:
         except ThanosError as exc:
             if started:
                 raise
-            await respond(send, exc.status, openai_error(exc), error_headers(exc))
+            await send_error(scope, send, exc, _request_id(scope))
         except Exception:
             if not started:
-                await respond(send, 500, openai_error(_INTERNAL), error_headers(_INTERNAL))
+                await send_error(scope, send, ThanosError(_INTERNAL), _request_id(scope))
             raise
+
+
+def _request_id(scope: Scope) -> Headers:
+    request_id: str = scope.get("thanos.request_id", "")
+    return [(b"x-request-id", request_id.encode("latin-1"))] if request_id else []

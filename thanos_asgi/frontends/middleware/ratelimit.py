@@ -26,10 +26,8 @@ from thanos_asgi.frontends.asgi import (
     Receive,
     Scope,
     Send,
-    respond,
-    route_path,
 )
-from thanos_asgi.frontends.errors import error_body, error_headers
+from thanos_asgi.frontends.errors import send_error
 from thanos_asgi.governance.accounting import request_subject, take_request
 from thanos_asgi.governance.state import StateBackend
 
@@ -56,8 +54,7 @@ class RateLimitMiddleware:
             if limit is not None:
                 await take_request(self.state, subject, limit, quota)
         except ThanosError as exc:
-            headers = [*error_headers(exc), *quota_headers(quota)]
-            await respond(send, exc.status, error_body(route_path(scope), exc), headers)
+            await send_error(scope, send, exc, quota_headers(quota))
             return
 
         def send_with_limits(message: Message) -> Awaitable[None]:  # see ErrorMiddleware
