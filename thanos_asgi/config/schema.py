@@ -71,6 +71,13 @@ class ServerConfig(_Section, frozen=True):
     metrics: bool = True  # serve Prometheus text at /metrics (admin-only once keys exist)
     workers: PositiveInt = 1  # `thanos serve` processes; limits across several need Redis state
     tracing: bool = False  # an OpenTelemetry span per request (needs thanos-asgi[otel])
+    tls_cert: str | None = None  # PEM certificate chain: HTTPS and gRPC over TLS
+    tls_key: str | None = None  # its PEM private key
+    watch_config: bool = False  # reload when the config file's content changes
+
+    def __post_init__(self) -> None:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("set tls_cert and tls_key together")
 
     @property
     def host(self) -> str:

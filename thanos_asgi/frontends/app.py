@@ -17,6 +17,7 @@ import msgspec
 
 from thanos_asgi.core.gateway import Context, Gateway, Reply, close
 from thanos_asgi.core.metrics import CONTENT_TYPE as METRICS_TYPE
+from thanos_asgi.core.readiness import serving
 from thanos_asgi.exceptions import InvalidRequest, MethodNotAllowed, NotFound, ThanosError
 from thanos_asgi.frontends import anthropic as _messages
 from thanos_asgi.frontends import gemini as _gemini
@@ -275,7 +276,10 @@ class ThanosApp:
 
     async def ready(self, ex: Exchange) -> None:
         providers = self.gateway.status()
-        ready = any(state.get("configured") for state in providers.values())
+        can_serve = await serving(self.gateway.providers)
+        for name, state in providers.items():
+            state["serving"] = can_serve.get(name, False)
+        ready = any(can_serve.values())
         body = {"status": "ready" if ready else "unavailable", "providers": providers}
         await respond(ex.send, 200 if ready else 503, _encode(body))
 

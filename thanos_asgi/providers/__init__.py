@@ -22,6 +22,7 @@ class ProviderSpec:
     needs_key: bool = True
     free: bool = False  # local models cost nothing
     default_model: str | None = None  # used when an instance names no model of its own
+    base_url_env: str = ""  # the variable its official SDK reads a base URL from
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -37,6 +38,7 @@ SPECS: dict[str, ProviderSpec] = {
             names=("openai", "gpt4", "gpt"),
             env_keys=("OPENAI_API_KEY",),
             base_url="https://api.openai.com/v1",
+            base_url_env="OPENAI_BASE_URL",
             model_prefixes=("gpt-", "o1", "o3", "o4", "chatgpt-", "text-embedding-"),
         ),
         ProviderSpec(
@@ -63,6 +65,7 @@ SPECS: dict[str, ProviderSpec] = {
             names=("groq",),
             env_keys=("GROQ_API_KEY",),
             base_url="https://api.groq.com/openai/v1",
+            base_url_env="GROQ_BASE_URL",
         ),
         ProviderSpec(
             "openrouter",
@@ -89,6 +92,7 @@ SPECS: dict[str, ProviderSpec] = {
             names=("anthropic", "anthropic_max", "claude"),
             env_keys=("ANTHROPIC_API_KEY",),
             base_url="https://api.anthropic.com",
+            base_url_env="ANTHROPIC_BASE_URL",
             model_prefixes=("claude-",),
         ),
         ProviderSpec(
