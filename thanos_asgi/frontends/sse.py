@@ -59,10 +59,9 @@ class EventSourceResponse:
             sweeper.add(stream)
             await stream.pump()
         except asyncio.CancelledError:
-            if not stream.left:  # the server is stopping us (the drain deadline), not the client
-                await stream.cut_off()
-                if task.uncancel() > 0:
-                    raise  # cancelled twice: something else wants this task ended too
+            if not stream.left:  # the server stops us (its drain deadline), not the client
+                if not await stream.cut_off() or task.uncancel() > 0:
+                    raise  # no final event could be sent, or something else cancels us too
             else:
                 task.uncancel()  # the client left: an ordinary end of this response
         finally:
@@ -153,22 +152,23 @@ class _Stream:
             log.warning("stream ended with an error: %s", exc.message)
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
-    async def cut_off(self) -> None:
+    async def cut_off(self) -> bool:
         """The server cancelled this stream (its drain deadline passed): end it with a final
-        error event, the client's own shape, if the client takes it within a second."""
-        self.outcome = "error"
+        error event in the client's own shape. True once that is sent (within a second)."""
         if self.response.on_error is None:
-            return
+            return False
         exc = ProviderUnavailable(
             "the gateway is shutting down and this stream outlived its drain time",
             code="server_shutting_down",
         )
+        body = self.response.on_error(exc)
         with contextlib.suppress(TimeoutError, OSError):
             async with asyncio.timeout(1.0):
-                body = self.response.on_error(exc)
                 await self.send({"type": "http.response.body", "body": body, "more_body": True})
                 await self.send({"type": "http.response.body", "body": b"", "more_body": False})
-        log.warning("stream cut off at the drain deadline")
+                self.outcome = "error"
+        log.warning("a stream was cut off at the drain deadline")
+        return self.outcome == "error"
 
     async def _send(self, data: bytes) -> None:
         self.sending = True

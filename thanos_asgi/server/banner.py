@@ -50,7 +50,7 @@ def banner(
     client_keys: int,
 ) -> list[str]:
     """The startup lines; `urls` are where it listens, `client_keys` how many keys are active."""
-    served = router.configured_models()
+    served = list(dict.fromkeys(router.configured_models()))  # a model may be named twice
     counts: dict[str, int] = {}
     for _, owner in served:
         counts[owner] = counts.get(owner, 0) + 1
