@@ -12,18 +12,20 @@ import asyncio
 import contextlib
 import logging
 import signal
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+import uvicorn
 
 from thanos_asgi.server.notify import Notifier
 from thanos_asgi.server.watch import ConfigWatcher
 
 if TYPE_CHECKING:
-    import uvicorn
-
     from thanos_asgi.frontends.stack import Reloadable
 
-__all__ = ["Lifecycle", "serve_http"]
+__all__ = ["HttpServer", "Lifecycle", "serve_http"]
 
 _log = logging.getLogger("thanos_asgi.serve")
 
@@ -61,6 +63,25 @@ class Lifecycle:
             self._watching.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watching
+
+
+class HttpServer(uvicorn.Server):
+    """uvicorn, except that the signal which stopped it is not raised again on the way out
+    (uvicorn's way of exiting "killed by SIGTERM"): `thanos serve` still has its PID file to
+    remove, and exits 0 after a graceful stop."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        handled = (signal.SIGINT, signal.SIGTERM)
+        original = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
+        try:
+            yield
+        finally:
+            for sig, handler in original.items():
+                signal.signal(sig, handler)
 
 
 async def serve_http(server: uvicorn.Server, life: Lifecycle) -> None:

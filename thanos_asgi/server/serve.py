@@ -134,7 +134,7 @@ def _serve_one(
 
     from thanos_asgi.core.gateway import Gateway
     from thanos_asgi.frontends.stack import Reloadable
-    from thanos_asgi.server.lifecycle import Lifecycle, serve_http
+    from thanos_asgi.server.lifecycle import HttpServer, Lifecycle, serve_http
     from thanos_asgi.server.notify import Notifier
 
     reloaded = partial(_reload_config, args.config, bind[0], args.allow_unauthenticated)
@@ -145,9 +145,7 @@ def _serve_one(
     if config.server.grpc is not None:
         return _serve_with_grpc(app, life, bind, config.server.grpc, options, allowed)
     _freeze_startup_objects()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host=bind[0], port=bind[1], lifespan="on", **options)
-    )
+    server = HttpServer(uvicorn.Config(app, host=bind[0], port=bind[1], lifespan="on", **options))
     with asyncio.Runner(loop_factory=server.config.get_loop_factory()) as runner:
         runner.run(serve_http(server, life))
     if not server.started:
