@@ -82,9 +82,7 @@ async def test_first_run_with_only_an_openai_key(tmp_path: Path) -> None:
                 listed = (await http.get("/v1/models")).json()["data"]
                 ready = await http.get("/health/ready")
             client = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
-            raw = await client.chat.completions.with_raw_response.create(
-                model="auto", messages=HI
-            )
+            raw = await client.chat.completions.with_raw_response.create(model="auto", messages=HI)
             await client.close()
     ids = [model["id"] for model in listed]
     catalogue = PriceTable.load_bundled().models("openai")
