@@ -22,6 +22,7 @@ from tests.servers import Upstream, free_port, running
 from thanos_asgi.cli import main
 from thanos_asgi.config import load_config, parse_config
 from thanos_asgi.governance.pricing import PriceTable
+from thanos_asgi.server.banner import self_loops
 
 pytestmark = pytest.mark.anyio
 KEY = "sk-first-run-SECRET-0123456789abcdef"
@@ -166,3 +167,11 @@ def test_literal_secrets_in_a_file_are_accepted_with_a_warning_naming_the_keys(
     with caplog.at_level(logging.WARNING, logger="thanos_asgi.config"):
         parse_config('[providers.openai]\napi_key = "${OPENAI_API_KEY}"\n', source="t", env={})
     assert caplog.records == []
+
+
+def test_a_base_url_pointing_at_the_gateway_itself_is_warned_about(tmp_path: Path) -> None:
+    env = bare_env(tmp_path, OPENAI_API_KEY=KEY, OPENAI_BASE_URL="http://localhost:8080/v1")
+    config = load_config(env=env)
+    [warning] = self_loops(config, ("127.0.0.1", 8080))
+    assert "provider openai points at this gateway's own address" in warning
+    assert self_loops(config, ("127.0.0.1", 8081)) == []

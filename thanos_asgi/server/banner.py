@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 import msgspec
 
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
     from thanos_asgi.config import Config, ProviderConfig
     from thanos_asgi.core.routing import Router
 
-__all__ = ["banner", "count_keys", "with_catalogue"]
+__all__ = ["banner", "count_keys", "self_loops", "with_catalogue"]
 
 
 def with_catalogue(config: Config) -> Config:
@@ -67,6 +68,30 @@ def banner(
         f"listening: {', '.join(urls)}",
         f"client keys: {_keys(client_keys, urls)}",
     ]
+
+
+def self_loops(config: Config, bind: tuple[str, int]) -> list[str]:
+    """Warnings for providers whose base URL is this gateway's own address (an
+    `OPENAI_BASE_URL` exported for clients, say): their requests would come back here."""
+    host, port = bind
+    warnings = []
+    for provider in config.enabled_providers():
+        url = urlsplit(provider.effective_base_url or "")
+        try:
+            target = (url.hostname, url.port or {"http": 80, "https": 443}.get(url.scheme))
+        except ValueError:
+            continue
+        if target[1] == port and _same_host(target[0] or "", host):
+            warnings.append(
+                f"provider {provider.name} points at this gateway's own address "
+                f"({provider.effective_base_url}): its requests would come back here"
+            )
+    return warnings
+
+
+def _same_host(target: str, bind: str) -> bool:
+    local = ("localhost", "127.0.0.1", "::1")
+    return target == bind or bind in ("0.0.0.0", "::") or (target in local and bind in local)
 
 
 def _source(config: Config, looked_in: list[Path]) -> str:

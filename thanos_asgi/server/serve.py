@@ -163,7 +163,7 @@ def _log_banner(
     app: Reloadable, bind: tuple[str, int], grpc: str | None, options: dict[str, Any]
 ) -> None:
     from thanos_asgi.config import config_paths
-    from thanos_asgi.server.banner import banner, count_keys
+    from thanos_asgi.server.banner import banner, count_keys, self_loops
 
     tls = "ssl_certfile" in options
     host = f"[{bind[0]}]" if ":" in bind[0] else bind[0]
@@ -179,6 +179,8 @@ def _log_banner(
     )
     for line in lines:
         _log.info("%s", line)
+    for warning in self_loops(config, bind):
+        _log.warning("%s", warning)
 
 
 def _reload_config(path: str | None, host: str, allow_unauthenticated: bool) -> Config:
