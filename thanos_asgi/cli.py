@@ -143,8 +143,9 @@ def _positive(text: str) -> int:
 
 def _load(path: str | None) -> Config:
     from thanos_asgi.config import load_config
+    from thanos_asgi.server.banner import with_catalogue
 
-    return load_config(path, env=os.environ)
+    return with_catalogue(load_config(path, env=os.environ))  # no file: catalogue models too
 
 
 def _check(args: argparse.Namespace) -> int:
