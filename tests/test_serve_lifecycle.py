@@ -180,7 +180,7 @@ async def test_status_reload_and_stop_find_the_gateway_by_its_pid_file(tmp_path:
             status = await anyio.to_thread.run_sync(thanos, tmp_path, "status")
             assert status.returncode == 0 and f"pid {process.pid}" in status.stdout
             second = await anyio.to_thread.run_sync(
-                thanos, tmp_path, "serve", "--config", str(config), "--port", str(free_port())
+                thanos, tmp_path, "serve", "--config", str(config), "--pid-file", str(pid_file)
             )
             assert second.returncode == 2 and "already runs" in second.stderr
             config.write_text(openai_compatible("two", upstream))

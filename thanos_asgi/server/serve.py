@@ -70,13 +70,16 @@ def serve(args: argparse.Namespace) -> int:
     options = _uvicorn_options(args, _tls_files(config))
     pid_file = PidFile(Path(args.pid_file) if args.pid_file else default_pid_path(os.environ))
     other = pid_file.acquire()
-    if other is not None:
-        print(
-            f"thanos: a gateway already runs (pid {other}, {pid_file.path}); stop it with "
-            "`thanos stop`, or give this one its own --pid-file",
-            file=sys.stderr,
-        )
+    if other is not None and args.pid_file:
+        print(f"thanos: a gateway already runs (pid {other}, {args.pid_file})", file=sys.stderr)
         return 2
+    if other is not None:  # another gateway on this machine: both serve, it keeps the file
+        _log.warning(
+            "another gateway (pid %d) holds %s; `thanos status|stop|reload` find that one "
+            "(give this one its own --pid-file)",
+            other,
+            pid_file.path,
+        )
     try:
         workers = args.workers or config.server.workers
         if workers > 1:
