@@ -122,8 +122,9 @@ def test_thanos_serve_answers_and_shuts_down(tmp_path: Path) -> None:
         str(port),
     ]
     with serving(command, clean_env(tmp_path), port) as url:
-        ready = httpx.get(f"{url}/health/ready")
-        assert ready.status_code == 200 and ready.json()["providers"]["ollama"]["kind"] == "ollama"
+        ready = httpx.get(f"{url}/health/ready")  # no provider can serve: not ready
+        assert ready.status_code == 503 and ready.json()["status"] == "unavailable"
+        assert ready.json()["providers"]["ollama"]["serving"] is False
         chat = httpx.post(
             f"{url}/v1/chat/completions",
             json={"model": "llama3:8b", "messages": [{"role": "user", "content": "hi"}]},

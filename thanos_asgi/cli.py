@@ -56,7 +56,9 @@ def _parser() -> argparse.ArgumentParser:
         type=_positive,
         help="worker processes (default from [server] workers, 1); see README, 'Operate it'",
     )
+    serve.add_argument("--pid-file", help="default: $XDG_DATA_HOME/thanos/thanos.pid")
     serve.set_defaults(run=_serve)
+    _add_control(commands)
 
     check = commands.add_parser("check", help="validate a config and show what it resolves to")
     check.add_argument("file", nargs="?", help="config file (default: the one serve would use)")
@@ -70,6 +72,26 @@ def _parser() -> argparse.ArgumentParser:
     _add_auth(commands)
     _add_usage(commands)
     return parser
+
+
+def _add_control(commands: Any) -> None:
+    from thanos_asgi.server.control import add_arguments
+
+    add_arguments(commands)
+    init = commands.add_parser("init", help="write a commented starter config")
+    init.add_argument("path", nargs="?", default="thanos.toml", help="default: ./thanos.toml")
+    init.set_defaults(run=_init)
+
+
+def _init(args: argparse.Namespace) -> int:
+    from thanos_asgi.server.starter import write_starter
+
+    path = Path(args.path)
+    if not write_starter(path, os.environ):
+        print(f"thanos: {path} exists; not writing over it", file=sys.stderr)
+        return 1
+    print(f"wrote {path}; `thanos check {path}` shows what it resolves to")
+    return 0
 
 
 def _add_keys(commands: Any) -> None:
@@ -137,8 +159,9 @@ def _positive(text: str) -> int:
 
 def _load(path: str | None) -> Config:
     from thanos_asgi.config import load_config
+    from thanos_asgi.server.banner import with_catalogue
 
-    return load_config(path, env=os.environ)
+    return with_catalogue(load_config(path, env=os.environ))  # no file: catalogue models too
 
 
 def _check(args: argparse.Namespace) -> int:

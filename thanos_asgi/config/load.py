@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import logging
 import os
 import re
 import tomllib
@@ -20,6 +21,8 @@ from urllib.parse import urlsplit
 import msgspec
 import msgspec.inspect as mi
 
+from thanos_asgi.config.defaults import DEFAULTS_SOURCE, default_tables
+from thanos_asgi.config.literals import literal_secrets
 from thanos_asgi.config.schema import (
     Config,
     HealthConfig,
@@ -47,6 +50,7 @@ _ALIAS_TARGET = re.compile(r"[^\s/]+(?:/[^\s/]+)*")
 _ROUTING_KEYS = frozenset(field.name for field in msgspec.structs.fields(RoutingConfig))
 _HEALTH_KEYS = frozenset(field.name for field in msgspec.structs.fields(HealthConfig))
 _PREFERRED = (mi.StructType, mi.LiteralType)
+_log = logging.getLogger("thanos_asgi.config")
 
 
 def config_paths(env: Mapping[str, str]) -> list[Path]:
@@ -81,23 +85,9 @@ def _read(path: Path) -> str:
 
 
 def default_config(env: Mapping[str, str]) -> Config:
-    """No file: Ollama, plus one instance per kind whose standard key variable is set."""
-    ollama: dict[str, Any] = {"base_url": _ollama_url(env.get("OLLAMA_HOST", ""))}
-    if env.get("OLLAMA_API_KEY"):
-        ollama["api_key_env"] = "OLLAMA_API_KEY"
-    providers: dict[str, Any] = {"ollama": ollama}
-    for spec in SPECS.values():
-        if spec.kind != "ollama" and any(env.get(name) for name in spec.env_keys):
-            providers[spec.kind] = {}
-    return _build({"providers": providers}, source="<defaults>", env=env)
-
-
-def _ollama_url(host: str) -> str:
-    """`OLLAMA_HOST` as a URL: `myhost` -> `http://myhost:11434`; unset -> localhost."""
-    parts = urlsplit(host if "://" in host else f"http://{host or 'localhost'}")
-    if parts.scheme == "http" and not re.search(r":\d*$", parts.netloc):
-        parts = parts._replace(netloc=f"{parts.netloc}:11434")
-    return parts.geturl()
+    """No file: Ollama, plus one instance per kind whose standard key variable is set
+    (`thanos_asgi.config.defaults`)."""
+    return _build(default_tables(env), source=DEFAULTS_SOURCE, env=env)
 
 
 def parse_config(text: str, *, source: str, env: Mapping[str, str]) -> Config:
@@ -152,6 +142,14 @@ def _unclosed_brace(text: str) -> int | None:
 def _build(raw: dict[str, Any], *, source: str, env: Mapping[str, str]) -> Config:
     if "source" in raw:
         raise ConfigError("unknown key", source=source, path="source")
+    literal = literal_secrets(raw)
+    if literal:
+        _log.warning(
+            "%s holds secrets as plain text (%s); prefer ${VAR} and keep the values in the "
+            "environment",
+            source,
+            ", ".join(literal),
+        )
     data: dict[str, Any] = _interpolate(raw, env)
     renames = _prepare(data, source)
     try:

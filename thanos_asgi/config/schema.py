@@ -75,6 +75,13 @@ class ServerConfig(_Section, frozen=True):
     tracing: bool = False  # an OpenTelemetry span per request (needs thanos-asgi[otel])
     # most output tokens a request may ask of a model whose limit models.dev does not know
     max_output_tokens_ceiling: PositiveInt = 131_072
+    tls_cert: str | None = None  # PEM certificate chain: HTTPS and gRPC over TLS
+    tls_key: str | None = None  # its PEM private key
+    watch_config: bool = False  # reload when the config file's content changes
+
+    def __post_init__(self) -> None:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("set tls_cert and tls_key together")
 
     @property
     def host(self) -> str:

@@ -18,6 +18,7 @@ import msgspec
 from thanos_asgi.context import Quota
 from thanos_asgi.core.gateway import Context, Gateway, Reply, close
 from thanos_asgi.core.metrics import CONTENT_TYPE as METRICS_TYPE
+from thanos_asgi.core.readiness import serving
 from thanos_asgi.exceptions import InvalidRequest, MethodNotAllowed, NotFound, ThanosError
 from thanos_asgi.frontends import anthropic as _messages
 from thanos_asgi.frontends import gemini as _gemini
@@ -282,7 +283,10 @@ class ThanosApp:
         """Overall status; per-provider details (base URLs, last errors) only for an admin
         key once client keys exist."""
         providers = self.gateway.status()
-        ready = any(state.get("configured") for state in providers.values())
+        can_serve = await serving(self.gateway.providers)
+        for name, state in providers.items():
+            state["serving"] = can_serve.get(name, False)
+        ready = any(can_serve.values())
         body: dict[str, object] = {"status": "ready" if ready else "unavailable"}
         if self._shows_details(ex.scope):
             body["providers"] = providers

@@ -10,12 +10,13 @@ source after the first byte becomes a final error event made by `on_error`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from thanos_asgi.exceptions import ThanosError
+from thanos_asgi.exceptions import ProviderUnavailable, ThanosError
 from thanos_asgi.frontends.asgi import Headers, Receive, Scope, Send
 
 log = logging.getLogger("thanos_asgi")
@@ -58,9 +59,11 @@ class EventSourceResponse:
             sweeper.add(stream)
             await stream.pump()
         except asyncio.CancelledError:
-            if not stream.left:
-                raise  # the server is stopping us, not the client leaving
-            task.uncancel()  # the client left: an ordinary end of this response
+            if not stream.left:  # the server stops us (its drain deadline), not the client
+                if not await stream.cut_off() or task.uncancel() > 0:
+                    raise  # no final event could be sent, or something else cancels us too
+            else:
+                task.uncancel()  # the client left: an ordinary end of this response
         finally:
             if sweeper is not None:
                 sweeper.waiting.pop(stream, None)
@@ -148,6 +151,24 @@ class _Stream:
                 await send({"type": "http.response.body", "body": body, "more_body": True})
             log.warning("stream ended with an error: %s", exc.message)
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def cut_off(self) -> bool:
+        """The server cancelled this stream (its drain deadline passed): end it with a final
+        error event in the client's own shape. True once that is sent (within a second)."""
+        if self.response.on_error is None:
+            return False
+        exc = ProviderUnavailable(
+            "the gateway is shutting down and this stream outlived its drain time",
+            code="server_shutting_down",
+        )
+        body = self.response.on_error(exc)
+        with contextlib.suppress(TimeoutError, OSError):
+            async with asyncio.timeout(1.0):
+                await self.send({"type": "http.response.body", "body": body, "more_body": True})
+                await self.send({"type": "http.response.body", "body": b"", "more_body": False})
+                self.outcome = "error"
+        log.warning("a stream was cut off at the drain deadline")
+        return self.outcome == "error"
 
     async def _send(self, data: bytes) -> None:
         self.sending = True

@@ -6,9 +6,10 @@ ready-made `thanos_asgi.frontends.app` that finds its config on first use (DESIG
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -123,10 +124,21 @@ class Reloadable:
         if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
             return
+        with self._holding() as generation:
+            await generation.app(scope, receive, send)
+
+    @contextlib.contextmanager
+    def using(self) -> Iterator[Gateway]:
+        """The current gateway, not closed by a reload before the block ends (gRPC calls)."""
+        with self._holding() as generation:
+            yield generation.gateway
+
+    @contextlib.contextmanager
+    def _holding(self) -> Iterator[_Generation]:
         generation = self._current
         generation.active += 1
         try:
-            await generation.app(scope, receive, send)
+            yield generation
         finally:
             generation.active -= 1
             if not generation.active and generation.idle is not None:
@@ -179,13 +191,17 @@ class Reloadable:
             elif message["type"] == "lifespan.shutdown":
                 if self.reload_signal is not None:
                     loop.remove_signal_handler(self.reload_signal)
-                for old in self._retiring.values():
-                    assert old.idle is not None
-                    old.idle.set()  # the server has drained: close retired gateways now
-                await asyncio.gather(*self._retiring, return_exceptions=True)
-                await self._current.gateway.aclose()
+                await self.aclose()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+    async def aclose(self) -> None:
+        """Close every gateway: once the server has drained (lifespan shutdown)."""
+        for old in self._retiring.values():
+            assert old.idle is not None
+            old.idle.set()  # the server has drained: close retired gateways now
+        await asyncio.gather(*self._retiring, return_exceptions=True)
+        await self._current.gateway.aclose()
 
 
 class _Generation:

@@ -116,6 +116,10 @@ class PriceTable:
     def __len__(self) -> int:
         return sum(len(models) for models in self._prices.values())
 
+    def models(self, kind: str) -> list[str]:
+        """The model ids the table knows for provider `kind` (its models.dev catalogue)."""
+        return sorted(self._prices.get(kind, ()))
+
     def lookup(self, kind: str, model: str) -> Price | None:
         """The exact id; else without a date suffix (`-20241022`, `-2024-07-18`, `@20241022`);
         else the longest known id that prefixes it at a `-`, `:` or `@` (`gpt-4o-mini-search`

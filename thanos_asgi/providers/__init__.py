@@ -23,6 +23,7 @@ class ProviderSpec:
     free: bool = False  # local models cost nothing
     default_model: str | None = None  # used when an instance names no model of its own
     max_choices: int = 1  # the most choices (`n`) one request may ask for
+    base_url_env: str = ""  # the variable its official SDK reads a base URL from
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -39,6 +40,7 @@ SPECS: dict[str, ProviderSpec] = {
             names=("openai", "gpt4", "gpt"),
             env_keys=("OPENAI_API_KEY",),
             base_url="https://api.openai.com/v1",
+            base_url_env="OPENAI_BASE_URL",
             model_prefixes=("gpt-", "o1", "o3", "o4", "chatgpt-", "text-embedding-"),
         ),
         ProviderSpec(
@@ -66,6 +68,7 @@ SPECS: dict[str, ProviderSpec] = {
             names=("groq",),
             env_keys=("GROQ_API_KEY",),
             base_url="https://api.groq.com/openai/v1",
+            base_url_env="GROQ_BASE_URL",
         ),
         ProviderSpec(
             "openrouter",
@@ -92,6 +95,7 @@ SPECS: dict[str, ProviderSpec] = {
             names=("anthropic", "anthropic_max", "claude"),
             env_keys=("ANTHROPIC_API_KEY",),
             base_url="https://api.anthropic.com",
+            base_url_env="ANTHROPIC_BASE_URL",
             model_prefixes=("claude-",),
         ),
         ProviderSpec(

@@ -10,6 +10,7 @@ import asyncio
 import gc
 import ipaddress
 import json
+import logging
 import os
 import sys
 from functools import partial
@@ -21,18 +22,24 @@ from thanos_asgi.exceptions import ConfigError
 from thanos_asgi.frontends.stack import with_local_files
 
 if TYPE_CHECKING:
-    from thanos_asgi.config import Config
-    from thanos_asgi.core.gateway import Gateway
-    from thanos_asgi.frontends.asgi import ASGIApp
+    from collections.abc import Awaitable
 
+    from thanos_asgi.config import Config
+    from thanos_asgi.frontends.asgi import ASGIApp
+    from thanos_asgi.frontends.stack import Reloadable
+    from thanos_asgi.server.lifecycle import Lifecycle
+
+_log = logging.getLogger("thanos_asgi.serve")
 _WORKER_SETTINGS = "THANOS_SERVE_WORKER"  # what `thanos serve --workers` tells its workers
 
 
 def _load(path: str | None) -> Config:
-    """The config `thanos serve` runs: the file, the environment and the local files."""
+    """The config `thanos serve` runs: the file (or the environment's defaults, with their
+    catalogue models), the environment and the local files."""
     from thanos_asgi.config import load_config
+    from thanos_asgi.server.banner import with_catalogue
 
-    return with_local_files(load_config(path, env=os.environ), os.environ)
+    return with_local_files(with_catalogue(load_config(path, env=os.environ)), os.environ)
 
 
 def _is_loopback(host: str) -> bool:
@@ -45,13 +52,8 @@ def _is_loopback(host: str) -> bool:
 
 
 def serve(args: argparse.Namespace) -> int:
-    import signal
-
-    import uvicorn
-
-    from thanos_asgi.core.gateway import Gateway
-    from thanos_asgi.frontends.stack import Reloadable, build_app
     from thanos_asgi.server.logs import configure_logging
+    from thanos_asgi.server.pidfile import PidFile, default_pid_path
 
     configure_logging(args.log_level, args.log_format)
     config = _load(args.config)
@@ -65,6 +67,29 @@ def serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    options = _uvicorn_options(args, _tls_files(config))
+    pid_file = PidFile(Path(args.pid_file) if args.pid_file else default_pid_path(os.environ))
+    other = pid_file.acquire()
+    if other is not None and args.pid_file:
+        print(f"thanos: a gateway already runs (pid {other}, {args.pid_file})", file=sys.stderr)
+        return 2
+    if other is not None:  # another gateway on this machine: both serve, it keeps the file
+        _log.warning(
+            "another gateway (pid %d) holds %s; `thanos status|stop|reload` find that one "
+            "(give this one its own --pid-file)",
+            other,
+            pid_file.path,
+        )
+    try:
+        workers = args.workers or config.server.workers
+        if workers > 1:
+            return _serve_workers(args, config, (host, port), workers, options)
+        return _serve_one(args, config, (host, port), options, allowed)
+    finally:
+        pid_file.release()
+
+
+def _uvicorn_options(args: argparse.Namespace, tls: tuple[str, str] | None) -> dict[str, Any]:
     options = {
         "loop": "uvloop" if find_spec("uvloop") else "asyncio",
         "http": "httptools" if find_spec("httptools") else "h11",
@@ -74,20 +99,91 @@ def serve(args: argparse.Namespace) -> int:
         "access_log": False,  # AccessLogMiddleware writes one line per request instead
         "timeout_graceful_shutdown": args.drain_seconds,  # SIGTERM: drain, then cancel
     }
-    workers = args.workers or config.server.workers
-    if workers > 1:
-        return _serve_workers(args, config, (host, port), workers, options)
-    gateway = Gateway(config)
-    if config.server.grpc is not None:
-        app = build_app(gateway)
-        return _serve_with_grpc(app, gateway, (host, port), config.server.grpc, options, allowed)
+    if tls is not None:
+        options.update(ssl_certfile=tls[0], ssl_keyfile=tls[1])
+    return options
 
-    reloaded = partial(_reload_config, args.config, host, args.allow_unauthenticated)
-    hangup = getattr(signal, "SIGHUP", None)  # not on Windows
-    app = Reloadable(reloaded, gateway=gateway, grace=args.drain_seconds, reload_signal=hangup)
+
+def _tls_files(config: Config) -> tuple[str, str] | None:
+    """`[server] tls_cert` and `tls_key`, checked to load as a pair; ConfigError if not."""
+    import ssl
+
+    cert, key = config.server.tls_cert, config.server.tls_key
+    if cert is None or key is None:
+        return None
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+    except OSError as exc:
+        name = exc.filename or cert
+        raise ConfigError(f"cannot read {name}: {exc.strerror}", source=config.source) from None
+    except ssl.SSLError as exc:
+        raise ConfigError(
+            f"tls_cert and tls_key do not load as a certificate and its key ({exc.reason})",
+            source=config.source,
+            path="server",
+        ) from None
+    return cert, key
+
+
+def _serve_one(
+    args: argparse.Namespace,
+    config: Config,
+    bind: tuple[str, int],
+    options: dict[str, Any],
+    allowed: bool,
+) -> int:
+    """One process: HTTP, and gRPC beside it when `[server] grpc` is set."""
+    import uvicorn
+
+    from thanos_asgi.core.gateway import Gateway
+    from thanos_asgi.frontends.stack import Reloadable
+    from thanos_asgi.server.lifecycle import HttpServer, Lifecycle, serve_http
+    from thanos_asgi.server.notify import Notifier
+
+    reloaded = partial(_reload_config, args.config, bind[0], args.allow_unauthenticated)
+    app = Reloadable(reloaded, gateway=Gateway(config), grace=args.drain_seconds)
+    watched = Path(config.source) if config.server.watch_config and _from_file(config) else None
+    life = Lifecycle(app, Notifier(os.environ), watched=watched)
+    _log_banner(app, bind, config.server.grpc, options)
+    if config.server.grpc is not None:
+        return _serve_with_grpc(app, life, bind, config.server.grpc, options, allowed)
     _freeze_startup_objects()
-    uvicorn.Server(uvicorn.Config(app, host=host, port=port, lifespan="on", **options)).run()
+    server = HttpServer(uvicorn.Config(app, host=bind[0], port=bind[1], lifespan="on", **options))
+    with asyncio.Runner(loop_factory=server.config.get_loop_factory()) as runner:
+        runner.run(serve_http(server, life))
+    if not server.started:
+        return 1  # uvicorn logged why
     return 0
+
+
+def _from_file(config: Config) -> bool:
+    from thanos_asgi.config.defaults import DEFAULTS_SOURCE
+
+    return config.source != DEFAULTS_SOURCE
+
+
+def _log_banner(
+    app: Reloadable, bind: tuple[str, int], grpc: str | None, options: dict[str, Any]
+) -> None:
+    from thanos_asgi.config import config_paths
+    from thanos_asgi.server.banner import banner, count_keys, self_loops
+
+    tls = "ssl_certfile" in options
+    host = f"[{bind[0]}]" if ":" in bind[0] else bind[0]
+    urls = [f"{'https' if tls else 'http'}://{host}:{bind[1]}"]
+    urls.append(f"{'grpcs' if tls else 'grpc'}://{grpc}" if grpc else "gRPC off")
+    config = app.gateway.config
+    lines = banner(
+        config,
+        app.gateway.router,
+        looked_in=config_paths(os.environ),
+        urls=urls,
+        client_keys=count_keys(config),
+    )
+    for line in lines:
+        _log.info("%s", line)
+    for warning in self_loops(config, bind):
+        _log.warning("%s", warning)
 
 
 def _reload_config(path: str | None, host: str, allow_unauthenticated: bool) -> Config:
@@ -228,8 +324,8 @@ def worker_app() -> ASGIApp:
 
 
 def _serve_with_grpc(
-    app: ASGIApp,
-    gateway: Gateway,
+    app: Reloadable,
+    life: Lifecycle,
     http: tuple[str, int],
     address: str,
     options: dict[str, Any],
@@ -240,7 +336,8 @@ def _serve_with_grpc(
 
     from thanos_asgi.config import split_host_port
 
-    if not (allowed or gateway.config.server.keys or _is_loopback(split_host_port(address)[0])):
+    config = app.gateway.config
+    if not (allowed or config.server.keys or _is_loopback(split_host_port(address)[0])):
         print(
             f"thanos: refusing to serve gRPC on {address} without client keys; add "
             "[[server.keys]] or pass --allow-unauthenticated",
@@ -256,11 +353,25 @@ def _serve_with_grpc(
             file=sys.stderr,
         )
         return 2
+    tls = None
+    if "ssl_certfile" in options:
+        tls = (
+            Path(options["ssl_certfile"]).read_bytes(),
+            Path(options["ssl_keyfile"]).read_bytes(),
+        )
+    both = partial(serve_both, tls=tls, grace=app.grace, ready=life.ready, reload=life.reload)
     _freeze_startup_objects()
     with asyncio.Runner(loop_factory=uvicorn.Config(app, **options).get_loop_factory()) as run:
         try:
-            run.run(serve_both(app, gateway, *http, address, **options))
+            run.run(_until_closed(both(app, *http, address, **options), life))
         except OSError as exc:
             print(f"thanos: {exc}", file=sys.stderr)
             return 1
     return 0
+
+
+async def _until_closed(serving: Awaitable[None], life: Lifecycle) -> None:
+    try:
+        await serving
+    finally:
+        await life.aclose()
