@@ -30,7 +30,8 @@ from thanos_asgi.core.strategy import Planner
 from thanos_asgi.exceptions import PermissionDenied, ProviderUnavailable, ThanosError, UpstreamError
 from thanos_asgi.governance.accounting import Accounting
 from thanos_asgi.governance.ledger import Ledger, LedgerRow
-from thanos_asgi.governance.pricing import PriceTable, Pricing
+from thanos_asgi.governance.models_dev import PriceRefresher
+from thanos_asgi.governance.pricing import PriceBook, Pricing
 from thanos_asgi.governance.state import StateBackend, open_backend
 from thanos_asgi.providers import SPECS, effective_kind, load_adapter
 from thanos_asgi.providers.base import Provider, Unavailable
@@ -85,7 +86,9 @@ class Gateway:
                 self.health[provider_config.name] = _health(config, provider_config)
         self.state = state or open_backend(config.state)
         self.ledger = ledger or _ledger(config)
-        pricing = Pricing(config, PriceTable.load_bundled())
+        prices = PriceBook.from_config(config.models_dev)  # `[models_dev]` keeps it fresh
+        self.price_refresher = PriceRefresher(prices, config.models_dev)
+        pricing = Pricing(config, prices)
         self.accounting = Accounting(config, pricing=pricing, state=self.state, ledger=self.ledger)
         self.planner = Planner(config, self.router, self.health)
         self.planner.spend_fraction = self.accounting.spend_fraction
@@ -118,6 +121,7 @@ class Gateway:
 
     async def __aenter__(self) -> Gateway:
         self.monitor.start()
+        self.price_refresher.start()
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -125,6 +129,7 @@ class Gateway:
 
     async def aclose(self) -> None:
         await self.monitor.stop()
+        await self.price_refresher.stop()
         await self.accounting.drain()
         await self.state.aclose()
         if self.ledger is not None:
@@ -152,6 +157,7 @@ class Gateway:
         """
         started = time.perf_counter()
         self.monitor.start()
+        self.price_refresher.start()
         ctx = _with_metadata(ctx or Context(), request)
         token = current_context.set(ctx)
         tokens = None

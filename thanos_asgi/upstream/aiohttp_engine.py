@@ -1,9 +1,13 @@
-"""aiohttp's client as a `Transport`, for those who want it (the floors in benchmarks use it)."""
+"""aiohttp's client as a `Transport`, for those who want it (the floors in benchmarks use it).
+
+aiohttp is optional: `pip install 'thanos-asgi[aiohttp]'`.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import importlib.util
 from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING
 
@@ -105,6 +109,11 @@ class AiohttpTransport:
     """Pooled aiohttp session, created lazily inside the running event loop."""
 
     def __init__(self, *, max_connections: int = 1000, keepalive_seconds: float = 60.0) -> None:
+        if importlib.util.find_spec("aiohttp") is None:
+            raise ImportError(
+                "AiohttpTransport needs aiohttp, an optional dependency: "
+                "pip install 'thanos-asgi[aiohttp]'"
+            )
         self._max_connections = max_connections
         self._keepalive = keepalive_seconds
         self._session: aiohttp.ClientSession | None = None
