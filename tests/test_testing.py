@@ -146,3 +146,22 @@ async def test_replay_of_an_anthropic_stream_to_the_anthropic_sdk() -> None:
             message = await stream.get_final_message()
     transport.assert_exhausted()
     assert message.content[0].type == "thinking"
+
+
+async def test_a_stream_cut_after_its_first_bytes_ends_in_an_error_event() -> None:
+    cut = Answer("partial answer", cut=Fail(500, "upstream broke mid-stream"))
+    fake = FakeUpstream(Script({"m": cut}))
+    async with serving(FAKE + "[routing]\nmax_retries = 0\n", fake=fake) as (_, client):
+        stream = await client.chat.completions.create(
+            model="fake/m",
+            messages=HI,  # type: ignore[arg-type]
+            stream=True,
+        )
+        received: list[str] = []
+        with pytest.raises(openai.APIError, match="upstream broke mid-stream"):
+            async for chunk in stream:
+                received += [c.delta.content or "" for c in chunk.choices]
+        with pytest.raises(openai.InternalServerError):  # not streamed: the error answer
+            await client.chat.completions.create(model="fake/m", messages=HI)  # type: ignore[arg-type]
+    assert "".join(received) == "partial answer"
+    assert len(fake.requests) == 2  # no retry once the stream had started

@@ -6,6 +6,7 @@ A `Script` maps model names to behaviours. A model the script does not name foll
 |------------------|-----------------------------------------------------------------------|
 | `error-<status>` | fails with that HTTP status (`error-429`, `error-500`, `error-503`)     |
 | `slow-<ms>`      | echoes after `<ms>` milliseconds (timeouts apply as to a real upstream) |
+| `slow`           | echoes after one second                                                 |
 | `tool-<name>`    | calls the tool `<name>` with `{}`                                       |
 | `flaky`          | fails with 503 on the 1st, 3rd, 5th... call, echoes on the others      |
 | anything else    | echoes: `"echo: <the last user message>"`                               |
@@ -36,6 +37,9 @@ class Answer:
     `chunks` is how a stream splits `text` (default: word by word, spaces kept); `delay` is
     the wait before the answer starts, `chunk_delay` the wait before every further chunk.
     `usage` is `(prompt_tokens, completion_tokens)`; by default both are word counts.
+    `cut` ends a stream after its text with that error event instead of its normal end (the
+    client has had the first bytes: no fallback is possible any more); a request that is
+    not streamed gets the error answer.
     """
 
     text: str = ""
@@ -45,6 +49,7 @@ class Answer:
     chunk_delay: float = 0.0
     finish_reason: str | None = None  # default: "tool_calls" when there are calls, else "stop"
     usage: tuple[int, int] | None = None
+    cut: Fail | None = None
 
 
 @dataclass(frozen=True)
@@ -72,7 +77,7 @@ class Fail:
 Behaviour: TypeAlias = Answer | Echo | Fail
 
 _ERROR = re.compile(r"error-(\d{3})")
-_SLOW = re.compile(r"slow-(\d+)")
+_SLOW = re.compile(r"slow(?:-(\d+))?")
 _TOOL = re.compile(r"tool-(.+)")
 
 
@@ -127,7 +132,7 @@ def by_name(model: str, count: int) -> Behaviour:
     if match := _ERROR.fullmatch(model):
         return Fail(int(match.group(1)))
     if match := _SLOW.fullmatch(model):
-        return Echo(delay=int(match.group(1)) / 1000)
+        return Echo(delay=int(match.group(1) or 1000) / 1000)
     if match := _TOOL.fullmatch(model):
         return Answer(calls=[Call(match.group(1))])
     if model == "flaky" and count % 2 == 0:

@@ -101,7 +101,10 @@ class FakeUpstream:
         await _wait(behaviour.delay, timeouts)
         if isinstance(behaviour, Fail):
             return _error(behaviour)
-        return self._answer(data, _as_answer(behaviour, data))
+        answer = _as_answer(behaviour, data)
+        if answer.cut is not None and not data.get("stream"):
+            return _error(answer.cut)
+        return self._answer(data, answer)
 
     async def aclose(self) -> None:
         """Nothing to release; here so the fake is a complete `Transport`."""
@@ -192,6 +195,8 @@ def _stream(
     events += [event({"content": piece}) for piece in pieces]
     calls = [{"index": i, **_call(i, call)} for i, call in enumerate(answer.calls)]
     events += [event({"tool_calls": [call]}) for call in calls]
+    if answer.cut is not None:  # an error event, as OpenAI-compatible servers send one
+        return [*events, b"data: " + _encode({"error": _error_body(answer.cut)}) + b"\n\n"]
     events.append(event({}, finish))
     if usage is not None:
         events.append(b"data: " + _encode({**head, "choices": [], "usage": usage}) + b"\n\n")
@@ -222,9 +227,12 @@ def _json(status: int, body: Any, headers: Mapping[str, str] | None = None) -> _
     return _Response(status, head, [_encode(body)], 0.0)
 
 
-def _error(fail: Fail) -> _Response:
+def _error_body(fail: Fail) -> dict[str, Any]:
     kind = "rate_limit_error" if fail.status == 429 else "fake_error"
     message = fail.message or f"the fake provider was told to fail with {fail.status}"
-    error = {"message": message, "type": kind, "code": fail.code, "param": None}
+    return {"message": message, "type": kind, "code": fail.code, "param": None}
+
+
+def _error(fail: Fail) -> _Response:
     headers = {} if fail.retry_after is None else {"retry-after": f"{fail.retry_after:g}"}
-    return _json(fail.status, {"error": error}, headers)
+    return _json(fail.status, {"error": _error_body(fail)}, headers)
