@@ -158,9 +158,10 @@ async def test_a_stream_cut_after_its_first_bytes_ends_in_an_error_event() -> No
             stream=True,
         )
         received: list[str] = []
-        with pytest.raises(openai.APIError, match="upstream broke mid-stream"):
-            async for chunk in stream:
-                received += [c.delta.content or "" for c in chunk.choices]
+        async with stream:  # closes the response, error or not
+            with pytest.raises(openai.APIError, match="upstream broke mid-stream"):
+                async for chunk in stream:
+                    received += [c.delta.content or "" for c in chunk.choices]
         with pytest.raises(openai.InternalServerError):  # not streamed: the error answer
             await client.chat.completions.create(model="fake/m", messages=HI)  # type: ignore[arg-type]
     assert "".join(received) == "partial answer"
