@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import anthropic
+import httpx
 import openai
 import pytest
 
@@ -24,6 +25,7 @@ from thanos_asgi.testing import (
     ReplayTransport,
     Script,
     load_cassette,
+    sse_data,
 )
 from thanos_asgi.upstream import Transport
 
@@ -151,18 +153,18 @@ async def test_replay_of_an_anthropic_stream_to_the_anthropic_sdk() -> None:
 async def test_a_stream_cut_after_its_first_bytes_ends_in_an_error_event() -> None:
     cut = Answer("partial answer", cut=Fail(500, "upstream broke mid-stream"))
     fake = FakeUpstream(Script({"m": cut}))
-    async with serving(FAKE + "[routing]\nmax_retries = 0\n", fake=fake) as (_, client):
-        stream = await client.chat.completions.create(
-            model="fake/m",
-            messages=HI,  # type: ignore[arg-type]
-            stream=True,
-        )
-        received: list[str] = []
-        async with stream:  # closes the response, error or not
-            with pytest.raises(openai.APIError, match="upstream broke mid-stream"):
-                async for chunk in stream:
-                    received += [c.delta.content or "" for c in chunk.choices]
-        with pytest.raises(openai.InternalServerError):  # not streamed: the error answer
-            await client.chat.completions.create(model="fake/m", messages=HI)  # type: ignore[arg-type]
-    assert "".join(received) == "partial answer"
+    config = parse_config(FAKE + "[routing]\nmax_retries = 0\n", source="test", env={})
+    async with (
+        Gateway(config, transports={"fake": fake}) as gateway,
+        running(build_app(gateway)) as url,
+        httpx.AsyncClient(base_url=url) as http,
+    ):
+        body = {"model": "fake/m", "messages": HI, "stream": True}
+        streamed = await http.post("/v1/chat/completions", json=body)
+        whole = await http.post("/v1/chat/completions", json={**body, "stream": False})
+    events = [json.loads(data) for data in sse_data(streamed.content) if data != "[DONE]"]
+    text = "".join(c["delta"].get("content") or "" for e in events for c in e.get("choices", []))
+    assert streamed.status_code == 200 and text == "partial answer"
+    assert "upstream broke mid-stream" in events[-1]["error"]["message"]
+    assert whole.status_code == 502  # not streamed: the error answer
     assert len(fake.requests) == 2  # no retry once the stream had started
