@@ -140,11 +140,14 @@ async def test_replay_of_an_anthropic_stream_to_the_anthropic_sdk() -> None:
     config = parse_config('[providers.anthropic]\napi_key = "sk-ant-test"\n', source="t", env={})
     async with Gateway(config, transport=transport) as gateway, running(build_app(gateway)) as url:
         client = anthropic.AsyncAnthropic(base_url=url, api_key="x", max_retries=0)
-        async with client.messages.stream(
-            model="anthropic/claude-sonnet-4-5",
-            max_tokens=100,
-            messages=HI,  # type: ignore[arg-type]
-        ) as stream:
+        async with (
+            client,
+            client.messages.stream(
+                model="anthropic/claude-sonnet-4-5",
+                max_tokens=100,
+                messages=HI,  # type: ignore[arg-type]
+            ) as stream,
+        ):
             message = await stream.get_final_message()
     transport.assert_exhausted()
     assert message.content[0].type == "thinking"
