@@ -152,3 +152,33 @@ async def test_starlette_stack_runs_custom_middleware_in_order(thanos_config: Pa
         assert order == sorted(order)  # innermost layer's header first
         assert response.headers["x-audit"] == f"{response.headers['x-request-id']} anonymous"
         assert response.headers["server-timing"].startswith("gateway;dur=")
+
+
+async def test_custom_provider_kind(tmp_path: Path) -> None:
+    from examples.custom_provider import acme_server
+
+    async with running(acme_server.app) as acme:
+        config = tmp_path / "thanos.toml"  # `acme` implies the kind the example registers
+        config.write_text(f'[providers.acme]\nbase_url = "{acme}"\napi_key = "{acme_server.KEY}"\n')
+        async with (
+            example("examples.custom_provider.app:app", config) as url,
+            openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0) as client,
+        ):
+            reply = await client.chat.completions.create(model="acme-small", messages=HI)  # type: ignore[arg-type]
+            stream = await client.chat.completions.create(
+                model="acme/acme-large",
+                messages=HI,  # type: ignore[arg-type]
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+            chunks = [chunk async for chunk in stream]
+            models = {model.id async for model in client.models.list()}
+    assert reply.choices[0].message.content == "Acme says: user: hello example"
+    assert reply.usage is not None and (reply.usage.prompt_tokens, reply.usage.total_tokens) == (
+        3,
+        8,
+    )
+    pieces = [c.choices[0].delta.content or "" for c in chunks if c.choices]
+    assert len(pieces) >= 5 and "".join(pieces) == "Acme says: user: hello example"
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 5
+    assert {"acme/acme-small", "acme/acme-large"} <= models

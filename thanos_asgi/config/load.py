@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 import msgspec
 import msgspec.inspect as mi
 
+from thanos_asgi.config._inert import warn_inert
 from thanos_asgi.config.defaults import DEFAULTS_SOURCE, default_tables
 from thanos_asgi.config.literals import literal_secrets
 from thanos_asgi.config.schema import (
@@ -158,6 +159,7 @@ def _build(raw: dict[str, Any], *, source: str, env: Mapping[str, str]) -> Confi
         raise _validation_error(str(error), data, source, renames) from None
     config = _resolve_keys(msgspec.structs.replace(config, source=source), env)
     _check(config)
+    warn_inert(config)
     return config
 
 

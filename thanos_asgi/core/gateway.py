@@ -32,7 +32,8 @@ from thanos_asgi.core.validation import Validator, check_embedding, check_ranges
 from thanos_asgi.exceptions import PermissionDenied, ProviderUnavailable, ThanosError, UpstreamError
 from thanos_asgi.governance.accounting import Accounting, estimate_embedding_tokens
 from thanos_asgi.governance.ledger import Ledger, LedgerRow
-from thanos_asgi.governance.pricing import PriceTable, Pricing
+from thanos_asgi.governance.models_dev import PriceRefresher
+from thanos_asgi.governance.pricing import PriceBook, Pricing
 from thanos_asgi.governance.state import StateBackend, open_backend
 from thanos_asgi.providers import SPECS, effective_kind, load_adapter
 from thanos_asgi.providers.base import Provider, Unavailable
@@ -93,7 +94,9 @@ class Gateway:
         self.state = state or open_backend(config.state)
         self.owns_state = True
         self.ledger = ledger or _ledger(config)
-        pricing = Pricing(config, PriceTable.load_bundled())
+        prices = PriceBook.from_config(config.models_dev)  # `[models_dev]` keeps it fresh
+        self.price_refresher = PriceRefresher(prices, config.models_dev)
+        pricing = Pricing(config, prices)
         self.accounting = Accounting(config, pricing=pricing, state=self.state, ledger=self.ledger)
         self.planner = Planner(config, self.router, self.health)
         self.planner.spend_fraction = self.accounting.spend_fraction
@@ -134,6 +137,7 @@ class Gateway:
 
     async def __aenter__(self) -> Gateway:
         self.monitor.start()
+        self.price_refresher.start()
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -141,6 +145,7 @@ class Gateway:
 
     async def aclose(self) -> None:
         await self.monitor.stop()
+        await self.price_refresher.stop()
         await self.accounting.drain()
         if self.owns_state:
             await self.state.aclose()
@@ -170,6 +175,7 @@ class Gateway:
         started = time.perf_counter()
         self.monitor.start()
         check_ranges(request, wire)  # before anything is routed, reserved or recorded
+        self.price_refresher.start()
         ctx = _with_metadata(ctx or Context(), request)
         token = current_context.set(ctx)
         tokens = None

@@ -2,7 +2,9 @@
 
 Every `check_interval_seconds`, each instance with a `[health.<name>]` table is checked:
 `ping_endpoint` must answer below 400, `expected_models` must all be listed by the provider,
-`test_prompt` must get an answer within `max_response_time_ms`. A failed check disables the
+`test_prompt` must get an answer within `max_response_time_ms`, and with `check_auth` the
+instance must hold usable credentials (an API key, or a login present and not expired: no
+request is sent for this part). A failed check disables the
 instance (its circuit is forced open) when `auto_disable_on_failure` is set; a passing check
 enables it again when `auto_enable_on_recovery` is set. The task starts with the gateway
 (`async with Gateway(...)`, or lazily on the first request) and stops with it.
@@ -81,6 +83,8 @@ class HealthMonitor:
 
     async def _probe(self, provider: Provider, check: ProviderHealth) -> None:
         limit = (check.max_response_time_ms or 10_000) / 1000
+        if check.check_auth:
+            _check_auth(provider)
         async with asyncio.timeout(limit):
             if check.ping_endpoint and isinstance(provider, HTTPProvider):
                 response = await provider.send("GET", check.ping_endpoint)
@@ -89,6 +93,14 @@ class HealthMonitor:
                 await _expect_models(provider, check.expected_models)
             if check.test_prompt:
                 await _test_prompt(provider, check.test_prompt)
+
+
+def _check_auth(provider: Provider) -> None:
+    reason = provider.missing_key() if isinstance(provider, HTTPProvider) else None
+    if reason is None and provider.status().get("configured") is False:
+        reason = str(provider.status().get("last_error") or "not configured")
+    if reason is not None:
+        raise ThanosError(f"credentials: {reason}")
 
 
 async def _expect_models(provider: Provider, expected: list[str]) -> None:

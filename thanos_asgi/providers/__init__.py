@@ -2,19 +2,48 @@
 
 Config, routing and the CLI read these facts; only `load_adapter` imports adapter code, and only
 for the kinds a config actually uses (uvicorn's `HTTP_PROTOCOLS` + `importer.py` pattern).
+
+Add a kind of your own with `register_kind` (before the config that names it is loaded); the
+adapter it names implements `thanos_asgi.providers.base.Provider`, usually by subclassing
+`HTTPProvider`:
+
+    register_kind("acme", "acme_ai.gateway:AcmeProvider", base_url="https://api.acme.test/v1",
+                  env_keys=("ACME_API_KEY",), default_model="acme-1")
+
+    # thanos.toml:  [providers.acme]  kind = "acme"   (or any name, with kind = "acme")
+
+`SPECS` is a read-only view of the registry.
 """
 
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
+
+__all__ = [
+    "KIND_BY_NAME",
+    "SPECS",
+    "ProviderSpec",
+    "effective_kind",
+    "infer_kind",
+    "load_adapter",
+    "register_kind",
+    "unregister_kind",
+]
+
+AdapterFactory = Callable[..., Any]
+"""Called as `factory(config, spec=spec, transport=transport)`; returns a `Provider`."""
 
 
 @dataclass(frozen=True)
 class ProviderSpec:
+    """The facts of one provider kind (see `register_kind` for what each field means)."""
+
     kind: str
-    adapter: str  # "module:Class"; "" while the kind has no adapter in this build
+    adapter: str | AdapterFactory  # "module:Class" (imported on first use) or the class itself
     names: tuple[str, ...] = ()  # instance names that infer this kind
     env_keys: tuple[str, ...] = ()  # standard environment variables holding its API key
     base_url: str = ""
@@ -29,7 +58,7 @@ class ProviderSpec:
 
 _OPENAI_BASE = "thanos_asgi.providers.openai_compat:OpenAICompatible"
 
-SPECS: dict[str, ProviderSpec] = {
+_BUILTIN: dict[str, ProviderSpec] = {
     spec.kind: spec
     for spec in (
         ProviderSpec(
@@ -138,10 +167,98 @@ SPECS: dict[str, ProviderSpec] = {
             default_model="default",
             needs_key=False,
         ),
+        ProviderSpec(  # scripted answers for tests, without network (`thanos_asgi.testing`)
+            "fake",
+            "thanos_asgi.testing.fake:FakeProvider",
+            base_url="http://fake.invalid/v1",
+            default_model="echo",
+            needs_key=False,
+            free=True,
+        ),
     )
 }
+_specs: dict[str, ProviderSpec] = dict(_BUILTIN)
+_kind_by_name: dict[str, str] = {n: spec.kind for spec in _specs.values() for n in spec.names}
 
-KIND_BY_NAME: dict[str, str] = {name: spec.kind for spec in SPECS.values() for name in spec.names}
+SPECS: Mapping[str, ProviderSpec] = MappingProxyType(_specs)
+"""Every known kind, built-in and registered; read-only (`register_kind` adds to it)."""
+KIND_BY_NAME: Mapping[str, str] = MappingProxyType(_kind_by_name)
+"""Instance names that imply a kind (`claude` -> `anthropic`); read-only."""
+
+
+def register_kind(
+    kind: str,
+    adapter: str | AdapterFactory,
+    *,
+    names: tuple[str, ...] = (),
+    env_keys: tuple[str, ...] = (),
+    base_url: str = "",
+    default_model: str | None = None,
+    model_prefixes: tuple[str, ...] = (),
+    needs_key: bool = True,
+    free: bool = False,
+    replace: bool = False,
+) -> ProviderSpec:
+    """Make `kind = "<kind>"` usable in configs; returns the registered spec.
+
+    - `adapter`: the adapter class (or any factory called as `adapter(config, spec=...,
+      transport=...)`), or `"module:Class"` to import it only when a config uses the kind.
+    - `names`: instance names that imply this kind without `kind = ...` (`[providers.acme]`).
+    - `env_keys`: environment variables holding its API key, tried in order when an instance
+      sets no `api_key`; with no config file at all, a set variable enables the kind.
+    - `base_url`, `default_model`: used when an instance sets none.
+    - `model_prefixes`: bare model names (`acme-1`) starting with these route to this kind.
+    - `needs_key`: whether calls without a key are refused up front; `free`: costs nothing.
+
+    A kind or instance name already taken is a ValueError, unless `replace=True` (built-in
+    kinds can never be replaced). Registration is process-wide: do it once, at import time of
+    the module that defines the adapter, or in your app's startup before loading the config.
+    """
+    _check_new_kind(kind, adapter, names, replace=replace)
+    spec = ProviderSpec(
+        kind,
+        adapter,
+        names=tuple(name.lower() for name in names),
+        env_keys=tuple(env_keys),
+        base_url=base_url,
+        model_prefixes=tuple(model_prefixes),
+        needs_key=needs_key,
+        free=free,
+        default_model=default_model,
+    )
+    if kind in _specs:
+        unregister_kind(kind)
+    _specs[kind] = spec
+    _kind_by_name.update(dict.fromkeys(spec.names, kind))
+    return spec
+
+
+def _check_new_kind(
+    kind: str, adapter: str | AdapterFactory, names: tuple[str, ...], *, replace: bool
+) -> None:
+    if not isinstance(kind, str) or not kind.strip():
+        raise ValueError(f"a provider kind is a non-empty string, not {kind!r}")
+    if kind in _BUILTIN:
+        raise ValueError(f"kind {kind!r} is built in and cannot be replaced")
+    if kind in _specs and not replace:
+        raise ValueError(f"kind {kind!r} is already registered (pass replace=True to replace it)")
+    for name in names:
+        owner = _kind_by_name.get(name.lower(), kind)
+        if owner != kind:
+            raise ValueError(f"instance name {name!r} already implies kind {owner!r}")
+    if isinstance(adapter, str) and adapter.count(":") != 1:
+        raise ValueError(f"adapter must be a class or a 'module:Class' string, not {adapter!r}")
+    if not isinstance(adapter, str) and not callable(adapter):
+        raise ValueError(f"adapter must be a class or a 'module:Class' string, not {adapter!r}")
+
+
+def unregister_kind(kind: str) -> None:
+    """Forget a kind `register_kind` added (tests use it to clean up); built-ins stay."""
+    if kind in _BUILTIN:
+        raise ValueError(f"kind {kind!r} is built in and cannot be removed")
+    spec = _specs.pop(kind, None)
+    for name in spec.names if spec else ():
+        _kind_by_name.pop(name, None)
 
 
 def infer_kind(instance_name: str) -> str | None:
@@ -154,6 +271,8 @@ def load_adapter(kind: str) -> Any:
     spec = SPECS.get(kind)
     if spec is None or not spec.adapter:
         raise LookupError(kind)
+    if not isinstance(spec.adapter, str):
+        return spec.adapter
     module_name, _, attr = spec.adapter.partition(":")
     return getattr(importlib.import_module(module_name), attr)
 

@@ -1,9 +1,20 @@
-"""What every provider adapter is, and the HTTP plumbing they share.
+"""What every provider adapter is, and the HTTP plumbing they share: the public extension point.
 
 An adapter converts canonical requests (OpenAI Chat Completions, `thanos_asgi.types`) to its
 provider's wire format and back. Adapters whose wire format *is* a client's format also offer
 `relay`: the client's own JSON goes upstream with only `model` changed, and the provider's
 bytes come back untouched except for what accounting must read (the pass-through fast path).
+
+To add a provider: subclass `HTTPProvider` (it gives you `send`, credentials, timeouts, error
+mapping and secret scrubbing), implement `chat`, `open_stream`, `relay`, `embed` and
+`list_models`, and register it with `thanos_asgi.providers.register_kind`. Anything that
+satisfies the `Provider` protocol works too. `examples/custom_provider/` is a complete one.
+
+The gateway builds each configured instance as `Adapter(config, spec=spec, transport=t)`:
+`config` is its `[providers.<name>]` table (`thanos_asgi.config.ProviderConfig`), `spec` the
+registered facts of its kind, `t` the shared upstream `Transport`. Raise the exceptions of
+`thanos_asgi.exceptions` (`send` does it for transport errors and statuses >= 400); the
+gateway decides on retries and fallbacks from them.
 """
 
 from __future__ import annotations
@@ -40,7 +51,20 @@ if TYPE_CHECKING:
     from thanos_asgi.config import ProviderConfig
     from thanos_asgi.providers import ProviderSpec
 
+__all__ = [
+    "MAX_ERROR_BODY",
+    "HTTPProvider",
+    "Provider",
+    "Relayed",
+    "Unavailable",
+    "embedding_base64",
+    "retry_after",
+    "timeouts_of",
+    "tool_call_arguments",
+]
+
 MAX_ERROR_BODY = 64 * 1024
+"""The most of an error answer's body that is read (the rest is dropped)."""
 
 
 @dataclass(eq=False)
@@ -56,31 +80,59 @@ class Relayed:
 
 @runtime_checkable
 class Provider(Protocol):
+    """One configured provider instance, as the gateway calls it.
+
+    `model` arguments are the provider's own model name (routing has removed any `instance/`
+    prefix); `request.model` is what the client asked for and is not to be sent upstream.
+    """
+
     name: str  # the instance name from config (`[providers.<name>]`)
     kind: str
     wire: str  # the client format this provider speaks natively ("openai", "anthropic", "")
     default_model: str | None
     models: list[str]  # models named in config
 
-    async def chat(self, request: ChatRequest, model: str) -> ChatResponse: ...
-
-    async def open_stream(self, request: ChatRequest, model: str) -> AsyncIterator[ChatChunk]:
-        """Send the request; raise before returning if the provider refuses it."""
+    async def chat(self, request: ChatRequest, model: str) -> ChatResponse:
+        """One whole answer (`request.stream` is False)."""
         ...
 
-    async def relay(self, body: dict[str, Any], model: str, *, stream: bool) -> Relayed: ...
+    async def open_stream(self, request: ChatRequest, model: str) -> AsyncIterator[ChatChunk]:
+        """Send the request; raise before returning if the provider refuses it.
 
-    async def embed(self, request: EmbeddingRequest, model: str) -> EmbeddingResponse: ...
+        The iterator yields canonical chunks as they arrive, the last one carrying `usage`
+        when the provider reports it; closing it early must release the upstream response."""
+        ...
 
-    async def list_models(self) -> list[str]: ...
+    async def relay(self, body: dict[str, Any], model: str, *, stream: bool) -> Relayed:
+        """Send the client's own JSON (only `model` replaced); called only when the client's
+        dialect equals `wire`. Adapters with `wire = ""` never get this call."""
+        ...
 
-    def status(self) -> dict[str, Any]: ...
+    async def embed(self, request: EmbeddingRequest, model: str) -> EmbeddingResponse:
+        """Embeddings; raise `InvalidRequest` if the provider has none."""
+        ...
 
-    async def aclose(self) -> None: ...
+    async def list_models(self) -> list[str]:
+        """The provider's own list of models (GET /v1/models merges it in)."""
+        ...
+
+    def status(self) -> dict[str, Any]:
+        """A small JSON-able summary for `/health/ready` (never a secret)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release what the adapter owns (not the shared transport)."""
+        ...
 
 
 class HTTPProvider:
-    """Shared plumbing: base URL, credentials, timeouts, sending and error mapping."""
+    """Shared plumbing: base URL, credentials, timeouts, sending and error mapping.
+
+    Subclasses set `kind` and `wire`, override `auth_headers` (the key as their API wants it)
+    and, if their error bodies are not OpenAI-shaped, `error_fields`; they call `send` and
+    `read` and implement the `Provider` methods. Attributes: `base_url` (config, else the
+    spec's), `api_key`, `headers` (auth + the config's `headers`), `timeouts`, `transport`.
+    """
 
     kind: ClassVar[str] = ""
     wire: ClassVar[str] = ""
@@ -99,6 +151,7 @@ class HTTPProvider:
         self.last_error: str | None = None
 
     def auth_headers(self) -> dict[str, str]:
+        """Headers carrying `self.api_key`, e.g. `{"authorization": f"Bearer {key}"}`."""
         return {}
 
     def missing_key(self) -> str | None:
@@ -142,6 +195,7 @@ class HTTPProvider:
         return exc
 
     async def read(self, response: UpstreamResponse) -> bytes:
+        """The whole body (and the response closed), transport errors tagged with this name."""
         try:
             return await response.read()
         except UpstreamError as exc:
@@ -208,6 +262,7 @@ class HTTPProvider:
         return scrub(text, (self.api_key,))
 
     def status(self) -> dict[str, Any]:
+        """Kind, base URL, whether it has its credentials, and the last error seen."""
         return {
             "kind": self.kind,
             "base_url": self.base_url,

@@ -1,12 +1,14 @@
 """aiohttp's client as a `Transport`, for those who want it (the floors in benchmarks use it).
 
 Held to the same rules as `H1Transport`: it asks for `identity` and refuses an encoded body,
-caps a body read whole at `max_response_bytes`, and keeps one session per event loop."""
+caps a body read whole at `max_response_bytes`, and keeps one session per event loop.
+aiohttp is optional: `pip install 'thanos-asgi[aiohttp]'`."""
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import importlib.util
 from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING
 
@@ -137,6 +139,11 @@ class AiohttpTransport:
         keepalive_seconds: float = 60.0,
         max_response_bytes: int = 64 * 1024 * 1024,
     ) -> None:
+        if importlib.util.find_spec("aiohttp") is None:
+            raise ImportError(
+                "AiohttpTransport needs aiohttp, an optional dependency: "
+                "pip install 'thanos-asgi[aiohttp]'"
+            )
         self._max_connections = max_connections
         self._keepalive = keepalive_seconds
         self._max_body = max_response_bytes
