@@ -7,6 +7,7 @@ gateway on shutdown. Middleware (request id, errors, auth, limits) wraps it from
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -69,6 +70,13 @@ class Exchange:
 
 
 _ROUTING_HEADERS = frozenset((b"x-thanos-task", b"x-thanos-complexity", b"x-thanos-fallback"))
+_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def header_value(text: str) -> bytes:
+    """`text` (a model name, a provider's error code) as a response header value: UTF-8, each
+    control character as `?` (the server would drop the connection rather than send one)."""
+    return _CONTROL.sub(b"?", text.encode("utf-8", "replace"))
 
 
 Handler = Callable[[Exchange], Awaitable[None]]
@@ -207,9 +215,9 @@ class ThanosApp:
         ex.scope["thanos.reply"] = reply  # for the access log
         overhead = (time.perf_counter() - ex.started) * 1000 - reply.upstream_ms
         headers = [
-            (b"x-thanos-provider", reply.provider.encode()),
-            (b"x-thanos-model", reply.model.encode("utf-8", "replace")),
-            (b"x-thanos-attempts", ",".join(reply.attempts).encode()),
+            (b"x-thanos-provider", header_value(reply.provider)),
+            (b"x-thanos-model", header_value(reply.model)),
+            (b"x-thanos-attempts", header_value(",".join(reply.attempts))),
             (b"x-thanos-overhead-ms", f"{max(overhead, 0.0):.3f}".encode()),
         ]
         if reply.cost_usd is not None:

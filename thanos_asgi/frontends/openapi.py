@@ -72,11 +72,12 @@ class LoginStarted(msgspec.Struct, kw_only=True):
 
 
 @dataclass(frozen=True, slots=True)
-class Query:
-    """A query parameter: its name and JSON schema."""
+class Param:
+    """A query or path parameter: its name and JSON schema."""
 
     name: str
     schema: dict[str, Any]
+    where: Literal["query", "path"] = "query"
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,13 +92,13 @@ class Operation:
     media: str = "application/json"
     stream: bool = False  # also answers `text/event-stream` when the body asks to stream
     dialect: Literal["openai", "anthropic"] = "openai"
-    query: tuple[Query, ...] = ()
+    params: tuple[Param, ...] = ()
 
 
-_MODEL_ID = (Query("id", {"type": "string", "minLength": 1}),)
+_MODEL_ID = (Param("id", {"type": "string"}, "path"),)
 _USAGE = (
-    Query("group_by", {"type": "string", "enum": ["day", "provider", "model", "key"]}),
-    Query("since", {"type": "number"}),
+    Param("group_by", {"type": "string", "enum": ["day", "provider", "model", "key"]}),
+    Param("since", {"type": "number"}),
 )
 
 OPERATIONS: tuple[Operation, ...] = (
@@ -108,16 +109,25 @@ OPERATIONS: tuple[Operation, ...] = (
     ),
     Operation("post", "/v1/embeddings", "Embeddings", EmbeddingRequest, EmbeddingResponse),
     Operation("get", "/v1/models", "Models served", response=ModelList),
-    Operation("get", "/v1/models/{id}", "One model", response=ModelInfo, query=_MODEL_ID),
+    Operation("get", "/v1/models/{id}", "One model", response=ModelInfo, params=_MODEL_ID),
     Operation(
-        "post", "/v1/messages", "Messages", MessagesBody, MessageResponse, stream=True,
+        "post",
+        "/v1/messages",
+        "Messages",
+        MessagesBody,
+        MessageResponse,
+        stream=True,
         dialect="anthropic",
-    ),  # fmt: skip
+    ),
     Operation(
-        "post", "/v1/messages/count_tokens", "Token count", CountTokensBody, TokenCount,
+        "post",
+        "/v1/messages/count_tokens",
+        "Token count",
+        CountTokensBody,
+        TokenCount,
         dialect="anthropic",
-    ),  # fmt: skip
-    Operation("get", "/v1/usage", "Spend report", response=UsageReport, query=_USAGE),
+    ),
+    Operation("get", "/v1/usage", "Spend report", response=UsageReport, params=_USAGE),
     Operation("get", "/health", "Liveness", response=Health),
     Operation("get", "/health/ready", "Readiness", response=Readiness),
     Operation("get", "/metrics", "Prometheus metrics", media="text/plain"),
@@ -175,11 +185,10 @@ _SECURITY = {
 
 def _operation(op: Operation, refs: _Refs) -> dict[str, Any]:
     spec: dict[str, Any] = {"summary": op.summary, "responses": _responses(op, refs)}
-    if op.query:
-        where = "path" if "{" in op.path else "query"
+    if op.params:
         spec["parameters"] = [
-            {"name": q.name, "in": where, "required": where == "path", "schema": q.schema}
-            for q in op.query
+            {"name": p.name, "in": p.where, "required": p.where == "path", "schema": p.schema}
+            for p in op.params
         ]
     if op.request is not None:
         body = {"application/json": {"schema": refs.of(op.request)}}
