@@ -116,18 +116,21 @@ def _mutate_event(draw: st.DrawFn, event: bytes) -> bytes:
 
 # -- client requests ----------------------------------------------------------------------------
 
-URLS = st.sampled_from(
-    [
-        "data:image/png;base64,iVBORw0KGgo=",
-        "data:application/pdf;base64,JVBERi0=",
-        "data:;base64,",
-        "data:image/png,notbase64",
-        "data:",
-        "https://example.test/cat.png",
-        "file:///etc/passwd",
-        "",
-    ]
-) | TEXT
+URLS = (
+    st.sampled_from(
+        [
+            "data:image/png;base64,iVBORw0KGgo=",
+            "data:application/pdf;base64,JVBERi0=",
+            "data:;base64,",
+            "data:image/png,notbase64",
+            "data:",
+            "https://example.test/cat.png",
+            "file:///etc/passwd",
+            "",
+        ]
+    )
+    | TEXT
+)
 OPENAI_PART = st.one_of(
     st.fixed_dictionaries({"type": st.just("text"), "text": TEXT}),
     st.fixed_dictionaries(
@@ -142,7 +145,10 @@ OPENAI_PART = st.one_of(
         }
     ),
     st.fixed_dictionaries(
-        {"type": st.just("file"), "file": st.dictionaries(st.sampled_from(["file_data", "filename", "file_id"]), URLS)}  # noqa: E501
+        {
+            "type": st.just("file"),
+            "file": st.dictionaries(st.sampled_from(["file_data", "filename", "file_id"]), URLS),
+        }
     ),
 )
 ARGUMENTS = st.one_of(TEXT, JSON.map(json.dumps), st.just("{}"), st.just('{"a": [1, {"b": 2}]}'))
@@ -247,9 +253,7 @@ ANTHROPIC_BLOCK = st.deferred(
             },
             optional={"is_error": st.booleans()},
         ),
-        st.fixed_dictionaries(
-            {"type": st.just("thinking"), "thinking": TEXT, "signature": TEXT}
-        ),
+        st.fixed_dictionaries({"type": st.just("thinking"), "thinking": TEXT, "signature": TEXT}),
         st.fixed_dictionaries({"type": st.just("redacted_thinking"), "data": TEXT}),
         st.fixed_dictionaries({"type": ASCII}),
     )

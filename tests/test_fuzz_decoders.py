@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -18,6 +19,8 @@ from thanos_asgi.frontends import anthropic, openai
 from thanos_asgi.grpc import _convert
 from thanos_asgi.grpc import thanos_pb2 as pb
 from thanos_asgi.types import ChatRequest, CompletionRequest, EmbeddingRequest
+
+pytestmark = pytest.mark.fuzz
 
 
 def decoded(source: str, decode: Any, *args: Any) -> Any:
@@ -30,7 +33,7 @@ def decoded(source: str, decode: Any, *args: Any) -> Any:
         return None
 
 
-@examples(2000)
+@examples(1000)
 @given(body=CHAT.flatmap(mutated_json_bytes))
 def test_openai_chat_bodies_decode_or_are_refused(body: bytes) -> None:
     result = decoded("decoders", openai.decode_chat, body)
@@ -69,14 +72,14 @@ def _completion(body: bytes) -> ChatRequest:
     return openai.completion_to_chat(openai.convert(openai.decode_json(body), CompletionRequest))
 
 
-@examples(800)
+@examples(400)
 @given(body=COMPLETION.flatmap(mutated_json_bytes))
 def test_legacy_completion_bodies_decode_or_are_refused(body: bytes) -> None:
     request = decoded("decoders", _completion, body)
     assert request is None or request.messages[0].role == "user"
 
 
-@examples(500)
+@examples(300)
 @given(body=EMBEDDING.flatmap(mutated_json_bytes))
 def test_embedding_bodies_decode_or_are_refused(body: bytes) -> None:
     convert = openai.convert
@@ -84,7 +87,7 @@ def test_embedding_bodies_decode_or_are_refused(body: bytes) -> None:
     assert request is None or isinstance(request, EmbeddingRequest)
 
 
-@examples(2000)
+@examples(1000)
 @given(body=MESSAGES.flatmap(mutated_json_bytes))
 def test_anthropic_messages_bodies_decode_or_are_refused(body: bytes) -> None:
     result = decoded("decoders", anthropic.decode_messages, body)
@@ -162,7 +165,7 @@ PROTO = st.fixed_dictionaries(
 )
 
 
-@examples(1000)
+@examples(500)
 @given(fields=PROTO)
 def test_grpc_chat_requests_convert_or_are_refused(fields: dict[str, Any]) -> None:
     request = decoded("decoders", _convert.chat_request, _proto(fields))
