@@ -17,7 +17,9 @@ from typing import Any, Literal
 
 import msgspec
 
-from thanos_asgi.frontends.errors import _AnthropicBody, _OpenAIBody
+from thanos_asgi.frontends._ollama_in import ChatBody, EmbedBody, GenerateBody
+from thanos_asgi.frontends._responses_types import RequestBody, ResponseObject
+from thanos_asgi.frontends.errors import _AnthropicBody, _OllamaBody, _OpenAIBody
 from thanos_asgi.providers.anthropic_types import (
     CountTokensBody,
     MessageResponse,
@@ -90,11 +92,13 @@ class Operation:
     request: Any = None  # the JSON body: a type msgspec can describe (a Struct), or None
     response: Any = None  # the JSON answer (likewise); None: a body of `media`, as text
     media: str = "application/json"
-    stream: bool = False  # also answers `text/event-stream` when the body asks to stream
-    dialect: Literal["openai", "anthropic"] = "openai"
+    stream: str | None = None  # the media type it answers when the body asks to stream
+    dialect: Literal["openai", "anthropic", "ollama"] = "openai"
     params: tuple[Param, ...] = ()
 
 
+_OBJECT = dict[str, Any]
+_SSE, _NDJSON = "text/event-stream", "application/x-ndjson"
 _MODEL_ID = (Param("id", {"type": "string"}, "path"),)
 _USAGE = (
     Param("group_by", {"type": "string", "enum": ["day", "provider", "model", "key"]}),
@@ -102,10 +106,10 @@ _USAGE = (
 )
 
 OPERATIONS: tuple[Operation, ...] = (
-    Operation("post", "/v1/chat/completions", "Chat", ChatRequest, ChatResponse, stream=True),
-    Operation("post", "/v1/chat", "Chat (alias)", ChatRequest, ChatResponse, stream=True),
+    Operation("post", "/v1/chat/completions", "Chat", ChatRequest, ChatResponse, stream=_SSE),
+    Operation("post", "/v1/chat", "Chat (alias)", ChatRequest, ChatResponse, stream=_SSE),
     Operation(
-        "post", "/v1/completions", "Text", CompletionRequest, CompletionResponse, stream=True
+        "post", "/v1/completions", "Text", CompletionRequest, CompletionResponse, stream=_SSE
     ),
     Operation("post", "/v1/embeddings", "Embeddings", EmbeddingRequest, EmbeddingResponse),
     Operation("get", "/v1/models", "Models served", response=ModelList),
@@ -116,7 +120,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "Messages",
         MessagesBody,
         MessageResponse,
-        stream=True,
+        stream=_SSE,
         dialect="anthropic",
     ),
     Operation(
@@ -135,6 +139,26 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("post", "/auth/anthropic", "Anthropic login", LoginRequest, LoginStarted),
     Operation("get", "/auth/status", "Logins", response=dict[str, dict[str, Any]]),
     Operation("get", PATH, "This document", response=dict[str, Any]),
+    Operation("post", "/v1/responses", "Responses", RequestBody, ResponseObject, stream=_SSE),
+    Operation("post", "/v1/responses/input_tokens", "Input tokens", RequestBody, _OBJECT),
+    Operation(
+        "post", "/api/chat", "Ollama chat", ChatBody, _OBJECT, stream=_NDJSON, dialect="ollama"
+    ),
+    Operation(
+        "post",
+        "/api/generate",
+        "Ollama text",
+        GenerateBody,
+        _OBJECT,
+        stream=_NDJSON,
+        dialect="ollama",
+    ),
+    Operation("post", "/api/embed", "Ollama embed", EmbedBody, _OBJECT, dialect="ollama"),
+    Operation("post", "/api/embeddings", "Ollama embed (old)", _OBJECT, _OBJECT, dialect="ollama"),
+    Operation("get", "/api/tags", "Ollama models", response=_OBJECT, dialect="ollama"),
+    Operation("post", "/api/show", "Ollama model", _OBJECT, _OBJECT, dialect="ollama"),
+    Operation("get", "/api/version", "Ollama version", response=_OBJECT, dialect="ollama"),
+    Operation("get", "/api/ps", "Ollama running", response=_OBJECT, dialect="ollama"),
 )
 
 
@@ -150,7 +174,7 @@ def document_bytes(served: Iterable[str]) -> bytes:
 def _document(served: frozenset[str]) -> bytes:
     operations = [op for op in OPERATIONS if op.path in served]
     types = [t for op in operations for t in (op.request, op.response) if t is not None]
-    types += [_OpenAIBody, _AnthropicBody]
+    types += [_OpenAIBody, _AnthropicBody, _OllamaBody]
     schemas, components = msgspec.json.schema_components(types, ref_template=_REF)
     refs = _Refs(zip(map(_key, types), schemas, strict=True))
     paths: dict[str, dict[str, Any]] = {}
@@ -200,9 +224,9 @@ def _responses(op: Operation, refs: _Refs) -> dict[str, Any]:
     schema = refs.of(op.response) if op.response is not None else {"type": "string"}
     content: dict[str, Any] = {op.media: {"schema": schema}}
     if op.stream:
-        content["text/event-stream"] = {"schema": {"type": "string"}}
+        content[op.stream] = {"schema": {"type": "string"}}
     responses: dict[str, Any] = {"200": {"description": "OK", "content": content}}
-    error = _AnthropicBody if op.dialect == "anthropic" else _OpenAIBody
+    error = {"anthropic": _AnthropicBody, "ollama": _OllamaBody}.get(op.dialect, _OpenAIBody)
     shape = {"application/json": {"schema": refs.of(error)}}
     for status in ERROR_STATUSES:
         responses[str(status)] = {"description": "Error", "content": shape}
