@@ -25,6 +25,7 @@ from thanos_asgi.frontends import gemini as _gemini
 from thanos_asgi.frontends import login_endpoints as _auth_endpoints
 from thanos_asgi.frontends import ollama as _ollama
 from thanos_asgi.frontends import openai as codec
+from thanos_asgi.frontends import openapi as _openapi
 from thanos_asgi.frontends import responses as _responses
 from thanos_asgi.frontends.asgi import (
     JSON,
@@ -75,6 +76,8 @@ class Exchange:
 _ROUTING_HEADERS = frozenset((b"x-thanos-task", b"x-thanos-complexity", b"x-thanos-fallback"))
 
 
+
+
 Handler = Callable[[Exchange], Awaitable[None]]
 
 
@@ -111,6 +114,7 @@ class ThanosApp:
             "/auth/anthropic": {"POST": partial(_auth_endpoints.anthropic, self)},
             "/auth/status": {"GET": partial(_auth_endpoints.auth_status, self)},
             **_ollama_routes(self),
+            _openapi.PATH: {"GET": self.openapi},
         }
         if server.metrics:  # `[server] metrics = false` turns it off
             self.routes["/metrics"] = {"GET": self.scrape}
@@ -273,6 +277,11 @@ class ThanosApp:
 
     async def health(self, ex: Exchange) -> None:
         await respond(ex.send, 200, b'{"status":"ok"}')
+
+    async def openapi(self, ex: Exchange) -> None:
+        """`GET /openapi.json`: the endpoints served here, described (see `openapi.py`)."""
+        body = _openapi.document_bytes([*self.routes, "/v1/models/{id}"])
+        await respond(ex.send, 200, body)
 
     async def scrape(self, ex: Exchange) -> None:
         """`GET /metrics`: Prometheus text exposition (see `metrics.py`)."""
