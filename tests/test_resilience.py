@@ -129,11 +129,12 @@ async def test_circuit_opens_after_threshold_and_recovers() -> None:
             assert seen[:3] == ["a:503,b:ok"] * 3
             assert seen[3:] == ["a:circuit_open,b:ok"] * 2
             assert len(bad.bodies) == 3
-            assert gw.status()["a"]["state"] == "open"
+            status = gw.status()["a"]  # a 503 for "m" is that model's failure
+            assert status["models"]["m"]["state"] == "open" and status["state"] == "closed"
             await asyncio.sleep(0.6)
             bad.force = None  # the provider recovers; the half-open probe finds out
             assert await attempts_of(client) == "a:ok"
-            assert gw.status()["a"]["state"] == "closed"
+            assert gw.status()["a"]["state"] == "closed" and "models" not in gw.status()["a"]
 
 
 async def test_failed_probe_opens_the_circuit_again() -> None:

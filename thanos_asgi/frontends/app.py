@@ -11,16 +11,18 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 from urllib.parse import parse_qs
 
 import msgspec
 
-from thanos_asgi.core.gateway import Context, Gateway, Reply, close
+from thanos_asgi.core.gateway import Context, Gateway, Reply
 from thanos_asgi.core.metrics import CONTENT_TYPE as METRICS_TYPE
 from thanos_asgi.exceptions import InvalidRequest, MethodNotAllowed, NotFound, ThanosError
 from thanos_asgi.frontends import anthropic as _messages
 from thanos_asgi.frontends import login_endpoints as _auth_endpoints
 from thanos_asgi.frontends import openai as codec
+from thanos_asgi.frontends._watch import ClientLeft, WatchedDispatch
 from thanos_asgi.frontends.asgi import (
     JSON,
     Headers,
@@ -33,7 +35,13 @@ from thanos_asgi.frontends.asgi import (
 )
 from thanos_asgi.frontends.errors import error_body, error_headers
 from thanos_asgi.frontends.sse import EventSourceResponse
-from thanos_asgi.types import ChatChunk, CompletionRequest, EmbeddingRequest, ModelList
+from thanos_asgi.types import (
+    ChatChunk,
+    ChatRequest,
+    CompletionRequest,
+    EmbeddingRequest,
+    ModelList,
+)
 
 _encode = msgspec.json.Encoder().encode
 
@@ -120,6 +128,8 @@ class ThanosApp:
             if handler is None:
                 raise MethodNotAllowed(f"{path} does not accept {ex.scope['method']}")
             await handler(ex)
+        except ClientLeft:
+            return  # nobody is left to answer
         except ThanosError as exc:
             await respond(ex.send, exc.status, error_body(path, exc), error_headers(exc))
 
@@ -135,20 +145,35 @@ class ThanosApp:
 
     # -- chat --------------------------------------------------------------------------------
 
+    def dispatch(
+        self,
+        ex: Exchange,
+        request: ChatRequest,
+        ctx: Context | None = None,
+        *,
+        raw: dict[str, Any] | None = None,
+        wire: str = "",
+    ) -> WatchedDispatch:
+        """`async with app.dispatch(ex, request) as reply:` - `Gateway.dispatch`, given up
+        (`ClientLeft`) when the client leaves before a provider accepted the request."""
+        dispatch = self.gateway.dispatch(request, ctx or ex.context(), raw=raw, wire=wire)
+        return WatchedDispatch(dispatch, ex.receive)
+
     async def chat(self, ex: Exchange) -> None:
         raw, request = codec.decode_chat(await read_body(ex.scope, ex.receive, self.limit))
-        reply = await self.gateway.dispatch(request, ex.context(), raw=raw, wire="openai")
-        if reply.relayed is not None and reply.relayed.events is None:
-            reply.finish()
-            await respond(ex.send, 200, reply.relayed.body, [*JSON, *self._headers(ex, reply)])
-        elif reply.response is not None:
-            reply.finish()
-            body = _encode(reply.response)
-            await respond(ex.send, 200, body, [*JSON, *self._headers(ex, reply)])
-        else:
-            events = reply.relayed.events if reply.relayed else None
-            events = events or self._chunk_events(reply, codec.wants_usage(request))
-            await self._stream(ex, reply, events)
+        async with self.dispatch(ex, request, raw=raw, wire="openai") as reply:
+            if reply.relayed is not None and reply.relayed.events is None:
+                reply.finish()  # (the ledger row is written before the answer goes out)
+                body = reply.relayed.body
+                await respond(ex.send, 200, body, [*JSON, *self._headers(ex, reply)])
+            elif reply.response is not None:
+                reply.finish()
+                body = _encode(reply.response)
+                await respond(ex.send, 200, body, [*JSON, *self._headers(ex, reply)])
+            else:
+                events = reply.relayed.events if reply.relayed else None
+                events = events or self._chunk_events(reply, codec.wants_usage(request))
+                await self._stream(ex, reply, events)
 
     async def _chunk_events(
         self,
@@ -158,17 +183,14 @@ class ThanosApp:
     ) -> AsyncIterator[bytes]:
         """Canonical chunks as SSE events; the usage-only chunk only when the client asked."""
         assert reply.chunks is not None
-        try:
-            async for chunk in reply.chunks:
-                if chunk.usage is not None:
-                    reply.usage = chunk.usage
-                    if not include_usage:
-                        if not chunk.choices:
-                            continue
-                        chunk.usage = None
-                yield encode(chunk)
-        finally:
-            await close(reply.chunks)  # a client that leaves closes the upstream request now
+        async for chunk in reply.chunks:  # (closed when the dispatch ends, however it ends)
+            if chunk.usage is not None:
+                reply.usage = chunk.usage
+                if not include_usage:
+                    if not chunk.choices:
+                        continue
+                    chunk.usage = None
+            yield encode(chunk)
         yield codec.DONE
 
     async def _stream(
@@ -208,14 +230,14 @@ class ThanosApp:
     async def completions(self, ex: Exchange) -> None:
         data = codec.decode_json(await read_body(ex.scope, ex.receive, self.limit))
         legacy = codec.convert(data, CompletionRequest)
-        reply = await self.gateway.dispatch(codec.completion_to_chat(legacy), ex.context())
-        if reply.response is not None:
-            reply.finish()
-            body = _encode(codec.chat_to_completion(reply.response))
-            await respond(ex.send, 200, body, [*JSON, *self._headers(ex, reply)])
-            return
-        events = self._chunk_events(reply, codec.wants_usage(legacy), codec.completion_event)
-        await self._stream(ex, reply, events)
+        async with self.dispatch(ex, codec.completion_to_chat(legacy)) as reply:
+            if reply.response is not None:
+                reply.finish()
+                body = _encode(codec.chat_to_completion(reply.response))
+                await respond(ex.send, 200, body, [*JSON, *self._headers(ex, reply)])
+                return
+            events = self._chunk_events(reply, codec.wants_usage(legacy), codec.completion_event)
+            await self._stream(ex, reply, events)
 
     async def embeddings(self, ex: Exchange) -> None:
         data = codec.decode_json(await read_body(ex.scope, ex.receive, self.limit))
