@@ -97,40 +97,37 @@ class Dispatcher:
     ) -> Reply:
         attempts: list[str] = []
         call = _Call(request, ctx, raw, wire, attempts)
+        # (no get_running_loop() unless needed: on 3.11 it costs a getpid() syscall)
+        deadline = asyncio.get_running_loop().time() + self.deadline if self.deadline else None
+        pending, last = targets, None
+        down: set[str] = set()  # instances found unreachable or refusing our credentials
         try:
-            return await self._rounds(targets, call)
+            for round_ in range(self.max_rounds):
+                failed: list[Target] = []
+                for target in pending:
+                    if down and target.instance in down:
+                        continue  # its other models would fail the same way: next instance
+                    try:
+                        return await self._try(target, call, deadline)
+                    except ThanosError as exc:
+                        if not exc.retryable:
+                            raise
+                        last = exc
+                        if blame(exc) == "instance":
+                            down.add(target.instance)
+                        if _worth_retrying(exc):
+                            failed.append(target)
+                down.clear()
+                delay = self._delay(round_, last)
+                if not failed or round_ + 1 == self.max_rounds or _past(deadline, delay):
+                    break
+                await asyncio.sleep(delay)
+                pending = failed
         except Exception:
             raise
         except BaseException:  # cancelled (the client left, a deadline): ended, not failed
             self._cancelled(targets, call)
             raise
-
-    async def _rounds(self, targets: list[Target], call: _Call) -> Reply:
-        # (no get_running_loop() unless needed: on 3.11 it costs a getpid() syscall)
-        deadline = asyncio.get_running_loop().time() + self.deadline if self.deadline else None
-        pending, last = targets, None
-        down: set[str] = set()  # instances found unreachable or refusing our credentials
-        for round_ in range(self.max_rounds):
-            failed: list[Target] = []
-            for target in pending:
-                if down and target.instance in down:
-                    continue  # its other models would fail the same way: next instance
-                try:
-                    return await self._try(target, call, deadline)
-                except ThanosError as exc:
-                    if not exc.retryable:
-                        raise
-                    last = exc
-                    if blame(exc) == "instance":
-                        down.add(target.instance)
-                    if _worth_retrying(exc):
-                        failed.append(target)
-            down.clear()
-            delay = self._delay(round_, last)
-            if not failed or round_ + 1 == self.max_rounds or _past(deadline, delay):
-                break
-            await asyncio.sleep(delay)
-            pending = failed
         raise last or _nothing_to_try(targets)
 
     async def _try(self, target: Target, call: _Call, deadline: float | None) -> Reply:

@@ -157,7 +157,7 @@ class Gateway:
         closes the upstream and releases the concurrency slot, circuit probe and budget and
         token holds, on every path, cancellation included.
         """
-        return Dispatch(lambda: self._dispatch(request, ctx, raw, wire))
+        return Dispatch(self._dispatch, request, ctx, raw, wire)
 
     async def _dispatch(
         self, request: ChatRequest, ctx: Context | None, raw: dict[str, Any] | None, wire: str

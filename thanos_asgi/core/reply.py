@@ -12,6 +12,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from types import TracebackType
+from typing import Any
 
 from thanos_asgi.context import Closable
 from thanos_asgi.core.routing import Target
@@ -78,13 +79,15 @@ class Reply:
         also covers a stream nobody started reading) and `finish(outcome)`, even when
         closing is itself interrupted. Idempotent; `Dispatch` calls it on the way out."""
         try:
-            await close(self.chunks)
-            if self.relayed is not None:
+            if self.chunks is not None:
+                await close(self.chunks)
+            if self.relayed is not None and self.relayed.events is not None:
                 await close(self.relayed.events)
             for response in self.upstream:
                 await response.aclose()
         finally:
-            self.finish(outcome)
+            if not self.finished:
+                self.finish(outcome)
 
 
 class Dispatch:
@@ -97,14 +100,15 @@ class Dispatch:
     probes and reservations. Failures while entering release everything before raising.
     """
 
-    __slots__ = ("_open", "reply")
+    __slots__ = ("_args", "_open", "reply")
 
-    def __init__(self, open_: Callable[[], Awaitable[Reply]]) -> None:
-        self._open = open_
+    def __init__(self, open_: Callable[..., Awaitable[Reply]], *args: Any) -> None:
+        """`open_(*args)` runs the attempts and returns the accepted reply."""
+        self._open, self._args = open_, args
         self.reply: Reply | None = None
 
     async def __aenter__(self) -> Reply:
-        self.reply = await self._open()
+        self.reply = await self._open(*self._args)
         return self.reply
 
     async def __aexit__(
@@ -113,14 +117,18 @@ class Dispatch:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self.reply is not None:
-            await self.reply.aclose(_outcome(typ))
-
-
-def _outcome(typ: type[BaseException] | None) -> str:
-    if typ is None:
-        return "ok"
-    return "error" if issubclass(typ, Exception) else "disconnected"
+        reply = self.reply
+        if reply is None:
+            return
+        if typ is None:
+            if reply.chunks is None and (reply.relayed is None or reply.relayed.events is None):
+                if not reply.finished:  # a whole answer, read to its end: nothing is open
+                    reply.finish()
+                return
+            outcome = "ok"
+        else:
+            outcome = "error" if issubclass(typ, Exception) else "disconnected"
+        await reply.aclose(outcome)
 
 
 async def close(iterator: object) -> None:

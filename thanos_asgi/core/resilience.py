@@ -162,6 +162,8 @@ class Health:
         """May an attempt on `model` go now? None if not; else the half-open probes it took
         (`PROBE_INSTANCE`, `PROBE_MODEL` bits), to be given back by `failed` or `succeeded`."""
         breaker = self.breaker
+        if breaker.opened_at is None and not breaker.disabled and not self.models:
+            return 0  # all closed: the usual case, in as few steps as possible
         if not breaker.allow():
             return None
         probes = PROBE_INSTANCE if breaker.opened_at is not None else 0
@@ -198,7 +200,9 @@ class Health:
             own.release_probe()
 
     def succeeded(self, model: str) -> None:
-        self.breaker.success()
+        breaker = self.breaker
+        if breaker.failures or breaker.opened_at is not None or breaker.probing:
+            breaker.success()
         if self.models:  # a closed, clean breaker is not kept: made again on the next failure
             self.models.pop(model, None)
 

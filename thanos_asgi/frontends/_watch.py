@@ -2,9 +2,9 @@
 
 A request still going `WATCH_AFTER` seconds after it began gets a task that waits for
 `http.disconnect`; one timer per event loop (`Sweeper`) starts those tasks, so the many
-requests that end sooner never pay for one. `ClientWatch` covers the wait for a provider to
-accept a request: a client that leaves meanwhile cancels that wait (and with it the upstream
-request), which surfaces as `ClientLeft`. `sse.py` watches open streams the same way.
+requests that end sooner never pay for one. `WatchedDispatch` covers the wait for a provider
+to accept a request: a client that leaves meanwhile cancels that wait (and with it the
+upstream request), which surfaces as `ClientLeft`. `sse.py` watches open streams the same way.
 """
 
 from __future__ import annotations
@@ -62,18 +62,35 @@ class Sweeper:
         del self._loops[self.loop]  # nothing left to watch: forget this loop
 
 
-class ClientWatch:
-    """Cancels `task` when the client disconnects, from `WATCH_AFTER` seconds on, until
-    `end()`. Use `watching(...)`, which turns that cancellation into `ClientLeft`."""
+class WatchedDispatch:
+    """`gateway.dispatch(...)` with the client watched until a provider accepted the request:
+    a client that leaves meanwhile cancels the attempts (closing the upstream request at
+    most ~`WATCH_AFTER` seconds later), and entering raises `ClientLeft`."""
 
-    __slots__ = ("left", "receive", "sweeper", "task", "watcher")
+    __slots__ = ("dispatch", "left", "receive", "task", "watcher")
 
-    def __init__(self, receive: Receive, task: asyncio.Task[Any]) -> None:
-        self.receive, self.task = receive, task
+    def __init__(self, dispatch: Dispatch, receive: Receive) -> None:
+        self.dispatch, self.receive = dispatch, receive
         self.left = False
         self.watcher: asyncio.Task[None] | None = None
-        self.sweeper = Sweeper.of(task.get_loop())
-        self.sweeper.add(self)
+
+    async def __aenter__(self) -> Reply:
+        task = asyncio.current_task()
+        assert task is not None
+        self.task: asyncio.Task[Any] = task
+        sweeper = Sweeper.of(task.get_loop())
+        sweeper.add(self)
+        try:
+            return await self.dispatch.__aenter__()
+        except asyncio.CancelledError:
+            if not self.left:
+                raise
+            task.uncancel()
+            raise ClientLeft("the client left before the provider answered") from None
+        finally:
+            sweeper.waiting.pop(self, None)
+            if self.watcher is not None:
+                self.watcher.cancel()
 
     def start_watching(self) -> None:
         self.watcher = self.task.get_loop().create_task(self._watch())
@@ -83,36 +100,6 @@ class ClientWatch:
             pass
         self.left = True
         self.task.cancel()
-
-    def end(self) -> None:
-        self.sweeper.waiting.pop(self, None)
-        if self.watcher is not None:
-            self.watcher.cancel()
-
-
-class WatchedDispatch:
-    """`gateway.dispatch(...)` with the client watched until a provider accepted the request:
-    a client that leaves meanwhile cancels the attempts (closing the upstream request at
-    most ~`WATCH_AFTER` seconds later), and entering raises `ClientLeft`."""
-
-    __slots__ = ("dispatch", "receive")
-
-    def __init__(self, dispatch: Dispatch, receive: Receive) -> None:
-        self.dispatch, self.receive = dispatch, receive
-
-    async def __aenter__(self) -> Reply:
-        task = asyncio.current_task()
-        assert task is not None
-        watch = ClientWatch(self.receive, task)
-        try:
-            return await self.dispatch.__aenter__()
-        except asyncio.CancelledError:
-            if not watch.left:
-                raise
-            task.uncancel()
-            raise ClientLeft("the client left before the provider answered") from None
-        finally:
-            watch.end()
 
     async def __aexit__(
         self,
