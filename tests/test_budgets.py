@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
 from pathlib import Path
@@ -150,10 +151,12 @@ async def test_a_finished_requests_row_is_durable_before_its_answer_goes_out(
     gw = await make(PRICED.format(budget=1000), "memory", tmp_path)
     assert gw.ledger is not None
     request = ChatRequest(model="m", messages=[Message(role="user", content="hi")], max_tokens=1)
-    replies = await asyncio.gather(*(gw.dispatch(request) for _ in range(3)))
-    assert journal_lines(gw.ledger.path) == []  # nothing finished yet, nothing written
-    for reply in replies:
-        reply.finish()
+    async with contextlib.AsyncExitStack() as stack:
+        enter = stack.enter_async_context
+        replies = await asyncio.gather(*(enter(gw.dispatch(request)) for _ in range(3)))
+        assert journal_lines(gw.ledger.path) == []  # nothing finished yet, nothing written
+        for reply in replies:
+            reply.finish()
     lines = journal_lines(gw.ledger.path)  # one append each, before finish returned
     assert [msgspec.json.decode(line)[1] for line in lines] == [r.request_id for r in replies]
     assert len(list(gw.ledger.rows())) == 3

@@ -762,8 +762,13 @@ async def test_anthropic_upstream_errors_in_anthropic_shape() -> None:
         "type": "error",
         "error": {"type": "not_found_error", "message": "anthropic: model: claude-sonet-4-5"},
     }
-    with pytest.raises(anthropic.InternalServerError) as denied:
-        await client.messages.create(model="claude-sonnet-4-0", max_tokens=5, messages=HI)
+    with pytest.raises(anthropic.InternalServerError) as denied:  # (a 401 falls back, unless)
+        await client.messages.create(
+            model="claude-sonnet-4-0",
+            max_tokens=5,
+            messages=HI,
+            extra_headers={"x-thanos-fallback": "off"},
+        )
     assert denied.value.status_code == 502 and KEY not in json.dumps(denied.value.body)
     assert isinstance(denied.value.body, dict) and denied.value.body["error"]["type"] == "api_error"
 

@@ -239,7 +239,7 @@ async def test_api_error_message_is_not_content(logs: Path, make: Make) -> None:
         await make().open_stream(ask("[[login]]", stream=True), "default")  # before any chunk
     exc = caught.value
     assert exc.upstream_status == 401 and exc.upstream_code == "authentication_failed"
-    assert not exc.retryable
+    assert exc.retryable  # a credential failure: the next candidate may work
     reported = "claude reported authentication_failed: Not logged in \u00b7 Please run /login"
     assert exc.message == f"claude_cli: {reported}"
 

@@ -338,7 +338,7 @@ async def test_invalid_key_is_a_credential_failure(stream: bool) -> None:
         else:
             await adapter.chat(ask(user()), "gemini-2.5-flash")
     exc = info.value
-    assert (exc.status, exc.code, exc.retryable) == (502, "upstream_authentication_failed", False)
+    assert (exc.status, exc.code, exc.retryable) == (502, "upstream_authentication_failed", True)
     assert exc.upstream_code == "API_KEY_INVALID" and exc.provider == "google-ai"
     assert "upstream 400 API_KEY_INVALID" in exc.message and "check its API key" in exc.message
     assert KEY not in exc.message and KEY not in str(exc)

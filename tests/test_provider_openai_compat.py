@@ -232,7 +232,7 @@ async def test_upstream_401_is_a_gateway_credential_failure_without_the_key() ->
     with pytest.raises(UpstreamStatusError) as info:
         await make("openai", replay(rec)).chat(request(), "m")
     exc = info.value
-    assert (exc.status, exc.code, exc.retryable) == (502, "upstream_authentication_failed", False)
+    assert (exc.status, exc.code, exc.retryable) == (502, "upstream_authentication_failed", True)
     assert "my-openai" in exc.message and "2345" not in exc.message and KEY not in exc.message
 
 

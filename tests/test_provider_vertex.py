@@ -274,7 +274,7 @@ async def test_refused_grant_is_a_credential_failure(
         else:
             await adapter.chat(ask(), "m")
     exc = info.value
-    assert (exc.status, exc.code, exc.retryable) == (502, "upstream_authentication_failed", False)
+    assert (exc.status, exc.code, exc.retryable) == (502, "upstream_authentication_failed", True)
     assert exc.provider == "vertex-eu" and exc.upstream_code == "invalid_grant"
     assert "token endpoint answered 400: invalid_grant" in exc.message
     secret_lines = [line for line in pem.splitlines() if "PRIVATE KEY" not in line]

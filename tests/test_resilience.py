@@ -129,11 +129,12 @@ async def test_circuit_opens_after_threshold_and_recovers() -> None:
             assert seen[:3] == ["a:503,b:ok"] * 3
             assert seen[3:] == ["a:circuit_open,b:ok"] * 2
             assert len(bad.bodies) == 3
-            assert gw.status()["a"]["state"] == "open"
+            status = gw.status()["a"]  # a 503 for "m" is that model's failure
+            assert status["models"]["m"]["state"] == "open" and status["state"] == "closed"
             await asyncio.sleep(0.6)
             bad.force = None  # the provider recovers; the half-open probe finds out
             assert await attempts_of(client) == "a:ok"
-            assert gw.status()["a"]["state"] == "closed"
+            assert gw.status()["a"]["state"] == "closed" and "models" not in gw.status()["a"]
 
 
 async def test_failed_probe_opens_the_circuit_again() -> None:
@@ -238,3 +239,48 @@ def msgspec_replace(check: object, url: str) -> object:
     import msgspec
 
     return msgspec.structs.replace(check, ping_endpoint=url)  # type: ignore[type-var]
+
+
+async def test_an_upstream_401_fails_over_to_the_next_instance() -> None:
+    wrong_key, good = Upstream(force="status-401"), Upstream()
+    async with running(wrong_key) as bad_url, running(good) as good_url:
+        text = (
+            "[routing]\nmax_retries = 2\nretry_backoff_ms = 10\n"
+            "[health]\nfailure_threshold = 3\ncooldown_seconds = 30\n"
+            + provider("a", bad_url)
+            + provider("b", good_url)
+        )
+        async with gateway(text) as (gw, client):
+            assert await attempts_of(client) == "a:401,b:ok"  # and a wrong key is not retried
+            with pytest.raises(openai.APIStatusError) as info:  # no other candidate: 502
+                await client.chat.completions.create(model="a/m", messages=HI)  # type: ignore[arg-type]
+            assert info.value.status_code == 502
+            assert info.value.body["code"] == "upstream_authentication_failed"  # type: ignore[index]
+            assert await attempts_of(client) == "a:401,b:ok"
+            status = gw.status()["a"]  # the instance failed: its own circuit opened
+            assert status["state"] == "open" and "models" not in status
+            assert await attempts_of(client) == "a:circuit_open,b:ok"
+    assert len(wrong_key.bodies) == 3 and len(good.bodies) == 3
+
+
+async def test_a_failing_model_opens_only_its_own_circuit() -> None:
+    upstream = Upstream()
+    async with running(upstream) as url:
+        text = "[routing]\nmax_retries = 0\n[health]\nfailure_threshold = 2\n" + provider("a", url)
+        async with gateway(text) as (gw, client):
+            for _ in range(3):
+                with pytest.raises(openai.APIStatusError) as info:
+                    await client.chat.completions.create(model="a/status-503", messages=HI)  # type: ignore[arg-type]
+            assert info.value.body["code"] == "circuit_open"  # type: ignore[index]
+            assert upstream.seen["status-503"] == 2  # the third never reached the provider
+            for _ in range(3):  # the instance's healthy models are untouched
+                assert await attempts_of(client) == "a:ok"
+            status = gw.status()["a"]
+            assert status["state"] == "closed"
+            assert status["models"] == {"status-503": {"state": "open", "consecutive_failures": 2}}
+            async with httpx2.AsyncClient() as http:
+                ready = await http.get(f"{client.base_url}".removesuffix("v1/") + "health/ready")
+                metrics = await http.get(f"{client.base_url}".removesuffix("v1/") + "metrics")
+    assert ready.json()["providers"]["a"]["models"]["status-503"]["state"] == "open"
+    assert 'thanos_circuit_state{provider="a"} 0.0' in metrics.text
+    assert 'thanos_model_circuit_state{model="status-503",provider="a"} 2.0' in metrics.text

@@ -3,12 +3,17 @@
 `Gateway.dispatch` sets `current_context` for the duration of the provider call, so an
 adapter that routes on task or complexity (Omen) can read it without every adapter's
 signature carrying it. It is a ContextVar: each request's task sees only its own.
+
+`opened_responses` is the list of upstream responses the current dispatch attempt opened:
+`HTTPProvider.send` adds each, and the request's end closes them all, so a response is
+returned to its pool even when the stream that was to read it never started.
 """
 
 from __future__ import annotations
 
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from typing import Protocol
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,3 +67,12 @@ class Context:
 
 EMPTY = Context()
 current_context: ContextVar[Context] = ContextVar("thanos_context", default=EMPTY)
+
+
+class Closable(Protocol):
+    async def aclose(self) -> None: ...
+
+
+opened_responses: ContextVar[list[Closable] | None] = ContextVar(
+    "thanos_opened_responses", default=None
+)

@@ -153,8 +153,8 @@ def _map_status(
     status: int, upstream_type: str | None, upstream_code: str | None
 ) -> tuple[int, str, str | None, bool]:
     """What an upstream status means for our client: (status, type, code, retryable)."""
-    if status in (401, 403):
-        return 502, "upstream_error", "upstream_authentication_failed", False
+    if status in (401, 403):  # this instance's key is wrong: the next candidate may work
+        return 502, "upstream_error", "upstream_authentication_failed", True
     if status == 429:
         return 429, "rate_limit_error", upstream_code or "rate_limit_exceeded", True
     if status == 404:

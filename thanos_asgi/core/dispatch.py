@@ -4,8 +4,13 @@ Each round tries every remaining candidate once, in order; a transient failure (
 error, timeout, 408, 429, 5xx, 529) moves on to the next candidate at once, and when a whole
 round has failed the survivors are tried again after an exponential backoff with jitter
 (at least the provider's Retry-After, capped). A client error (400-class) is never retried.
-All of this happens before the first byte reaches the client; `Reply` is returned as soon
+All of this happens before the first byte reaches the client; `Reply` is handed out as soon
 as a provider has accepted the request.
+
+Holds are released on every way out, cancellation included: an attempt that fails or is
+cancelled gives back its concurrency slot, its half-open probes and its budget reservations
+at once; an accepted request keeps them until its `Dispatch` context ends (`Reply.aclose`),
+which also closes the upstream stream and every upstream response the attempt opened.
 """
 
 from __future__ import annotations
@@ -13,12 +18,13 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from thanos_asgi.context import Context
-from thanos_asgi.core.resilience import Health, counts_against_health
+from thanos_asgi.context import Closable, Context, opened_responses
+from thanos_asgi.core.reply import Reply as Reply  # (re-exported: its old home)
+from thanos_asgi.core.resilience import Health, blame
 from thanos_asgi.core.routing import Target
 from thanos_asgi.exceptions import (
     ProviderUnavailable,
@@ -28,8 +34,8 @@ from thanos_asgi.exceptions import (
     UpstreamTimeout,
 )
 from thanos_asgi.governance.accounting import Accounting, Admission
-from thanos_asgi.providers.base import Provider, Relayed
-from thanos_asgi.types import ChatChunk, ChatRequest, ChatResponse, Usage
+from thanos_asgi.providers.base import Provider
+from thanos_asgi.types import ChatRequest
 
 if TYPE_CHECKING:
     from thanos_asgi.config import RoutingConfig
@@ -38,56 +44,17 @@ if TYPE_CHECKING:
 Recorder = Callable[["Reply", str, bool], None]  # (reply, outcome, whole request done)
 
 
-@dataclass(eq=False)
-class Reply:
-    """What one dispatched request became; exactly one of the three payloads is set."""
+@dataclass(slots=True)
+class _Holds:
+    """What one attempt holds until it fails or its reply is finished."""
 
     target: Target
-    attempts: list[str]
-    upstream_ms: float = 0.0
-    response: ChatResponse | None = None
-    chunks: AsyncIterator[ChatChunk] | None = None
-    relayed: Relayed | None = None
-    usage: Usage | None = None
-    cost_usd: float | None = None  # known at once for whole answers, at the end for streams
-    budget_warning: str | None = None
-    request_id: str = ""
-    key_id: str | None = None
-    started: float = 0.0  # perf_counter() when dispatch began
-    first_byte_at: float = 0.0  # perf_counter() when a stream's first event went out
-    outcome: str = ""  # set by finish()
-    on_finish: list[Callable[[str], None]] = field(default_factory=list, repr=False)
-    finished: bool = field(default=False, repr=False)
-
-    @property
-    def provider(self) -> str:
-        return self.target.instance
-
-    @property
-    def model(self) -> str:
-        """The model that answered, as the provider named it when it did (Omen's choice,
-        a dated version), else the one the gateway asked for."""
-        if self.relayed is not None and self.relayed.model:
-            return self.relayed.model
-        if self.response is not None and self.response.model:
-            return self.response.model
-        return self.target.model
-
-    def first_event_sent(self) -> None:
-        self.first_byte_at = time.perf_counter()
-
-    def finish(self, outcome: str = "ok") -> None:
-        """Call once the answer was delivered ("ok"), failed mid-stream ("error") or the
-        client left ("disconnected"): releases the provider slot and records the request."""
-        if self.finished:
-            return
-        self.finished, self.outcome = True, outcome
-        if self.relayed is not None and self.relayed.usage is not None:
-            self.usage = self.relayed.usage
-        elif self.response is not None and self.response.usage is not None:
-            self.usage = self.response.usage
-        for callback in self.on_finish:
-            callback(outcome)
+    health: Health
+    probes: int  # the half-open probes taken (resilience.PROBE_*)
+    started: float
+    slot: bool = False
+    admission: Admission | None = None
+    opened: list[Closable] = field(default_factory=list)  # upstream responses
 
 
 @dataclass(slots=True)
@@ -135,66 +102,85 @@ class Dispatcher:
         # (no get_running_loop() unless needed: on 3.11 it costs a getpid() syscall)
         deadline = asyncio.get_running_loop().time() + self.deadline if self.deadline else None
         pending, last = targets, None
-        for round_ in range(self.max_rounds):
-            failed: list[Target] = []
-            for target in pending:
-                try:
-                    return await self._try(target, call, deadline)
-                except ThanosError as exc:
-                    if not exc.retryable:
-                        raise
-                    last = exc
-                    if _again(exc):
-                        failed.append(target)
-            delay = self._delay(round_, last)
-            if not failed or round_ + 1 == self.max_rounds or _past(deadline, delay):
-                break
-            await asyncio.sleep(delay)
-            pending = failed
+        down: set[str] = set()  # instances found unreachable or refusing our credentials
+        try:
+            for round_ in range(self.max_rounds):
+                failed: list[Target] = []
+                for target in pending:
+                    if down and target.instance in down:
+                        continue  # its other models would fail the same way: next instance
+                    try:
+                        return await self._try(target, call, deadline)
+                    except ThanosError as exc:
+                        if not exc.retryable:
+                            raise
+                        last = exc
+                        if blame(exc) == "instance":
+                            down.add(target.instance)
+                        if _worth_retrying(exc) and _again(exc):
+                            failed.append(target)
+                down.clear()
+                delay = self._delay(round_, last)
+                if not failed or round_ + 1 == self.max_rounds or _past(deadline, delay):
+                    break
+                await asyncio.sleep(delay)
+                pending = failed
+        except Exception:
+            raise
+        except BaseException:  # cancelled (the client left, a deadline): ended, not failed
+            self._cancelled(targets, call)
+            raise
         raise last or _nothing_to_try(targets)
 
     async def _try(self, target: Target, call: _Call, deadline: float | None) -> Reply:
         health = self.health[target.instance]
         if call.attempts and self.metrics is not None:
             self.metrics.next_attempt(target.instance, call.attempts)
-        if not health.breaker.allow():
-            call.attempts.append(f"{target.instance}:circuit_{health.breaker.state}")
+        probes = health.admit(target.model)
+        if probes is None:
+            breaker = health.refusing(target.model)
+            call.attempts.append(f"{target.instance}:circuit_{breaker.state}")
             unavailable = ProviderUnavailable(
-                f"provider '{target.instance}' is unavailable (circuit {health.breaker.state}; "
-                f"last error: {health.breaker.last_error})",
+                f"provider '{target.instance}' is unavailable for '{target.model}' (circuit "
+                f"{breaker.state}; last error: {breaker.last_error})",
                 code="circuit_open",
             )
             raise _tried(unavailable, call, target, 0.0)
-        started = time.perf_counter()
-        admission = None
+        holds = _Holds(target, health, probes, time.perf_counter())
+        token = opened_responses.set(holds.opened)
         try:
             if health.limiter is not None:
                 await health.limiter.acquire(target.instance)
-            admission = await self.accounting.admit(target, call.request, call.ctx)
+                holds.slot = True
+            holds.admission = await self.accounting.admit(target, call.request, call.ctx)
             provider = self.providers[target.instance]
             attempt = _attempt(provider, target, call.request, call.raw, call.wire)
             reply = await (attempt if deadline is None else _within(attempt, deadline, target))
         except ThanosError as exc:
-            if admission is not None:
-                await self.accounting.release(admission)
-            self._failed(target, health, exc, call.attempts, started)
-            _tried(exc, call, target, (time.perf_counter() - started) * 1000)
+            if holds.admission is not None:
+                await self.accounting.release(holds.admission)
+            self._failed(holds, exc, call.attempts)
+            _tried(exc, call, target, (time.perf_counter() - holds.started) * 1000)
+            await _close_all(holds.opened)
             raise
-        self._accepted(reply, health, admission, call.attempts, started)
+        except BaseException:  # cancelled: give everything back without waiting on anything
+            self._given_up(holds, call.attempts)
+            await _close_all(holds.opened)
+            raise
+        finally:
+            opened_responses.reset(token)
+        reply.upstream = holds.opened
+        self._accepted(reply, holds, call.attempts)
         return reply
 
-    def _accepted(
-        self,
-        reply: Reply,
-        health: Health,
-        admission: Admission,
-        attempts: list[str],
-        started: float,
-    ) -> None:
+    def _accepted(self, reply: Reply, holds: _Holds, attempts: list[str]) -> None:
+        admission = holds.admission
+        assert admission is not None
         attempts.append(f"{reply.provider}:ok")
-        reply.attempts, reply.upstream_ms = attempts, (time.perf_counter() - started) * 1000
+        reply.attempts = attempts
+        reply.upstream_ms = (time.perf_counter() - holds.started) * 1000
         reply.budget_warning = admission.warning
-        health.latency.observe(reply.upstream_ms, ok=True)
+        holds.health.latency.observe(reply.upstream_ms, ok=True)
         whole = reply.response.usage if reply.response is not None else None
         if reply.relayed is not None and reply.relayed.events is None:
             whole = reply.relayed.usage
@@ -203,31 +189,50 @@ class Dispatcher:
         def finished(outcome: str) -> None:
             known = reply.cost_usd if whole is not None and reply.usage is whole else None
             reply.cost_usd = self.accounting.settle(admission, reply.usage, reply.model, known)
-            self._finished(reply, health, outcome)
+            self._finished(reply, holds, outcome)
 
         reply.on_finish.append(finished)
 
-    def _failed(
-        self, target: Target, health: Health, exc: ThanosError, attempts: list[str], started: float
-    ) -> None:
-        if exc.code != "provider_busy" and health.limiter is not None:
-            health.limiter.release()
+    def _failed(self, holds: _Holds, exc: ThanosError, attempts: list[str]) -> None:
+        target, health = holds.target, holds.health
+        if holds.slot:
+            health.limiter.release()  # type: ignore[union-attr]
         attempts.append(f"{target.instance}:{attempt_code(exc)}")
-        elapsed = (time.perf_counter() - started) * 1000
-        if counts_against_health(exc):
-            health.breaker.failure(exc.message)
+        elapsed = (time.perf_counter() - holds.started) * 1000
+        kind = blame(exc)
+        health.failed(target.model, holds.probes, kind, exc.message)
+        if kind is not None:
             health.latency.observe(elapsed, ok=False)
-        else:
-            health.breaker.release_probe()
         self.record(Reply(target, list(attempts), elapsed), "error", False)
 
-    def _finished(self, reply: Reply, health: Health, outcome: str) -> None:
-        if health.limiter is not None:
-            health.limiter.release()
+    def _given_up(self, holds: _Holds, attempts: list[str]) -> None:
+        """The attempt was cancelled: slot and probes back, reservations refunded (in the
+        background: nothing here may wait), recorded by `run` as the request's end."""
+        target, health = holds.target, holds.health
+        if holds.slot:
+            health.limiter.release()  # type: ignore[union-attr]
+        health.failed(target.model, holds.probes, None, "")
+        if holds.admission is not None:
+            self.accounting.settle(holds.admission, None, target.model, 0.0)
+        attempts.append(f"{target.instance}:cancelled")
+
+    def _cancelled(self, targets: list[Target], call: _Call) -> None:
+        """The request was cancelled before any provider accepted it."""
+        last = call.attempts[-1].partition(":")[0] if call.attempts else ""
+        target = next((t for t in targets if t.instance == last), None)
+        reply = Reply(target or Target(last, call.request.model), list(call.attempts))
+        reply.request_id, reply.key_id = call.ctx.request_id, call.ctx.key_id
+        self.record(reply, "disconnected", True)
+
+    def _finished(self, reply: Reply, holds: _Holds, outcome: str) -> None:
+        health = holds.health
+        if holds.slot:
+            health.limiter.release()  # type: ignore[union-attr]
         if outcome == "error":
-            health.breaker.failure("the stream failed before it was complete")
+            message = "the stream failed before it was complete"
+            health.failed(holds.target.model, holds.probes, "model", message)
         else:
-            health.breaker.success()
+            health.succeeded(holds.target.model)
         self.record(reply, outcome, True)
 
     def _delay(self, round_: int, last: ThanosError | None) -> float:
@@ -257,6 +262,11 @@ async def _attempt(
     return reply
 
 
+async def _close_all(responses: list[Closable]) -> None:
+    for response in responses:
+        await response.aclose()
+
+
 async def _within(attempt: Awaitable[Reply], deadline: float, target: Target) -> Reply:
     """`attempt`, cut off at `deadline` (no such wrapper, and no timer, without one)."""
     try:
@@ -271,6 +281,14 @@ def _tried(exc: ThanosError, call: _Call, target: Target, spent_ms: float) -> Th
     call.failed_ms += spent_ms
     exc.attempts, exc.tried, exc.upstream_ms = call.attempts, target, call.failed_ms
     return exc
+
+
+def _worth_retrying(exc: ThanosError) -> bool:
+    """Try this target again in the next round? Not after a refusal of our own (circuit
+    open, budget spent) or of our credentials (a wrong key stays wrong)."""
+    if isinstance(exc, UpstreamStatusError):
+        return exc.upstream_status not in (401, 403)
+    return not isinstance(exc, ProviderUnavailable) or exc.code == "provider_busy"
 
 
 def attempt_code(exc: ThanosError) -> str:

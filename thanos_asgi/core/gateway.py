@@ -4,8 +4,10 @@
         response = await gw.chat(ChatRequest(model="auto", messages=[...]))
         async for chunk in gw.stream(request): ...
 
-Front-ends that can take a provider's bytes as they are (the OpenAI HTTP API in front of an
-OpenAI-compatible provider) call `dispatch(..., raw=body, wire="openai")` and get a relay.
+Front-ends use `async with gw.dispatch(request, ctx) as reply:`, which releases everything
+the request holds when the block ends, however it ends. Those that can take a provider's
+bytes as they are (the OpenAI HTTP API in front of an OpenAI-compatible provider) pass
+`raw=body, wire="openai"` and get a relay.
 """
 
 from __future__ import annotations
@@ -21,10 +23,11 @@ import msgspec
 
 from thanos_asgi.context import Context as Context
 from thanos_asgi.context import current_context
-from thanos_asgi.core.dispatch import Dispatcher, Reply
+from thanos_asgi.core.dispatch import Dispatcher
 from thanos_asgi.core.embeddings import Embedder
 from thanos_asgi.core.metrics import Metrics
 from thanos_asgi.core.monitor import HealthMonitor
+from thanos_asgi.core.reply import Dispatch, Reply, close
 from thanos_asgi.core.resilience import Breaker, Health, Limiter
 from thanos_asgi.core.routing import Router, Target
 from thanos_asgi.core.strategy import Planner
@@ -49,7 +52,7 @@ from thanos_asgi.types import (
 )
 from thanos_asgi.upstream import Transport
 
-__all__ = ["Context", "Gateway", "Reply", "close"]
+__all__ = ["Context", "Dispatch", "Gateway", "Reply", "close"]
 
 if TYPE_CHECKING:
     from thanos_asgi.config import Config, ProviderConfig
@@ -158,20 +161,29 @@ class Gateway:
 
     # -- chat ----------------------------------------------------------------------------------
 
-    async def dispatch(
+    def dispatch(
         self,
         request: ChatRequest,
         ctx: Context | None = None,
         *,
         raw: dict[str, Any] | None = None,
         wire: str = "",
-    ) -> Reply:
-        """Route, then try candidates until one accepts the request (see `dispatch.py`).
+    ) -> Dispatch:
+        """Route, then try candidates until one accepts the request (see `dispatch.py`):
 
-        Returns once the provider has accepted it (for streams: status and headers arrived),
-        so nothing has reached the client yet while fallbacks happen. The caller must call
-        `reply.finish(outcome)` once the answer is delivered.
+            async with gateway.dispatch(request, ctx) as reply:
+                ...  # deliver reply.response, reply.chunks or reply.relayed
+
+        Entering returns once the provider has accepted it (for streams: status and headers
+        arrived), so nothing has reached the client yet while fallbacks happen. Leaving
+        closes the upstream and releases the concurrency slot, circuit probe and budget and
+        token holds, on every path, cancellation included.
         """
+        return Dispatch(self._dispatch, request, ctx, raw, wire)
+
+    async def _dispatch(
+        self, request: ChatRequest, ctx: Context | None, raw: dict[str, Any] | None, wire: str
+    ) -> Reply:
         started = time.perf_counter()
         self.monitor.start()
         check_ranges(request, wire)  # before anything is routed, reserved or recorded
@@ -189,6 +201,10 @@ class Gateway:
                 self.accounting.refund(tokens)
             self._record_failure(request.model, ctx, exc)
             raise
+        except BaseException:  # cancelled: recorded by the dispatcher; the TPM hold goes back
+            if tokens is not None:
+                self.accounting.refund(tokens)
+            raise
         finally:
             current_context.reset(token)
         reply.on_finish.append(lambda _: self.accounting.settle_tokens(tokens, reply.usage))
@@ -200,31 +216,21 @@ class Gateway:
     async def chat(self, request: ChatRequest, ctx: Context | None = None) -> ChatResponse:
         if request.stream:
             request = _with_stream(request, False)
-        reply = await self.dispatch(request, ctx)
-        assert reply.response is not None
-        reply.finish()
-        return reply.response
+        async with self.dispatch(request, ctx) as reply:
+            assert reply.response is not None
+            return reply.response
 
     async def stream(
         self, request: ChatRequest, ctx: Context | None = None
     ) -> AsyncIterator[ChatChunk]:
         if not request.stream:
             request = _with_stream(request, True)
-        reply = await self.dispatch(request, ctx)
-        assert reply.chunks is not None
-        outcome = "disconnected"  # the consumer stopped early unless we learn otherwise
-        try:
+        async with self.dispatch(request, ctx) as reply:  # a consumer that stops early: closed
+            assert reply.chunks is not None
             async for chunk in reply.chunks:
                 if chunk.usage is not None:
                     reply.usage = chunk.usage
                 yield chunk
-            outcome = "ok"
-        except ThanosError:
-            outcome = "error"
-            raise
-        finally:
-            await close(reply.chunks)
-            reply.finish(outcome)
 
     # -- the rest --------------------------------------------------------------------------
 
@@ -335,13 +341,6 @@ class Gateway:
                 state.update(requests=stats.requests, errors=stats.errors)
             providers[name] = state
         return providers
-
-
-async def close(iterator: object) -> None:
-    """Close an async generator now (its upstream response with it), not when collected."""
-    closer = getattr(iterator, "aclose", None)
-    if closer is not None:
-        await closer()
 
 
 def _permitted(targets: list[Target], requested: str, ctx: Context) -> list[Target]:

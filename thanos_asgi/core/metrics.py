@@ -18,6 +18,7 @@ prometheus-client is imported on the first scrape only.
 | thanos_retries_total | counter | provider |
 | thanos_fallbacks_total | counter | from_provider, to_provider |
 | thanos_circuit_state | gauge | provider (0 closed, 1 half-open, 2 open, 3 disabled) |
+| thanos_model_circuit_state | gauge | provider, model (models that failed lately only) |
 | thanos_inflight_streams | gauge | provider |
 
 `status` is how a request ended: `ok`, `error` (failed after the answer had started),
@@ -242,10 +243,17 @@ class Metrics:
         streams = GaugeMetricFamily(
             "thanos_inflight_streams", "Streams being sent now.", labels=["provider"]
         )
+        models = GaugeMetricFamily(
+            "thanos_model_circuit_state",
+            "Circuit breaker of one model of an instance (only models that failed lately).",
+            labels=["provider", "model"],
+        )
         for provider, health in self.health.items():
             circuit.add_metric([provider], CIRCUIT_STATES[health.breaker.state])
             streams.add_metric([provider], self.streams.get(provider, 0))
-        yield from (circuit, streams)
+            for model, breaker in list(health.models.items()):
+                models.add_metric([provider, model], CIRCUIT_STATES[breaker.state])
+        yield from (circuit, models, streams)
 
 
 class _RequestFamilies:

@@ -4,9 +4,19 @@
     open --(cooldown passed)--> half-open: one probe request goes through
     half-open --(probe succeeds)--> closed;  --(probe fails)--> open again
 
-Only failures that say something about the provider's health count (connect errors, timeouts,
-5xx, garbage); a client's bad request or a rate limit does not open a circuit. A background
-health check can also force a circuit open ("auto_disable_on_failure") until it recovers.
+Each instance has one breaker for itself and one per model that failed lately, and a failure
+goes to the breaker it says something about (`blame`):
+
+- the instance's: the provider cannot be reached or refuses the gateway's credentials
+  (connect errors, resets before any answer, upstream 401 and 403);
+- the (instance, model) pair's: the provider answered for this model but badly (5xx, 408,
+  529, a timeout waiting for the answer, an unreadable answer, a stream cut short), so one
+  failing model (`openai/fault-503`) does not shut out the instance's healthy models;
+- neither: what says nothing about health (the client's bad request, 404, a rate limit, a
+  refusal of our own such as a full queue or a spent budget).
+
+A request needs both its breakers to let it through. A background health check can also
+force the instance's circuit open ("auto_disable_on_failure") until it recovers.
 """
 
 from __future__ import annotations
@@ -14,17 +24,34 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
-from thanos_asgi.exceptions import ProviderUnavailable, ThanosError, UpstreamStatusError
+from thanos_asgi.exceptions import (
+    ProviderUnavailable,
+    ThanosError,
+    UpstreamConnectError,
+    UpstreamStatusError,
+)
 
 EWMA_WEIGHT = 0.2
+MAX_MODEL_BREAKERS = 256  # per instance: models with recent failures, beyond which none is added
+PROBE_INSTANCE, PROBE_MODEL = 1, 2  # the half-open probes one attempt holds
+
+Blame = Literal["instance", "model"] | None
 
 
-def counts_against_health(exc: ThanosError) -> bool:
+def blame(exc: ThanosError) -> Blame:
+    """Which breaker `exc` counts against (see the module's docstring)."""
     if isinstance(exc, UpstreamStatusError):
-        return exc.upstream_status >= 500 or exc.upstream_status == 408
-    return exc.retryable and not isinstance(exc, ProviderUnavailable)
+        status = exc.upstream_status
+        if status in (401, 403):
+            return "instance"
+        return "model" if status >= 500 or status == 408 else None
+    if isinstance(exc, UpstreamConnectError):
+        return "instance"
+    if exc.retryable and not isinstance(exc, ProviderUnavailable):
+        return "model"  # timeouts, unreadable answers
+    return None
 
 
 @dataclass
@@ -123,11 +150,61 @@ class Limiter:
 
 @dataclass
 class Health:
-    """Everything the gateway tracks about one instance."""
+    """Everything the gateway tracks about one instance; `models` holds a breaker for each
+    model that failed lately (dropped again once it is closed and clean)."""
 
     breaker: Breaker
     latency: Latency = field(default_factory=Latency)
     limiter: Limiter | None = None
+    models: dict[str, Breaker] = field(default_factory=dict)
+
+    def admit(self, model: str) -> int | None:
+        """May an attempt on `model` go now? None if not; else the half-open probes it took
+        (`PROBE_INSTANCE`, `PROBE_MODEL` bits), to be given back by `failed` or `succeeded`."""
+        breaker = self.breaker
+        if breaker.opened_at is None and not breaker.disabled and not self.models:
+            return 0  # all closed: the usual case, in as few steps as possible
+        if not breaker.allow():
+            return None
+        probes = PROBE_INSTANCE if breaker.opened_at is not None else 0
+        if self.models:
+            own = self.models.get(model)
+            if own is not None:
+                if not own.allow():
+                    if probes:
+                        breaker.release_probe()
+                    return None
+                if own.opened_at is not None:
+                    probes |= PROBE_MODEL
+        return probes
+
+    def refusing(self, model: str) -> Breaker:
+        """The breaker that made `admit` refuse."""
+        own = self.models.get(model)
+        return own if self.breaker.state == "closed" and own is not None else self.breaker
+
+    def failed(self, model: str, probes: int, kind: Blame, message: str) -> None:
+        """An attempt on `model` ended without an answer: a failure of `kind`'s breaker (see
+        `blame`), or of none (a client error, a cancellation: the probes taken go back)."""
+        if kind == "instance":
+            self.breaker.failure(message)
+        elif probes & PROBE_INSTANCE:
+            self.breaker.release_probe()
+        if kind == "model":
+            own = self.models.get(model)
+            if own is None and len(self.models) < MAX_MODEL_BREAKERS:
+                own = self.models[model] = Breaker(self.breaker.threshold, self.breaker.cooldown)
+            if own is not None:
+                own.failure(message)
+        elif probes & PROBE_MODEL and (own := self.models.get(model)) is not None:
+            own.release_probe()
+
+    def succeeded(self, model: str) -> None:
+        breaker = self.breaker
+        if breaker.failures or breaker.opened_at is not None or breaker.probing:
+            breaker.success()
+        if self.models:  # a closed, clean breaker is not kept: made again on the next failure
+            self.models.pop(model, None)
 
     def report(self) -> dict[str, Any]:
         state: dict[str, Any] = {
@@ -137,6 +214,11 @@ class Health:
         }
         if self.limiter is not None:
             state["in_flight"] = self.limiter.in_flight
+        if self.models:
+            state["models"] = {
+                model: {"state": breaker.state, "consecutive_failures": breaker.failures}
+                for model, breaker in self.models.items()
+            }
         return state
 
 

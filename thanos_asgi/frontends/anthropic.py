@@ -92,18 +92,18 @@ async def create(app: ThanosApp, ex: Exchange) -> None:
     raw, request = decode_messages(await read_body(ex.scope, ex.receive, app.limit))
     ctx = ex.context()
     ctx.anthropic_beta = client_betas(header(ex.scope, b"anthropic-beta"))
-    reply = await app.gateway.dispatch(request, ctx, raw=raw, wire="anthropic")
-    relayed = reply.relayed
-    if relayed is not None and relayed.events is None:
-        reply.finish()
-        await respond(ex.send, 200, relayed.body, [*JSON, *app._headers(ex, reply)])
-    elif reply.response is not None:
-        reply.finish()
-        body = _encode(out.message(reply.response, reply.model))
-        await respond(ex.send, 200, body, [*JSON, *app._headers(ex, reply)])
-    else:
-        events = relayed.events if relayed and relayed.events else out.events(reply)
-        await app._stream(ex, reply, events, on_error=out.error_event)
+    async with app.dispatch(ex, request, ctx, raw=raw, wire="anthropic") as reply:
+        relayed = reply.relayed
+        if relayed is not None and relayed.events is None:
+            reply.finish()
+            await respond(ex.send, 200, relayed.body, [*JSON, *app._headers(ex, reply)])
+        elif reply.response is not None:
+            reply.finish()
+            body = _encode(out.message(reply.response, reply.model))
+            await respond(ex.send, 200, body, [*JSON, *app._headers(ex, reply)])
+        else:
+            events = relayed.events if relayed and relayed.events else out.events(reply)
+            await app._stream(ex, reply, events, on_error=out.error_event)
 
 
 async def count_tokens(app: ThanosApp, ex: Exchange) -> None:

@@ -11,12 +11,13 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 from urllib.parse import parse_qs
 
 import msgspec
 
 from thanos_asgi.context import Quota
-from thanos_asgi.core.gateway import Context, Gateway, Reply, close
+from thanos_asgi.core.gateway import Context, Gateway, Reply
 from thanos_asgi.core.metrics import CONTENT_TYPE as METRICS_TYPE
 from thanos_asgi.core.readiness import serving
 from thanos_asgi.exceptions import InvalidRequest, MethodNotAllowed, NotFound, ThanosError
@@ -27,6 +28,7 @@ from thanos_asgi.frontends import ollama as _ollama
 from thanos_asgi.frontends import openai as codec
 from thanos_asgi.frontends import openapi as _openapi
 from thanos_asgi.frontends import responses as _responses
+from thanos_asgi.frontends._watch import ClientLeft, WatchedDispatch
 from thanos_asgi.frontends.asgi import (
     JSON,
     Headers,
@@ -41,7 +43,13 @@ from thanos_asgi.frontends.errors import STARTED, send_error
 from thanos_asgi.frontends.sse import EventSourceResponse
 from thanos_asgi.governance.response_store import ResponseStore
 from thanos_asgi.sanitize import header_value
-from thanos_asgi.types import ChatChunk, CompletionRequest, EmbeddingRequest, ModelList
+from thanos_asgi.types import (
+    ChatChunk,
+    ChatRequest,
+    CompletionRequest,
+    EmbeddingRequest,
+    ModelList,
+)
 
 _encode = msgspec.json.Encoder().encode
 
@@ -74,8 +82,6 @@ class Exchange:
 
 
 _ROUTING_HEADERS = frozenset((b"x-thanos-task", b"x-thanos-complexity", b"x-thanos-fallback"))
-
-
 
 
 Handler = Callable[[Exchange], Awaitable[None]]
@@ -143,6 +149,8 @@ class ThanosApp:
             if handler is None:
                 raise MethodNotAllowed(f"{path} does not accept {ex.scope['method']}")
             await handler(ex)
+        except ClientLeft:
+            return  # nobody is left to answer
         except ThanosError as exc:
             await send_error(ex.scope, ex.send, exc)
 
@@ -158,20 +166,35 @@ class ThanosApp:
 
     # -- chat --------------------------------------------------------------------------------
 
+    def dispatch(
+        self,
+        ex: Exchange,
+        request: ChatRequest,
+        ctx: Context | None = None,
+        *,
+        raw: dict[str, Any] | None = None,
+        wire: str = "",
+    ) -> WatchedDispatch:
+        """`async with app.dispatch(ex, request) as reply:` - `Gateway.dispatch`, given up
+        (`ClientLeft`) when the client leaves before a provider accepted the request."""
+        dispatch = self.gateway.dispatch(request, ctx or ex.context(), raw=raw, wire=wire)
+        return WatchedDispatch(dispatch, ex.receive)
+
     async def chat(self, ex: Exchange) -> None:
         raw, request = codec.decode_chat(await read_body(ex.scope, ex.receive, self.limit))
-        reply = await self.gateway.dispatch(request, ex.context(), raw=raw, wire="openai")
-        if reply.relayed is not None and reply.relayed.events is None:
-            reply.finish()
-            await respond(ex.send, 200, reply.relayed.body, [*JSON, *self._headers(ex, reply)])
-        elif reply.response is not None:
-            reply.finish()
-            body = _encode(reply.response)
-            await respond(ex.send, 200, body, [*JSON, *self._headers(ex, reply)])
-        else:
-            events = reply.relayed.events if reply.relayed else None
-            events = events or self._chunk_events(reply, codec.wants_usage(request))
-            await self._stream(ex, reply, events)
+        async with self.dispatch(ex, request, raw=raw, wire="openai") as reply:
+            if reply.relayed is not None and reply.relayed.events is None:
+                reply.finish()  # (the ledger row is written before the answer goes out)
+                body = reply.relayed.body
+                await respond(ex.send, 200, body, [*JSON, *self._headers(ex, reply)])
+            elif reply.response is not None:
+                reply.finish()
+                body = _encode(reply.response)
+                await respond(ex.send, 200, body, [*JSON, *self._headers(ex, reply)])
+            else:
+                events = reply.relayed.events if reply.relayed else None
+                events = events or self._chunk_events(reply, codec.wants_usage(request))
+                await self._stream(ex, reply, events)
 
     async def _chunk_events(
         self,
@@ -181,17 +204,14 @@ class ThanosApp:
     ) -> AsyncIterator[bytes]:
         """Canonical chunks as SSE events; the usage-only chunk only when the client asked."""
         assert reply.chunks is not None
-        try:
-            async for chunk in reply.chunks:
-                if chunk.usage is not None:
-                    reply.usage = chunk.usage
-                    if not include_usage:
-                        if not chunk.choices:
-                            continue
-                        chunk.usage = None
-                yield encode(chunk)
-        finally:
-            await close(reply.chunks)  # a client that leaves closes the upstream request now
+        async for chunk in reply.chunks:  # (closed when the dispatch ends, however it ends)
+            if chunk.usage is not None:
+                reply.usage = chunk.usage
+                if not include_usage:
+                    if not chunk.choices:
+                        continue
+                    chunk.usage = None
+            yield encode(chunk)
         yield codec.DONE
 
     async def _stream(
@@ -231,14 +251,14 @@ class ThanosApp:
     async def completions(self, ex: Exchange) -> None:
         data = codec.decode_json(await read_body(ex.scope, ex.receive, self.limit))
         legacy = codec.convert(data, CompletionRequest)
-        reply = await self.gateway.dispatch(codec.completion_to_chat(legacy), ex.context())
-        if reply.response is not None:
-            reply.finish()
-            body = _encode(codec.chat_to_completion(reply.response))
-            await respond(ex.send, 200, body, [*JSON, *self._headers(ex, reply)])
-            return
-        events = self._chunk_events(reply, codec.wants_usage(legacy), codec.completion_event)
-        await self._stream(ex, reply, events)
+        async with self.dispatch(ex, codec.completion_to_chat(legacy)) as reply:
+            if reply.response is not None:
+                reply.finish()
+                body = _encode(codec.chat_to_completion(reply.response))
+                await respond(ex.send, 200, body, [*JSON, *self._headers(ex, reply)])
+                return
+            events = self._chunk_events(reply, codec.wants_usage(legacy), codec.completion_event)
+            await self._stream(ex, reply, events)
 
     async def embeddings(self, ex: Exchange) -> None:
         data = codec.decode_json(await read_body(ex.scope, ex.receive, self.limit))

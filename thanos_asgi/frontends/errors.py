@@ -19,6 +19,7 @@ def _message(exc: ThanosError) -> str:
     message = exc.message
     return message if len(message) <= MAX_MESSAGE else message[: MAX_MESSAGE - 3] + "..."
 
+
 STARTED = "thanos.started"  # scope key: perf_counter() when the outermost layer got the request
 
 

@@ -80,25 +80,28 @@ async def handle(app: ThanosApp, ex: Exchange) -> None:
 
 async def _generate(app: ThanosApp, ex: Exchange, model: str) -> None:
     body = await read_body(ex.scope, ex.receive, app.limit)
-    reply = await app.gateway.dispatch(
-        decode.decode_generate(body, model, stream=False), ex.context()
-    )
-    if reply.response is None:
-        reply.finish("error")
-        raise UpstreamProtocolError("the provider streamed where a whole answer was asked for")
-    reply.finish()
-    answer = whole(reply.response, model)
-    await respond(ex.send, 200, _encode(answer), [*JSON, *app._headers(ex, reply)])
+    async with app.dispatch(ex, decode.decode_generate(body, model, stream=False)) as reply:
+        if reply.response is None:
+            raise UpstreamProtocolError("the provider streamed where a whole answer was asked for")
+        reply.finish()
+        answer = whole(reply.response, model)
+        await respond(ex.send, 200, _encode(answer), [*JSON, *app._headers(ex, reply)])
 
 
 async def _stream(app: ThanosApp, ex: Exchange, model: str) -> None:
     body = await read_body(ex.scope, ex.receive, app.limit)
     request = decode.decode_generate(body, model, stream=True)
     sse = "sse" in parse_qs(ex.scope.get("query_string", b"").decode("latin-1")).get("alt", [])
-    reply = await app.gateway.dispatch(request, ex.context())
+    async with app.dispatch(ex, request) as reply:
+        await _send_stream(ex, app._headers(ex, reply), reply, model, sse)
+
+
+async def _send_stream(
+    ex: Exchange, headers: list[tuple[bytes, bytes]], reply: Reply, model: str, sse: bool
+) -> None:
     response = EventSourceResponse(
         _events(reply, model, sse),
-        headers=app._headers(ex, reply),
+        headers=headers,
         keepalive=None,  # neither framing has room for comments
         on_error=_error_event if sse else _error_item,
         on_close=reply.finish,

@@ -97,7 +97,11 @@ async def generate(app: ThanosApp, ex: Exchange) -> None:
 
 
 async def _answer(app: ThanosApp, ex: Exchange, request: ChatRequest, shape: _Shape) -> None:
-    reply = await app.gateway.dispatch(request, ex.context())
+    async with app.dispatch(ex, request) as reply:
+        await _deliver(app, ex, reply, shape)
+
+
+async def _deliver(app: ThanosApp, ex: Exchange, reply: Reply, shape: _Shape) -> None:
     if reply.response is not None:
         reply.finish()
         body = _encode(shape.whole(reply.response))

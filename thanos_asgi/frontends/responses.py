@@ -78,8 +78,15 @@ async def create(app: ThanosApp, ex: Exchange) -> None:
     request = decode.to_chat(body, turns)
     _relay_only(app, body, ctx)
     relayable = stored is None or stored.relayed  # a translated turn is continued translated
-    reply = await app.gateway.dispatch(request, ctx, raw=data if relayable else None, wire=WIRE)
     keep = _keeper(app, body, turns, ctx.key_id)
+    raw = data if relayable else None
+    async with app.dispatch(ex, request, ctx, raw=raw, wire=WIRE) as reply:
+        await _answer(app, ex, reply, body, keep)
+
+
+async def _answer(
+    app: ThanosApp, ex: Exchange, reply: Reply, body: RequestBody, keep: Keep
+) -> None:
     if reply.relayed is not None:
         await _relay(app, ex, reply, keep)
         return

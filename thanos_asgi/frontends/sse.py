@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from thanos_asgi.exceptions import ProviderUnavailable, ThanosError
+from thanos_asgi.frontends._watch import WATCH_AFTER, Sweeper
 from thanos_asgi.frontends.asgi import Headers, Receive, Scope, Send
 
 log = logging.getLogger("thanos_asgi")
@@ -27,7 +28,7 @@ SSE_HEADERS: Headers = [
     (b"x-accel-buffering", b"no"),
 ]
 KEEPALIVE = b": keep-alive\n\n"
-WATCH_AFTER = 0.05  # seconds into a stream before the client is watched
+__all__ = ["KEEPALIVE", "SSE_HEADERS", "WATCH_AFTER", "EventSourceResponse"]
 
 
 class EventSourceResponse:
@@ -52,10 +53,10 @@ class EventSourceResponse:
         task = asyncio.current_task()
         assert task is not None
         stream = _Stream(self, send, receive, task)
-        sweeper: _Sweeper | None = None
+        sweeper: Sweeper | None = None
         try:  # from the first await on: whatever happens, the source is closed and reported
             await send({"type": "http.response.start", "status": 200, "headers": self.headers})
-            sweeper = _Sweeper.of(task.get_loop())
+            sweeper = Sweeper.of(task.get_loop())
             sweeper.add(stream)
             await stream.pump()
         except asyncio.CancelledError:
@@ -70,41 +71,6 @@ class EventSourceResponse:
             if stream.watcher is not None:
                 stream.watcher.cancel()
             await stream.close()
-
-
-class _Sweeper:
-    """Starts the watcher of each stream still going `WATCH_AFTER` seconds after it began:
-    one timer per event loop for all streams, instead of a timer or a task for each."""
-
-    _loops: dict[asyncio.AbstractEventLoop, _Sweeper] = {}
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-        self.waiting: dict[_Stream, float] = {}  # in the order they began
-        self.timer: asyncio.TimerHandle | None = None
-
-    @classmethod
-    def of(cls, loop: asyncio.AbstractEventLoop) -> _Sweeper:
-        sweeper = cls._loops.get(loop)
-        if sweeper is None:
-            sweeper = cls._loops[loop] = cls(loop)
-        return sweeper
-
-    def add(self, stream: _Stream) -> None:
-        self.waiting[stream] = self.loop.time()
-        if self.timer is None:
-            self.timer = self.loop.call_later(WATCH_AFTER, self.sweep)
-
-    def sweep(self) -> None:
-        self.timer = None
-        due = self.loop.time() - WATCH_AFTER * 0.99  # (timers may fire a hair early)
-        for stream, began in list(self.waiting.items()):
-            if began > due:
-                self.timer = self.loop.call_at(began + WATCH_AFTER, self.sweep)
-                return
-            del self.waiting[stream]
-            stream.start_watching()
-        del self._loops[self.loop]  # nothing left to watch: forget this loop
 
 
 class _Stream:

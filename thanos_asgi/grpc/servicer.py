@@ -7,8 +7,9 @@ in `x-thanos-*` headers go into the initial metadata and into the messages thems
 InitiateOAuth starts a login through `initiate_oauth`, as POST /auth/github and
 POST /auth/anthropic do, with the same admin-key rule.
 
-When the client cancels or its deadline passes, grpc.aio cancels the handler: the upstream
-stream is closed at once and the request is recorded as "disconnected".
+When the client cancels or its deadline passes, grpc.aio cancels the handler: the dispatch
+ends there (before or after the provider answered), the upstream request is closed at once,
+every hold is released and the request is recorded as "disconnected".
 """
 
 from __future__ import annotations
@@ -57,21 +58,30 @@ class ThanosServicer:
         try:
             ctx = await self._context(request, context)
             canonical = convert.chat_request(request)
-            reply = await self.gateway.dispatch(canonical, ctx)
         except ThanosError as exc:
             await abort(context, exc)
-        headers = _headers(ctx, reply, started)
-        if reply.response is not None:
-            reply.finish()
-            await context.send_initial_metadata(headers)
-            yield convert.response_message(reply.response, **_final(reply))
-            return
-        stream = _stream(reply, context, headers)
+        dispatch = self.gateway.dispatch(canonical, ctx)
         try:
-            async for message in stream:
-                yield message
-        finally:  # also when grpc.aio cancels this handler between two messages
-            await stream.aclose()
+            reply = await dispatch.__aenter__()
+        except ThanosError as exc:
+            await abort(context, exc)
+        try:  # `async with`, spelled out so that a refusal above becomes a gRPC status
+            headers = _headers(ctx, reply, started)
+            if reply.response is not None:
+                reply.finish()
+                await context.send_initial_metadata(headers)
+                yield convert.response_message(reply.response, **_final(reply))
+                return
+            stream = _stream(reply, context, headers)
+            try:
+                async for message in stream:
+                    yield message
+            finally:
+                await stream.aclose()
+        except BaseException as exc:  # also when grpc.aio cancels this handler
+            await dispatch.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
+        await dispatch.__aexit__(None, None, None)
 
     async def ListModels(
         self, request: pb.Empty, context: grpc.aio.ServicerContext
@@ -148,8 +158,7 @@ async def _stream(
     except ThanosError as exc:
         outcome = "error"
         await abort(context, exc)
-    finally:
-        await _close(reply.chunks)
+    finally:  # the upstream is closed when the dispatch ends
         reply.finish(outcome)
     usage = convert.usage_message(reply.usage) if reply.usage is not None else None
     yield pb.ChatResponse(done=True, finish_reason=finish_reason, usage=usage, **_final(reply))
@@ -163,12 +172,6 @@ def _common(reply: Reply) -> dict[str, Any]:
 def _final(reply: Reply) -> dict[str, Any]:
     """What the `done` message carries besides: known only once the reply is finished."""
     return {"attempts": reply.attempts, "cost_usd": reply.cost_usd, **_common(reply)}
-
-
-async def _close(chunks: AsyncIterator[Any] | None) -> None:
-    aclose = getattr(chunks, "aclose", None)
-    if aclose is not None:
-        await aclose()
 
 
 def _headers(ctx: Context, reply: Reply, started: float) -> tuple[tuple[str, str], ...]:

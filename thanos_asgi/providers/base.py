@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 import msgspec
 
+from thanos_asgi.context import opened_responses
 from thanos_asgi.exceptions import (
     InvalidRequest,
     ProviderUnavailable,
@@ -175,6 +176,9 @@ class HTTPProvider:
             response = await self.transport.send(
                 method, url, headers=headers, body=body, timeouts=timeouts or self.timeouts
             )
+            opened = opened_responses.get()
+            if opened is not None:  # a dispatch attempt: its end closes what is still open
+                opened.append(response)
             if not 200 <= response.status < 300:
                 raise await self._error(response)
         except UpstreamError as exc:

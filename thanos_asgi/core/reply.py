@@ -1,0 +1,138 @@
+"""What one dispatched request became (`Reply`), and the context that ends it (`Dispatch`).
+
+`Dispatch` is the only way to get a `Reply` from the gateway: `async with
+gateway.dispatch(...) as reply:`. Whatever ends the block, leaving it closes the upstream
+(the stream and every response the accepted attempt opened) and finishes the reply, which
+gives back the concurrency slot, the circuit probe and the budget and token holds.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+from thanos_asgi.context import Closable
+from thanos_asgi.core.routing import Target
+from thanos_asgi.providers.base import Relayed
+from thanos_asgi.types import ChatChunk, ChatResponse, Usage
+
+__all__ = ["Dispatch", "Reply", "close"]
+
+
+@dataclass(eq=False)
+class Reply:
+    """What one dispatched request became; exactly one of the three payloads is set."""
+
+    target: Target
+    attempts: list[str]
+    upstream_ms: float = 0.0
+    response: ChatResponse | None = None
+    chunks: AsyncIterator[ChatChunk] | None = None
+    relayed: Relayed | None = None
+    usage: Usage | None = None
+    cost_usd: float | None = None  # known at once for whole answers, at the end for streams
+    budget_warning: str | None = None
+    request_id: str = ""
+    key_id: str | None = None
+    started: float = 0.0  # perf_counter() when dispatch began
+    first_byte_at: float = 0.0  # perf_counter() when a stream's first event went out
+    outcome: str = ""  # set by finish()
+    on_finish: list[Callable[[str], None]] = field(default_factory=list, repr=False)
+    finished: bool = field(default=False, repr=False)
+    upstream: list[Closable] = field(default_factory=list, repr=False)  # responses opened
+
+    @property
+    def provider(self) -> str:
+        return self.target.instance
+
+    @property
+    def model(self) -> str:
+        """The model that answered, as the provider named it when it did (Omen's choice,
+        a dated version), else the one the gateway asked for."""
+        if self.relayed is not None and self.relayed.model:
+            return self.relayed.model
+        if self.response is not None and self.response.model:
+            return self.response.model
+        return self.target.model
+
+    def first_event_sent(self) -> None:
+        self.first_byte_at = time.perf_counter()
+
+    def finish(self, outcome: str = "ok") -> None:
+        """Call once the answer was delivered ("ok"), failed mid-stream ("error") or the
+        client left ("disconnected"): releases the provider slot and records the request."""
+        if self.finished:
+            return
+        self.finished, self.outcome = True, outcome
+        if self.relayed is not None and self.relayed.usage is not None:
+            self.usage = self.relayed.usage
+        elif self.response is not None and self.response.usage is not None:
+            self.usage = self.response.usage
+        for callback in self.on_finish:
+            callback(outcome)
+
+    async def aclose(self, outcome: str = "ok") -> None:
+        """Close the upstream (the stream, then every response the attempt opened, which
+        also covers a stream nobody started reading) and `finish(outcome)`, even when
+        closing is itself interrupted. Idempotent; `Dispatch` calls it on the way out."""
+        try:
+            if self.chunks is not None:
+                await close(self.chunks)
+            if self.relayed is not None and self.relayed.events is not None:
+                await close(self.relayed.events)
+            for response in self.upstream:
+                await response.aclose()
+        finally:
+            if not self.finished:
+                self.finish(outcome)
+
+
+class Dispatch:
+    """What `Gateway.dispatch` hands out: `async with gateway.dispatch(...) as reply:`.
+
+    Entering runs the attempts and gives the accepted `Reply`; leaving, however it happens
+    (an answer sent, an exception, a cancellation), closes the upstream and finishes the
+    reply: "ok" after a normal exit unless the body finished it otherwise, "error" after an
+    exception, "disconnected" after a cancellation. Until then the reply holds its slot,
+    probes and reservations. Failures while entering release everything before raising.
+    """
+
+    __slots__ = ("_args", "_open", "reply")
+
+    def __init__(self, open_: Callable[..., Awaitable[Reply]], *args: Any) -> None:
+        """`open_(*args)` runs the attempts and returns the accepted reply."""
+        self._open, self._args = open_, args
+        self.reply: Reply | None = None
+
+    async def __aenter__(self) -> Reply:
+        self.reply = await self._open(*self._args)
+        return self.reply
+
+    async def __aexit__(
+        self,
+        typ: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        reply = self.reply
+        if reply is None:
+            return
+        if typ is None:
+            if reply.chunks is None and (reply.relayed is None or reply.relayed.events is None):
+                if not reply.finished:  # a whole answer, read to its end: nothing is open
+                    reply.finish()
+                return
+            outcome = "ok"
+        else:
+            outcome = "error" if issubclass(typ, Exception) else "disconnected"
+        await reply.aclose(outcome)
+
+
+async def close(iterator: object) -> None:
+    """Close an async generator now (its upstream response with it), not when collected."""
+    closer = getattr(iterator, "aclose", None)
+    if closer is not None:
+        await closer()
