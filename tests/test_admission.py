@@ -121,6 +121,7 @@ ROUTES: dict[str, tuple[Callable[[str], dict[str, Any]], str, frozenset[str]]] =
 # routes that never send a client's request to a provider
 NO_PROVIDER = {
     "/v1/models",
+    "/openapi.json",
     "/v1/usage",
     "/health",
     "/health/ready",

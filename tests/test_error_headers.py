@@ -33,7 +33,7 @@ admin = true
 [[server.keys]]
 id = "user"
 key = "{USER}"
-models = ["openai/*", "backup/*"]
+models = ["openai/*", "backup/*", "keyless/*"]
 
 [[server.keys]]
 id = "limited"

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from functools import partial
 from typing import TYPE_CHECKING
 
-from thanos_asgi.core.dispatch import Recorder, Reply
+from thanos_asgi.core.dispatch import Recorder, Reply, attempt_code
 from thanos_asgi.exceptions import ProviderUnavailable, ThanosError
 from thanos_asgi.governance.accounting import estimate_embedding_tokens
 from thanos_asgi.types import EmbeddingRequest, EmbeddingResponse, Usage
@@ -37,6 +37,7 @@ class Embedder:
     ) -> tuple[EmbeddingResponse, Usage]:
         """The first candidate's answer and its usage (`prompt`: the estimated tokens)."""
         last: ThanosError | None = None
+        attempts: list[str] = []  # for the error answer's headers, as `dispatch` notes them
         for target in targets:
             reply = Reply(target, [])
             reply.request_id, reply.key_id = ctx.request_id, ctx.key_id
@@ -44,6 +45,8 @@ class Embedder:
                 return await self._try(reply, request, prompt, ctx)
             except ThanosError as exc:
                 self.record(reply, "error", False)
+                attempts.append(f"{target.instance}:{attempt_code(exc)}")
+                exc.attempts, exc.tried = attempts, target
                 if not exc.retryable:
                     raise
                 last = exc

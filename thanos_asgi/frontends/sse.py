@@ -56,12 +56,13 @@ class EventSourceResponse:
         sweeper: Sweeper | None = None
         try:  # from the first await on: whatever happens, the source is closed and reported
             await send({"type": "http.response.start", "status": 200, "headers": self.headers})
+            stream.started = True
             sweeper = Sweeper.of(task.get_loop())
             sweeper.add(stream)
             await stream.pump()
         except asyncio.CancelledError:
             if not stream.left:  # the server stops us (its drain deadline), not the client
-                if not await stream.cut_off() or task.uncancel() > 0:
+                if not stream.started or not await stream.cut_off() or task.uncancel() > 0:
                     raise  # no final event could be sent, or something else cancels us too
             else:
                 task.uncancel()  # the client left: an ordinary end of this response
@@ -78,7 +79,7 @@ class _Stream:
 
     __slots__ = (
         "last_sent", "left", "outcome", "pump_task", "receive", "response", "send", "sending",
-        "watcher",
+        "started", "watcher",
     )  # fmt: skip
 
     def __init__(
@@ -89,6 +90,7 @@ class _Stream:
         self.last_sent = time.monotonic()
         self.sending = False
         self.left = False  # the client disconnected
+        self.started = False  # the response's start went out
         self.outcome = "disconnected"
         self.watcher: asyncio.Task[None] | None = None
 
