@@ -161,8 +161,32 @@ def test_only_the_accounting_columns_exist(ledger: Ledger) -> None:
         "cost_usd",
         "status",
         "latency_ms",
+        "credential",
+        "cached",
     ]
     assert {"requests_ts", "requests_key_id"} <= indexes
+
+
+def test_an_older_ledger_and_journal_gain_the_new_columns(tmp_path: Path) -> None:
+    import msgspec
+
+    path = tmp_path / "usage.db"
+    with sqlite3.connect(path) as db:  # the table as the first release wrote it, one row in it
+        db.execute(
+            "CREATE TABLE requests (id INTEGER PRIMARY KEY, ts REAL NOT NULL, request_id TEXT,"
+            " key_id TEXT, provider TEXT, model TEXT, prompt_tokens INT, completion_tokens INT,"
+            " cached_tokens INT, reasoning_tokens INT, cost_usd REAL NULL, status TEXT,"
+            " latency_ms REAL)"
+        )
+        db.execute("INSERT INTO requests (ts, request_id) VALUES (?, 'old')", (T0,))
+    directory = Path(f"{path}.journals")
+    directory.mkdir()
+    old = msgspec.structs.astuple(row(T0 + 1, request_id="journal"))[:-2]  # no new columns
+    (directory / "1-dead.rows").write_bytes(msgspec.json.encode(old) + b"\n")
+    with Ledger(path) as ledger:
+        ledger.record(row(T0 + 2, request_id="new", credential="team-a", cached=True))
+        found = {r.request_id: (r.credential, r.cached) for r in ledger.rows()}
+    assert found == {"old": (None, False), "journal": (None, False), "new": ("team-a", True)}
 
 
 def test_private_directories_and_file(tmp_path: Path) -> None:

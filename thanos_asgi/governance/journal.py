@@ -149,6 +149,8 @@ def _import(db: sqlite3.Connection, name: str, fd: int, insert: str, width: int)
             values = _decode_row(line)
         except msgspec.DecodeError:
             values = ()
+        if 0 < len(values) < width:  # written by a version whose rows had fewer columns
+            values = _padded(values, width)
         if len(values) != width:
             log.error("usage journal: an unreadable row in %s was skipped", name)
             continue
@@ -164,6 +166,18 @@ def _import(db: sqlite3.Connection, name: str, fd: int, insert: str, width: int)
     if rows:
         log.warning("usage journal: %d rows recovered from %s", len(rows), name)
     return len(rows)
+
+
+# The defaults of the columns added since the first release (ledger.py `_ADDED_COLUMNS`), in
+# order: a row from an older journal is padded with them.
+_ADDED_DEFAULTS: tuple[Any, ...] = (None, False)
+
+
+def _padded(values: tuple[Any, ...], width: int) -> tuple[Any, ...]:
+    missing = width - len(values)
+    if missing > len(_ADDED_DEFAULTS):
+        return values  # too short to be an older row: skipped as unreadable
+    return values + _ADDED_DEFAULTS[len(_ADDED_DEFAULTS) - missing :]
 
 
 def _forget_missing(db: sqlite3.Connection, directory: Path) -> None:

@@ -63,6 +63,8 @@ class LedgerRow(msgspec.Struct, frozen=True):
     cost_usd: float | None = None
     status: str = "ok"
     latency_ms: float = 0.0
+    credential: str | None = None  # which credential of the provider's pool carried it
+    cached: bool = False  # answered from the response cache (no provider was asked)
 
 
 COLUMNS: tuple[str, ...] = LedgerRow.__struct_fields__
@@ -91,7 +93,9 @@ CREATE TABLE IF NOT EXISTS requests (
     reasoning_tokens INT,
     cost_usd REAL NULL,
     status TEXT,
-    latency_ms REAL
+    latency_ms REAL,
+    credential TEXT NULL,
+    cached INT NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS requests_ts ON requests (ts);
 CREATE INDEX IF NOT EXISTS requests_key_id ON requests (key_id);
@@ -150,7 +154,22 @@ def _connect(path: Path) -> sqlite3.Connection:
     # an fsync, a stall of milliseconds on the event loop); `_Checkpointer` does it aside.
     db.execute("PRAGMA wal_autocheckpoint=0")
     db.executescript(_SCHEMA)
+    _add_missing_columns(db)
     return db
+
+
+# Columns added after the first release, with the SQL type they are added with; a ledger file
+# written by an older version gains them on open (rows it already holds get the default).
+_ADDED_COLUMNS: Mapping[str, str] = MappingProxyType(
+    {"credential": "TEXT NULL", "cached": "INT NOT NULL DEFAULT 0"}
+)
+
+
+def _add_missing_columns(db: sqlite3.Connection) -> None:
+    present = {row[1] for row in db.execute("PRAGMA table_info(requests)")}
+    for name, kind in _ADDED_COLUMNS.items():
+        if name not in present:
+            db.execute(f"ALTER TABLE requests ADD COLUMN {name} {kind}")
 
 
 class _Checkpointer:
@@ -337,7 +356,8 @@ class Ledger:
         with self._lock:
             cursor = self._db.execute(f"{_SELECT}{where} ORDER BY ts, id", params)
         for values in cursor:
-            yield LedgerRow(*values)
+            found = LedgerRow(*values)
+            yield msgspec.structs.replace(found, cached=bool(found.cached))  # SQLite: 0/1
 
     def to_csv(self, fileobj: IO[str], since: float | None = None) -> int:
         """Write the rows as CSV with a header line; return the count. `ts` is ISO 8601 in
