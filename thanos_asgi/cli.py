@@ -240,13 +240,15 @@ def _key_line(row: dict[str, Any]) -> str:
 
 
 def _usage(args: argparse.Namespace) -> int:
-    from thanos_asgi.governance.ledger import Ledger
+    from thanos_asgi.governance.ledgers import open_ledger
 
     config = with_local_files(_load(args.config), os.environ)
-    if not config.cost.ledger_path or not Path(config.cost.ledger_path).exists():
+    path = config.cost.ledger_path
+    if not config.ledger.url and (not path or not Path(path).exists()):
         print("thanos: no usage recorded yet", file=sys.stderr)
         return 1
-    ledger = Ledger(config.cost.ledger_path)
+    ledger = open_ledger(config, writer=False)
+    assert ledger is not None
     since = None if args.days is None else _days_ago(args.days)
     if args.csv:
         ledger.to_csv(sys.stdout, since=since)

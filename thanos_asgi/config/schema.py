@@ -22,6 +22,7 @@ __all__ = [
     "CostConfig",
     "DynamicSwitchingConfig",
     "HealthConfig",
+    "LedgerConfig",
     "ModelsDevConfig",
     "ProviderConfig",
     "ProviderCost",
@@ -257,6 +258,17 @@ class StateConfig(_Section, frozen=True):
     fail_open: bool = False
 
 
+class LedgerConfig(_Section, frozen=True):
+    """`[ledger]`: where usage rows go. No `url`: the SQLite file `[cost] ledger_path`."""
+
+    url: str | None = None  # "postgresql://user:password@host/db": one ledger for all replicas
+    retention_days: PositiveFloat | None = None  # rows older than this are deleted; None: kept
+
+    def __post_init__(self) -> None:
+        if self.url is not None and not self.url.startswith(("postgresql://", "postgres://")):
+            raise ValueError("[ledger] url must be a postgresql:// URL")
+
+
 class ResponsesConfig(_Section, frozen=True):
     """`[responses]`: stored Responses API answers (`previous_response_id`, `GET /v1/responses`)."""
 
@@ -277,6 +289,7 @@ class Config(_Section, frozen=True):
     models_dev: ModelsDevConfig = msgspec.field(default_factory=ModelsDevConfig)
     state: StateConfig = msgspec.field(default_factory=StateConfig)
     responses: ResponsesConfig = msgspec.field(default_factory=ResponsesConfig)
+    ledger: LedgerConfig = msgspec.field(default_factory=LedgerConfig)
     source: str = ""  # the file read, or "<defaults>"
 
     def enabled_providers(self) -> list[ProviderConfig]:

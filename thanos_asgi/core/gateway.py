@@ -34,7 +34,8 @@ from thanos_asgi.core.strategy import Planner
 from thanos_asgi.core.validation import Validator, check_embedding, check_ranges
 from thanos_asgi.exceptions import PermissionDenied, ProviderUnavailable, ThanosError, UpstreamError
 from thanos_asgi.governance.accounting import Accounting, estimate_embedding_tokens
-from thanos_asgi.governance.ledger import Ledger, LedgerRow
+from thanos_asgi.governance.ledger import LedgerRow
+from thanos_asgi.governance.ledgers import UsageLedger, open_ledger
 from thanos_asgi.governance.models_dev import PriceRefresher
 from thanos_asgi.governance.pricing import PriceBook, Pricing
 from thanos_asgi.governance.state import StateBackend, open_backend
@@ -76,9 +77,10 @@ class Gateway:
         transport: Transport | None = None,
         transports: Mapping[str, Transport] | None = None,
         state: StateBackend | None = None,
-        ledger: Ledger | None = None,
+        ledger: UsageLedger | None = None,
     ) -> None:
-        """`state` defaults to the `[state]` backend, `ledger` to `[cost] ledger_path`.
+        """`state` defaults to the `[state]` backend, `ledger` to `[ledger] url` or
+        `[cost] ledger_path`.
 
         `owns_state`: `aclose` closes the state backend. A gateway replaced on reload hands
         its state to its successor (`Reloadable`), which then owns it: rate windows and
@@ -355,10 +357,8 @@ def _permitted(targets: list[Target], requested: str, ctx: Context) -> list[Targ
     return [t for t in targets if policy.allows(t.instance, requested, t.model)]
 
 
-def _ledger(config: Config) -> Ledger | None:
-    if not config.cost.track_usage or not config.cost.ledger_path:
-        return None
-    return Ledger(config.cost.ledger_path)
+def _ledger(config: Config) -> UsageLedger | None:
+    return open_ledger(config) if config.cost.track_usage else None
 
 
 def ledger_row(reply: Reply, status: str) -> LedgerRow:

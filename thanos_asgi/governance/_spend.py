@@ -12,13 +12,14 @@ of that month is granted.
 
 from __future__ import annotations
 
+import asyncio
 import calendar
 import logging
 import time
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from thanos_asgi.governance.ledger import Ledger
+    from thanos_asgi.governance.ledgers import UsageLedger
     from thanos_asgi.governance.state import StateBackend
 
 log = logging.getLogger("thanos_asgi.governance.accounting")
@@ -56,13 +57,13 @@ def marker(label: str) -> str:
     return f"budget:{label}:restored"
 
 
-async def restore(state: StateBackend, ledger: Ledger | None, label: str) -> bool:
+async def restore(state: StateBackend, ledger: UsageLedger | None, label: str) -> bool:
     """Write the month `label`'s spend from `ledger` into `state` unless its marker is set
     there already; True if this call did it."""
     prefix = f"budget:{label}:"
     spent: dict[str, float] = {f"{prefix}global": 0.0}
     if ledger is not None:
-        found = ledger.spend(month_start(label))
+        found = await asyncio.to_thread(ledger.spend, month_start(label))
         spent[f"{prefix}global"] = found.total
         spent.update({f"{prefix}key:{key}": usd for key, usd in found.keys.items()})
         spent.update({f"{prefix}provider:{name}": usd for name, usd in found.providers.items()})

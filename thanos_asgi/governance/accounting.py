@@ -44,7 +44,7 @@ from thanos_asgi.types import Target
 if TYPE_CHECKING:
     from thanos_asgi.config import Config
     from thanos_asgi.context import KeyPolicy
-    from thanos_asgi.governance.ledger import Ledger
+    from thanos_asgi.governance.ledgers import UsageLedger
     from thanos_asgi.governance.pricing import Pricing
     from thanos_asgi.governance.state import StateBackend, WindowResult
     from thanos_asgi.types import ChatRequest, EmbeddingRequest, Usage
@@ -140,7 +140,7 @@ class Tokens:
 
 class Accounting:
     def __init__(
-        self, config: Config, *, pricing: Pricing, state: StateBackend, ledger: Ledger | None
+        self, config: Config, *, pricing: Pricing, state: StateBackend, ledger: UsageLedger | None
     ) -> None:
         self.config = config
         self.pricing = pricing

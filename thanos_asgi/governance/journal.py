@@ -19,6 +19,7 @@ import fcntl
 import logging
 import os
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -55,17 +56,17 @@ class Journal:
         """Inside the transaction that committed every row appended so far: note that."""
         db.execute(_OFFSET, (self.name, self.size))
 
-    def renew(self, db: sqlite3.Connection) -> None:
+    def renew(self, db: sqlite3.Connection | None) -> None:
         """After `imported` was committed: go on in a new file and delete this one."""
         fd, name = self.fd, self.name
         self.fd, self.name = _create(self.directory)
         self.size = 0
-        _remove(db, self.directory / name, fd)
+        remove(db, self.directory / name, fd)
 
-    def close(self, db: sqlite3.Connection, *, imported: bool) -> None:
+    def close(self, db: sqlite3.Connection | None, *, imported: bool) -> None:
         """Delete the file when every row in it is imported, else leave it for recovery."""
         if imported:
-            _remove(db, self.directory / self.name, self.fd)
+            remove(db, self.directory / self.name, self.fd)
         else:
             os.close(self.fd)
 
@@ -91,11 +92,13 @@ def _create(directory: Path) -> tuple[int, str]:
     raise AssertionError("unreachable")
 
 
-def _remove(db: sqlite3.Connection, path: Path, fd: int) -> None:
+def remove(db: sqlite3.Connection | None, path: Path, fd: int) -> None:
+    """Delete a journal file (and its offset row in `db`, if given), then close `fd`."""
     # Unlinked while still locked: whoever waits for the lock then finds no file to import
     try:
         path.unlink(missing_ok=True)
-        db.execute("DELETE FROM journal WHERE name = ?", (path.name,))
+        if db is not None:
+            db.execute("DELETE FROM journal WHERE name = ?", (path.name,))
     except (OSError, sqlite3.Error) as exc:  # a stale offset row is dropped at the next open
         log.warning("usage journal: %s not cleaned up: %s", path.name, exc)
     finally:
@@ -106,6 +109,22 @@ def recover(db: sqlite3.Connection, directory: Path, insert: str, width: int) ->
     """Import the rows of every journal in `directory` whose process is gone, delete those
     files, and return how many rows were imported. `insert` takes one row of `width` values."""
     imported = 0
+    for path, fd in dead(directory):
+        try:
+            if path.suffix == SUFFIX:
+                imported += _import(db, path.name, fd, insert, width)
+        except (OSError, sqlite3.Error) as exc:
+            log.error("usage journal: %s not recovered (kept for later): %s", path.name, exc)
+            os.close(fd)
+            continue
+        remove(db, path, fd)  # or an empty `.new` left between create and rename
+    _forget_missing(db, directory)
+    return imported
+
+
+def dead(directory: Path) -> Iterator[tuple[Path, int]]:
+    """Each journal file in `directory` whose process is gone, with a descriptor holding its
+    lock: the caller imports it, then `remove`s it (or closes the descriptor to keep it)."""
     for path in sorted(directory.glob(f"*{SUFFIX}*")):
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -116,19 +135,25 @@ def recover(db: sqlite3.Connection, directory: Path, insert: str, width: int) ->
         except BlockingIOError:  # its process is alive and still writing
             os.close(fd)
             continue
-        try:
-            if not _same_file(path, fd):  # recovered and deleted before we got the lock
-                os.close(fd)
-                continue
-            if path.suffix == SUFFIX:
-                imported += _import(db, path.name, fd, insert, width)
-        except (OSError, sqlite3.Error) as exc:
-            log.error("usage journal: %s not recovered (kept for later): %s", path.name, exc)
+        if not _same_file(path, fd):  # recovered and deleted before we got the lock
             os.close(fd)
             continue
-        _remove(db, path, fd)  # or an empty `.new` left between create and rename
-    _forget_missing(db, directory)
-    return imported
+        yield path, fd
+
+
+def lines(fd: int, start: int = 0) -> Iterator[tuple[int, tuple[Any, ...] | None]]:
+    """(offset, values) of each whole line of the file from `start` on; values None when the
+    line is unreadable. A last line without its newline was never acknowledged: left out."""
+    data = os.pread(fd, max(os.fstat(fd).st_size - start, 0), start)
+    end = data.rfind(b"\n") + 1
+    offset = start
+    for line in data[:end].splitlines(keepends=True):
+        try:
+            values: tuple[Any, ...] | None = _decode_row(line)
+        except msgspec.DecodeError:
+            values = None
+        yield offset, values
+        offset += len(line)
 
 
 def _same_file(path: Path, fd: int) -> bool:
@@ -150,7 +175,7 @@ def _import(db: sqlite3.Connection, name: str, fd: int, insert: str, width: int)
         except msgspec.DecodeError:
             values = ()
         if 0 < len(values) < width:  # written by a version whose rows had fewer columns
-            values = _padded(values, width)
+            values = padded(values, width)
         if len(values) != width:
             log.error("usage journal: an unreadable row in %s was skipped", name)
             continue
@@ -173,7 +198,7 @@ def _import(db: sqlite3.Connection, name: str, fd: int, insert: str, width: int)
 _ADDED_DEFAULTS: tuple[Any, ...] = (None, False)
 
 
-def _padded(values: tuple[Any, ...], width: int) -> tuple[Any, ...]:
+def padded(values: tuple[Any, ...], width: int) -> tuple[Any, ...]:
     missing = width - len(values)
     if missing > len(_ADDED_DEFAULTS):
         return values  # too short to be an older row: skipped as unreadable

@@ -28,7 +28,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from types import MappingProxyType, TracebackType
@@ -38,12 +38,13 @@ import msgspec
 
 from thanos_asgi.governance import journal as _journal
 
-__all__ = ["COLUMNS", "GroupBy", "Ledger", "LedgerRow", "Spend"]
+__all__ = ["COLUMNS", "GroupBy", "Ledger", "LedgerRow", "Spend", "write_csv"]
 
 log = logging.getLogger("thanos_asgi")
 LATER = 0.02  # seconds a queued row may wait for company before it is imported
 MAX_PENDING = 100_000  # rows kept for a retry while SQLite refuses them
 CHECKPOINT_EVERY = 1.0  # seconds between WAL checkpoints while rows are written
+PURGE_EVERY = 3600.0  # seconds between deletions of rows past `retention_days`
 
 GroupBy = Literal["day", "provider", "model", "key"]
 
@@ -221,8 +222,12 @@ def _window(since: float | None, until: float | None) -> tuple[str, list[float]]
 class Ledger:
     """The usage ledger in one SQLite file; safe to share between threads and processes."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], *, retention_days: float | None = None
+    ) -> None:
         self.path = Path(path).expanduser()
+        self.retention_days = retention_days
+        self._next_purge = 0.0
         self._db = _connect(self.path)
         self._lock = threading.Lock()
         self._pending: list[tuple[Any, ...]] = []  # appended to the journal, not yet imported
@@ -234,6 +239,7 @@ class Ledger:
         self._journals = Path(f"{self.path}.journals")
         if self._journals.is_dir():
             _journal.recover(self._db, self._journals, _INSERT, len(COLUMNS))
+        self._retain()
 
     def _written(self) -> None:
         if self._checkpointer is None:
@@ -306,6 +312,7 @@ class Ledger:
                 except OSError as exc:  # it goes on in the old file, and tries again later
                     log.warning("usage ledger: could not start a new journal: %s", exc)
         self._written()
+        self._retain()
         return True
 
     def report(
@@ -318,7 +325,7 @@ class Ledger:
         sql = f"SELECT {expression} AS grp, {_SUMS} FROM requests{where} GROUP BY grp ORDER BY grp"
         with self._lock:
             found = self._db.execute(sql, params).fetchall()
-        return [_report_row(name, row) for row in found]
+        return [report_row(name, row) for row in found]
 
     def total_cost(self, since: float, until: float | None = None) -> float:
         """USD of the priced requests in `[since, until)`."""
@@ -362,16 +369,30 @@ class Ledger:
     def to_csv(self, fileobj: IO[str], since: float | None = None) -> int:
         """Write the rows as CSV with a header line; return the count. `ts` is ISO 8601 in
         UTC (2026-01-01T00:00:10.000+00:00), `cost_usd` a plain decimal (unknown: empty)."""
-        writer = csv.writer(fileobj, lineterminator="\n")
-        writer.writerow(COLUMNS)
-        count = 0
-        for row in self.rows(since):
-            values: list[Any] = list(msgspec.structs.astuple(row))
-            values[_TS] = datetime.fromtimestamp(row.ts, UTC).isoformat(timespec="milliseconds")
-            values[_COST] = "" if row.cost_usd is None else _decimal(row.cost_usd)
-            writer.writerow(values)
-            count += 1
-        return count
+        return write_csv(self.rows(since), fileobj)
+
+    def purge(self, before: float) -> int:
+        """Delete the rows older than `before` (unix time); return how many."""
+        self.flush()
+        with self._lock:
+            deleted = self._db.execute("DELETE FROM requests WHERE ts < ?", (before,)).rowcount
+        self._written()
+        return int(deleted)
+
+    def _retain(self) -> None:
+        """`retention_days`: purge at open, then at most once per `PURGE_EVERY` seconds."""
+        if self.retention_days is None or time.monotonic() < self._next_purge:
+            return
+        self._next_purge = time.monotonic() + PURGE_EVERY
+        try:
+            deleted = self.purge(time.time() - self.retention_days * 86400.0)
+        except sqlite3.Error as exc:
+            log.warning("usage ledger: old rows not deleted (will retry): %s", exc)
+            return
+        if deleted:
+            log.info(
+                "usage ledger: %d rows older than %g days deleted", deleted, self.retention_days
+            )
 
     def close(self) -> None:
         if self._timer is not None:
@@ -398,12 +419,26 @@ class Ledger:
         self.close()
 
 
+def write_csv(rows: Iterable[LedgerRow], fileobj: IO[str]) -> int:
+    """`rows` as CSV with a header line (see `Ledger.to_csv`); return the count."""
+    writer = csv.writer(fileobj, lineterminator="\n")
+    writer.writerow(COLUMNS)
+    count = 0
+    for row in rows:
+        values: list[Any] = list(msgspec.structs.astuple(row))
+        values[_TS] = datetime.fromtimestamp(row.ts, UTC).isoformat(timespec="milliseconds")
+        values[_COST] = "" if row.cost_usd is None else _decimal(row.cost_usd)
+        writer.writerow(values)
+        count += 1
+    return count
+
+
 def _decimal(value: float) -> str:
     """`value` without an exponent (to a trillionth): 0.00000495, not 4.95e-06."""
     return f"{value:.12f}".rstrip("0").rstrip(".")
 
 
-def _report_row(name: str, row: tuple[Any, ...]) -> dict[str, Any]:
+def report_row(name: str, row: tuple[Any, ...]) -> dict[str, Any]:
     group, requests, *sums, cost, unpriced = row
     tokens = [int(value) for value in sums]
     return {
