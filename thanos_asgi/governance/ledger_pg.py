@@ -251,7 +251,10 @@ class PgLedger:
         """Requests, tokens and cost per group in `[since, until)`, ordered by group."""
         expression, name = _GROUPS[group_by]
         where, params = _window(since, until)
-        sql = f"SELECT {expression} AS grp, {_SUMS} FROM {TABLE}{where} GROUP BY grp ORDER BY grp"
+        sql = (  # ordered as SQLite orders: NULL first, then by bytes
+            f"SELECT {expression}, {_SUMS} FROM {TABLE}{where} "
+            f'GROUP BY {expression} ORDER BY {expression} COLLATE "C" NULLS FIRST'
+        )
         return [report_row(name, row) for row in self._query(sql, params)]
 
     def total_cost(self, since: float, until: float | None = None) -> float:
