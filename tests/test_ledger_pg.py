@@ -23,7 +23,7 @@ from thanos_asgi.config.load import parse_config
 from thanos_asgi.governance.ledger import Ledger
 from thanos_asgi.governance.ledger_pg import PgLedger
 from thanos_asgi.governance.ledger_pg_schema import MIGRATIONS, migrate
-from thanos_asgi.governance.ledgers import open_ledger
+from thanos_asgi.governance.ledgers import LedgerUnavailable, open_ledger
 
 __all__ = ["pg_url"]  # the fixture
 
@@ -164,7 +164,7 @@ def test_the_password_never_reaches_an_error_or_a_log(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     closed = with_database("postgresql://postgres@127.0.0.1:1/x", "x", PASSWORD)
-    with pytest.raises(psycopg.OperationalError) as error:
+    with pytest.raises(LedgerUnavailable) as error:
         PgLedger(closed)
     assert PASSWORD not in str(error.value) and "****" in str(error.value)
     with PgLedger(with_database(pg_url, pg_url.rsplit("/", 1)[1], PASSWORD)) as pg:

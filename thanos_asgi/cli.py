@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from thanos_asgi.exceptions import ConfigError
 from thanos_asgi.frontends.stack import with_local_files
+from thanos_asgi.governance.ledgers import LedgerUnavailable
 from thanos_asgi.server.serve import (
     _workers_refusal as _workers_refusal,  # re-exported: tests import it here
 )
@@ -32,6 +33,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"thanos: invalid config: {exc}", file=sys.stderr)
         return 2
+    except LedgerUnavailable as exc:
+        print(f"thanos: {exc}", file=sys.stderr)
+        return 1
     return code
 
 

@@ -41,6 +41,7 @@ from thanos_asgi.governance.ledger import (
     write_csv,
 )
 from thanos_asgi.governance.ledger_pg_schema import TABLE, migrate
+from thanos_asgi.governance.ledgers import LedgerUnavailable
 
 __all__ = ["PgLedger"]
 
@@ -102,7 +103,11 @@ class PgLedger:
         self._stop = False
         self._next_purge = 0.0
         with self._db_lock:
-            migrate(self._connect())
+            try:
+                migrate(self._connect())
+            except psycopg.Error as exc:
+                self._drop()
+                raise LedgerUnavailable(_reason(exc)) from None
         if journals is not None and journals.is_dir():
             self.recover()
         self._retain()

@@ -14,7 +14,11 @@ from typing import IO, Any, Protocol
 from thanos_asgi.config.schema import Config
 from thanos_asgi.governance.ledger import GroupBy, Ledger, LedgerRow, Spend
 
-__all__ = ["UsageLedger", "open_ledger"]
+__all__ = ["LedgerUnavailable", "UsageLedger", "open_ledger"]
+
+
+class LedgerUnavailable(RuntimeError):
+    """The configured ledger cannot be opened (its URL, password masked, is in the message)."""
 
 
 class UsageLedger(Protocol):
