@@ -158,7 +158,8 @@ class PgLedger:
             except OSError as exc:  # still imported with the others, unless we crash first
                 log.error("usage ledger: journal write failed: %s", exc)
             self._pending.append((key or uuid.uuid4().hex, *values))
-        self._wake.set()
+        if not self._wake.is_set():  # (a plain read: the import thread is woken once a batch)
+            self._wake.set()
 
     def _open_journal(self) -> _journal.Journal:
         assert self._journals is not None
