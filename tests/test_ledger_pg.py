@@ -90,6 +90,7 @@ def test_a_killed_writers_journal_is_imported_once_by_the_next(pg_url: str, tmp_
     done = subprocess.run([sys.executable, "-c", textwrap.dedent(script)], check=False)
     assert done.returncode == -signal.SIGKILL
     before = count(pg_url)
+    print(f"killed after 2000 queued rows: {before} in the table, the rest in its journal")
     assert 1001 <= before <= 2000
     with PgLedger(pg_url, journals=journals) as pg:
         assert count(pg_url) == 2000  # every row, none twice (the key is file and offset)

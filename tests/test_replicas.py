@@ -215,6 +215,7 @@ async def test_the_ledger_password_never_reaches_the_logs(pg_url: str, tmp_path:
         done = await asyncio.to_thread(thanos, tmp_path / "b", "serve", "--port", str(free_port()))
     logs = await asyncio.to_thread(read_logs, tmp_path)
     assert "usage ledger: migration 1 applied" in logs  # (the debug log was on)
+    assert f"usage ledger: PostgreSQL at postgresql://postgres:****{PASSWORD[-4:]}@" in logs
     assert PASSWORD not in logs
     assert done.returncode != 0
     assert PASSWORD not in done.stdout + done.stderr

@@ -108,6 +108,7 @@ class PgLedger:
             except psycopg.Error as exc:
                 self._drop()
                 raise LedgerUnavailable(_reason(exc)) from None
+        log.info("usage ledger: PostgreSQL at %s, journal in %s", self.shown, journals or "(none)")
         if journals is not None and journals.is_dir():
             self.recover()
         self._retain()
