@@ -104,10 +104,10 @@
       card("Spend this month", usd(sp.month_usd), budget ? "of " + usd(budget) + " budget (" + ((100 * sp.month_usd) / budget).toFixed(1) + " %)" : "no monthly budget"),
     );
     const xs = b.map((x) => x.ts), charts = window.thanosCharts;
-    charts.lineChart($("#chart-requests"), xs, [b.map((x) => x.requests)], (v) => v.toFixed(0));
-    charts.lineChart($("#chart-errors"), xs, [b.map((x) => x.errors)], (v) => v.toFixed(0));
-    charts.lineChart($("#chart-latency"), xs, [b.map((x) => x.p50_ms), b.map((x) => x.p95_ms)], (v) => v.toFixed(0));
-    charts.lineChart($("#chart-cost"), xs, [b.map((x) => x.cost_usd)], (v) => v.toFixed(4));
+    charts.lineChart($("#chart-requests"), xs, [b.map((x) => x.requests)]);
+    charts.lineChart($("#chart-errors"), xs, [b.map((x) => x.errors)]);
+    charts.lineChart($("#chart-latency"), xs, [b.map((x) => x.p50_ms), b.map((x) => x.p95_ms)]);
+    charts.lineChart($("#chart-cost"), xs, [b.map((x) => x.cost_usd)]);
     const list = $("#health"); list.textContent = "";
     for (const p of providers.data) {
       const li = document.createElement("li");

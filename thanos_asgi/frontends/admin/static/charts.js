@@ -18,8 +18,9 @@
     const y = (v) => H - B - ((H - B - T) * v) / top;
     node("line", { x1: L, y1: H - B, x2: W, y2: H - B, class: "axis" }, svg);
     node("line", { x1: L, y1: T, x2: L, y2: H - B, class: "axis" }, svg);
+    const auto = (v) => (top >= 20 ? v.toFixed(0) : top >= 2 ? v.toFixed(1) : v ? v.toPrecision(2) : "0");
     for (const v of [0, top / 2, top]) {
-      node("text", { x: L - 4, y: y(v) + 3, "text-anchor": "end", class: "tick" }, svg).textContent = (format || String)(v);
+      node("text", { x: L - 4, y: y(v) + 3, "text-anchor": "end", class: "tick" }, svg).textContent = (format || auto)(v);
     }
     if (xs.length) {
       for (const i of [0, xs.length - 1]) {
@@ -29,12 +30,15 @@
     }
     series.forEach((points, s) => {
       const path = [];
+      let first = -1, last = -1;
       points.forEach((v, i) => {
         if (v === null || !isFinite(v)) return;
+        if (first < 0) first = i;
+        last = i;
         path.push(`${path.length ? "L" : "M"}${x(i).toFixed(1)},${y(v).toFixed(1)}`);
       });
       if (!path.length) return;
-      if (s === 0) node("path", { d: `${path.join("")}L${x(points.length - 1)},${H - B}L${L},${H - B}Z`, class: "area" }, svg);
+      if (s === 0) node("path", { d: `${path.join("")}L${x(last)},${H - B}L${x(first)},${H - B}Z`, class: "area" }, svg);
       node("path", { d: path.join(""), class: `s${s}` }, svg);
     });
   }
