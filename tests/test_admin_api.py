@@ -6,6 +6,7 @@ answers holds a secret."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ import httpx2
 import pytest
 
 from tests.helpers import ADMIN, ADMIN_AND_USER, BASIC, KEY, USER, client_for, config, gateway
+from tests.servers import running
 from tests.upstreams import FakeOpenAI
 from thanos_asgi.frontends.stack import Reloadable, build_app
 from thanos_asgi.governance.keys import RELOAD_EVERY
@@ -332,3 +334,33 @@ async def test_dashboard_false_turns_it_all_off(tmp_path: Path) -> None:
         assert (await http.post("/admin/session", headers=BEARER)).status_code == 404
         doc = (await http.get("/openapi.json", headers=BEARER)).json()
     assert not [p for p in doc["paths"] if p.startswith(("/admin", "/dashboard"))]
+
+
+async def test_the_event_feed_carries_requests_and_circuit_changes(tmp_path: Path) -> None:
+    """Over loopback: `GET /admin/events` sends each finished request as it ends, and the
+    provider whose breaker opened."""
+    app = build_app(gateway(FakeOpenAI(), settings(tmp_path, "[health]\nfailure_threshold = 1\n")))
+    async with (
+        running(app) as url,
+        httpx2.AsyncClient(base_url=url, timeout=10) as http,
+        http.stream("GET", "/admin/events", headers=BEARER) as feed,
+    ):
+        assert feed.status_code == 200
+        assert feed.headers["content-type"].startswith("text/event-stream")
+        lines = feed.aiter_lines()
+        assert await anext(lines) == "event: hello"
+        await chat(http, "openai/gpt-4o-mini")
+        request = await _next_event(lines, "request")
+        assert request["model"] == "gpt-4o-mini" and request["key_id"] == "admin"
+        assert (await chat(http, "openai/fail-503")).status_code in (502, 503)
+        changed = await _next_event(lines, "provider")
+        assert changed == {"name": "openai", "model": "fail-503", "state": "open"}
+
+
+async def _next_event(lines: Any, kind: str) -> Any:
+    async with asyncio.timeout(5):
+        async for line in lines:
+            if line == f"event: {kind}":
+                data = await anext(lines)
+                return json.loads(data.removeprefix("data: "))
+    raise AssertionError(f"no {kind} event")

@@ -55,7 +55,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "Dry-run a config",
         str,
         _OBJECT,
-        request_media="application/toml",
+        request_media="text/plain",
     ),
     Operation("post", "/admin/config/reload", "Reload the config", response=_OBJECT),
     Operation("get", "/admin/events", "Live feed", media="text/event-stream"),

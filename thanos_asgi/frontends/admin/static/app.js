@@ -234,7 +234,7 @@
   async function validate() {
     const out = $("#config-result");
     try {
-      const result = await api("POST", "admin/config/validate", $("#config-text").value, "application/toml");
+      const result = await api("POST", "admin/config/validate", $("#config-text").value, "text/plain");
       out.className = result.valid ? "valid" : "invalid";
       out.textContent = result.valid ? "valid: providers " + result.providers.join(", ")
         : (result.line ? `line ${result.line}: ` : "") + result.error;
