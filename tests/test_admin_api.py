@@ -364,3 +364,25 @@ async def _next_event(lines: Any, kind: str) -> Any:
                 data = await anext(lines)
                 return json.loads(data.removeprefix("data: "))
     raise AssertionError(f"no {kind} event")
+
+
+async def test_oversized_admin_bodies_get_413(tmp_path: Path) -> None:
+    async with admin_client(tmp_path) as http:
+        big = b'{"id": "x", "models": [' + b'"m",' * 40_000 + b'"m"]}'
+        assert (await http.post("/admin/keys", content=big, headers=BEARER)).status_code == 413
+        huge = b"# " + b"x" * (1024 * 1024 + 1)
+        validate = await http.post("/admin/config/validate", content=huge, headers=BEARER)
+        assert validate.status_code == 413
+
+
+async def test_every_admin_route_is_in_the_openapi_document(tmp_path: Path) -> None:
+    async with admin_client(tmp_path) as http:
+        doc = (await http.get("/openapi.json", headers=BEARER)).json()
+    described = {(path, method) for path, ops in doc["paths"].items() for method in ops}
+    for method, path in ROUTES:
+        path = path.replace("/keys/x", "/keys/{id}").replace(
+            "/requests/x", "/requests/{request_id}"
+        )
+        assert (path, method.lower()) in described
+    assert ("/dashboard", "get") in described and ("/dashboard/{file}", "get") in described
+    assert "201" in doc["paths"]["/admin/keys"]["post"]["responses"]
