@@ -166,5 +166,6 @@ async def _config(page: Any, screens: Path) -> None:
     await page.click("#config-validate")
     await page.wait_for_selector("#config-result.invalid")
     shown = await page.text_content("#config-result")
-    assert shown and shown.startswith("line 4:"), shown
+    assert shown and "line 4, column 2" in shown, shown
+    assert await page.get_attribute("#config-result", "data-line") == "4"
     await page.screenshot(path=screens / "7-config-invalid.png", full_page=True)

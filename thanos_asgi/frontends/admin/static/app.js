@@ -236,8 +236,8 @@
     try {
       const result = await api("POST", "admin/config/validate", $("#config-text").value, "text/plain");
       out.className = result.valid ? "valid" : "invalid";
-      out.textContent = result.valid ? "valid: providers " + result.providers.join(", ")
-        : (result.line ? `line ${result.line}: ` : "") + result.error;
+      out.textContent = result.valid ? "valid: providers " + result.providers.join(", ") : result.error;
+      out.dataset.line = result.line || "";
     } catch (err) { out.className = "invalid"; out.textContent = err.message; }
   }
   async function reload() {
