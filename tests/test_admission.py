@@ -133,6 +133,21 @@ NO_PROVIDER = {
     "/api/show",
     "/api/version",
     "/api/ps",
+    # the admin API and dashboard (tests/test_admin_api.py): none reaches a provider
+    "/admin/session",
+    "/admin/keys",
+    "/admin/keys/{id}",
+    "/admin/providers",
+    "/admin/requests",
+    "/admin/requests/{request_id}",
+    "/admin/stats",
+    "/admin/config",
+    "/admin/config/validate",
+    "/admin/config/reload",
+    "/admin/events",
+    "/admin/audit",
+    "/dashboard",
+    "/dashboard/{file}",
 }
 
 

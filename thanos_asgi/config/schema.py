@@ -79,6 +79,7 @@ class ServerConfig(_Section, frozen=True):
     tls_cert: str | None = None  # PEM certificate chain: HTTPS and gRPC over TLS
     tls_key: str | None = None  # its PEM private key
     watch_config: bool = False  # reload when the config file's content changes
+    dashboard: bool = True  # the admin API (/admin/...) and the web dashboard (/dashboard)
 
     def __post_init__(self) -> None:
         if (self.tls_cert is None) != (self.tls_key is None):

@@ -25,6 +25,7 @@ from thanos_asgi.context import Context as Context
 from thanos_asgi.context import current_context
 from thanos_asgi.core.dispatch import Dispatcher
 from thanos_asgi.core.embeddings import Embedder
+from thanos_asgi.core.events import EventBus
 from thanos_asgi.core.metrics import Metrics
 from thanos_asgi.core.monitor import HealthMonitor
 from thanos_asgi.core.reply import Dispatch, Reply, close
@@ -107,6 +108,7 @@ class Gateway:
         self.planner.spend_fraction = self.accounting.spend_fraction
         self.validator = Validator(config)
         self.metrics = Metrics(self.health, known=self.known_model)
+        self.events = EventBus()  # finished requests, for the admin feed (`GET /admin/events`)
         self.dispatcher = Dispatcher(
             self.providers,
             self.health,
@@ -307,18 +309,25 @@ class Gateway:
         if not final:
             self.metrics.attempt_failed(reply)
             return
+        row = ledger_row(reply, outcome)
+        self._publish(row)
         if self.ledger is not None and self.config.cost.track_usage:
-            self._ledger_write(ledger_row(reply, outcome))
+            self._ledger_write(row)
         self.metrics.finished(reply, outcome)
 
     def _record_failure(self, model: str, ctx: Context, exc: ThanosError) -> None:
         self.metrics.refused(getattr(exc, "provider", "") or "", exc.status)
-        if self.ledger is None or not self.config.cost.track_usage:
-            return
         provider = getattr(exc, "provider", "") or ""
         reply = Reply(Target(provider, model), [])
         reply.request_id, reply.key_id = ctx.request_id, ctx.key_id
-        self._ledger_write(ledger_row(reply, f"error:{exc.status}"))
+        row = ledger_row(reply, f"error:{exc.status}")
+        self._publish(row)
+        if self.ledger is not None and self.config.cost.track_usage:
+            self._ledger_write(row)
+
+    def _publish(self, row: LedgerRow) -> None:
+        if self.events.subscribers:  # (no dict per request while nobody watches)
+            self.events.publish({"type": "request", **msgspec.structs.asdict(row)})
 
     def _ledger_write(self, row: LedgerRow) -> None:
         """Durable before this returns: in an event loop through the ledger's journal (one

@@ -21,6 +21,7 @@ from thanos_asgi.core.gateway import Context, Gateway, Reply
 from thanos_asgi.core.metrics import CONTENT_TYPE as METRICS_TYPE
 from thanos_asgi.core.readiness import serving
 from thanos_asgi.exceptions import InvalidRequest, MethodNotAllowed, NotFound, ThanosError
+from thanos_asgi.frontends import admin as _admin
 from thanos_asgi.frontends import anthropic as _messages
 from thanos_asgi.frontends import gemini as _gemini
 from thanos_asgi.frontends import login_endpoints as _auth_endpoints
@@ -124,6 +125,10 @@ class ThanosApp:
         }
         if server.metrics:  # `[server] metrics = false` turns it off
             self.routes["/metrics"] = {"GET": self.scrape}
+        self.admin: _admin.AdminApi | None = None
+        if server.dashboard:  # `[server] dashboard = false`: no admin API, no dashboard
+            self.admin = _admin.AdminApi(gateway)
+            self.routes.update(self.admin.routes())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -143,6 +148,8 @@ class ThanosApp:
                 methods = {"GET": one, "DELETE": one}
             elif methods is None and path.startswith(_gemini.PREFIX):
                 methods = {ex.scope["method"]: partial(_gemini.handle, self)}
+            elif methods is None and self.admin is not None:
+                methods = self.routes.get(_admin.template(path) or "")
             if methods is None:
                 raise NotFound(f"there is no endpoint at {path}")
             handler = methods.get(ex.scope["method"])
@@ -161,6 +168,8 @@ class ThanosApp:
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.gateway.aclose()
+                if self.admin is not None:
+                    self.admin.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 

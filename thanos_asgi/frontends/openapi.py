@@ -86,7 +86,7 @@ class Param:
 class Operation:
     """One method on one path: what it reads, what it answers, which error shape it uses."""
 
-    method: Literal["get", "post"]
+    method: Literal["get", "post", "patch", "delete"]
     path: str
     summary: str
     request: Any = None  # the JSON body: a type msgspec can describe (a Struct), or None
@@ -95,6 +95,9 @@ class Operation:
     stream: str | None = None  # the media type it answers when the body asks to stream
     dialect: Literal["openai", "anthropic", "ollama"] = "openai"
     params: tuple[Param, ...] = ()
+    request_media: str = "application/json"
+    extra_media: tuple[str, ...] = ()  # other media types its 200 answers may have
+    ok: str = "200"  # the status of success
 
 
 _OBJECT = dict[str, Any]
@@ -172,7 +175,9 @@ def document_bytes(served: Iterable[str]) -> bytes:
 
 @functools.cache
 def _document(served: frozenset[str]) -> bytes:
-    operations = [op for op in OPERATIONS if op.path in served]
+    from thanos_asgi.frontends.admin._openapi import OPERATIONS as ADMIN  # (imports us)
+
+    operations = [op for op in (*OPERATIONS, *ADMIN) if op.path in served]
     types = [t for op in operations for t in (op.request, op.response) if t is not None]
     types += [_OpenAIBody, _AnthropicBody, _OllamaBody]
     schemas, components = msgspec.json.schema_components(types, ref_template=_REF)
@@ -215,7 +220,7 @@ def _operation(op: Operation, refs: _Refs) -> dict[str, Any]:
             for p in op.params
         ]
     if op.request is not None:
-        body = {"application/json": {"schema": refs.of(op.request)}}
+        body = {op.request_media: {"schema": refs.of(op.request)}}
         spec["requestBody"] = {"required": True, "content": body}
     return spec
 
@@ -223,9 +228,10 @@ def _operation(op: Operation, refs: _Refs) -> dict[str, Any]:
 def _responses(op: Operation, refs: _Refs) -> dict[str, Any]:
     schema = refs.of(op.response) if op.response is not None else {"type": "string"}
     content: dict[str, Any] = {op.media: {"schema": schema}}
-    if op.stream:
-        content[op.stream] = {"schema": {"type": "string"}}
-    responses: dict[str, Any] = {"200": {"description": "OK", "content": content}}
+    for media in (op.stream, *op.extra_media):
+        if media:
+            content[media] = {"schema": {"type": "string"}}
+    responses: dict[str, Any] = {op.ok: {"description": "OK", "content": content}}
     error = {"anthropic": _AnthropicBody, "ollama": _OllamaBody}.get(op.dialect, _OpenAIBody)
     shape = {"application/json": {"schema": refs.of(error)}}
     for status in ERROR_STATUSES:

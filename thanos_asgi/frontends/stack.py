@@ -16,11 +16,13 @@ from typing import TYPE_CHECKING
 
 from thanos_asgi.core.gateway import Gateway
 from thanos_asgi.exceptions import ConfigError
+from thanos_asgi.frontends.admin import OPEN_PATHS as ADMIN_OPEN_PATHS
+from thanos_asgi.frontends.admin.config import RELOAD
 from thanos_asgi.frontends.app import ThanosApp
 from thanos_asgi.frontends.asgi import ASGIApp, Receive, Scope, Send
 from thanos_asgi.frontends.middleware import ErrorMiddleware, RequestIdMiddleware
 from thanos_asgi.frontends.middleware.access_log import AccessLogMiddleware
-from thanos_asgi.frontends.middleware.auth import ADMIN_PATHS, AuthMiddleware
+from thanos_asgi.frontends.middleware.auth import ADMIN_PATHS, OPEN_PATHS, AuthMiddleware
 from thanos_asgi.frontends.middleware.ratelimit import RateLimitMiddleware
 from thanos_asgi.governance.keys import KeyRing, KeyStore
 
@@ -39,7 +41,12 @@ def default_middleware(gateway: Gateway, keyring: KeyRing | None = None) -> list
     if keyring is None:
         store = KeyStore(server.key_store) if server.key_store else None
         keyring = KeyRing(server.keys, store)
-    auth = partial(AuthMiddleware, keyring=keyring, admin_paths=(*ADMIN_PATHS, "/metrics"))
+    auth = partial(
+        AuthMiddleware,
+        keyring=keyring,
+        open_paths=(*OPEN_PATHS, *ADMIN_OPEN_PATHS),  # the admin API checks its callers itself
+        admin_paths=(*ADMIN_PATHS, "/metrics"),
+    )
     stack: list[Middleware] = [RequestIdMiddleware, AccessLogMiddleware, auth]
     if server.tracing:  # right inside the request id, so refused requests are traced too
         stack.insert(1, _tracing())
@@ -124,6 +131,7 @@ class Reloadable:
         if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
             return
+        scope[RELOAD] = self.reload  # for `POST /admin/config/reload`
         with self._holding() as generation:
             await generation.app(scope, receive, send)
 

@@ -36,6 +36,8 @@ CREATE TABLE IF NOT EXISTS keys (
     rpm INTEGER, tpm INTEGER, budget_usd REAL, admin INTEGER NOT NULL DEFAULT 0
 )
 """
+_LIMITS = ("models", "providers", "rpm", "tpm", "budget_usd")  # what `update` may change
+_EXISTS = "SELECT 1 FROM keys WHERE id = ? AND revoked IS NULL"
 
 
 def new_secret() -> str:
@@ -97,6 +99,25 @@ class KeyStore:
             raise InvalidRequest(f"a key with id '{key_id}' exists already") from None
         self._writes += 1
         return secret
+
+    def update(self, key_id: str, **limits: Any) -> bool:
+        """Change the limits and allow-lists named in `limits` (None clears a limit) of a
+        key that is not revoked; False if there is none."""
+        columns = [name for name in _LIMITS if name in limits]
+        values = [
+            json.dumps(list(limits[name] or ()))
+            if name in ("models", "providers")
+            else limits[name]
+            for name in columns
+        ]
+        if not columns:
+            return bool(self._db.execute(_EXISTS, (key_id,)).fetchone())
+        assignments = ", ".join(f"{name} = ?" for name in columns)
+        cursor = self._db.execute(
+            f"UPDATE keys SET {assignments} WHERE id = ? AND revoked IS NULL", (*values, key_id)
+        )
+        self._writes += 1
+        return cursor.rowcount == 1
 
     def revoke(self, key_id: str) -> bool:
         cursor = self._db.execute(

@@ -28,7 +28,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from types import MappingProxyType, TracebackType
@@ -355,6 +355,13 @@ class Ledger:
             if provider:
                 spend.providers[provider] = spend.providers.get(provider, 0.0) + cost
         return msgspec.structs.replace(spend, total=total)
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """The rows of one read-only `sql` on the `requests` table, queued rows imported
+        first (the admin API's request log and time series)."""
+        self.flush()
+        with self._lock:
+            return self._db.execute(sql, params).fetchall()
 
     def rows(self, since: float | None = None) -> Iterator[LedgerRow]:
         """Every row from `since` on, oldest first."""

@@ -21,7 +21,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import MappingProxyType, TracebackType
 from typing import IO, Any
@@ -40,7 +40,7 @@ from thanos_asgi.governance.ledger import (
     report_row,
     write_csv,
 )
-from thanos_asgi.governance.ledger_pg_schema import TABLE, migrate
+from thanos_asgi.governance.ledger_pg_schema import TABLE, VIEW, migrate
 from thanos_asgi.governance.ledgers import LedgerUnavailable
 
 __all__ = ["PgLedger"]
@@ -251,6 +251,14 @@ class PgLedger:
             except psycopg.Error:
                 self._drop()
                 raise
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """The SQLite ledger's `query` on the same rows: `sql` in the portable subset the admin
+        API writes (`?` placeholders, the table `requests`), read from the `thanos_requests`
+        view, which names its columns as the SQLite table does."""
+        portable = sql.replace("%", "%%").replace("?", "%s")
+        portable = portable.replace(" FROM requests", f" FROM {VIEW}")
+        return [tuple(row) for row in self._query(portable, list(params))]
 
     def report(
         self, *, group_by: GroupBy, since: float | None = None, until: float | None = None

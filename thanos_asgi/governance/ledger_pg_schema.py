@@ -17,6 +17,7 @@ log = logging.getLogger("thanos_asgi")
 
 LOCK_ID = 0x7468616E6F73  # "thanos": the advisory lock migrations run under
 TABLE = "thanos_ledger"
+VIEW = "thanos_requests"  # the rows as the SQLite ledger's `requests` table shows them
 
 # (version, what it does, its SQL): applied in order, each in the transaction holding the lock
 MIGRATIONS: tuple[tuple[int, str, str], ...] = (
@@ -44,6 +45,15 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
         );
         CREATE INDEX {TABLE}_ts ON {TABLE} (ts);
         CREATE INDEX {TABLE}_key_ts ON {TABLE} (key_id, ts);
+        """,
+    ),
+    (
+        2,
+        "a view with the SQLite ledger's column names, for the admin API's queries",
+        f"""
+        CREATE VIEW {VIEW} AS SELECT seq AS id, ts, request_id, key_id, provider, model,
+            prompt_tokens, completion_tokens, cached_tokens, reasoning_tokens, cost_usd,
+            status, latency_ms, credential, cached FROM {TABLE};
         """,
     ),
 )
