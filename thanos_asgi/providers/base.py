@@ -35,6 +35,7 @@ from thanos_asgi.exceptions import (
     UpstreamError,
     UpstreamStatusError,
 )
+from thanos_asgi.providers.resets import reset_after
 from thanos_asgi.sanitize import Decoder, NestingTooDeep, echo, scrub
 from thanos_asgi.sanitize import decode as bounded_decode
 from thanos_asgi.types import (
@@ -238,7 +239,7 @@ class HTTPProvider:
             upstream_type=upstream_type,
             upstream_code=upstream_code,
             param=param,
-            retry_after=retry_after(headers),
+            retry_after=reset_after(headers, body, time.time()) if status >= 400 else None,
         )
 
     def error_fields(self, body: bytes) -> tuple[str, str | None, str | None, str | None]:
