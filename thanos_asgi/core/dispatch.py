@@ -152,7 +152,8 @@ class Dispatcher:
             try:
                 credential = await pool.pick(target.model, tried)
             except ThanosError as exc:
-                call.attempts.append(f"{target.instance}:{exc.code}")
+                if not tried:  # skipped without a try: say why ("openai:credentials_cooling")
+                    call.attempts.append(f"{target.instance}:{exc.code}")
                 raise _tried(exc, call, target, 0.0) from None
             tried.add(credential.id)
             try:
