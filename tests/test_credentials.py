@@ -19,10 +19,10 @@ import pytest
 from tests.pool_upstream import KeyedUpstream
 from tests.servers import running
 from tests.test_multiprocess import gateway_process
+from thanos_asgi import build_app
 from thanos_asgi.config import parse_config
 from thanos_asgi.core.gateway import Gateway
 from thanos_asgi.exceptions import ConfigError
-from thanos_asgi import build_app
 
 pytestmark = pytest.mark.anyio
 
@@ -132,9 +132,7 @@ async def test_all_cooling_falls_back_to_the_next_instance() -> None:
             first = await chat(http)
             second = await chat(http)
     assert first.status_code == second.status_code == 200
-    assert first.headers["x-thanos-attempts"] == (
-        "openai#team-a:429,openai#team-b:429,backup:ok"
-    )
+    assert first.headers["x-thanos-attempts"] == ("openai#team-a:429,openai#team-b:429,backup:ok")
     assert second.headers["x-thanos-attempts"] == "openai:credentials_cooling,backup:ok"
     assert len(fake.seen) == 2 and len(backup.seen) == 2
 
@@ -184,9 +182,11 @@ async def test_401_disables_one_credential_and_all_disabled_is_503() -> None:
 
 async def test_least_used_spreads_and_models_restrict_a_key() -> None:
     fake = KeyedUpstream()
-    text = pool("UP", "least-used").replace(
-        'id = "team-b"\n', 'id = "team-b"\nmodels = ["big-*"]\n'
-    ).replace('models = ["m"]', 'models = ["m", "big-1"]')
+    text = (
+        pool("UP", "least-used")
+        .replace('id = "team-b"\n', 'id = "team-b"\nmodels = ["big-*"]\n')
+        .replace('models = ["m"]', 'models = ["m", "big-1"]')
+    )
     async with running(fake) as up, serving(text.replace("UP", up)) as (http, _):
         for _ in range(3):
             await chat(http)
@@ -205,9 +205,12 @@ async def test_two_processes_on_redis_share_cooldowns(tmp_path: Path) -> None:
         text = pool(up, "fill-first").replace("providers.openai", f"providers.{name}")
         config = tmp_path / "thanos.toml"
         config.write_text('[state]\nbackend = "redis"\nurl = "redis://127.0.0.1:6379/5"\n' + text)
-        with gateway_process(config, tmp_path) as (one, _), gateway_process(config, tmp_path) as (
-            two,
-            _,
+        with (
+            gateway_process(config, tmp_path) as (one, _),
+            gateway_process(config, tmp_path) as (
+                two,
+                _,
+            ),
         ):
             async with httpx.AsyncClient(timeout=30) as http:
                 fake.answers[KEY_A] = (429, {"retry-after": "30"})
