@@ -281,3 +281,32 @@ async def test_a_single_key_keeps_todays_header() -> None:
         assert "credentials" not in gateway.status()["openai"]
     assert response.headers["x-thanos-attempts"] == "openai:ok"
     assert fake.seen == [KEY_A]
+
+
+async def test_a_reload_keeps_cooldowns_of_ids_that_still_exist(tmp_path: Path) -> None:
+    from thanos_asgi.config import load_config
+    from thanos_asgi.frontends.stack import Reloadable
+
+    fake = KeyedUpstream()
+    config = tmp_path / "thanos.toml"
+    async with running(fake) as up:
+        config.write_text(pool(up, "fill-first"))
+        app = Reloadable(lambda: load_config(config, env={}), grace=1)
+        async with running(app) as url, httpx.AsyncClient(base_url=url) as http:
+            fake.answers[KEY_A] = (429, {"retry-after": "30"})
+            fake.answers[KEY_B] = (401, {})
+            refused = await chat(http)
+            fake.answers.clear()
+            extra = f'[[providers.openai.credentials]]\nid = "team-c"\napi_key = "{KEY_C}"\n'
+            config.write_text(pool(up, "fill-first", extra=extra))
+            assert app.reload()
+            after = [await chat(http) for _ in range(3)]
+            states = {s["id"]: s["state"] for s in app.gateway.status()["openai"]["credentials"]}
+            await app.gateway.aclose()
+    assert refused.status_code == 429  # one key cooling, one disabled: wait for the first
+    assert [r.headers["x-thanos-attempts"] for r in after] == [
+        "openai#team-b:ok",  # disabled until the reload, usable again after it
+        "openai#team-b:ok",
+        "openai#team-b:ok",
+    ]
+    assert states == {"team-a": "cooling", "team-b": "ok", "team-c": "ok"}
