@@ -310,3 +310,18 @@ async def test_a_reload_keeps_cooldowns_of_ids_that_still_exist(tmp_path: Path) 
         "openai#team-b:ok",
     ]
     assert states == {"team-a": "cooling", "team-b": "ok", "team-c": "ok"}
+
+
+async def test_a_quota_answer_cools_for_the_default_and_no_reset_exceeds_a_day() -> None:
+    import time
+
+    fake = KeyedUpstream()
+    async with running(fake) as up, serving(pool(up, "fill-first")) as (http, gateway):
+        fake.answers[KEY_A] = (402, {})
+        fake.answers[KEY_B] = (429, {"retry-after": "99999999"})
+        response = await chat(http)
+        states = {s["id"]: s for s in gateway.status()["openai"]["credentials"]}
+    assert response.status_code == 429
+    assert 55 <= int(response.headers["retry-after"]) <= 60  # the earliest: team-a's default
+    assert 55 < states["team-a"]["cooling_until"] - time.time() <= 60
+    assert 86_000 < states["team-b"]["cooling_until"] - time.time() <= 86_400

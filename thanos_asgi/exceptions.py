@@ -34,6 +34,7 @@ class ThanosError(Exception):
     param: str | None = None
     retryable: bool = False
     retry_after: float | None = None
+    reset_after: float | None = None  # a rate limit's announced reset, in seconds (429/402)
     # What the request had tried when this ended it, set by the dispatcher for the error
     # answer's headers: "instance:outcome" per attempt, the last (instance, model) tried and
     # the time the failed attempts spent with providers.

@@ -128,7 +128,9 @@ class Pool:
         if fault == "disable":
             self.book.disable(self.instance, slot.id, exc.message)
         elif fault == "cool":
-            seconds = exc.retry_after if exc.retry_after is not None else DEFAULT_COOLDOWN
+            seconds = next(
+                (s for s in (exc.reset_after, exc.retry_after) if s is not None), DEFAULT_COOLDOWN
+            )
             await self.book.cool(self.instance, slot.id, seconds, exc.message)
         return fault is not None
 

@@ -232,15 +232,18 @@ class HTTPProvider:
             )
         else:
             message = f"{self.name}: {message or f'upstream answered {status}'}"
-        return UpstreamStatusError(
+        error = UpstreamStatusError(
             self.scrub(message),
             provider=self.name,
             upstream_status=status,
             upstream_type=upstream_type,
             upstream_code=upstream_code,
             param=param,
-            retry_after=reset_after(headers, body, time.time()) if status >= 400 else None,
+            retry_after=retry_after(headers),
         )
+        if status in (402, 429):  # when a pooled key may be used again (`providers.resets`)
+            error.reset_after = reset_after(headers, body, time.time())
+        return error
 
     def error_fields(self, body: bytes) -> tuple[str, str | None, str | None, str | None]:
         """(message, type, code, param) from an error body; OpenAI's shape by default."""
