@@ -14,7 +14,7 @@ import asyncio
 import time
 from dataclasses import dataclass
 
-from thanos_asgi.governance.state import StateBackend
+from thanos_asgi.governance.state import MemoryBackend, StateBackend
 
 __all__ = ["DEFAULT_COOLDOWN", "MAX_COOLDOWN", "CredentialBook", "CredentialStatus"]
 
@@ -36,6 +36,7 @@ class CredentialStatus:
 class CredentialBook:
     def __init__(self, state: StateBackend) -> None:
         self.state = state
+        self.local = isinstance(state, MemoryBackend)
         self._cooling: dict[tuple[str, str], tuple[float, str]] = {}  # mirror: (until, error)
         self._disabled: dict[tuple[str, str], str] = {}
         self._errors: dict[tuple[str, str], str] = {}
@@ -43,7 +44,10 @@ class CredentialBook:
 
     async def cooling(self, instance: str, ids: list[str]) -> dict[str, float]:
         """The ids among `ids` cooling now, with when each cools off (Unix time)."""
-        records = await asyncio.gather(*(self.state.get_json(_key(instance, i)) for i in ids))
+        if self.local:  # no round trips to overlap: tasks would only cost time
+            records = [await self.state.get_json(_key(instance, i)) for i in ids]
+        else:
+            records = await asyncio.gather(*(self.state.get_json(_key(instance, i)) for i in ids))
         now = time.time()
         found: dict[str, float] = {}
         for credential, record in zip(ids, records, strict=True):
