@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -122,3 +123,22 @@ def test_rules_producing_invalid_values_are_refused(params: str) -> None:
     text = providers("http://a", "http://b") + f"[[payload.override]]\nparams = {params}\n"
     with pytest.raises(ConfigError, match=r"payload\.override"):
         Gateway(parse_config(text, source="t.toml", env={}))
+
+
+def test_thanos_check_refuses_an_invalid_rule_and_shows_a_pool_without_keys(
+    tmp_path: Path,
+) -> None:
+    from tests.test_cli import clean_env, run
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[providers.ollama]\n[[payload.override]]\nparams = { max_tokens = 0 }\n")
+    refused = run("check", str(bad), env=clean_env(tmp_path))
+    assert refused.returncode == 2
+    assert "payload.override[0].params" in refused.stderr and "at least 1" in refused.stderr
+    good = tmp_path / "pool.toml"
+    good.write_text('[providers.openai]\napi_key = ["${K1}", "${K2}"]\n')
+    secret = "sk-check-0123456789abcdefSECRET"
+    shown = run("check", str(good), env=clean_env(tmp_path, K1=secret, K2=secret + "2"))
+    assert shown.returncode == 0, shown.stderr
+    assert "pool of 2 (key1, key2; round-robin)" in shown.stdout
+    assert "SECRET" not in shown.stdout + shown.stderr
