@@ -644,7 +644,7 @@ def test_describe_lists_the_config() -> None:
         'max_tokens = "lots"',
         f'auth_method = "{SECRET}"',
         f'headers = {{ X = ["{SECRET}"] }}',
-        f'api_key = ["{SECRET}"]',
+        f'api_key = [1, "{SECRET}"]',  # (a list of strings is a credential pool)
     ],
 )
 def test_errors_do_not_echo_a_secret(line: str) -> None:

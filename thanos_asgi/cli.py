@@ -170,8 +170,10 @@ def _load(path: str | None) -> Config:
 
 def _check(args: argparse.Namespace) -> int:
     from thanos_asgi.config import describe
+    from thanos_asgi.core.payload import PayloadRules
 
     config = with_local_files(_load(args.file), os.environ)
+    PayloadRules(config.payload, config.source)  # the range checks the gateway would make
     print(describe(config, stored_keys=_stored_keys(config.server.key_store)))
     return 0
 

@@ -11,6 +11,7 @@ ThanosError                      base; every error carries an HTTP status, a typ
 │   ├── MethodNotAllowed         405
 │   └── BodyTooLarge             413: refused before the body is read whole
 ├── ProviderUnavailable          503: the routed provider cannot be used (no key, not built, ...)
+│   └── CredentialsCooling       429: every credential of a pooled instance is cooling
 └── UpstreamError                a provider failed; names the provider instance, never a secret
     ├── UpstreamStatusError      the provider answered with an error status (mapped by status)
     ├── UpstreamConnectError     could not connect (502), or the pool is exhausted (503)
@@ -33,6 +34,7 @@ class ThanosError(Exception):
     param: str | None = None
     retryable: bool = False
     retry_after: float | None = None
+    reset_after: float | None = None  # a rate limit's announced reset, in seconds (429/402)
     # What the request had tried when this ended it, set by the dispatcher for the error
     # answer's headers: "instance:outcome" per attempt, the last (instance, model) tried and
     # the time the failed attempts spent with providers.
@@ -108,6 +110,14 @@ class ProviderUnavailable(ThanosError):
     type = "provider_unavailable"
     code = "provider_unavailable"
     retryable = True
+
+
+class CredentialsCooling(ProviderUnavailable):
+    """Every credential of a pool is cooling after 429s; `retry_after`: the earliest reset."""
+
+    status = 429
+    type = "rate_limit_error"
+    code = "credentials_cooling"
 
 
 class UpstreamError(ThanosError):

@@ -22,6 +22,14 @@ def literal_secrets(raw: dict[str, Any]) -> list[str]:
             continue
         if _literal(table.get("api_key")):
             found.append(f"providers.{name}.api_key")
+        keys = table.get("api_key")
+        for index, key in enumerate(keys if isinstance(keys, list) else []):
+            if _literal(key):
+                found.append(f"providers.{name}.api_key[{index}]")
+        pool = table.get("credentials")
+        for index, item in enumerate(pool if isinstance(pool, list) else []):
+            if isinstance(item, dict) and _literal(item.get("api_key")):
+                found.append(f"providers.{name}.credentials[{index}].api_key")
         headers = table.get("headers")
         for header, value in (headers if isinstance(headers, dict) else {}).items():
             if _literal(value) and any(word in header.lower() for word in _SECRET_WORDS):

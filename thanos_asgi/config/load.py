@@ -22,8 +22,10 @@ import msgspec
 import msgspec.inspect as mi
 
 from thanos_asgi.config._inert import warn_inert
+from thanos_asgi.config.credentials import check_pool, expand_short_form
 from thanos_asgi.config.defaults import DEFAULTS_SOURCE, default_tables
 from thanos_asgi.config.literals import literal_secrets
+from thanos_asgi.config.payload import check_payload
 from thanos_asgi.config.schema import (
     Config,
     HealthConfig,
@@ -211,6 +213,7 @@ def _prepare_provider(name: str, table: dict[str, Any], source: str) -> Renames:
             )
         table["base_url"] = table.pop("endpoint")
         renames.append((["providers", name, "base_url"], ["providers", name, "endpoint"]))
+    expand_short_form(table, path, source)
     if table.setdefault("name", name) != name:
         raise ConfigError(
             "the name is the table name; remove this key", source=source, path=f"{path}.name"
@@ -346,6 +349,8 @@ def _resolve_keys(config: Config, env: Mapping[str, str]) -> Config:
 
 def _resolve_provider(provider: ProviderConfig, env: Mapping[str, str]) -> ProviderConfig:
     """api_key, else env[api_key_env], else the kind's standard variable; else None."""
+    if provider.credentials:  # a pool: its keys are its own, no variable adds one
+        return provider
     key = provider.api_key or (env.get(provider.api_key_env) if provider.api_key_env else None)
     spec, url = provider.spec, (provider.base_url or "").rstrip("/")
     oauth = provider.auth_method == "oauth" or provider.use_github_auth
@@ -397,12 +402,16 @@ def _check(config: Config) -> None:
                 path=f"server.keys[{index}]",
             )
     for name, provider in config.providers.items():
+        if provider.credentials:
+            path = f"providers.{_key_path([name])}.credentials"
+            check_pool(provider.credentials, path, config.source)
         if provider.wire_api == "responses" and not _speaks_openai(provider):
             raise ConfigError(
                 'wire_api = "responses" is for OpenAI-compatible kinds only',
                 source=config.source,
                 path=f"providers.{_key_path([name])}.wire_api",
             )
+    check_payload(config.payload, config.source, set(config.providers))
     _check_chain(config, config.routing.fallback_chain, "routing.fallback_chain", known_ok=False)
     _check_chain(config, config.ai.fallback_chain, "ai.fallback_chain", known_ok=True)
     primary = config.ai.primary_provider

@@ -13,6 +13,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
 
+from thanos_asgi.config.credentials import Credential, CredentialStrategy
+from thanos_asgi.config.payload import PayloadConfig
 from thanos_asgi.providers import SPECS, ProviderSpec
 
 __all__ = [
@@ -115,6 +117,8 @@ class ProviderConfig(_Section, frozen=True):
     enabled: bool = True
     api_key: str | None = None  # secret; resolved by the loader (see `credential`)
     api_key_env: str | None = None
+    credentials: list[Credential] = []  # a pool (`config/credentials.py`); api_key = [..] too
+    credential_strategy: CredentialStrategy = "round-robin"
     base_url: str | None = None  # TOML alias: `endpoint`
     model: str | None = None  # default model of this instance
     models: list[str] = []
@@ -291,6 +295,7 @@ class Config(_Section, frozen=True):
     state: StateConfig = msgspec.field(default_factory=StateConfig)
     responses: ResponsesConfig = msgspec.field(default_factory=ResponsesConfig)
     ledger: LedgerConfig = msgspec.field(default_factory=LedgerConfig)
+    payload: PayloadConfig = msgspec.field(default_factory=PayloadConfig)
     source: str = ""  # the file read, or "<defaults>"
 
     def enabled_providers(self) -> list[ProviderConfig]:
@@ -356,6 +361,8 @@ def redacted(config: Config) -> dict[str, Any]:
     for provider in data.get("providers", {}).values():
         if provider.get("api_key"):
             provider["api_key"] = mask(provider["api_key"])
+        for credential in provider.get("credentials", []):
+            credential["api_key"] = mask(credential["api_key"])
         headers = provider.get("headers", {})
         for name, value in headers.items():
             headers[name] = mask(value) if _is_secret_header(name) else value
@@ -367,6 +374,9 @@ def redacted(config: Config) -> dict[str, Any]:
 
 
 def _key_status(provider: ProviderConfig) -> str:
+    if provider.credentials:
+        ids = ", ".join(credential.id for credential in provider.credentials)
+        return f"pool of {len(provider.credentials)} ({ids}; {provider.credential_strategy})"
     if provider.credential:
         return f"set ({mask(provider.credential)})"
     if provider.auth_method == "oauth" or provider.use_github_auth:

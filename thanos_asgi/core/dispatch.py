@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from thanos_asgi.context import Closable, Context, opened_responses
+from thanos_asgi.core.credentials import credential_fault
 from thanos_asgi.core.reply import Reply as Reply  # (re-exported: its old home)
 from thanos_asgi.core.resilience import Health, blame
 from thanos_asgi.core.routing import Target
@@ -39,7 +40,9 @@ from thanos_asgi.types import ChatRequest
 
 if TYPE_CHECKING:
     from thanos_asgi.config import RoutingConfig
+    from thanos_asgi.core.credentials import Pool, Slot
     from thanos_asgi.core.metrics import Metrics
+    from thanos_asgi.core.payload import PayloadRules
 
 Recorder = Callable[["Reply", str, bool], None]  # (reply, outcome, whole request done)
 
@@ -52,6 +55,8 @@ class _Holds:
     health: Health
     probes: int  # the half-open probes taken (resilience.PROBE_*)
     started: float
+    label: str  # how attempts name it: "openai", or "openai#team-a" for a pooled key
+    credential: Slot | None = None
     slot: bool = False
     admission: Admission | None = None
     opened: list[Closable] = field(default_factory=list)  # upstream responses
@@ -78,8 +83,12 @@ class Dispatcher:
         record: Recorder,
         accounting: Accounting,
         metrics: Metrics | None = None,
+        pools: Mapping[str, Pool] | None = None,
+        payload: PayloadRules | None = None,
     ) -> None:
         self.providers = providers
+        self.pools = pools or {}
+        self.payload = payload or None
         self.metrics = metrics
         self.health = health
         self.record = record
@@ -110,7 +119,7 @@ class Dispatcher:
                     if down and target.instance in down:
                         continue  # its other models would fail the same way: next instance
                     try:
-                        return await self._try(target, call, deadline)
+                        return await self._pooled(target, call, deadline)
                     except ThanosError as exc:
                         if not exc.retryable:
                             raise
@@ -132,7 +141,30 @@ class Dispatcher:
             raise
         raise last or _nothing_to_try(targets)
 
-    async def _try(self, target: Target, call: _Call, deadline: float | None) -> Reply:
+    async def _pooled(self, target: Target, call: _Call, deadline: float | None) -> Reply:
+        """`_try` with each usable credential of a pooled instance in turn, while the
+        failures are the keys' own (cooled or disabled); a plain `_try` otherwise."""
+        pool = self.pools.get(target.instance)
+        if pool is None:
+            return await self._try(target, call, deadline)
+        tried: set[str] = set()
+        while True:
+            try:
+                credential = await pool.pick(target.model, tried)
+            except ThanosError as exc:
+                if not tried:  # skipped without a try: say why ("openai:credentials_cooling")
+                    call.attempts.append(f"{target.instance}:{exc.code}")
+                raise _tried(exc, call, target, 0.0) from None
+            tried.add(credential.id)
+            try:
+                return await self._try(target, call, deadline, credential)
+            except ThanosError as exc:
+                if not await pool.failed(credential, exc):
+                    raise
+
+    async def _try(
+        self, target: Target, call: _Call, deadline: float | None, credential: Slot | None = None
+    ) -> Reply:
         health = self.health[target.instance]
         if call.attempts and self.metrics is not None:
             self.metrics.next_attempt(target.instance, call.attempts)
@@ -146,15 +178,19 @@ class Dispatcher:
                 code="circuit_open",
             )
             raise _tried(unavailable, call, target, 0.0)
-        holds = _Holds(target, health, probes, time.perf_counter())
+        label = f"{target.instance}#{credential.id}" if credential else target.instance
+        holds = _Holds(target, health, probes, time.perf_counter(), label, credential)
         token = opened_responses.set(holds.opened)
         try:
             if health.limiter is not None:
                 await health.limiter.acquire(target.instance)
                 holds.slot = True
             holds.admission = await self.accounting.admit(target, call.request, call.ctx)
-            provider = self.providers[target.instance]
-            attempt = _attempt(provider, target, call.request, call.raw, call.wire)
+            provider = credential.provider if credential else self.providers[target.instance]
+            request, raw = call.request, call.raw
+            if self.payload is not None:
+                request, raw = self.payload.apply(request, raw, target, call.ctx.key_id)
+            attempt = _attempt(provider, target, request, raw, call.wire)
             reply = await (attempt if deadline is None else _within(attempt, deadline, target))
         except ThanosError as exc:
             if holds.admission is not None:
@@ -176,8 +212,11 @@ class Dispatcher:
     def _accepted(self, reply: Reply, holds: _Holds, attempts: list[str]) -> None:
         admission = holds.admission
         assert admission is not None
-        attempts.append(f"{reply.provider}:ok")
+        attempts.append(f"{holds.label}:ok")
         reply.attempts = attempts
+        if holds.credential is not None:
+            reply.credential = holds.credential.id
+            self._credential_metric(holds, "ok")
         reply.upstream_ms = (time.perf_counter() - holds.started) * 1000
         reply.budget_warning = admission.warning
         holds.health.latency.observe(reply.upstream_ms, ok=True)
@@ -197,13 +236,19 @@ class Dispatcher:
         target, health = holds.target, holds.health
         if holds.slot:
             health.limiter.release()  # type: ignore[union-attr]
-        attempts.append(f"{target.instance}:{attempt_code(exc)}")
+        attempts.append(f"{holds.label}:{attempt_code(exc)}")
         elapsed = (time.perf_counter() - holds.started) * 1000
         kind = blame(exc)
+        if holds.credential is not None:
+            self._credential_metric(holds, attempt_code(exc))
+            if credential_fault(exc):
+                kind = None  # the key's fault: it cools or is disabled, the instance is fine
         health.failed(target.model, holds.probes, kind, exc.message)
         if kind is not None:
             health.latency.observe(elapsed, ok=False)
-        self.record(Reply(target, list(attempts), elapsed), "error", False)
+        failed = Reply(target, list(attempts), elapsed)
+        failed.credential = holds.credential.id if holds.credential else None
+        self.record(failed, "error", False)
 
     def _given_up(self, holds: _Holds, attempts: list[str]) -> None:
         """The attempt was cancelled: slot and probes back, reservations refunded (in the
@@ -214,11 +259,11 @@ class Dispatcher:
         health.failed(target.model, holds.probes, None, "")
         if holds.admission is not None:
             self.accounting.settle(holds.admission, None, target.model, 0.0)
-        attempts.append(f"{target.instance}:cancelled")
+        attempts.append(f"{holds.label}:cancelled")
 
     def _cancelled(self, targets: list[Target], call: _Call) -> None:
         """The request was cancelled before any provider accepted it."""
-        last = call.attempts[-1].partition(":")[0] if call.attempts else ""
+        last = call.attempts[-1].partition(":")[0].partition("#")[0] if call.attempts else ""
         target = next((t for t in targets if t.instance == last), None)
         reply = Reply(target or Target(last, call.request.model), list(call.attempts))
         reply.request_id, reply.key_id = call.ctx.request_id, call.ctx.key_id
@@ -234,6 +279,10 @@ class Dispatcher:
         else:
             health.succeeded(holds.target.model)
         self.record(reply, outcome, True)
+
+    def _credential_metric(self, holds: _Holds, outcome: str) -> None:
+        if self.metrics is not None and holds.credential is not None:
+            self.metrics.credential_attempt(holds.target.instance, holds.credential.id, outcome)
 
     def _delay(self, round_: int, last: ThanosError | None) -> float:
         delay: float = min(self.backoff * 2**round_, self.max_delay) * random.uniform(0.8, 1.2)

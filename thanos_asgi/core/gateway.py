@@ -23,11 +23,13 @@ import msgspec
 
 from thanos_asgi.context import Context as Context
 from thanos_asgi.context import current_context
+from thanos_asgi.core.credentials import Pool, Slot
 from thanos_asgi.core.dispatch import Dispatcher
 from thanos_asgi.core.embeddings import Embedder
 from thanos_asgi.core.events import EventBus
 from thanos_asgi.core.metrics import Metrics
 from thanos_asgi.core.monitor import HealthMonitor
+from thanos_asgi.core.payload import PayloadRules
 from thanos_asgi.core.reply import Dispatch, Reply, close
 from thanos_asgi.core.resilience import Breaker, Health, Limiter
 from thanos_asgi.core.routing import Router, Target
@@ -35,6 +37,7 @@ from thanos_asgi.core.strategy import Planner
 from thanos_asgi.core.validation import Validator, check_embedding, check_ranges
 from thanos_asgi.exceptions import PermissionDenied, ProviderUnavailable, ThanosError, UpstreamError
 from thanos_asgi.governance.accounting import Accounting, estimate_embedding_tokens
+from thanos_asgi.governance.credentials import CredentialBook
 from thanos_asgi.governance.ledger import LedgerRow
 from thanos_asgi.governance.ledgers import UsageLedger, open_ledger
 from thanos_asgi.governance.models_dev import PriceRefresher
@@ -92,12 +95,23 @@ class Gateway:
         self.providers: dict[str, Provider] = {}
         self.health: dict[str, Health] = {}
         self._transports: list[Transport] = []
+        slots: dict[str, list[Slot]] = {}
         for provider_config in config.providers.values():
             if provider_config.enabled:
                 chosen = (transports or {}).get(provider_config.name) or transport
-                self.providers[provider_config.name] = self._build(provider_config, chosen)
+                if provider_config.credentials:
+                    slots[provider_config.name] = self._build_pool(provider_config, chosen)
+                    self.providers[provider_config.name] = slots[provider_config.name][0].provider
+                else:
+                    self.providers[provider_config.name] = self._build(provider_config, chosen)
                 self.health[provider_config.name] = _health(config, provider_config)
         self.state = state or open_backend(config.state)
+        self.credentials = CredentialBook(self.state)
+        self.pools = {
+            name: Pool(name, config.providers[name].credential_strategy, group, self.credentials)
+            for name, group in slots.items()
+        }
+        self.payload = PayloadRules(config.payload, config.source)
         self.owns_state = True
         self.ledger = ledger or _ledger(config)
         prices = PriceBook.from_config(config.models_dev)  # `[models_dev]` keeps it fresh
@@ -116,6 +130,8 @@ class Gateway:
             self.record,
             self.accounting,
             metrics=self.metrics,
+            pools=self.pools,
+            payload=self.payload,
         )
         self.monitor = HealthMonitor(config.health, self.providers, self.health)
         self.embedder = Embedder(self.providers, self.accounting, self.record)
@@ -142,6 +158,25 @@ class Gateway:
         provider: Provider = adapter(config, spec=SPECS[kind], transport=transport)
         return provider
 
+    def _build_pool(self, config: ProviderConfig, transport: Transport | None) -> list[Slot]:
+        """One adapter per credential: its key, and its base URL and proxy if it has them."""
+        return [
+            Slot(
+                credential,
+                self._build(
+                    msgspec.structs.replace(
+                        config,
+                        api_key=credential.api_key,
+                        base_url=credential.base_url or config.base_url,
+                        proxy=credential.proxy or config.proxy,
+                        credentials=[],
+                    ),
+                    transport,
+                ),
+            )
+            for credential in config.credentials
+        ]
+
     async def __aenter__(self) -> Gateway:
         self.monitor.start()
         self.price_refresher.start()
@@ -160,6 +195,9 @@ class Gateway:
             self.ledger.close()
         for provider in self.providers.values():
             await provider.aclose()
+        for pool in self.pools.values():
+            for slot in pool.slots[1:]:  # the first is `providers[name]`
+                await slot.provider.aclose()
         for transport in self._transports:
             await transport.aclose()
 
@@ -350,6 +388,8 @@ class Gateway:
             stats = self.stats.get(name)
             if stats is not None:
                 state.update(requests=stats.requests, errors=stats.errors)
+            if name in self.pools:
+                state["credentials"] = self.pools[name].states()
             providers[name] = state
         return providers
 
@@ -385,6 +425,7 @@ def ledger_row(reply: Reply, status: str) -> LedgerRow:
         cost_usd=reply.cost_usd,
         status=status,
         latency_ms=reply.upstream_ms,
+        credential=reply.credential,
     )
 
 

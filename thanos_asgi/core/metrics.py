@@ -105,6 +105,7 @@ class Metrics:
         self.failures: dict[tuple[str, str], int] = {}
         self.retries: dict[str, int] = {}
         self.fallbacks: dict[tuple[str, str], int] = {}
+        self.credentials: dict[tuple[str, str, str], int] = {}
         self._series: dict[str, dict[str, _Series]] = {}
         self._count = 0
         self._registry: CollectorRegistry | None = None
@@ -152,12 +153,19 @@ class Metrics:
 
     def next_attempt(self, provider: str, attempts: list[str]) -> None:
         """`provider` is about to be tried after `attempts`: a retry or a fallback."""
-        prefix = provider + ":"
-        if any(attempt.startswith(prefix) for attempt in attempts):
+        if any(_instance(attempt) == provider for attempt in attempts):
             self.retries[provider] = self.retries.get(provider, 0) + 1
         else:
-            key = (attempts[-1].partition(":")[0], provider)
+            key = (_instance(attempts[-1]), provider)
             self.fallbacks[key] = self.fallbacks.get(key, 0) + 1
+
+    def credential_attempt(self, provider: str, credential: str, outcome: str) -> None:
+        """An attempt with a pooled credential ended (`ok`, a status, a code); the id is a
+        configured one, so the labels stay bounded."""
+        if len(outcome) > 40 or (outcome.isdigit() and not 100 <= int(outcome) < 600):
+            outcome = "other"
+        key = (provider, credential, outcome)
+        self.credentials[key] = self.credentials.get(key, 0) + 1
 
     def _series_for(self, provider: str, model: str) -> _Series:
         by_model = self._series.get(provider)
@@ -230,7 +238,14 @@ class Metrics:
         )
         for (source, target), count in self.fallbacks.items():
             fallbacks.add_metric([source, target], count)
-        yield from (overhead, failures, retries, fallbacks)
+        credentials = CounterMetricFamily(
+            "thanos_credential_attempts",
+            "Attempts per pooled credential (its id, never its key) and outcome.",
+            labels=["provider", "credential", "outcome"],
+        )
+        for labels, count in self.credentials.items():
+            credentials.add_metric(list(labels), count)
+        yield from (overhead, failures, retries, fallbacks, credentials)
 
     def _gauges(self) -> Iterator[Metric]:
         from prometheus_client.core import GaugeMetricFamily
@@ -298,6 +313,11 @@ class _RequestFamilies:
 
     def all(self) -> tuple[Metric, ...]:
         return (self.requests, self.duration, self.first_token, self.tokens, self.cost)
+
+
+def _instance(attempt: str) -> str:
+    """The instance an `x-thanos-attempts` entry names: `openai#team-a:429` -> `openai`."""
+    return attempt.partition(":")[0].partition("#")[0]
 
 
 def _streams(reply: Reply) -> bool:

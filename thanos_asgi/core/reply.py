@@ -37,6 +37,7 @@ class Reply:
     budget_warning: str | None = None
     request_id: str = ""
     key_id: str | None = None
+    credential: str | None = None  # the pooled credential's id (never its key)
     started: float = 0.0  # perf_counter() when dispatch began
     first_byte_at: float = 0.0  # perf_counter() when a stream's first event went out
     outcome: str = ""  # set by finish()

@@ -35,6 +35,7 @@ from thanos_asgi.exceptions import (
     UpstreamError,
     UpstreamStatusError,
 )
+from thanos_asgi.providers.resets import reset_after
 from thanos_asgi.sanitize import Decoder, NestingTooDeep, echo, scrub
 from thanos_asgi.sanitize import decode as bounded_decode
 from thanos_asgi.types import (
@@ -231,7 +232,7 @@ class HTTPProvider:
             )
         else:
             message = f"{self.name}: {message or f'upstream answered {status}'}"
-        return UpstreamStatusError(
+        error = UpstreamStatusError(
             self.scrub(message),
             provider=self.name,
             upstream_status=status,
@@ -240,6 +241,9 @@ class HTTPProvider:
             param=param,
             retry_after=retry_after(headers),
         )
+        if status in (402, 429):  # when a pooled key may be used again (`providers.resets`)
+            error.reset_after = reset_after(headers, body, time.time())
+        return error
 
     def error_fields(self, body: bytes) -> tuple[str, str | None, str | None, str | None]:
         """(message, type, code, param) from an error body; OpenAI's shape by default."""

@@ -1,6 +1,6 @@
 """`GET /admin/providers`: every instance with its circuit state, latency percentiles, error
 rate and last error over the last `RECENT` seconds of the ledger, its models, and its
-credentials (`credentials`: one state per pooled credential, empty until pools report)."""
+credentials (`credentials`: one state per pooled credential, empty for a single key)."""
 
 from __future__ import annotations
 
@@ -47,8 +47,10 @@ def _recent(admin: AdminApi) -> dict[str, dict[str, Any]]:
 
 
 def credentials(admin: AdminApi, name: str) -> list[dict[str, Any]]:
-    """The credential pool's states for instance `name` (none reported yet)."""
-    return []
+    """The credential pool's states for instance `name`: id, state, cooling_until, last_error
+    (never a key); empty for an instance with a single key."""
+    pool = admin.gateway.pools.get(name)
+    return [] if pool is None else pool.states()
 
 
 async def listing(admin: AdminApi, ex: Exchange, caller: Caller) -> None:
