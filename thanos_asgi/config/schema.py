@@ -13,6 +13,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
 
+from thanos_asgi.config.cache import CacheConfig
 from thanos_asgi.providers import SPECS, ProviderSpec
 
 __all__ = [
@@ -277,6 +278,7 @@ class Config(_Section, frozen=True):
     models_dev: ModelsDevConfig = msgspec.field(default_factory=ModelsDevConfig)
     state: StateConfig = msgspec.field(default_factory=StateConfig)
     responses: ResponsesConfig = msgspec.field(default_factory=ResponsesConfig)
+    cache: CacheConfig = msgspec.field(default_factory=CacheConfig)
     source: str = ""  # the file read, or "<defaults>"
 
     def enabled_providers(self) -> list[ProviderConfig]:
