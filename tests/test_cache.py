@@ -101,7 +101,9 @@ async def test_stream_and_whole_answers_share_an_entry_through_the_sdks() -> Non
         ) as live:
             first = await live.get_final_message()
         replayed = await messages.messages.create(
-            model="local/m", max_tokens=100, messages=[{"role": "user", "content": "a stream first"}]
+            model="local/m",
+            max_tokens=100,
+            messages=[{"role": "user", "content": "a stream first"}],
         )
         async with messages.messages.stream(
             model="local/m",
@@ -140,7 +142,9 @@ async def test_entries_expire_after_their_ttl_and_a_task_table_overrides_it() ->
 
 
 async def test_keys_do_not_share_entries_unless_the_scope_is_global() -> None:
-    keys = f'[[server.keys]]\nid = "a"\nkey = "{KEY_A}"\n[[server.keys]]\nid = "b"\nkey = "{KEY_B}"\n'
+    keys = (
+        f'[[server.keys]]\nid = "a"\nkey = "{KEY_A}"\n[[server.keys]]\nid = "b"\nkey = "{KEY_B}"\n'
+    )
     for scope, calls in (("key", 2), ("global", 1)):
         upstream = Upstream()
         text = settings("{up}", cache=f'scope = "{scope}"', extra=keys)
@@ -194,7 +198,9 @@ async def test_errors_and_cut_streams_are_never_stored() -> None:
                 async for _chunk in stream:
                     pass
         whole = await post(url, ask("x", model="local/cut"))
-    assert [e.status_code for e in errors] == [500, 500] or all(e.status_code >= 500 for e in errors)
+    assert [e.status_code for e in errors] == [500, 500] or all(
+        e.status_code >= 500 for e in errors
+    )
     assert upstream.seen["status-500"] == 2
     assert upstream.seen["cut"] == 3  # two cut streams, then a whole answer: none was a hit
     assert whole.headers["x-thanos-cache"] == "miss"

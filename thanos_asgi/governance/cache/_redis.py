@@ -11,7 +11,7 @@ import math
 import redis.asyncio as aioredis
 import redis.exceptions as rex
 from redis.backoff import NoBackoff
-from redis.retry import Retry
+from redis.asyncio.retry import Retry
 
 log = logging.getLogger("thanos_asgi.governance.cache")
 PREFIX = "thanos:cache:"
