@@ -208,17 +208,20 @@ async def test_errors_and_cut_streams_are_never_stored() -> None:
 
 async def test_fifty_concurrent_identical_requests_make_one_provider_call() -> None:
     upstream = Upstream()
-    async with running(upstream) as up, serving(settings(up)) as (url, _):
-        async with httpx.AsyncClient(timeout=30) as http:
+    async with (
+        running(upstream) as up,
+        serving(settings(up)) as (url, _),
+        httpx.AsyncClient(timeout=30) as http,
+    ):
 
-            async def one(stream: bool) -> str:
-                body = ask("together", model="local/delay-300", stream=stream)
-                async with http.stream("POST", f"{url}/v1/chat/completions", json=body) as r:
-                    data = (await r.aread()).decode()
-                    assert r.status_code == 200, data
-                    return r.headers["x-thanos-cache"] + ("" if "echo: together" in data else "!")
+        async def one(stream: bool) -> str:
+            body = ask("together", model="local/delay-300", stream=stream)
+            async with http.stream("POST", f"{url}/v1/chat/completions", json=body) as r:
+                data = (await r.aread()).decode()
+                assert r.status_code == 200, data
+                return r.headers["x-thanos-cache"] + ("" if "echo: together" in data else "!")
 
-            outcomes = await asyncio.gather(*(one(i % 2 == 1) for i in range(50)))
+        outcomes = await asyncio.gather(*(one(i % 2 == 1) for i in range(50)))
     assert upstream.seen["delay-300"] == 1
     assert sorted(outcomes).count("hit") == 49 and outcomes.count("miss") == 1
 

@@ -3,7 +3,6 @@ memory bound under 10,000 entries, semantic lookups, and its metrics under promt
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
 import re
@@ -64,18 +63,22 @@ async def serving(text: str) -> AsyncIterator[tuple[str, Gateway]]:
 
 async def test_two_gateways_share_entries_through_redis(clean_redis: None) -> None:
     upstream = Upstream()
-    async with running(upstream) as up, serving(shared(up)) as (one, _):
-        async with serving(shared(up)) as (two, _), httpx.AsyncClient(timeout=30) as http:
-            first = await http.post(f"{one}/v1/chat/completions", json=ask("shared"))
-            second = await http.post(f"{two}/v1/chat/completions", json=ask("shared"))
-            body = {**ask("shared"), "stream": True}
-            streamed = await http.post(f"{two}/v1/chat/completions", json=body)
+    async with (
+        running(upstream) as up,
+        serving(shared(up)) as (one, _),
+        serving(shared(up)) as (two, _),
+        httpx.AsyncClient(timeout=30) as http,
+    ):
+        first = await http.post(f"{one}/v1/chat/completions", json=ask("shared"))
+        second = await http.post(f"{two}/v1/chat/completions", json=ask("shared"))
+        body = {**ask("shared"), "stream": True}
+        streamed = await http.post(f"{two}/v1/chat/completions", json=body)
     assert len(upstream.bodies) == 1
     assert [first.headers["x-thanos-cache"], second.headers["x-thanos-cache"]] == ["miss", "hit"]
     assert second.json()["choices"][0]["message"]["content"] == "echo: shared"
     assert streamed.headers["x-thanos-cache"] == "hit" and "data: [DONE]" in streamed.text
     keys = redis.Redis.from_url(REDIS).keys("thanos:cache:*")
-    assert len(keys) == 1 and keys[0].startswith(b"thanos:cache:-:")
+    assert len(keys) == 1 and str(keys[0]).startswith("b'thanos:cache:-:")
 
 
 @contextmanager
@@ -210,12 +213,15 @@ async def test_promtool_accepts_the_cache_metrics() -> None:
         pytest.fail("promtool is not installed (Debian: apt-get install prometheus)")
     upstream = Upstream()
     text = "[cache]\nenabled = true\n"
-    text += f'[providers.local]\nkind = "openai-compatible"\nbase_url = "UP/v1"\nmodels = ["m"]\n'
-    async with running(upstream) as up, serving(text.replace("UP", up)) as (url, _):
-        async with httpx.AsyncClient(timeout=30) as http:
-            for _ in range(2):
-                await http.post(f"{url}/v1/chat/completions", json=ask("metrics"))
-            exposition = (await http.get(f"{url}/metrics")).content
+    text += '[providers.local]\nkind = "openai-compatible"\nbase_url = "UP/v1"\nmodels = ["m"]\n'
+    async with (
+        running(upstream) as up,
+        serving(text.replace("UP", up)) as (url, _),
+        httpx.AsyncClient(timeout=30) as http,
+    ):
+        for _ in range(2):
+            await http.post(f"{url}/v1/chat/completions", json=ask("metrics"))
+        exposition = (await http.get(f"{url}/metrics")).content
     for name in ("hits_total", "misses_total", "bytes", "evictions_total"):
         assert f"thanos_cache_{name}".encode() in exposition
     result = await anyio.run_process([promtool, "check", "metrics"], input=exposition, check=False)

@@ -227,7 +227,11 @@ class Gateway:
         finally:
             current_context.reset(token)
         if self.cache is not None and lookup is not None:
-            await self.cache.attach(lookup, reply)
+            try:
+                await self.cache.attach(lookup, reply)
+            except BaseException:  # (cancelled while storing: the reply was never handed out)
+                await reply.aclose("disconnected")
+                raise
         reply.on_finish.append(lambda _: self.accounting.settle_tokens(tokens, reply.usage))
         reply.request_id, reply.key_id = ctx.request_id, ctx.key_id
         reply.started = started

@@ -10,8 +10,8 @@ import math
 
 import redis.asyncio as aioredis
 import redis.exceptions as rex
-from redis.backoff import NoBackoff
 from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 log = logging.getLogger("thanos_asgi.governance.cache")
 PREFIX = "thanos:cache:"
