@@ -78,8 +78,12 @@ async def test_a_hit_is_a_ledger_row_marked_cached_at_no_cost(tmp_path: Path) ->
 
 async def test_stream_and_whole_answers_share_an_entry_through_the_sdks() -> None:
     upstream = Upstream()
-    async with running(upstream) as up, serving(settings(up)) as (url, _):
-        client = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0)
+    async with (
+        running(upstream) as up,
+        serving(settings(up)) as (url, _),
+        openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0) as client,
+        anthropic.AsyncAnthropic(base_url=url, api_key="x", max_retries=0) as messages,
+    ):
         whole = await client.chat.completions.create(
             model="local/m", messages=[{"role": "user", "content": "one two three"}]
         )
@@ -93,7 +97,6 @@ async def test_stream_and_whole_answers_share_an_entry_through_the_sdks() -> Non
         async for chunk in stream:
             parts += [c.delta.content or "" for c in chunk.choices]
             usage = chunk.usage or usage
-        messages = anthropic.AsyncAnthropic(base_url=url, api_key="x", max_retries=0)
         async with messages.messages.stream(
             model="local/m",
             max_tokens=100,
@@ -127,15 +130,15 @@ async def test_entries_expire_after_their_ttl_and_a_task_table_overrides_it() ->
     extra = '[ai]\nmode = "work"\n[routing.work]\n'
     extra += 'review = { provider = "local", cache_ttl_hours = 0.0001 }\n'  # 0.36 s
     upstream = Upstream()
-    text = settings(upstream="{up}", cache="ttl_seconds = 0.5", extra=extra)
+    text = settings(upstream="{up}", cache="ttl_seconds = 1.0", extra=extra)
     async with running(upstream) as up, serving(text.replace("{up}", up)) as (url, _):
         await post(url, ask("ttl"))
         assert (await post(url, ask("ttl"))).headers["x-thanos-cache"] == "hit"
-        await asyncio.sleep(0.6)
+        await asyncio.sleep(1.1)
         assert (await post(url, ask("ttl"))).headers["x-thanos-cache"] == "miss"
         assert len(upstream.bodies) == 2
         await post(url, ask("task"), **{"x-thanos-task": "review"})
-        await asyncio.sleep(0.45)  # past the task's 0.36 s, within the 0.5 s default
+        await asyncio.sleep(0.5)  # past the task's 0.36 s, within the 1 s default
         again = await post(url, ask("task"), **{"x-thanos-task": "review"})
         assert again.headers["x-thanos-cache"] == "miss"
         assert len(upstream.bodies) == 4
@@ -187,9 +190,12 @@ async def test_deterministic_mode_bypasses_other_requests() -> None:
 
 async def test_errors_and_cut_streams_are_never_stored() -> None:
     upstream = Upstream()
-    async with running(upstream) as up, serving(settings(up)) as (url, _):
+    async with (
+        running(upstream) as up,
+        serving(settings(up)) as (url, _),
+        openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0) as client,
+    ):
         errors = [await post(url, ask(model="local/status-500")) for _ in range(2)]
-        client = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0)
         for _ in range(2):
             stream = await client.chat.completions.create(
                 model="local/cut", messages=[{"role": "user", "content": "x"}], stream=True
