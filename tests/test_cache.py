@@ -244,3 +244,38 @@ async def test_metrics_count_hits_misses_and_bytes() -> None:
     assert "thanos_cache_evictions_total 0.0" in text
     size = next(line for line in text.splitlines() if line.startswith("thanos_cache_bytes "))
     assert float(size.split()[1]) > 0
+
+
+async def test_one_entry_replays_through_every_dialect() -> None:
+    upstream = Upstream()
+    text = "echo: every dialect"
+    async with (
+        running(upstream) as up,
+        serving(settings(up)) as (url, _),
+        httpx.AsyncClient(timeout=30) as http,
+    ):
+        assert (await post(url, ask("every dialect"))).headers["x-thanos-cache"] == "miss"
+        user = [{"role": "user", "content": "every dialect"}]
+        answers = {
+            "responses": await http.post(
+                f"{url}/v1/responses",
+                json={"model": "local/m", "input": "every dialect", "stream": True},
+            ),
+            "gemini": await http.post(
+                f"{url}/v1beta/models/local/m:streamGenerateContent",
+                params={"alt": "sse"},
+                json={"contents": [{"role": "user", "parts": [{"text": "every dialect"}]}]},
+            ),
+            "ollama": await http.post(
+                f"{url}/api/chat", json={"model": "local/m", "messages": user, "stream": True}
+            ),
+            "completions": await http.post(
+                f"{url}/v1/completions",
+                json={"model": "local/m", "prompt": "every dialect", "stream": True},
+            ),
+        }
+    for name, answer in answers.items():
+        assert answer.status_code == 200, (name, answer.text)
+        assert answer.headers["x-thanos-cache"] == "hit", name
+        assert text in answer.text or text.replace(" ", "\\u0020") in answer.text, name
+    assert len(upstream.bodies) == 1  # (a legacy prompt is the same canonical request)
