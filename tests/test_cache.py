@@ -279,3 +279,17 @@ async def test_one_entry_replays_through_every_dialect() -> None:
         assert answer.headers["x-thanos-cache"] == "hit", name
         assert text in answer.text or text.replace(" ", "\\u0020") in answer.text, name
     assert len(upstream.bodies) == 1  # (a legacy prompt is the same canonical request)
+
+
+async def test_hits_count_against_rpm_but_not_tpm() -> None:
+    keys = f'[[server.keys]]\nid = "a"\nkey = "{KEY_A}"\nrpm = 3\ntpm = 1000\n'
+    upstream = Upstream()
+    text = settings("{up}", extra=keys)
+    async with running(upstream) as up, serving(text.replace("{up}", up)) as (url, gw):
+        auth = {"authorization": f"Bearer {KEY_A}"}
+        answers = [await post(url, ask(max_tokens=300), **auth) for _ in range(4)]
+        window = await gw.state.window_take("tpm:key:a", 0, 1000, 60.0)
+    assert [a.status_code for a in answers] == [200, 200, 200, 429]
+    assert [a.headers.get("x-thanos-cache") for a in answers[:3]] == ["miss", "hit", "hit"]
+    assert window.used == 12  # the miss's real usage (5 + 7); the hits took no tokens
+    assert len(upstream.bodies) == 1

@@ -226,3 +226,24 @@ async def test_promtool_accepts_the_cache_metrics() -> None:
         assert f"thanos_cache_{name}".encode() in exposition
     result = await anyio.run_process([promtool, "check", "metrics"], input=exposition, check=False)
     assert result.returncode == 0 and not (result.stdout + result.stderr), result.stderr
+
+
+async def test_an_unreachable_redis_makes_misses_and_never_shows_its_password(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    secret = "redis-PASSWORD-0123456789"
+    upstream = Upstream()
+    async with running(upstream) as up:
+        text = shared(up).replace(REDIS, f"redis://:{secret}@127.0.0.1:{free_port()}/6")
+        text = text.replace('backend = "redis"\nurl', 'backend = "memory"\nurl', 1)
+        with caplog.at_level("WARNING"):
+            async with serving(text) as (url, _), httpx.AsyncClient(timeout=30) as http:
+                answers = [
+                    await http.post(f"{url}/v1/chat/completions", json=ask("down"))
+                    for _ in range(2)
+                ]
+    assert [a.status_code for a in answers] == [200, 200]
+    assert [a.headers["x-thanos-cache"] for a in answers] == ["miss", "miss"]
+    assert len(upstream.bodies) == 2
+    assert "cache store is unavailable" in caplog.text and secret not in caplog.text
+    assert all(secret not in a.text and secret not in str(a.headers) for a in answers)
