@@ -7,7 +7,9 @@ Starts (with `processes.py`) the fake upstream, the floor in front of it, and tw
 serve`: `gateway` (no cache: every request goes to the upstream) and `gateway-cache`
 (`[cache] enabled = true`, pre-warmed with the one request `load.py` sends, so every measured
 request is a hit; a stream and a whole answer share the entry). Then `load.py throughput`
-for each target, completions and streams, interleaved `--repeat` times; the report gives
+for each target, completions and streams, and streams from a paced upstream (5 ms between
+events, the way a provider writes; gateway and gateway-cache only), interleaved `--repeat`
+times; the report gives
 requests per second and the cache's ratio over the pass-through (the issue's target: at
 least 3x) and over the floor. `--smoke` sends a few requests per target, checks every answer
 and that the cache answered `x-thanos-cache: hit`.
@@ -40,9 +42,15 @@ from processes import (
     wait_ready,
 )
 from report import fmt, ratio, table
-from targets import GATEWAY_CONFIG
+from targets import GATEWAY_CONFIG, PACED_DELAY_MS
 
 TARGETS = ("floor", "gateway", "gateway-cache")
+PACED = ["--stream", "--model", "paced-model"]  # an upstream taking 5 ms between events
+MODES = {  # mode -> load.py flags, targets (the floor stands in front of the fast upstream only)
+    "plain": ([], TARGETS),
+    "stream": (["--stream"], TARGETS),
+    "paced": (PACED, TARGETS[1:]),
+}
 CACHE = "\n[cache]\nenabled = true\n"
 PATH = "/v1/chat/completions"
 
@@ -51,6 +59,8 @@ def start(bench: Bench) -> None:
     fast, paced = free_port(), free_port()
     upstream = [PYTHON, str(HERE / "upstream.py"), "--chunks", str(bench.chunks)]
     started = [bench.start("upstream", [*upstream, "--port", str(fast)], 0, fast)]
+    paced_argv = [*upstream, "--port", str(paced), "--delay-ms", str(PACED_DELAY_MS)]
+    started.append(bench.start("upstream-paced", paced_argv, 0, paced))
     floor = free_port()
     argv = [PYTHON, str(HERE / "floor.py"), "--port", str(floor), "--framework", "asgi"]
     started.append(
@@ -70,13 +80,13 @@ def start(bench: Bench) -> None:
     bench.urls = {name: f"http://127.0.0.1:{port}{PATH}" for name, port in ports.items()}
 
 
-def post(url: str, stream: bool) -> tuple[int, str, bytes]:
+def post(url: str, stream: bool, model: str = "bench-model") -> tuple[int, str, bytes]:
     """One request as `load.py` sends it: status, `x-thanos-cache`, body."""
     port = int(url.split(":")[2].split("/")[0])
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:
         connection.request(
-            "POST", PATH, request_body("bench-model", stream), {"content-type": "application/json"}
+            "POST", PATH, request_body(model, stream), {"content-type": "application/json"}
         )
         response = connection.getresponse()
         return response.status, response.getheader("x-thanos-cache") or "", response.read()
@@ -88,9 +98,10 @@ def warm(bench: Bench) -> list[str]:
     """Store the answer (from a stream: `load.py` checks a stream's text, and the upstream's
     whole answer says something else), then check a whole answer and a stream are hits."""
     problems = []
-    first = post(bench.urls["gateway-cache"], True)
-    if first[:2] != (200, "miss"):
-        problems.append(f"warming answered {first[0]} with x-thanos-cache {first[1]!r}")
+    for model in ("bench-model", "paced-model"):
+        first = post(bench.urls["gateway-cache"], True, model)
+        if first[:2] != (200, "miss"):
+            problems.append(f"warming {model}: {first[0]}, x-thanos-cache {first[1]!r}")
     for stream in (False, True):
         status, cache, _body = post(bench.urls["gateway-cache"], stream)
         if status != 200 or cache != "hit":
@@ -102,9 +113,8 @@ def measure(bench: Bench, args: argparse.Namespace) -> dict[str, list[dict[str, 
     results: dict[str, list[dict[str, Any]]] = {}
     chunks = ["--chunks", str(bench.chunks)]
     for _ in range(args.repeat):
-        for mode in ("plain", "stream"):
-            flags = ["--stream"] if mode == "stream" else []
-            for target in TARGETS:
+        for mode, (flags, targets) in MODES.items():
+            for target in targets:
                 url = bench.urls[target]
                 print(f"  {mode:6} {target}", file=sys.stderr, flush=True)
                 if args.smoke:
@@ -129,40 +139,20 @@ def measure(bench: Bench, args: argparse.Namespace) -> dict[str, list[dict[str, 
 
 def report(results: dict[str, list[dict[str, Any]]], smoke: bool) -> str:
     rows = []
-    for mode in ("plain", "stream"):
-        rps = (
-            {t: statistics.median(r["rps"] for r in results[f"{mode}/{t}"]) for t in TARGETS}
-            if not smoke
-            else {}
-        )
-        for target in TARGETS:
+    for mode, (_, targets) in MODES.items():
+        rps: dict[str, float | None] = {t: None for t in TARGETS}
+        for target in targets if not smoke else ():
+            rps[target] = statistics.median(r["rps"] for r in results[f"{mode}/{target}"])
+        for target in targets:
             runs = results[f"{mode}/{target}"]
-            errors = sum(r["errors"] for r in runs)
+            errors = str(sum(r["errors"] for r in runs))
             if smoke:
-                rows.append(
-                    [
-                        mode,
-                        target,
-                        str(sum(r["requests"] for r in runs)),
-                        str(errors),
-                        "-",
-                        "-",
-                        "-",
-                    ]
-                )
+                answers = str(sum(r["requests"] for r in runs))
+                rows.append([mode, target, answers, errors, "-", "-", "-"])
                 continue
-            cpu = statistics.median(r["cpu_ms_per_request"] for r in runs)
-            rows.append(
-                [
-                    mode,
-                    target,
-                    fmt(rps[target], 0),
-                    str(errors),
-                    fmt(cpu, 3),
-                    ratio(rps[target], rps["gateway"]),
-                    ratio(rps[target], rps["floor"]),
-                ]
-            )
+            cpu = fmt(statistics.median(r["cpu_ms_per_request"] for r in runs), 3)
+            versus = [ratio(rps[target], rps["gateway"]), ratio(rps[target], rps["floor"])]
+            rows.append([mode, target, fmt(rps[target], 0), errors, cpu, *versus])
     header = [
         "mode",
         "target",

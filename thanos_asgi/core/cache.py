@@ -111,7 +111,11 @@ class ResponseCache:
         if entry is None and key not in self.flights:
             lookup.flight = self.flights[key] = asyncio.get_running_loop().create_future()
         if entry is None and self.index is not None:
-            entry = await self._semantic(lookup, scope, targets, request, ctx)
+            try:
+                entry = await self._semantic(lookup, scope, targets, request, ctx)
+            except BaseException:  # (cancelled while embedding: the waiters go on their own)
+                self._land(lookup, None)
+                raise
         if entry is not None:
             lookup.status, lookup.entry = "hit", entry
             self._land(lookup, entry)

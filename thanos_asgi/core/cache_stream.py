@@ -72,8 +72,9 @@ class Collector:
 
     @property
     def complete(self) -> bool:
-        """Every choice said why it ended (a stream cut short did not)."""
-        return bool(self.choices) and all(c.finish is not None for c in self.choices.values())
+        """Every choice said why it ended, and none with an error (a stream cut short did not)."""
+        finishes = [c.finish for c in self.choices.values()]
+        return bool(finishes) and all(f is not None and f != "error" for f in finishes)
 
     def response(self) -> ChatResponse:
         choices = [_choice(index, c) for index, c in sorted(self.choices.items())]
