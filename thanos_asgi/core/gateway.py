@@ -230,6 +230,8 @@ class Gateway:
             try:
                 await self.cache.attach(lookup, reply)
             except BaseException:  # (cancelled while storing: the reply was never handed out)
+                if tokens is not None:
+                    self.accounting.refund(tokens)
                 await reply.aclose("disconnected")
                 raise
         reply.on_finish.append(lambda _: self.accounting.settle_tokens(tokens, reply.usage))
