@@ -1,5 +1,5 @@
 """No setting is accepted and then ignored: `[models_dev]` refreshes prices, `[health.*]
-check_auth` checks credentials, and `cache_ttl_hours` (no response cache yet) is warned about."""
+check_auth` checks credentials, and `cache_ttl_hours` (response cache off) is warned about."""
 
 from __future__ import annotations
 
@@ -103,7 +103,7 @@ def test_cache_ttl_hours_loads_with_one_warning(caplog: pytest.LogCaptureFixture
     warnings = [r.getMessage() for r in caplog.records if r.name == "thanos_asgi.config"]
     assert len(warnings) == 1
     assert "semantic_search.cache_ttl_hours has no effect" in warnings[0]
-    assert "no response cache" in warnings[0] and config.routing.modes
+    assert "the response cache is off" in warnings[0] and config.routing.modes
     caplog.clear()
     parse_config('[routing.x]\nquick = "ollama"\n', source="t", env={})
     assert not [r for r in caplog.records if r.name == "thanos_asgi.config"]

@@ -63,6 +63,7 @@ class Context:
     fallback: bool = True  # x-thanos-fallback: off disables fallback for this request
     anthropic_beta: str | None = None  # a /v1/messages client's `anthropic-beta`, for Anthropic
     quota: Quota = field(default_factory=Quota)
+    cache_control: str | None = None  # the request's Cache-Control (no-cache, no-store)
 
 
 EMPTY = Context()

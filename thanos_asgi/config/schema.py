@@ -13,6 +13,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
 
+from thanos_asgi.config.cache import CacheConfig
 from thanos_asgi.config.credentials import Credential, CredentialStrategy
 from thanos_asgi.config.payload import PayloadConfig
 from thanos_asgi.providers import SPECS, ProviderSpec
@@ -296,6 +297,7 @@ class Config(_Section, frozen=True):
     responses: ResponsesConfig = msgspec.field(default_factory=ResponsesConfig)
     ledger: LedgerConfig = msgspec.field(default_factory=LedgerConfig)
     payload: PayloadConfig = msgspec.field(default_factory=PayloadConfig)
+    cache: CacheConfig = msgspec.field(default_factory=CacheConfig)
     source: str = ""  # the file read, or "<defaults>"
 
     def enabled_providers(self) -> list[ProviderConfig]:

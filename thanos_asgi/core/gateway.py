@@ -23,6 +23,7 @@ import msgspec
 
 from thanos_asgi.context import Context as Context
 from thanos_asgi.context import current_context
+from thanos_asgi.core.cache import Lookup, ResponseCache
 from thanos_asgi.core.credentials import Pool, Slot
 from thanos_asgi.core.dispatch import Dispatcher
 from thanos_asgi.core.embeddings import Embedder
@@ -37,6 +38,7 @@ from thanos_asgi.core.strategy import Planner
 from thanos_asgi.core.validation import Validator, check_embedding, check_ranges
 from thanos_asgi.exceptions import PermissionDenied, ProviderUnavailable, ThanosError, UpstreamError
 from thanos_asgi.governance.accounting import Accounting, estimate_embedding_tokens
+from thanos_asgi.governance.cache import open_store
 from thanos_asgi.governance.credentials import CredentialBook
 from thanos_asgi.governance.ledger import LedgerRow
 from thanos_asgi.governance.ledgers import UsageLedger, open_ledger
@@ -135,6 +137,10 @@ class Gateway:
         )
         self.monitor = HealthMonitor(config.health, self.providers, self.health)
         self.embedder = Embedder(self.providers, self.accounting, self.record)
+        self.cache: ResponseCache | None = None  # `[cache]`: see core/cache.py
+        if config.cache.enabled:
+            self.cache = ResponseCache(config, open_store(config), self.planner, self.embed)
+            self.metrics.sources.append(self.cache.collect)
 
     def _build(self, config: ProviderConfig, transport: Transport | None) -> Provider:
         kind = effective_kind(config.name, config.kind)
@@ -191,6 +197,8 @@ class Gateway:
         await self.accounting.drain()
         if self.owns_state:
             await self.state.aclose()
+        if self.cache is not None:
+            await self.cache.aclose()
         if self.ledger is not None:
             self.ledger.close()
         for provider in self.providers.values():
@@ -232,26 +240,61 @@ class Gateway:
         self.price_refresher.start()
         ctx = _with_metadata(ctx or Context(), request)
         token = current_context.set(ctx)
-        tokens = None
+        tokens = lookup = None
         try:
             targets = _permitted(self.planner.plan(request.model, ctx), request.model, ctx)
             targets = self.validator.fit(request, targets, wire)
+            if self.cache is not None:
+                lookup = await self.cache.lookup(request, targets, ctx)
+                if lookup.entry is not None:  # rpm counts a hit; tpm and budgets do not
+                    await self.accounting.count_request(ctx)
+                    return self._cached(lookup, request, ctx, started)
+                if lookup.key:  # canonical answers only: they are what is stored
+                    raw = None
             tokens = await self.accounting.admit_request(request, ctx)
             reply = await self.dispatcher.run(targets, request, ctx, raw, wire)
         except ThanosError as exc:
             if tokens is not None:
                 self.accounting.refund(tokens)
             self._record_failure(request.model, ctx, exc)
+            if self.cache is not None:
+                self.cache.abandon(lookup)
             raise
         except BaseException:  # cancelled: recorded by the dispatcher; the TPM hold goes back
             if tokens is not None:
                 self.accounting.refund(tokens)
+            if self.cache is not None:
+                self.cache.abandon(lookup)
             raise
         finally:
             current_context.reset(token)
+        if self.cache is not None and lookup is not None:
+            try:
+                await self.cache.attach(lookup, reply)
+            except BaseException:  # (cancelled while storing: the reply was never handed out)
+                if tokens is not None:
+                    self.accounting.refund(tokens)
+                await reply.aclose("disconnected")
+                raise
         reply.on_finish.append(lambda _: self.accounting.settle_tokens(tokens, reply.usage))
         reply.request_id, reply.key_id = ctx.request_id, ctx.key_id
         reply.started = started
+        self.metrics.dispatched(reply)
+        return reply
+
+    def _cached(self, lookup: Lookup, request: ChatRequest, ctx: Context, started: float) -> Reply:
+        """A cache hit as the request's reply: $0, no tokens, a ledger row marked cached."""
+        assert self.cache is not None
+        reply = self.cache.reply_for(lookup, request)
+        reply.request_id, reply.key_id, reply.started = ctx.request_id, ctx.key_id, started
+
+        def finished(outcome: str) -> None:
+            reply.usage, reply.cost_usd = None, 0.0  # what the client saw cost nothing now
+            if self.ledger is not None and self.config.cost.track_usage:
+                self._ledger_write(ledger_row(reply, outcome))
+            self.metrics.finished(reply, outcome)
+
+        reply.on_finish.append(finished)
         self.metrics.dispatched(reply)
         return reply
 
@@ -426,6 +469,7 @@ def ledger_row(reply: Reply, status: str) -> LedgerRow:
         status=status,
         latency_ms=reply.upstream_ms,
         credential=reply.credential,
+        cached=reply.cache == "hit",
     )
 
 

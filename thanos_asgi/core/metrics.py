@@ -109,6 +109,7 @@ class Metrics:
         self._series: dict[str, dict[str, _Series]] = {}
         self._count = 0
         self._registry: CollectorRegistry | None = None
+        self.sources: list[Callable[[], Iterator[Metric]]] = []  # e.g. the response cache
 
     # -- hooks: called by Gateway and Dispatcher ------------------------------------------------
 
@@ -204,6 +205,8 @@ class Metrics:
         yield from self._request_families()
         yield from self._attempt_families()
         yield from self._gauges()
+        for source in self.sources:
+            yield from source()
 
     def _request_families(self) -> Iterator[Metric]:
         families = _RequestFamilies()

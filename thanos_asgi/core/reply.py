@@ -41,6 +41,7 @@ class Reply:
     started: float = 0.0  # perf_counter() when dispatch began
     first_byte_at: float = 0.0  # perf_counter() when a stream's first event went out
     outcome: str = ""  # set by finish()
+    cache: str = ""  # x-thanos-cache: hit, miss or bypass when the response cache is on
     on_finish: list[Callable[[str], None]] = field(default_factory=list, repr=False)
     finished: bool = field(default=False, repr=False)
     upstream: list[Closable] = field(default_factory=list, repr=False)  # responses opened

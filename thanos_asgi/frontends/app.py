@@ -79,10 +79,13 @@ class Exchange:
             complexity=found.get(b"x-thanos-complexity") or None,
             fallback=found.get(b"x-thanos-fallback", "on").lower() not in ("off", "false", "0"),
             quota=quota if quota is not None else Quota(),
+            cache_control=found.get(b"cache-control"),
         )
 
 
-_ROUTING_HEADERS = frozenset((b"x-thanos-task", b"x-thanos-complexity", b"x-thanos-fallback"))
+_ROUTING_HEADERS = frozenset(
+    (b"x-thanos-task", b"x-thanos-complexity", b"x-thanos-fallback", b"cache-control")
+)
 
 
 Handler = Callable[[Exchange], Awaitable[None]]
@@ -253,6 +256,8 @@ class ThanosApp:
             headers.append((b"x-thanos-cost-usd", f"{reply.cost_usd:.8f}".encode()))
         if reply.budget_warning:
             headers.append((b"x-thanos-budget-warning", reply.budget_warning.encode()))
+        if reply.cache:
+            headers.append((b"x-thanos-cache", reply.cache.encode()))
         return headers
 
     # -- legacy completions and embeddings ------------------------------------------------------
