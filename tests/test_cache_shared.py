@@ -8,11 +8,9 @@ import math
 import re
 import shutil
 import sqlite3
-import subprocess
-import time
 import zlib
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio
@@ -21,7 +19,8 @@ import pytest
 import redis
 
 from tests.helpers import config, gateway
-from tests.servers import Upstream, free_port, running, serve_command, serve_env
+from tests.servers import Upstream, free_port, running
+from tests.test_multiprocess import gateway_process
 from tests.upstreams import FakeOpenAI
 from thanos_asgi import Gateway, build_app
 from thanos_asgi.frontends.asgi import Receive, Scope, Send
@@ -81,36 +80,15 @@ async def test_two_gateways_share_entries_through_redis(clean_redis: None) -> No
     assert len(keys) == 1 and str(keys[0]).startswith("b'thanos:cache:-:")
 
 
-@contextmanager
-def serve(path: Path, home: Path) -> Iterator[str]:
-    port = free_port()
-    command = [*serve_command(path), "--port", str(port), "--log-level", "warning"]
-    process = subprocess.Popen(
-        command, env=serve_env(home), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(300):
-            try:
-                if httpx.get(f"{url}/health", timeout=0.5).status_code == 200:
-                    break
-            except httpx.TransportError:
-                if process.poll() is not None:
-                    output = process.stdout.read().decode() if process.stdout else ""
-                    raise AssertionError(output) from None
-                time.sleep(0.05)
-        yield url
-    finally:
-        process.terminate()
-        process.communicate(timeout=15)
-
-
 async def test_two_serve_processes_share_one_redis_cache(clean_redis: None, tmp_path: Path) -> None:
     upstream = Upstream()
     async with running(upstream) as up:
         path = tmp_path / "thanos.toml"
         path.write_text(shared(up))
-        with serve(path, tmp_path) as one, serve(path, tmp_path) as two:
+        with (
+            gateway_process(path, tmp_path) as (one, _),
+            gateway_process(path, tmp_path) as (two, _),
+        ):
             async with httpx.AsyncClient(timeout=30) as http:
                 answers = []
                 for url in (one, two, one, two):

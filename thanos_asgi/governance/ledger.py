@@ -208,13 +208,14 @@ class _Checkpointer:
         self._thread.join(timeout=10)
 
 
-def _window(since: float | None, until: float | None) -> tuple[str, list[float]]:
+def window(since: float | None, until: float | None, mark: str = "?") -> tuple[str, list[float]]:
+    """The WHERE clause (placeholders `mark`) and parameters of a time range."""
     clauses, params = [], []
     if since is not None:
-        clauses.append("ts >= ?")
+        clauses.append(f"ts >= {mark}")
         params.append(since)
     if until is not None:
-        clauses.append("ts < ?")
+        clauses.append(f"ts < {mark}")
         params.append(until)
     return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
 
@@ -320,7 +321,7 @@ class Ledger:
     ) -> list[dict[str, Any]]:
         """Requests, tokens and cost per group in `[since, until)`, ordered by group."""
         expression, name = _GROUPS[group_by]
-        where, params = _window(since, until)
+        where, params = window(since, until)
         self.flush()
         sql = f"SELECT {expression} AS grp, {_SUMS} FROM requests{where} GROUP BY grp ORDER BY grp"
         with self._lock:
@@ -329,7 +330,7 @@ class Ledger:
 
     def total_cost(self, since: float, until: float | None = None) -> float:
         """USD of the priced requests in `[since, until)`."""
-        where, params = _window(since, until)
+        where, params = window(since, until)
         self.flush()
         with self._lock:
             found = self._db.execute(f"SELECT TOTAL(cost_usd) FROM requests{where}", params)
@@ -365,7 +366,7 @@ class Ledger:
 
     def rows(self, since: float | None = None) -> Iterator[LedgerRow]:
         """Every row from `since` on, oldest first."""
-        where, params = _window(since, None)
+        where, params = window(since, None)
         self.flush()
         with self._lock:
             cursor = self._db.execute(f"{_SELECT}{where} ORDER BY ts, id", params)

@@ -38,6 +38,7 @@ from thanos_asgi.governance.ledger import (
     LedgerRow,
     Spend,
     report_row,
+    window,
     write_csv,
 )
 from thanos_asgi.governance.ledger_pg_schema import TABLE, VIEW, migrate
@@ -68,17 +69,6 @@ _SUMS = """COUNT(*), COALESCE(SUM(prompt_tokens), 0), COALESCE(SUM(completion_to
 assert len(_REPORT_FIELDS) == 7  # the sums above, in the SQLite ledger's order
 
 Row = tuple[Any, ...]  # (row_key, *the LedgerRow's values)
-
-
-def _window(since: float | None, until: float | None) -> tuple[str, list[float]]:
-    clauses, params = [], []
-    if since is not None:
-        clauses.append("ts >= %s")
-        params.append(since)
-    if until is not None:
-        clauses.append("ts < %s")
-        params.append(until)
-    return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
 
 
 class PgLedger:
@@ -265,7 +255,7 @@ class PgLedger:
     ) -> list[dict[str, Any]]:
         """Requests, tokens and cost per group in `[since, until)`, ordered by group."""
         expression, name = _GROUPS[group_by]
-        where, params = _window(since, until)
+        where, params = window(since, until, "%s")
         sql = (  # ordered as SQLite orders: NULL first, then by bytes
             f"SELECT {expression}, {_SUMS} FROM {TABLE}{where} "
             f'GROUP BY {expression} ORDER BY {expression} COLLATE "C" NULLS FIRST'
@@ -274,7 +264,7 @@ class PgLedger:
 
     def total_cost(self, since: float, until: float | None = None) -> float:
         """USD of the priced requests in `[since, until)`."""
-        where, params = _window(since, until)
+        where, params = window(since, until, "%s")
         found = self._query(
             f"SELECT COALESCE(SUM(cost_usd), 0)::float8 FROM {TABLE}{where}", params
         )
@@ -299,7 +289,7 @@ class PgLedger:
 
     def rows(self, since: float | None = None) -> Iterator[LedgerRow]:
         """Every row from `since` on, oldest first."""
-        where, params = _window(since, None)
+        where, params = window(since, None, "%s")
         sql = f"SELECT {', '.join(COLUMNS)} FROM {TABLE}{where} ORDER BY ts, seq"
         for values in self._query(sql, params):
             yield LedgerRow(*values)
