@@ -22,7 +22,13 @@ from tests.servers import free_port
 from thanos_asgi import Gateway, HttpxTransport, build_app
 from thanos_asgi.context import Context, KeyPolicy
 from thanos_asgi.governance.ledger import Ledger
-from thanos_asgi.governance.state import MemoryBackend, SpendLost, StateBackend
+from thanos_asgi.governance.state import (
+    GRACE,
+    MemoryBackend,
+    SpendLost,
+    SpendSettling,
+    StateBackend,
+)
 from thanos_asgi.governance.state._redis import RedisBackend
 from thanos_asgi.types import ChatRequest, Message, Target
 
@@ -325,6 +331,12 @@ async def test_restore_raises_spend_once_and_sets_the_marker(backend: str) -> No
     assert await state.restore("m", {"budget:k": 9.0}, 60) is False  # once only
     assert await state.spent("budget:k") == (2.0, 0.0)
     assert await state.spent("budget:j") == (3.0, 0.0)
+    assert await state.generation("m") is not None
+    if state.shared:  # the others have GRACE seconds to put their reservations back
+        with pytest.raises(SpendSettling) as settling:
+            await state.reserve("budget:j", 7.0, 10.0, 60, marker="m")
+        assert 0 < settling.value.wait <= GRACE
+        await asyncio.sleep(settling.value.wait)
     assert await state.reserve("budget:j", 7.0, 10.0, 60, marker="m") is True
     assert await state.reserve("budget:j", -5.0, 10.0, 60, marker="m") is True  # counts as 0
     assert await state.spent("budget:j") == (3.0, 7.0)
@@ -348,3 +360,41 @@ async def test_the_ledger_sums_a_months_spend_per_key_and_provider(tmp_path: Pat
     assert spend.total == pytest.approx(2.75)
     assert spend.keys == {"a": pytest.approx(2.5), "b": 0.0}
     assert spend.providers == {"p": pytest.approx(2.25), "q": pytest.approx(0.5)}
+
+
+# -- the store loses its data while requests are in flight --------------------------------
+
+
+async def slow_metered(request: httpx.Request) -> httpx.Response:
+    await asyncio.sleep(1.5)
+    return await metered(request)
+
+
+async def test_reservations_in_flight_survive_a_flush_across_processes(tmp_path: Path) -> None:
+    """Two gateways (as two processes: each its own Redis client) on one Redis and one
+    ledger. A holds four slow requests when Redis is flushed; B's requests after the
+    rebuild must see A's reservations, so the month's spend stays within $0.01."""
+    import redis.asyncio as aioredis
+
+    ledger = tmp_path / "usage.db"
+    body = {"model": "paid/m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2000}
+    async with private_redis(tmp_path) as (url, _):
+        slow = HttpxTransport(httpx.AsyncClient(transport=httpx.MockTransport(slow_metered)))
+        a = Gateway(config(PRICED), transport=slow, state=RedisBackend(url), ledger=Ledger(ledger))
+        b = gateway(RedisBackend(url), ledger)
+        async with client_for(build_app(a)) as http_a, client_for(build_app(b)) as http_b:
+            warm = await post(http_b, {**body, "max_tokens": 1})  # rebuilds the month, waits
+            assert warm.status_code == 200  # out its grace ($0.000006)
+            held = [asyncio.ensure_future(post(http_a, body)) for _ in range(4)]
+            await asyncio.sleep(0.5)  # A's four reservations are in ($0.00804 of $0.01)
+            flusher = aioredis.Redis.from_url(url)
+            await flusher.flushdb()
+            await flusher.aclose()
+            later = await asyncio.gather(*(post(http_b, body) for _ in range(6)))
+            first = await asyncio.gather(*held)
+        await a.aclose()
+        await b.aclose()
+    assert [r.status_code for r in first] == [200] * 4, [r.text for r in first]
+    assert [r.status_code for r in later] == [429] * 6, [r.text for r in later]
+    spent, rows = ledger_spend(ledger)
+    assert rows == 5 and spent <= 0.01

@@ -195,6 +195,7 @@ class Gateway:
         await self.monitor.stop()
         await self.price_refresher.stop()
         await self.accounting.drain()
+        self.accounting.holds.close()
         if self.owns_state:
             await self.state.aclose()
         if self.cache is not None:

@@ -37,8 +37,9 @@ from typing import TYPE_CHECKING
 from thanos_asgi.context import Context, Quota
 from thanos_asgi.exceptions import ProviderUnavailable, ThanosError
 from thanos_asgi.governance import _spend
+from thanos_asgi.governance._holds import Holds
 from thanos_asgi.governance._spend import MONTH_TTL, money
-from thanos_asgi.governance.state import SpendLost
+from thanos_asgi.governance.state import SpendLost, SpendSettling, StateUnavailable
 from thanos_asgi.types import Target
 
 if TYPE_CHECKING:
@@ -51,6 +52,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("thanos_asgi.governance.accounting")
 MINUTE = 60.0
+_PATIENCE = 10  # rebuilds and graces one reservation waits through before it gives up
 DEFAULT_OUTPUT_TOKENS = 4096  # reserved when neither the request nor the instance says
 MAX_OUTPUT_TOKENS = 1_000_000  # no model writes more in one answer; reservations stop here
 
@@ -162,6 +164,7 @@ class Accounting:
         self._worker: asyncio.Task[None] | None = None
         self._restore_lock = asyncio.Lock()
         self._restores = 0
+        self.holds = Holds(state, self.restore)
 
     def spend_fraction(self) -> float | None:
         """Share of the global monthly budget spent, as last seen (for dynamic switching)."""
@@ -241,13 +244,22 @@ class Accounting:
 
     async def _reserve(self, key: str, amount: float, limit: float) -> bool:
         label = key.split(":", 2)[1]
-        try:
-            return await self.state.reserve(
-                key, amount, limit, MONTH_TTL, marker=_spend.marker(label)
-            )
-        except SpendLost:
-            await self.restore(label)
-            return await self.state.reserve(key, amount, limit, MONTH_TTL)
+        owner = self.holds.owner
+        for _ in range(_PATIENCE):
+            try:
+                granted = await self.state.reserve(
+                    key, amount, limit, MONTH_TTL, marker=_spend.marker(label), owner=owner
+                )
+            except SpendLost:
+                await self.restore(label)
+                continue
+            except SpendSettling as settling:  # the others are putting their holds back
+                await asyncio.sleep(settling.wait)
+                continue
+            if granted:
+                self.holds.add(key, amount)
+            return granted
+        raise StateUnavailable("the budget month keeps being rebuilt; try again shortly")
 
     async def restore(self, label: str) -> None:
         """Rebuild the month's spend from the ledger (once, however many requests ask)."""
@@ -313,7 +325,10 @@ class Accounting:
     async def release(self, admission: Admission) -> None:
         """The attempt failed before any token was spent: give the reservations back."""
         for key in admission.reservations:
-            await self.state.settle(key, admission.worst_case, 0.0, MONTH_TTL)
+            self.holds.remove(key, admission.worst_case)
+            await self.state.settle(
+                key, admission.worst_case, 0.0, MONTH_TTL, owner=self.holds.owner
+            )
         admission.reservations.clear()
 
     def cost(self, instance: str, model: str, usage: Usage | None) -> float | None:
@@ -337,7 +352,10 @@ class Accounting:
 
     async def _settle(self, admission: Admission, actual: float) -> None:
         for key in admission.reservations:
-            await self.state.settle(key, admission.worst_case, actual, MONTH_TTL)
+            self.holds.remove(key, admission.worst_case)
+            await self.state.settle(
+                key, admission.worst_case, actual, MONTH_TTL, owner=self.holds.owner
+            )
         await self._warning()
 
     def settle_tokens(self, tokens: Tokens, usage: Usage | None) -> None:

@@ -11,7 +11,9 @@ from __future__ import annotations
 from thanos_asgi.config import StateConfig
 from thanos_asgi.exceptions import ConfigError
 from thanos_asgi.governance.state._base import (
+    GRACE,
     SpendLost,
+    SpendSettling,
     StateBackend,
     StateUnavailable,
     WindowResult,
@@ -19,8 +21,10 @@ from thanos_asgi.governance.state._base import (
 from thanos_asgi.governance.state._memory import MemoryBackend
 
 __all__ = [
+    "GRACE",
     "MemoryBackend",
     "SpendLost",
+    "SpendSettling",
     "StateBackend",
     "StateUnavailable",
     "WindowResult",

@@ -28,6 +28,18 @@ class SpendLost(Exception):
     caller rebuilds month-to-date spend from the ledger with `restore`, then reserves again."""
 
 
+class SpendSettling(Exception):
+    """`reserve(..., marker=...)` came within the grace after a month was rebuilt: every
+    process is re-adding its reservations in flight (`hold`); try again in `wait` seconds."""
+
+    def __init__(self, wait: float) -> None:
+        super().__init__(wait)
+        self.wait = wait
+
+
+GRACE = 1.0  # seconds after a rebuild in which reservations wait for the others' `hold`s
+
+
 @dataclass(frozen=True, slots=True)
 class WindowResult:
     allowed: bool
@@ -54,24 +66,46 @@ class StateBackend(Protocol):
         """Add `delta` (may be negative) to the current window; never below 0."""
         ...
 
+    shared: bool  # several processes use it, and it can lose its data while they run
+
     async def reserve(
-        self, key: str, amount: float, limit: float, ttl: float, *, marker: str | None = None
+        self,
+        key: str,
+        amount: float,
+        limit: float,
+        ttl: float,
+        *,
+        marker: str | None = None,
+        owner: str | None = None,
     ) -> bool:
         """If spent + reserved + amount <= limit: reserved += amount, True; else False.
 
         Every write sets the whole key to expire `ttl` seconds later (e.g. the budget month's end).
-        A negative `amount` counts as 0. With `marker`, SpendLost if that marker is not set.
+        A negative `amount` counts as 0. With `marker`, SpendLost if that marker is not set,
+        SpendSettling within `GRACE` of its rebuild. `owner` (a process) counts its share.
         """
         ...
 
     async def restore(self, marker: str, spent: Mapping[str, float], ttl: float) -> bool:
         """Unless `marker` is set: raise each key's spent to at least `spent[key]`, set
-        `marker`, all expiring after `ttl`, in one step; True if it did, False if it was set."""
+        `marker` to a new generation, all expiring after `ttl`, and start its grace, in one
+        step; True if it did, False if it was set."""
         ...
 
-    async def settle(self, key: str, reserved: float, actual: float, ttl: float) -> None:
-        """reserved -= `reserved` (not below 0); spent += `actual` (a negative one counts as
-        0); expiry as for `reserve`."""
+    async def generation(self, marker: str) -> str | None:
+        """The generation `marker` holds (new at each `restore`), None if it is not set."""
+        ...
+
+    async def settle(
+        self, key: str, reserved: float, actual: float, ttl: float, *, owner: str | None = None
+    ) -> None:
+        """reserved -= `reserved` (not below 0; with `owner`, not beyond what it holds in the
+        store); spent += `actual` (a negative one counts as 0); expiry as for `reserve`."""
+        ...
+
+    async def hold(self, key: str, owner: str, amount: float, ttl: float) -> None:
+        """Make `owner`'s share of `key`'s reserved exactly `amount` (idempotent): how a
+        process puts back its reservations in flight after the store lost them."""
         ...
 
     async def spent(self, key: str) -> tuple[float, float]:

@@ -62,8 +62,17 @@ class MemoryBackend:
         index, _ = window_index(self._clock(), window)
         self._windows[key] = (index, max(0, self._used(key, index) + delta))
 
+    shared = False  # one process: it loses nothing while that process runs
+
     async def reserve(
-        self, key: str, amount: float, limit: float, ttl: float, *, marker: str | None = None
+        self,
+        key: str,
+        amount: float,
+        limit: float,
+        ttl: float,
+        *,
+        marker: str | None = None,
+        owner: str | None = None,
     ) -> bool:
         now = self._clock()
         if marker is not None and self._markers.get(marker, now) <= now:
@@ -76,7 +85,9 @@ class MemoryBackend:
         budget.expires = now + ttl
         return True
 
-    async def settle(self, key: str, reserved: float, actual: float, ttl: float) -> None:
+    async def settle(
+        self, key: str, reserved: float, actual: float, ttl: float, *, owner: str | None = None
+    ) -> None:
         now = self._clock()
         budget = self._budget(key, now)
         budget.reserved = max(0, budget.reserved - nonnegative_micro(reserved))
@@ -93,6 +104,13 @@ class MemoryBackend:
             budget.expires = now + ttl
         self._markers[marker] = now + ttl
         return True
+
+    async def hold(self, key: str, owner: str, amount: float, ttl: float) -> None:
+        return None  # nothing is ever lost from under a running process
+
+    async def generation(self, marker: str) -> str | None:
+        now = self._clock()
+        return "memory" if self._markers.get(marker, now) > now else None
 
     async def spent(self, key: str) -> tuple[float, float]:
         budget = self._budgets.get(key)

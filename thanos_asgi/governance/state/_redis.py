@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
+import secrets
 from collections.abc import Awaitable, Mapping
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
@@ -32,7 +33,9 @@ from redis.backoff import NoBackoff
 
 from thanos_asgi.governance.state import _scripts
 from thanos_asgi.governance.state._base import (
+    GRACE,
     SpendLost,
+    SpendSettling,
     StateUnavailable,
     WindowResult,
     check_window,
@@ -81,6 +84,7 @@ class RedisBackend:
         self._reserve = self._client.register_script(_scripts.RESERVE)
         self._settle = self._client.register_script(_scripts.SETTLE)
         self._restore = self._client.register_script(_scripts.RESTORE)
+        self._hold = self._client.register_script(_scripts.HOLD)
 
     async def window_take(self, key: str, amount: int, limit: int, window: float) -> WindowResult:
         check_window(window)
@@ -96,27 +100,57 @@ class RedisBackend:
         call = self._adjust(keys=[self._key("window", key)], args=[delta, _micros(window)])
         await self._guard(call, None, "window_adjust", drops=True)
 
+    shared = True
+
     async def reserve(
-        self, key: str, amount: float, limit: float, ttl: float, *, marker: str | None = None
+        self,
+        key: str,
+        amount: float,
+        limit: float,
+        ttl: float,
+        *,
+        marker: str | None = None,
+        owner: str | None = None,
     ) -> bool:
         keys = [self._key("budget", key)]
         if marker is not None:
-            keys.append(self._key("budget", marker))
-        args = [nonnegative_micro(amount), nonnegative_micro(limit), _millis(ttl)]
+            keys += [self._key("budget", marker), self._key("budget", f"{marker}:grace")]
+        args: list[int | str] = [nonnegative_micro(amount), nonnegative_micro(limit), _millis(ttl)]
+        if owner is not None:
+            args.append(owner)
         reply = await self._guard(self._reserve(keys=keys, args=args), 1, "reserve")
         if reply == 2:
             raise SpendLost(marker)
+        if isinstance(reply, list):
+            raise SpendSettling(int(reply[1]) / 1000)
         return bool(reply)
 
-    async def settle(self, key: str, reserved: float, actual: float, ttl: float) -> None:
-        args = [nonnegative_micro(reserved), nonnegative_micro(actual), _millis(ttl)]
+    async def settle(
+        self, key: str, reserved: float, actual: float, ttl: float, *, owner: str | None = None
+    ) -> None:
+        args: list[int | str] = [
+            nonnegative_micro(reserved),
+            nonnegative_micro(actual),
+            _millis(ttl),
+        ]
+        if owner is not None:
+            args.append(owner)
         call = self._settle(keys=[self._key("budget", key)], args=args)
         await self._guard(call, None, "settle", drops=True)
 
+    async def hold(self, key: str, owner: str, amount: float, ttl: float) -> None:
+        args: list[int | str] = [owner, nonnegative_micro(amount), _millis(ttl)]
+        await self._guard(self._hold(keys=[self._key("budget", key)], args=args), None, "hold")
+
     async def restore(self, marker: str, spent: Mapping[str, float], ttl: float) -> bool:
-        keys = [self._key("budget", name) for name in (marker, *spent)]
-        args = [_millis(ttl), *(nonnegative_micro(amount) for amount in spent.values())]
+        keys = [self._key("budget", name) for name in (marker, f"{marker}:grace", *spent)]
+        args: list[int | str] = [_millis(ttl), secrets.token_hex(8), _millis(GRACE)]
+        args += [nonnegative_micro(amount) for amount in spent.values()]
         return bool(await self._guard(self._restore(keys=keys, args=args), 0, "restore"))
+
+    async def generation(self, marker: str) -> str | None:
+        found = await self._guard(self._client.get(self._key("budget", marker)), None, "marker")
+        return None if found is None else str(found)
 
     async def spent(self, key: str) -> tuple[float, float]:
         call = self._client.hmget(self._key("budget", key), ["s", "r"])

@@ -3,7 +3,8 @@
 Windows live in a hash {w: window index, n: units used}; a stored index other than the
 current one means the window has rolled over and counts as 0. The window is computed from
 `redis.call('TIME')`, so every gateway process agrees on it whatever its own clock says.
-Budgets live in a hash {s: spent, r: reserved}, both integer micro-dollars. Numbers are
+Budgets live in a hash {s: spent, r: reserved, h:<owner>: the part of r each gateway process
+holds}, all integer micro-dollars. Numbers are
 written back with `%.0f` so large integers are never rounded by Lua's `%.14g` conversion.
 """
 
@@ -58,29 +59,45 @@ local spent = tonumber(stored[1]) or 0
 local reserved = tonumber(stored[2]) or 0
 """
 
-# KEYS[1] budget, KEYS[2] (optional) the marker that must exist; ARGV: amount, limit, ttl ms
-# -> 1 reserved / 0 refused / 2 the marker is missing (the store lost its data)
+# KEYS[1] budget, KEYS[2] (optional) the marker that must exist, KEYS[3] (with it) the marker's
+# grace key; ARGV: amount, limit, ttl ms, (optional) owner
+# -> 1 reserved / 0 refused / 2 the marker is missing (the store lost its data) /
+#    {3, ms} the month was just rebuilt: wait ms for every process to re-add its reservations
 RESERVE = (
     _PRELUDE
     + """
-if #KEYS > 1 and redis.call('EXISTS', KEYS[2]) == 0 then return 2 end
+if #KEYS > 1 then
+  if redis.call('EXISTS', KEYS[2]) == 0 then return 2 end
+  local wait = redis.call('PTTL', KEYS[3])
+  if wait > 0 then return {3, wait} end
+end
 """
     + _BUDGET
     + """
 local amount = math.max(0, tonumber(ARGV[1]))
 if spent + reserved + amount > tonumber(ARGV[2]) then return 0 end
 redis.call('HSET', KEYS[1], 's', int(spent), 'r', int(reserved + amount))
+if ARGV[4] then redis.call('HINCRBY', KEYS[1], 'h:' .. ARGV[4], int(amount)) end
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return 1
 """
 )
 
-# KEYS[1] budget; ARGV: reserved amount to release, actual cost, ttl ms
+# KEYS[1] budget; ARGV: reserved amount to release, actual cost, ttl ms, (optional) owner.
+# With an owner, only what that owner holds in this store is released: a reservation made
+# before the store lost its data is not in `r` any more, and must not release others'.
 SETTLE = (
     _PRELUDE
     + _BUDGET
     + """
-reserved = math.max(0, reserved - math.max(0, tonumber(ARGV[1])))
+local release = math.max(0, tonumber(ARGV[1]))
+if ARGV[4] then
+  local field = 'h:' .. ARGV[4]
+  local held = tonumber(redis.call('HGET', KEYS[1], field)) or 0
+  release = math.min(release, held)
+  redis.call('HSET', KEYS[1], field, int(held - release))
+end
+reserved = math.max(0, reserved - release)
 spent = spent + math.max(0, tonumber(ARGV[2]))
 redis.call('HSET', KEYS[1], 's', int(spent), 'r', int(reserved))
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
@@ -88,19 +105,37 @@ return 1
 """
 )
 
-# KEYS[1] marker, KEYS[2..] budgets; ARGV[1] ttl ms, ARGV[2..] spent of each budget
+# KEYS[1] budget; ARGV: owner, what it holds now, ttl ms. Idempotent: the owner's share of
+# `r` becomes exactly that amount (re-adding reservations after the store lost its data).
+HOLD = (
+    _PRELUDE
+    + _BUDGET
+    + """
+local field = 'h:' .. ARGV[1]
+local before = tonumber(redis.call('HGET', KEYS[1], field)) or 0
+local now = math.max(0, tonumber(ARGV[2]))
+local total = math.max(0, reserved + now - before)
+redis.call('HSET', KEYS[1], 's', int(spent), 'r', int(total), field, int(now))
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+)
+
+# KEYS[1] marker, KEYS[2] its grace key, KEYS[3..] budgets; ARGV[1] ttl ms, ARGV[2] the new
+# generation, ARGV[3] grace ms, ARGV[4..] spent of each budget
 # -> 1 restored / 0 the marker was there (someone restored already)
 RESTORE = (
     _PRELUDE
     + """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-for i = 2, #KEYS do
+for i = 3, #KEYS do
   local stored = redis.call('HMGET', KEYS[i], 's', 'r')
-  local spent = math.max(tonumber(stored[1]) or 0, tonumber(ARGV[i]))
+  local spent = math.max(tonumber(stored[1]) or 0, tonumber(ARGV[i + 1]))
   redis.call('HSET', KEYS[i], 's', int(spent), 'r', int(tonumber(stored[2]) or 0))
   redis.call('PEXPIRE', KEYS[i], ARGV[1])
 end
-redis.call('SET', KEYS[1], '1', 'PX', ARGV[1])
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[1])
+redis.call('SET', KEYS[2], '1', 'PX', ARGV[3])
 return 1
 """
 )
