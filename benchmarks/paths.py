@@ -32,7 +32,7 @@ KEY_BUDGET_USD = 1_000_000_000  # never reached; every request reserves and sett
 
 
 @dataclass(frozen=True)
-class Path:
+class Route:
     """How a target is reached: which gateway, at which route, in which client dialect."""
 
     gateway: str  # the `thanos serve` process (a key of GATEWAY_EXTRA)
@@ -42,12 +42,12 @@ class Path:
 
 
 PATHS = {
-    "gw-anthropic": Path("gateway-paths", "/v1/chat/completions", "chat", "anth-model"),
-    "gw-gemini": Path("gateway-paths", "/v1/chat/completions", "chat", "gem-model"),
-    "gw-messages": Path("gateway-paths", "/v1/messages", "messages", "bench-model"),
-    "gw-resp-relay": Path("gateway-paths", "/v1/responses", "responses", "resp-model"),
-    "gw-resp-chat": Path("gateway-paths", "/v1/responses", "responses", "bench-model"),
-    "gateway-redis": Path("gateway-redis", "/v1/chat/completions", "chat", "bench-model"),
+    "gw-anthropic": Route("gateway-paths", "/v1/chat/completions", "chat", "anth-model"),
+    "gw-gemini": Route("gateway-paths", "/v1/chat/completions", "chat", "gem-model"),
+    "gw-messages": Route("gateway-paths", "/v1/messages", "messages", "bench-model"),
+    "gw-resp-relay": Route("gateway-paths", "/v1/responses", "responses", "resp-model"),
+    "gw-resp-chat": Route("gateway-paths", "/v1/responses", "responses", "bench-model"),
+    "gateway-redis": Route("gateway-redis", "/v1/chat/completions", "chat", "bench-model"),
 }
 
 PATHS_CONFIG = """
