@@ -5,8 +5,9 @@
 - `messages`: Anthropic Messages (`/v1/messages`): a `message` with text and usage; a stream
   of `message_start`, the text in `content_block_delta`s, `message_delta` with usage,
   `message_stop`;
-- `responses`: OpenAI Responses (`/v1/responses`): a completed `response` with output text
-  and usage; a stream of typed events from `response.created` to `response.completed`, the
+- `responses`: OpenAI Responses (`/v1/responses`; `responses-unstored` sends `"store": false`,
+  so the gateway keeps nothing for `previous_response_id`): a completed `response` with output
+  text and usage; a stream of typed events from `response.created` to `response.completed`, the
   text in `response.output_text.delta`s, `sequence_number`s counting up from 0.
 
 A stream's text must be `WORD` once per content chunk the upstream sent, whatever the
@@ -24,8 +25,10 @@ PROMPT = "Say hello in one short sentence."
 
 def request_body(dialect: str, model: str, stream: bool) -> bytes:
     body: dict[str, Any] = {"model": model, "max_tokens": 32}
-    if dialect == "responses":
+    if dialect.startswith("responses"):
         body = {"model": model, "input": PROMPT, "max_output_tokens": 32}  # stored: the default
+        if dialect == "responses-unstored":
+            body["store"] = False
     else:
         body["messages"] = [{"role": "user", "content": PROMPT}]
     if stream:

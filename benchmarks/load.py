@@ -277,7 +277,11 @@ def main() -> None:
         command.add_argument("--url", required=True)
         command.add_argument("--model", default="bench-model")
         command.add_argument("--stream", action="store_true")
-        command.add_argument("--dialect", choices=("chat", "messages", "responses"), default="chat")
+        command.add_argument(
+            "--dialect",
+            choices=("chat", "messages", "responses", "responses-unstored"),
+            default="chat",
+        )
         command.add_argument("--timeout", type=float, default=10.0, help="seconds per request")
     lat = commands.choices["latency"]
     lat.add_argument("--requests", type=int, default=2000)

@@ -8,11 +8,13 @@ pass-through) and the floor in the same run.
 - `gw-resp-relay`: `POST /v1/responses` relayed to an OpenAI instance with
   `wire_api = "responses"` (the answer is read for usage and stored for `previous_response_id`);
 - `gw-resp-chat`: `POST /v1/responses` translated to the OpenAI-compatible (chat) upstream;
+- `gw-resp-relay-unstored`, `gw-resp-chat-unstored`: the same with `"store": false` (the
+  Responses API's default is to store every answer: `[responses] store_path`, SQLite);
 - `gateway-redis`: the pass-through with one client key with rpm, tpm and `budget_usd`, its
   windows and spend in Redis (`[state] backend = "redis"`), the model priced so every request
   reserves and settles money.
 
-The first five are served by one gateway process (`gateway-paths`: `gateway`'s config plus an
+The first seven are served by one gateway process (`gateway-paths`: `gateway`'s config plus an
 Anthropic, a Gemini and a Responses-wire instance, all at the same fake upstream, which answers
 in the format the path asks for, `formats.py`); `gateway-redis` by its own. Both run with the
 same options and pinning as `gateway`.
@@ -47,6 +49,12 @@ PATHS = {
     "gw-messages": Route("gateway-paths", "/v1/messages", "messages", "bench-model"),
     "gw-resp-relay": Route("gateway-paths", "/v1/responses", "responses", "resp-model"),
     "gw-resp-chat": Route("gateway-paths", "/v1/responses", "responses", "bench-model"),
+    "gw-resp-relay-unstored": Route(
+        "gateway-paths", "/v1/responses", "responses-unstored", "resp-model"
+    ),
+    "gw-resp-chat-unstored": Route(
+        "gateway-paths", "/v1/responses", "responses-unstored", "bench-model"
+    ),
     "gateway-redis": Route("gateway-redis", "/v1/chat/completions", "chat", "bench-model"),
 }
 
