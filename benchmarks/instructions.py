@@ -8,8 +8,14 @@ production upstream engine. The count is the difference between a run of `--many
 of `--few` requests, divided by the difference, so start-up and warm-up cancel out.
 
     python benchmarks/instructions.py [--stream] [--source DIR]   # DIR: another checkout
+    python benchmarks/instructions.py --target gw-anthropic --stream   # a path of paths.py
+    python benchmarks/instructions.py --target gw-anthropic --profile  # cProfile, no valgrind
 
-Needs valgrind. The usage ledger is written to a temporary directory, as in production.
+`--target` sends the path's client dialect to its route and model (`paths.py`; the config
+also has its Anthropic, Gemini and Responses-wire instances, all at the same fake upstream);
+`--profile` runs `--many` requests under cProfile in this process and prints the functions
+that cost most (own time, then cumulative). Needs valgrind unless `--profile`.
+The usage ledger is written to a temporary directory, as in production.
 """
 
 from __future__ import annotations
@@ -29,10 +35,16 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from dialects import request_body  # noqa: E402
+from paths import PATHS, PATHS_CONFIG, Route  # noqa: E402
 from processes import free_port  # noqa: E402
 
 BODY = b'{"model": "bench-model", "messages": [{"role": "user", "content": "hi"}]}'
 STREAM_BODY = BODY[:-1] + b', "stream": true}'
+PASS_THROUGH = Route("gateway", "/v1/chat/completions", "chat", "bench-model")
+TARGETS = {"gateway": PASS_THROUGH} | {
+    k: v for k, v in PATHS.items() if v.gateway != "gateway-redis"
+}
 CONFIG = """\
 [providers.bench]
 kind = "openai-compatible"
@@ -42,18 +54,21 @@ models = ["bench-model"]
 
 [cost]
 ledger_path = "{ledger}"
-"""
+
+[responses]
+store_path = "{store}"
+""" + PATHS_CONFIG.replace("{fast}", "{port}")
 
 
-async def _one(app: Any, body: bytes) -> int:
+async def _one(app: Any, body: bytes, path: str = "/v1/chat/completions") -> int:
     scope = {
         "type": "http",
         "asgi": {"version": "3.0"},
         "http_version": "1.1",
         "method": "POST",
         "scheme": "http",
-        "path": "/v1/chat/completions",
-        "raw_path": b"/v1/chat/completions",
+        "path": path,
+        "raw_path": path.encode(),
         "root_path": "",
         "query_string": b"",
         "headers": [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))],
@@ -83,19 +98,23 @@ async def _one(app: Any, body: bytes) -> int:
     return status
 
 
-async def _inner(port: int, requests: int, stream: bool) -> None:
+async def _inner(port: int, requests: int, stream: bool, target: str = "gateway") -> None:
     from thanos_asgi import Gateway, build_app
     from thanos_asgi.config import load_config
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "thanos.toml"
-        path.write_text(CONFIG.format(port=port, ledger=Path(tmp) / "usage.db"))
+        store = Path(tmp) / "responses.db"  # as `thanos serve` defaults it
+        path.write_text(CONFIG.format(port=port, ledger=Path(tmp) / "usage.db", store=store))
         gateway = Gateway(load_config(path, env={}))
         app = build_app(gateway)
         async with gateway:
+            route = TARGETS[target]
             body = STREAM_BODY if stream else BODY
+            if target != "gateway":
+                body = request_body(route.dialect, route.model, stream)
             for _ in range(requests):
-                await _one(app, body)
+                await _one(app, body, route.route)
 
 
 def _wait_port(port: int) -> None:
@@ -109,7 +128,8 @@ def _wait_port(port: int) -> None:
     raise SystemExit(f"the upstream on port {port} did not start")
 
 
-def _count(port: int, requests: int, stream: bool, source: Path | None) -> int:
+def _count(port: int, requests: int, args: argparse.Namespace) -> int:
+    stream, source = args.stream, args.source
     env = dict(os.environ)
     if source is not None:
         env["PYTHONPATH"] = str(source)
@@ -118,10 +138,27 @@ def _count(port: int, requests: int, stream: bool, source: Path | None) -> int:
         argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable]
         argv += [__file__, "--inner", str(requests), "--port", str(port)]
         argv += ["--stream"] if stream else []
+        argv += ["--target", args.target]
         subprocess.run(argv, check=True, env=env, capture_output=True)
         found = re.search(r"^(?:summary|totals): (\d+)", out.read_text(), re.M)
         assert found, "no totals in the callgrind output"
         return int(found.group(1))
+
+
+def _profile(port: int, args: argparse.Namespace) -> None:
+    """`--many` requests under cProfile (after `--few` unprofiled), the top functions printed."""
+    import cProfile
+    import pstats
+
+    asyncio.run(_inner(port, args.few, args.stream, args.target))  # imports, first calls
+    profiler = cProfile.Profile()
+    profiler.enable()
+    asyncio.run(_inner(port, args.many, args.stream, args.target))
+    profiler.disable()
+    stats = pstats.Stats(profiler).strip_dirs()
+    print(f"{args.target}, {'stream' if args.stream else 'completion'}, {args.many} requests")
+    stats.sort_stats("tottime").print_stats(25)
+    stats.sort_stats("cumulative").print_stats(40)
 
 
 def main() -> int:
@@ -130,24 +167,32 @@ def main() -> int:
     parser.add_argument("--few", type=int, default=200)
     parser.add_argument("--many", type=int, default=1200)
     parser.add_argument("--source", type=Path, help="measure this checkout instead")
+    parser.add_argument("--target", choices=list(TARGETS), default="gateway")
+    parser.add_argument("--profile", action="store_true", help="cProfile --many requests")
     parser.add_argument("--inner", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.inner is not None:
-        asyncio.run(_inner(args.port, args.inner, args.stream))
+        asyncio.run(_inner(args.port, args.inner, args.stream, args.target))
         return 0
     port = free_port()
     upstream = subprocess.Popen([sys.executable, str(HERE / "upstream.py"), "--port", str(port)])
     try:
         _wait_port(port)
-        few = _count(port, args.few, args.stream, args.source)
-        many = _count(port, args.many, args.stream, args.source)
+        if args.profile:
+            _profile(port, args)
+            return 0
+        few = _count(port, args.few, args)
+        many = _count(port, args.many, args)
     finally:
         upstream.terminate()
         upstream.wait()
     per = (many - few) / (args.many - args.few)
     kind = "stream" if args.stream else "completion"
-    print(f"{per:,.0f} instructions per {kind} ({args.few} and {args.many} requests)")
+    print(
+        f"{per:,.0f} instructions per {kind} ({args.few} and {args.many} requests, "
+        f"{args.target}: {TARGETS[args.target].route}, {TARGETS[args.target].dialect} client)"
+    )
     return 0
 
 

@@ -26,22 +26,16 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import dialects
 
 HERE = Path(__file__).resolve().parent
 WORD = "tok "  # what upstream.py puts in every content chunk
 HEADERS = {"content-type": "application/json", "authorization": "Bearer x"}
 
 
-def request_body(model: str, stream: bool) -> bytes:
-    body: dict[str, Any] = {
-        "model": model,
-        "messages": [{"role": "user", "content": "Say hello in one short sentence."}],
-        "max_tokens": 32,
-    }
-    if stream:
-        body["stream"] = True
-        body["stream_options"] = {"include_usage": True}
-    return json.dumps(body, separators=(",", ":")).encode()
+def request_body(model: str, stream: bool, dialect: str = "chat") -> bytes:
+    """A chat completion request (or one in another client dialect, `dialects.py`)."""
+    return dialects.request_body(dialect, model, stream)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -136,7 +130,7 @@ class Sequential:
 
 
 async def latency(args: argparse.Namespace) -> dict[str, Any]:
-    body = request_body(args.model, args.stream)
+    body = request_body(args.model, args.stream, args.dialect)
     connector = aiohttp.TCPConnector(limit=1, force_close=False)
     seen = Sequential()
     deadline = time.perf_counter() + args.max_seconds
@@ -180,12 +174,14 @@ async def one_request(
     if status != 200:
         seen.problems.append(f"request {index}: status {status}: {data[:300]!r}")
         return
-    if args.stream:
-        problem = (
-            None if kind.startswith("text/event-stream") else f"content-type {kind!r}"
-        ) or check_stream(data, args.chunks)
+    if args.stream and not kind.startswith("text/event-stream"):
+        problem: str | None = f"content-type {kind!r}"
+    elif args.dialect != "chat" and args.stream:
+        problem = dialects.check_events(args.dialect, data, args.chunks)
+    elif args.dialect != "chat":
+        problem = dialects.check_whole(args.dialect, data)
     else:
-        problem = check_completion(data)
+        problem = check_stream(data, args.chunks) if args.stream else check_completion(data)
     if problem:
         seen.problems.append(f"request {index}: {problem}")
         return
@@ -202,7 +198,8 @@ async def one_request(
 
 
 def throughput_wrk(args: argparse.Namespace, wrk: str) -> dict[str, Any]:
-    env = {**os.environ, "BENCH_BODY": request_body(args.model, args.stream).decode()}
+    body = request_body(args.model, args.stream, args.dialect)
+    env = {**os.environ, "BENCH_BODY": body.decode()}
     command = [
         wrk,
         "-t1",
@@ -234,7 +231,7 @@ def throughput_wrk(args: argparse.Namespace, wrk: str) -> dict[str, Any]:
 
 
 async def throughput_python(args: argparse.Namespace) -> dict[str, Any]:
-    body = request_body(args.model, args.stream)
+    body = request_body(args.model, args.stream, args.dialect)
     headers = {"content-type": "application/json", "authorization": "Bearer x"}
     connector = aiohttp.TCPConnector(limit=args.connections)
     timeout = aiohttp.ClientTimeout(total=args.timeout)
@@ -280,6 +277,11 @@ def main() -> None:
         command.add_argument("--url", required=True)
         command.add_argument("--model", default="bench-model")
         command.add_argument("--stream", action="store_true")
+        command.add_argument(
+            "--dialect",
+            choices=("chat", "messages", "responses", "responses-unstored"),
+            default="chat",
+        )
         command.add_argument("--timeout", type=float, default=10.0, help="seconds per request")
     lat = commands.choices["latency"]
     lat.add_argument("--requests", type=int, default=2000)

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from machine import quietness
+from paths import GATEWAY_EXTRA, PATHS
 from targets import MEMORY, PACED_DELAY_MS, TARGETS
 
 Results = dict[str, dict[str, Any]]  # "latency/stream/gateway" -> what load.py printed
@@ -69,7 +70,13 @@ def report(results: Results, args: argparse.Namespace, rss: dict[str, float | No
     out = [_section(*each, ranged=args.repeat > 1) for each in tables]
     if not args.smoke and "throughput/plain/floor" in results:
         out.append(_section(*_goals(results, targets), ranged=True))  # (no range column)
-    peaks = ", ".join(f"{name} {fmt(rss.get(name), 1)} MiB" for name in MEMORY)
+    paths = [target for target in PATHS if f"latency/plain/{target}" in results]
+    if paths and not args.smoke:
+        out.append(_section(*_paths_throughput(results, args, paths), ranged=args.repeat > 1))
+    if paths:
+        out.append(_section(*_paths_latency(results, args, paths), ranged=args.repeat > 1))
+    serving = [*MEMORY, *(name for name in GATEWAY_EXTRA if rss.get(name))]
+    peaks = ", ".join(f"{name} {fmt(rss.get(name), 1)} MiB" for name in serving)
     out.append(f"Peak RSS (VmHWM): {peaks}")
     return "\n".join(out)
 
@@ -202,6 +209,70 @@ def _goals(results: Results, targets: list[str]) -> Table:
     return title, header, rows
 
 
+def _paths_throughput(results: Results, args: argparse.Namespace, paths: list[str]) -> Table:
+    """`--targets` paths' throughput beside the pass-through's and the floor's, same run."""
+    rows = []
+    for mode in ("plain", "stream"):
+        gateway = results[f"throughput/{mode}/gateway"]["rps"]
+        floor = results[f"throughput/{mode}/floor"]["rps"]
+        for target in ["gateway", *paths]:
+            r = results[f"throughput/{mode}/{target}"]
+            rows.append(
+                [
+                    mode,
+                    target,
+                    f"{r['rps']:,.0f}",
+                    spread(r, "rps", 0),
+                    ratio(r["rps"], gateway),
+                    ratio(r["rps"], floor),
+                    fmt(r.get("cpu_ms_per_request"), 3),
+                    str(r["errors"]),
+                    fmt(r["p50_ms"]),
+                    fmt(r["p99_ms"]),
+                ]
+            )
+    title = (
+        f"Paths: throughput, {args.connections} connections, {args.duration} s each, beside the "
+        "pass-through (gateway) and the floor measured in the same run (stream: whole streams/s)"
+    )
+    header = ["mode", "target", "req/s", "req/s range", "vs gateway", "vs floor",
+              "CPU ms/req", "errors", "p50 ms", "p99 ms"]  # fmt: skip
+    return title, header, rows
+
+
+def _paths_latency(results: Results, args: argparse.Namespace, paths: list[str]) -> Table:
+    """`--targets` paths' latency at one connection: what each adds to direct's."""
+    rows = []
+    for mode in ("plain", "stream"):
+        direct = results[f"latency/{mode}/direct"]
+        gateway = results[f"latency/{mode}/gateway"]
+        floor = results[f"latency/{mode}/floor"]
+        for target in ["gateway", *paths]:
+            r = results[f"latency/{mode}/{target}"]
+            added = [r[q] - direct[q] for q in ("p50_ms", "p99_ms")]
+            rows.append(
+                [
+                    mode,
+                    target,
+                    fmt(r["p50_ms"], 3),
+                    spread(r, "p50_ms", 3),
+                    fmt(r["p99_ms"], 3),
+                    fmt(added[0], 3),
+                    fmt(added[1], 3),
+                    ratio(added[0], gateway["p50_ms"] - direct["p50_ms"]),
+                    ratio(added[0], floor["p50_ms"] - direct["p50_ms"]),
+                    str(r["errors"]),
+                ]
+            )
+    title = (
+        f"Paths: latency, 1 connection, {args.requests} sequential requests after "
+        f"{args.warmup} warm-up (stream: to the last byte); added = over direct's"
+    )
+    header = ["mode", "target", "p50 ms", "p50 range", "p99 ms", "added p50", "added p99",
+              "added p50 vs gateway", "added p50 vs floor", "errors"]  # fmt: skip
+    return title, header, rows
+
+
 def show(records: list[dict[str, Any]], args: argparse.Namespace) -> None:
     """Print the facts and tables of one or more runs (their repetitions pooled)."""
     for record in records:
@@ -210,7 +281,8 @@ def show(records: list[dict[str, Any]], args: argparse.Namespace) -> None:
     runs = [run for record in records for run in record["runs"]]
     if len(runs) > 1:
         print(f"medians of {len(runs)} repetitions ({len(records)} runs); errors summed")
-    rss = {name: max((r["rss_mib"].get(name) or 0.0) for r in records) or None for name in MEMORY}
+    names = (*MEMORY, *GATEWAY_EXTRA)
+    rss = {name: max((r["rss_mib"].get(name) or 0.0) for r in records) or None for name in names}
     print()
     print(report(merge(runs), argparse.Namespace(**{**vars(args), "repeat": len(runs)}), rss))
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from machine import OtherLoad, cpu_seconds, environment, peak_rss_mib
+from paths import GATEWAY_EXTRA, PATHS, REDIS_URL, check_redis, flush_redis, selected
 from processes import (
     HERE,
     PYTHON,
@@ -53,10 +54,10 @@ from targets import (
     check_keys,
 )
 
-OPTIONS = ("smoke", "duration", "connections", "requests", "warmup", "chunks", "engine")
+OPTIONS = ("smoke", "duration", "connections", "requests", "warmup", "chunks", "engine", "targets")
 
 
-def start_all(bench: Bench, source: Path | None) -> None:
+def start_all(bench: Bench, source: Path | None, args: argparse.Namespace) -> None:
     fast, paced = free_port(), free_port()
     upstream = [PYTHON, str(HERE / "upstream.py"), "--chunks", str(bench.chunks)]
     started = [
@@ -89,11 +90,27 @@ def start_all(bench: Bench, source: Path | None) -> None:
         serve += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
         data = {"XDG_DATA_HOME": str(bench.workdir / name)}  # its own usage ledger, no key store
         started.append(bench.start(name, serve, 1, port, env | data))
+    extra = {PATHS[target].gateway: free_port() for target in args.paths}
+    if "gateway-redis" in extra:
+        flush_redis(args.redis_url)
+    for name, port in extra.items():
+        config = bench.workdir / f"{name}.toml"
+        text = GATEWAY_CONFIG + GATEWAY_EXTRA[name]
+        config.write_text(text.format(port=port, fast=fast, paced=paced, redis=args.redis_url))
+        serve = [*thanos_command(), "serve", "--config", str(config)]
+        serve += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
+        data = {"XDG_DATA_HOME": str(bench.workdir / name)}
+        started.append(bench.start(name, serve, 1, port, env | data))
     for process in started:
         wait_ready(process)
     path = "/v1/chat/completions"
     bench.urls = {name: f"http://127.0.0.1:{port}{path}" for name, port in ports.items()}
+    for target in args.paths:
+        where = PATHS[target]
+        bench.urls[target] = f"http://127.0.0.1:{extra[where.gateway]}{where.route}"
     check_keys(bench.urls["gateway-keys"])
+    if "gateway-redis" in extra:
+        check_redis(bench.urls["gateway-redis"], args.redis_url)
 
 
 # -- measuring ---------------------------------------------------------------------------------
@@ -102,9 +119,10 @@ def start_all(bench: Bench, source: Path | None) -> None:
 def measure(bench: Bench, args: argparse.Namespace) -> Results:
     results: Results = {}
     chunks = ["--chunks", str(bench.chunks)]
+    targets = [*TARGETS, *args.paths]
     for mode in ("plain", "stream"):
-        flags = ["--stream"] if mode == "stream" else []
-        for target in TARGETS:
+        for target in targets:
+            flags = dialect(target) + (["--stream"] if mode == "stream" else [])
             sequential = ["--requests", str(args.requests), "--warmup", str(args.warmup)]
             print(f"  latency    {mode:6} {target}", file=sys.stderr, flush=True)
             results[f"latency/{mode}/{target}"] = bench.load(
@@ -112,13 +130,14 @@ def measure(bench: Bench, args: argparse.Namespace) -> Results:
             )
         if args.smoke:
             continue
-        for target in TARGETS:
+        for target in targets:
+            flags = dialect(target) + (["--stream"] if mode == "stream" else [])
             print(f"  throughput {mode:6} {target}", file=sys.stderr, flush=True)
             load = ["--connections", str(args.connections), "--engine", args.engine]
             warm = ["--duration", "1"]
             bench.load("throughput", bench.urls[target], *flags, *load, *warm)
             timed = ["--duration", str(args.duration)]
-            pid = bench.pid(SERVES[target])
+            pid = bench.pid(PATHS[target].gateway if target in PATHS else SERVES[target])
             before = cpu_seconds(pid)
             result = bench.load("throughput", bench.urls[target], *flags, *load, *timed)
             used = cpu_seconds(pid) - before
@@ -131,6 +150,13 @@ def measure(bench: Bench, args: argparse.Namespace) -> Results:
             "latency", bench.urls[f"{target}-paced"], "--stream", *chunks, *paced
         )
     return results
+
+
+def dialect(target: str) -> list[str]:
+    """load.py's options for a `--targets` path: its client dialect and model."""
+    if target not in PATHS:
+        return []
+    return ["--dialect", PATHS[target].dialect, "--model", PATHS[target].model]
 
 
 def smoke_failures(results: Results) -> list[str]:
@@ -156,6 +182,12 @@ def arguments() -> argparse.ArgumentParser:
     parser.add_argument("--paced-requests", type=int, default=40)
     parser.add_argument("--chunks", type=int, default=20, help="content chunks per stream")
     parser.add_argument("--engine", choices=("auto", "wrk", "python"), default="auto")
+    parser.add_argument(
+        "--targets",
+        help="also measure these paths (paths.py): all, or names separated by commas; "
+        f"default none, all with --smoke ({', '.join(PATHS)})",
+    )
+    parser.add_argument("--redis-url", default=REDIS_URL, help="gateway-redis's (flushed)")
     parser.add_argument("--json", type=Path, help="also write the raw results here")
     parser.add_argument("--no-pin", action="store_true", help="do not use taskset")
     parser.add_argument(
@@ -189,7 +221,7 @@ def run_all(args: argparse.Namespace, pinned: bool) -> Outcome | None:
             commit = snapshot(args.commit, source) if source is not None else None
             facts = environment(pinned, commit)  # before the gateway loads its code
             print("starting upstreams, floors and the gateways", file=sys.stderr)
-            start_all(bench, source)
+            start_all(bench, source, args)
             for repetition in range(args.repeat):
                 print(f"repetition {repetition + 1}/{args.repeat}", file=sys.stderr)
                 runs.append(measure(bench, args))
@@ -199,9 +231,10 @@ def run_all(args: argparse.Namespace, pinned: bool) -> Outcome | None:
                 if p.popen.poll() is not None
             ]
             for process in bench.processes:
-                if process.name in MEMORY:
+                if process.name in MEMORY or process.name in GATEWAY_EXTRA:
                     rss[process.name] = peak_rss_mib(process.popen.pid)
-            logged = {p.name: tail(p, 20) for p in bench.processes if p.name in GATEWAYS}
+            serving = (*GATEWAYS, *GATEWAY_EXTRA)
+            logged = {p.name: tail(p, 20) for p in bench.processes if p.name in serving}
         except (RuntimeError, subprocess.SubprocessError) as exc:
             print(f"benchmark failed: {exc}", file=sys.stderr)
             return None
@@ -252,6 +285,12 @@ def main() -> int:
         return 0
     if args.smoke:
         args.repeat, args.requests, args.warmup, args.paced_requests = 1, 5, 1, 3
+    if args.targets is None:
+        args.targets = "all" if args.smoke else "base"
+    try:
+        args.paths = selected(args.targets)
+    except ValueError as exc:
+        parser.error(str(exc))
     pinned = not args.no_pin and (os.cpu_count() or 1) >= 2 and shutil.which("taskset") is not None
     others = OtherLoad()
     outcome = run_all(args, pinned)

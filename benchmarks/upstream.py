@@ -1,10 +1,13 @@
-"""A fake OpenAI upstream, cheap enough not to be the bottleneck.
+"""A fake LLM upstream (OpenAI, Anthropic, Gemini, Responses), cheap enough not to be the
+bottleneck.
 
 A raw asyncio Protocol speaking just enough HTTP/1.1 (keep-alive, Content-Length bodies,
-pipelined requests answered in order) on uvloop. Every request, whatever its path, gets a
-chat completion: a fixed `chat.completion` JSON, or - when the body has `"stream": true` -
-an SSE stream in chunked transfer encoding: N content chunks, a finish chunk, a usage chunk
-and `data: [DONE]`, each event in its own HTTP chunk, `--delay-ms` apart.
+pipelined requests answered in order) on uvloop. The request's path picks the format
+(`formats.py`: `/v1/messages` Anthropic, `:generateContent`/`:streamGenerateContent` Gemini,
+`/v1/responses` Responses, any other path OpenAI chat); the answer is fixed: a whole JSON, or -
+when the body has `"stream": true` (Gemini: the stream path) - an SSE stream in chunked
+transfer encoding with N content chunks and the format's closing events (chat: a finish chunk,
+a usage chunk and `data: [DONE]`), each event in its own HTTP chunk, `--delay-ms` apart.
 
     python benchmarks/upstream.py --port 9001 [--chunks 20 --delay-ms 0]
 """
@@ -13,69 +16,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import re
 import signal
 from collections import deque
 from typing import cast
 
-MODEL = "bench-model"
-CREATED = 1_700_000_000
-WORD = "tok "  # every content chunk carries this text
+from formats import FORMATS, format_of
+
 _STREAM_TRUE = re.compile(rb'"stream"\s*:\s*true')
 _CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:[ \t]*(\d+)", re.IGNORECASE)
 _CLOSE = re.compile(rb"\r\nconnection:[ \t]*close", re.IGNORECASE)
 MAX_HEAD = 64 * 1024
-
-
-def completion_body() -> bytes:
-    body = {
-        "id": "chatcmpl-bench0000000000000000000000",
-        "object": "chat.completion",
-        "created": CREATED,
-        "model": MODEL,
-        "system_fingerprint": "fp_bench",
-        "choices": [
-            {
-                "index": 0,
-                "message": {
-                    "role": "assistant",
-                    "content": "Hello! This is a fixed answer from the benchmark upstream.",
-                    "refusal": None,
-                },
-                "logprobs": None,
-                "finish_reason": "stop",
-            }
-        ],
-        "usage": {"prompt_tokens": 14, "completion_tokens": 12, "total_tokens": 26},
-    }
-    return json.dumps(body, separators=(",", ":")).encode()
-
-
-def stream_events(chunks: int) -> list[bytes]:
-    """The SSE events of one stream, each a complete `data: ...\\n\\n` block."""
-    base = {
-        "id": "chatcmpl-bench0000000000000000000000",
-        "object": "chat.completion.chunk",
-        "created": CREATED,
-        "model": MODEL,
-        "system_fingerprint": "fp_bench",
-    }
-
-    def event(choices: list[object], usage: object = None) -> bytes:
-        data = {**base, "choices": choices, "usage": usage}
-        return b"data: " + json.dumps(data, separators=(",", ":")).encode() + b"\n\n"
-
-    def choice(delta: dict[str, object], finish: str | None = None) -> dict[str, object]:
-        return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
-
-    events = [event([choice({"role": "assistant", "content": WORD})])]
-    events += [event([choice({"content": WORD})]) for _ in range(chunks - 1)]
-    events.append(event([choice({}, "stop")]))
-    usage = {"prompt_tokens": 14, "completion_tokens": chunks, "total_tokens": 14 + chunks}
-    events.append(event([], usage))
-    events.append(b"data: [DONE]\n\n")
-    return events
+BAD_REQUEST = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
 
 
 def http_chunk(data: bytes) -> bytes:
@@ -83,10 +35,10 @@ def http_chunk(data: bytes) -> bytes:
 
 
 class Answers:
-    """Every byte string the server sends, built once."""
+    """Every byte string the server sends in one format (`formats.py`), built once."""
 
-    def __init__(self, chunks: int) -> None:
-        body = completion_body()
+    def __init__(self, chunks: int, kind: str = "chat") -> None:
+        body, events = FORMATS[kind](chunks)
         self.completion = (
             b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
             b"content-length: %d\r\n\r\n%s" % (len(body), body)
@@ -95,21 +47,18 @@ class Answers:
             b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\n"
             b"cache-control: no-cache\r\ntransfer-encoding: chunked\r\n\r\n"
         )
-        self.stream_chunks = [http_chunk(event) for event in stream_events(chunks)]
+        self.stream_chunks = [http_chunk(event) for event in events]
         self.stream_end = b"0\r\n\r\n"
         self.stream_whole = self.stream_head + b"".join(self.stream_chunks) + self.stream_end
-        self.bad_request = (
-            b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
-        )
 
 
 class Upstream(asyncio.Protocol):
-    def __init__(self, answers: Answers, delay: float) -> None:
+    def __init__(self, answers: dict[str, Answers], delay: float) -> None:
         self.answers = answers
         self.delay = delay
         self.buffer = b""
         self.transport: asyncio.Transport | None = None
-        self.pending: deque[bool] = deque()  # paced streams waiting for their turn
+        self.pending: deque[tuple[Answers, bool]] = deque()  # paced, waiting for their turn
         self.pacing: asyncio.Task[None] | None = None
         self.closing = False
 
@@ -137,25 +86,28 @@ class Upstream(asyncio.Protocol):
             body = self.buffer[end + 4 : end + 4 + length]
             self.buffer = self.buffer[end + 4 + length :]
             self.closing = self.closing or _CLOSE.search(head) is not None
-            self._answer(_STREAM_TRUE.search(body) is not None)
+            line = head[: head.find(b"\r\n")].split(b" ")
+            kind, streams = format_of(line[1].partition(b"?")[0] if len(line) > 1 else b"")
+            stream = streams if streams is not None else _STREAM_TRUE.search(body) is not None
+            self._answer(self.answers[kind], stream)
 
-    def _answer(self, stream: bool) -> None:
+    def _answer(self, answers: Answers, stream: bool) -> None:
         transport = self.transport
         if transport is None:
             return
         if self.pacing is not None or (stream and self.delay > 0):
-            self.pending.append(stream)  # keep answers in request order
+            self.pending.append((answers, stream))  # keep answers in request order
             if self.pacing is None:
                 self.pacing = asyncio.get_running_loop().create_task(self._paced())
             return
-        transport.write(self.answers.stream_whole if stream else self.answers.completion)
+        transport.write(answers.stream_whole if stream else answers.completion)
         if self.closing:
             transport.close()
 
     async def _paced(self) -> None:
-        answers = self.answers
         while self.pending and self.transport is not None:
-            if not self.pending.popleft():
+            answers, stream = self.pending.popleft()
+            if not stream:
                 self.transport.write(answers.completion)
                 continue
             self.transport.write(answers.stream_head + answers.stream_chunks[0])
@@ -171,12 +123,12 @@ class Upstream(asyncio.Protocol):
 
     def _fail(self) -> None:
         if self.transport is not None:
-            self.transport.write(self.answers.bad_request)
+            self.transport.write(BAD_REQUEST)
             self.transport.close()
 
 
 async def serve(host: str, port: int, chunks: int, delay_ms: float) -> None:
-    answers = Answers(chunks)
+    answers = {kind: Answers(chunks, kind) for kind in FORMATS}
     loop = asyncio.get_running_loop()
     server = await loop.create_server(
         lambda: Upstream(answers, delay_ms / 1000), host, port, backlog=1024

@@ -331,3 +331,28 @@ async def test_aclose_wakes_the_requests_waiting_for_a_connection() -> None:
             await asyncio.wait_for(waiting, 1)
         release.set()
         assert await first == b"ok"
+
+
+async def test_idle_connections_with_descriptors_above_1024_are_checked() -> None:
+    """A busy gateway holds thousands of sockets: the idle check of a pooled connection whose
+    descriptor is above FD_SETSIZE (1024) must not fail (it did, with `select.select`: a 500
+    for every request that took such a connection, found by benchmarks/streams.py)."""
+    import os
+    import resource
+
+    if resource.getrlimit(resource.RLIMIT_NOFILE)[0] < 1200:
+        pytest.skip("needs more than 1,200 open files (ulimit -n)")
+    fillers: list[int] = []
+    try:
+        while not fillers or fillers[-1] < 1100:  # the next sockets get descriptors above them
+            fillers.append(os.open(os.devnull, os.O_RDONLY))
+        transport = H1Transport()
+        async with answering(answer(b"ok")) as server:
+            assert await post(transport, server.url) == b"ok"
+            await asyncio.sleep(1.1)  # idle past the check's threshold: the socket is looked at
+            assert await post(transport, server.url) == b"ok"
+            assert server.connections == 1  # kept: alive, nothing to read
+        await transport.aclose()
+    finally:
+        for fd in fillers:
+            os.close(fd)

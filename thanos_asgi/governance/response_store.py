@@ -94,7 +94,10 @@ class SQLiteStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute(self._SCHEMA)
+        # every put deletes the expired rows: without this index, a scan of the whole table
+        self._db.execute("CREATE INDEX IF NOT EXISTS responses_expires ON responses (expires)")
         self._lock = asyncio.Lock()
+        self._pending: list[tuple[str, float, bytes]] = []  # (id, expires, entry) to write
 
     async def get(self, response_id: str) -> bytes | None:
         query = "SELECT entry FROM responses WHERE id = ? AND expires > ?"
@@ -103,10 +106,20 @@ class SQLiteStore:
         return bytes(entry) if isinstance(entry, bytes | memoryview) else None
 
     async def put(self, response_id: str, entry: bytes) -> None:
-        now = time.time()
-        await self._run("DELETE FROM responses WHERE expires <= ?", (now,))
+        """Written before this returns: puts waiting for the writer go in its next batch (one
+        transaction, one trip to the thread), so concurrent answers do not queue one by one."""
+        self._pending.append((response_id, time.time() + self.ttl, entry))
+        async with self._lock:
+            if self._pending:  # else a batch before this one took the entry, and is written
+                rows, self._pending = self._pending, []
+                await asyncio.to_thread(self._write, rows)
+
+    def _write(self, rows: list[tuple[str, float, bytes]]) -> None:
         insert = "INSERT OR REPLACE INTO responses (id, expires, entry) VALUES (?, ?, ?)"
-        await self._run(insert, (response_id, now + self.ttl, entry))
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.execute("DELETE FROM responses WHERE expires <= ?", (time.time(),))
+            self._db.executemany(insert, rows)
 
     async def delete(self, response_id: str) -> bool:
         found = await self.get(response_id) is not None

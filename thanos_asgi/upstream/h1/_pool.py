@@ -34,6 +34,16 @@ MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 _CHECK_IDLE_AFTER = 1.0  # seconds idle after which a pooled connection's socket is looked at
 
 
+def _readable(fd: int) -> bool:
+    """Whether `fd` has something to read (or was closed) right now. `poll`, not `select`:
+    `select.select` refuses descriptors above FD_SETSIZE (1024), which a busy gateway has."""
+    if not hasattr(select, "poll"):  # Windows
+        return bool(select.select([fd], [], [], 0)[0])
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(0))
+
+
 class H1Transport:
     """Pooled HTTP/1.1 connections, kept alive `keepalive_seconds` while idle; at most
     `max_connections` open at once (more requests wait for one, as long as the connect timeout
@@ -155,7 +165,7 @@ class H1Transport:
         if now - conn.idle_since < _CHECK_IDLE_AFTER or conn.transport is None:
             return True
         sock = conn.transport.get_extra_info("socket")
-        return sock is None or not select.select([sock.fileno()], [], [], 0)[0]
+        return sock is None or not _readable(sock.fileno())
 
     async def _wait_turn(self, seconds: float | None) -> None:
         loop = asyncio.get_running_loop()

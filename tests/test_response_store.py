@@ -1,0 +1,74 @@
+"""The SQLite response store (`[responses] store_path`): what goes in comes out until it
+expires, concurrent puts are all written (in batches), and clearing expired rows uses an index
+rather than reading the whole table on every put (benchmarks/README.md, "Paths")."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from thanos_asgi.governance.response_store import SQLiteStore
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_entries_come_back_until_deleted(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "responses.db", ttl=60)
+    await store.put("resp_1", b"one")
+    await store.put("resp_1", b"again")  # replaced, not added
+    assert await store.get("resp_1") == b"again"
+    assert await store.get("resp_missing") is None
+    assert await store.delete("resp_1") is True
+    assert await store.delete("resp_1") is False
+    assert await store.get("resp_1") is None
+    store.close()
+
+
+async def test_concurrent_puts_are_all_written(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "responses.db", ttl=60)
+    await asyncio.gather(*(store.put(f"resp_{n}", b"%d" % n) for n in range(500)))
+    found = await asyncio.gather(*(store.get(f"resp_{n}") for n in range(500)))
+    assert found == [b"%d" % n for n in range(500)]
+    store.close()
+    reopened = SQLiteStore(tmp_path / "responses.db", ttl=60)  # they were committed
+    assert await reopened.get("resp_499") == b"499"
+    reopened.close()
+
+
+async def test_expired_rows_are_cleared_through_an_index(tmp_path: Path) -> None:
+    path = tmp_path / "responses.db"
+    store = SQLiteStore(path, ttl=0.05)
+    await asyncio.gather(*(store.put(f"old_{n}", b"x") for n in range(50)))
+    await asyncio.sleep(0.1)
+    assert await store.get("old_0") is None  # expired, whether or not cleared yet
+    await store.put("new", b"y")  # clears the expired ones
+    store.close()
+    db = sqlite3.connect(path)
+    try:
+        assert db.execute("SELECT id FROM responses").fetchall() == [("new",)]
+        plan = db.execute(
+            "EXPLAIN QUERY PLAN DELETE FROM responses WHERE expires <= ?", (time.time(),)
+        ).fetchall()
+    finally:
+        db.close()
+    assert any("USING INDEX responses_expires" in str(row[-1]) for row in plan), plan
+
+
+async def test_a_store_from_before_the_index_gets_it(tmp_path: Path) -> None:
+    path = tmp_path / "responses.db"
+    db = sqlite3.connect(path)
+    db.execute(SQLiteStore._SCHEMA)
+    db.execute("INSERT INTO responses VALUES ('resp_old', ?, x'6f6c64')", (time.time() + 60,))
+    db.commit()
+    db.close()
+    store = SQLiteStore(path, ttl=60)
+    assert await store.get("resp_old") == b"old"
+    store.close()
+    db = sqlite3.connect(path)
+    names = [row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")]
+    db.close()
+    assert "responses_expires" in names
