@@ -59,6 +59,8 @@ class Bench:
         env: dict[str, str] | None = None,
     ) -> Process:
         log = self.workdir / f"{name}.log"
+        env = dict(os.environ if env is None else env)
+        env.setdefault("XDG_DATA_HOME", str(self.workdir / f"{name}-data"))  # never ~/.local
         with log.open("wb") as out:
             popen = subprocess.Popen(
                 [*self.cpu(core), *argv],
