@@ -72,3 +72,10 @@ async def test_a_store_from_before_the_index_gets_it(tmp_path: Path) -> None:
     names = [row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")]
     db.close()
     assert "responses_expires" in names
+
+
+def test_the_store_is_readable_by_its_owner_only(tmp_path: Path) -> None:
+    """Stored responses are users' conversations: 0600, like the usage ledger."""
+    store = SQLiteStore(tmp_path / "responses.db", ttl=60)
+    store.close()
+    assert (tmp_path / "responses.db").stat().st_mode & 0o777 == 0o600

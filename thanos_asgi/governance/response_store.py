@@ -13,6 +13,7 @@ Entries are opaque bytes here; the Responses front-end encodes and checks them.
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import time
 from collections import OrderedDict
@@ -89,6 +90,7 @@ class SQLiteStore:
 
     def __init__(self, path: Path, ttl: float) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))  # users' conversations: 0600
         self.ttl = ttl
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
