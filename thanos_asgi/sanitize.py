@@ -115,7 +115,9 @@ class Decoder(Generic[T]):
         self.limit = limit
 
     def decode(self, data: JSONText) -> T:
-        check_depth(data, self.limit)
+        # (the common case inline: bytes with too few openers to nest deeper than the limit)
+        if type(data) is not bytes or data.count(b"[") + data.count(b"{") > self.limit:
+            check_depth(data, self.limit)
         result: T = self._decode(data)
         return result
 
@@ -125,7 +127,12 @@ _any = Decoder()
 
 def decode(data: JSONText) -> Any:
     """Any JSON value, depth-checked (the untyped `msgspec.json.decode`)."""
-    return _any.decode(data)
+    if type(data) is not bytes or data.count(b"[") + data.count(b"{") > MAX_DEPTH:
+        check_depth(data)
+    return _decode_any(data)
+
+
+_decode_any = msgspec.json.Decoder().decode
 
 
 # -- names, echoes and headers -------------------------------------------------------------------
