@@ -38,6 +38,7 @@ from thanos_asgi.context import Context, Quota
 from thanos_asgi.exceptions import ProviderUnavailable, ThanosError
 from thanos_asgi.governance import _spend
 from thanos_asgi.governance._spend import MONTH_TTL, money
+from thanos_asgi.governance.pricing import Pricing, estimate_prompt_tokens, prompt_token_bound
 from thanos_asgi.governance.state import SpendLost
 from thanos_asgi.types import Target
 
@@ -45,7 +46,6 @@ if TYPE_CHECKING:
     from thanos_asgi.config import Config
     from thanos_asgi.context import KeyPolicy
     from thanos_asgi.governance.ledger import Ledger
-    from thanos_asgi.governance.pricing import Pricing
     from thanos_asgi.governance.state import StateBackend, WindowResult
     from thanos_asgi.types import ChatRequest, EmbeddingRequest, Usage
 
@@ -171,8 +171,6 @@ class Accounting:
 
     async def admit_request(self, request: ChatRequest, ctx: Context) -> Tokens:
         """The key's requests and tokens per minute for a chat request."""
-        from thanos_asgi.governance.pricing import estimate_prompt_tokens
-
         policy = ctx.policy
         if policy is None or (policy.tpm is None and policy.rpm is None):
             return Tokens(None, 0)
@@ -209,8 +207,6 @@ class Accounting:
 
     async def admit(self, target: Target, request: ChatRequest, ctx: Context) -> Admission:
         """The provider's requests per minute, then every budget's worst-case reservation."""
-        from thanos_asgi.governance.pricing import prompt_token_bound
-
         output = reservable_output(request.output_limit, self._default_output(target.instance))
         return await self.admit_cost(target, ctx, lambda: prompt_token_bound(request), output)
 
