@@ -42,6 +42,7 @@ models = ["bench-model"]
 
 [cost]
 ledger_path = "{ledger}"
+track_usage = {track}
 """
 
 
@@ -83,13 +84,14 @@ async def _one(app: Any, body: bytes) -> int:
     return status
 
 
-async def _inner(port: int, requests: int, stream: bool) -> None:
+async def _inner(port: int, requests: int, stream: bool, ledger: bool = True) -> None:
     from thanos_asgi import Gateway, build_app
     from thanos_asgi.config import load_config
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "thanos.toml"
-        path.write_text(CONFIG.format(port=port, ledger=Path(tmp) / "usage.db"))
+        track = "true" if ledger else "false"
+        path.write_text(CONFIG.format(port=port, ledger=Path(tmp) / "usage.db", track=track))
         gateway = Gateway(load_config(path, env={}))
         app = build_app(gateway)
         async with gateway:
@@ -109,7 +111,7 @@ def _wait_port(port: int) -> None:
     raise SystemExit(f"the upstream on port {port} did not start")
 
 
-def _count(port: int, requests: int, stream: bool, source: Path | None) -> int:
+def _count(port: int, requests: int, stream: bool, source: Path | None, ledger: bool) -> int:
     env = dict(os.environ)
     if source is not None:
         env["PYTHONPATH"] = str(source)
@@ -118,6 +120,7 @@ def _count(port: int, requests: int, stream: bool, source: Path | None) -> int:
         argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable]
         argv += [__file__, "--inner", str(requests), "--port", str(port)]
         argv += ["--stream"] if stream else []
+        argv += [] if ledger else ["--no-ledger"]
         subprocess.run(argv, check=True, env=env, capture_output=True)
         found = re.search(r"^(?:summary|totals): (\d+)", out.read_text(), re.M)
         assert found, "no totals in the callgrind output"
@@ -130,18 +133,24 @@ def main() -> int:
     parser.add_argument("--few", type=int, default=200)
     parser.add_argument("--many", type=int, default=1200)
     parser.add_argument("--source", type=Path, help="measure this checkout instead")
+    parser.add_argument(
+        "--no-ledger",
+        action="store_true",
+        help="usage tracking off: the ledger's batched SQLite imports (every 20 ms, in rows "
+        "per batch that depend on how fast requests go) make counts vary from run to run",
+    )
     parser.add_argument("--inner", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.inner is not None:
-        asyncio.run(_inner(args.port, args.inner, args.stream))
+        asyncio.run(_inner(args.port, args.inner, args.stream, not args.no_ledger))
         return 0
     port = free_port()
     upstream = subprocess.Popen([sys.executable, str(HERE / "upstream.py"), "--port", str(port)])
     try:
         _wait_port(port)
-        few = _count(port, args.few, args.stream, args.source)
-        many = _count(port, args.many, args.stream, args.source)
+        few = _count(port, args.few, args.stream, args.source, not args.no_ledger)
+        many = _count(port, args.many, args.stream, args.source, not args.no_ledger)
     finally:
         upstream.terminate()
         upstream.wait()
