@@ -161,6 +161,12 @@ class Accounting:
         self._work: collections.deque[Awaitable[None]] = collections.deque()
         self._worker: asyncio.Task[None] | None = None
         self._restore_lock = asyncio.Lock()
+        self._unmetered = frozenset(  # instances without requests per minute or a budget
+            name
+            for name, provider in config.providers.items()
+            if provider.rate_limit_rpm is None
+            and getattr(cost.providers.get(name), "monthly_budget_usd", None) is None
+        )
         self._restores = 0
 
     def spend_fraction(self) -> float | None:
@@ -207,6 +213,10 @@ class Accounting:
 
     async def admit(self, target: Target, request: ChatRequest, ctx: Context) -> Admission:
         """The provider's requests per minute, then every budget's worst-case reservation."""
+        if self.global_limit is None and target.instance in self._unmetered:
+            policy = ctx.policy
+            if policy is None or policy.budget_usd is None:  # no limit applies: nothing held
+                return Admission(target.instance, target.model)
         output = reservable_output(request.output_limit, self._default_output(target.instance))
         return await self.admit_cost(target, ctx, lambda: prompt_token_bound(request), output)
 
