@@ -140,7 +140,7 @@ _decode_any = msgspec.json.Decoder().decode
 
 def check_model_name(name: str, param: str = "model") -> None:
     """InvalidRequest unless `name` is at most MAX_MODEL_BYTES of UTF-8 and printable."""
-    if name in _GOOD_NAMES:  # passed before (the result depends on `name` alone)
+    if name in GOOD_NAMES:  # passed before (the result depends on `name` alone)
         return
     if len(name) > MAX_MODEL_BYTES or len(name.encode("utf-8", "surrogatepass")) > MAX_MODEL_BYTES:
         raise InvalidRequest(
@@ -153,12 +153,12 @@ def check_model_name(name: str, param: str = "model") -> None:
         )
     if _DOT_SEGMENT.search(name):
         raise InvalidRequest(f"`{param}` must not contain `.` or `..` path segments", param=param)
-    if len(_GOOD_NAMES) >= 1024:  # bounded: clients may send any number of names
-        _GOOD_NAMES.clear()
-    _GOOD_NAMES.add(name)
+    if len(GOOD_NAMES) >= 1024:  # bounded: clients may send any number of names
+        GOOD_NAMES.clear()
+    GOOD_NAMES.add(name)
 
 
-_GOOD_NAMES: set[str] = set()  # model names that passed check_model_name
+GOOD_NAMES: set[str] = set()  # model names that passed check_model_name
 
 
 _DOT_SEGMENT = re.compile(r"(?:^|/)\.{1,2}(?:/|$)")
