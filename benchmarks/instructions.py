@@ -54,6 +54,7 @@ models = ["bench-model"]
 
 [cost]
 ledger_path = "{ledger}"
+track_usage = {track}
 
 [responses]
 store_path = "{store}"
@@ -98,14 +99,18 @@ async def _one(app: Any, body: bytes, path: str = "/v1/chat/completions") -> int
     return status
 
 
-async def _inner(port: int, requests: int, stream: bool, target: str = "gateway") -> None:
+async def _inner(
+    port: int, requests: int, stream: bool, target: str = "gateway", ledger: bool = True
+) -> None:
     from thanos_asgi import Gateway, build_app
     from thanos_asgi.config import load_config
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "thanos.toml"
         store = Path(tmp) / "responses.db"  # as `thanos serve` defaults it
-        path.write_text(CONFIG.format(port=port, ledger=Path(tmp) / "usage.db", store=store))
+        track = "true" if ledger else "false"
+        usage = Path(tmp) / "usage.db"
+        path.write_text(CONFIG.format(port=port, ledger=usage, store=store, track=track))
         gateway = Gateway(load_config(path, env={}))
         app = build_app(gateway)
         async with gateway:
@@ -139,6 +144,7 @@ def _count(port: int, requests: int, args: argparse.Namespace) -> int:
         argv += [__file__, "--inner", str(requests), "--port", str(port)]
         argv += ["--stream"] if stream else []
         argv += ["--target", args.target]
+        argv += ["--no-ledger"] if args.no_ledger else []
         subprocess.run(argv, check=True, env=env, capture_output=True)
         found = re.search(r"^(?:summary|totals): (\d+)", out.read_text(), re.M)
         assert found, "no totals in the callgrind output"
@@ -169,11 +175,17 @@ def main() -> int:
     parser.add_argument("--source", type=Path, help="measure this checkout instead")
     parser.add_argument("--target", choices=list(TARGETS), default="gateway")
     parser.add_argument("--profile", action="store_true", help="cProfile --many requests")
+    parser.add_argument(
+        "--no-ledger",
+        action="store_true",
+        help="usage tracking off: the ledger's batched SQLite imports (every 20 ms, in rows "
+        "per batch that depend on how fast requests go) make counts vary from run to run",
+    )
     parser.add_argument("--inner", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.inner is not None:
-        asyncio.run(_inner(args.port, args.inner, args.stream, args.target))
+        asyncio.run(_inner(args.port, args.inner, args.stream, args.target, not args.no_ledger))
         return 0
     port = free_port()
     upstream = subprocess.Popen([sys.executable, str(HERE / "upstream.py"), "--port", str(port)])

@@ -115,7 +115,9 @@ class Decoder(Generic[T]):
         self.limit = limit
 
     def decode(self, data: JSONText) -> T:
-        check_depth(data, self.limit)
+        # (the common case inline: bytes with too few openers to nest deeper than the limit)
+        if type(data) is not bytes or data.count(b"[") + data.count(b"{") > self.limit:
+            check_depth(data, self.limit)
         result: T = self._decode(data)
         return result
 
@@ -125,7 +127,12 @@ _any = Decoder()
 
 def decode(data: JSONText) -> Any:
     """Any JSON value, depth-checked (the untyped `msgspec.json.decode`)."""
-    return _any.decode(data)
+    if type(data) is not bytes or data.count(b"[") + data.count(b"{") > MAX_DEPTH:
+        check_depth(data)
+    return _decode_any(data)
+
+
+_decode_any = msgspec.json.Decoder().decode
 
 
 # -- names, echoes and headers -------------------------------------------------------------------
@@ -133,6 +140,8 @@ def decode(data: JSONText) -> Any:
 
 def check_model_name(name: str, param: str = "model") -> None:
     """InvalidRequest unless `name` is at most MAX_MODEL_BYTES of UTF-8 and printable."""
+    if name in GOOD_NAMES:  # passed before (the result depends on `name` alone)
+        return
     if len(name) > MAX_MODEL_BYTES or len(name.encode("utf-8", "surrogatepass")) > MAX_MODEL_BYTES:
         raise InvalidRequest(
             f"`{param}` is longer than {MAX_MODEL_BYTES} bytes: {echo(name, 40)}", param=param
@@ -144,6 +153,12 @@ def check_model_name(name: str, param: str = "model") -> None:
         )
     if _DOT_SEGMENT.search(name):
         raise InvalidRequest(f"`{param}` must not contain `.` or `..` path segments", param=param)
+    if len(GOOD_NAMES) >= 1024:  # bounded: clients may send any number of names
+        GOOD_NAMES.clear()
+    GOOD_NAMES.add(name)
+
+
+GOOD_NAMES: set[str] = set()  # model names that passed check_model_name
 
 
 _DOT_SEGMENT = re.compile(r"(?:^|/)\.{1,2}(?:/|$)")

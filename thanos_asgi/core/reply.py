@@ -45,10 +45,10 @@ class Reply:
     on_finish: list[Callable[[str], None]] = field(default_factory=list, repr=False)
     finished: bool = field(default=False, repr=False)
     upstream: list[Closable] = field(default_factory=list, repr=False)  # responses opened
+    provider: str = field(init=False, repr=False)  # `target.instance`, read often
 
-    @property
-    def provider(self) -> str:
-        return self.target.instance
+    def __post_init__(self) -> None:
+        self.provider = self.target.instance
 
     @property
     def model(self) -> str:

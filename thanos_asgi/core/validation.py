@@ -52,6 +52,20 @@ _OUTPUT_NAMES = {"anthropic": "max_tokens"}  # how a dialect names max_completio
 def check_ranges(request: ChatRequest, wire: str = "") -> None:
     """Everything that holds whatever the target: model name form and documented ranges."""
     check_model_name(request.model)
+    r = request
+    if (  # the usual request sets none of them: nothing to check (one test each)
+        r.temperature is None
+        and r.top_p is None
+        and r.max_tokens is None
+        and r.max_completion_tokens is None
+        and r.n is None
+        and r.seed is None
+        and r.presence_penalty is None
+        and r.frequency_penalty is None
+        and r.top_logprobs is None
+        and not r.logit_bias
+    ):
+        return
     for name, low, high in _FLOAT_RANGES:
         value = getattr(request, name)
         if value is not None and not (math.isfinite(value) and low <= value <= high):

@@ -10,6 +10,7 @@ upstream request), which surfaces as `ClientLeft`. `sse.py` watches open streams
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine
 from types import TracebackType
 from typing import Any, Protocol
 
@@ -78,7 +79,8 @@ class WatchedDispatch:
         task = asyncio.current_task()
         assert task is not None
         self.task: asyncio.Task[Any] = task
-        sweeper = Sweeper.of(task.get_loop())
+        loop = task.get_loop()
+        sweeper = Sweeper._loops.get(loop) or Sweeper.of(loop)
         sweeper.add(self)
         try:
             return await self.dispatch.__aenter__()
@@ -101,10 +103,10 @@ class WatchedDispatch:
         self.left = True
         self.task.cancel()
 
-    async def __aexit__(
+    def __aexit__(
         self,
         typ: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
-    ) -> None:
-        await self.dispatch.__aexit__(typ, exc, tb)
+    ) -> Coroutine[Any, Any, None]:
+        return self.dispatch.__aexit__(typ, exc, tb)  # (awaited by `async with`: no extra frame)

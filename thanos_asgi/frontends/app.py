@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from functools import partial
+from functools import lru_cache, partial
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -246,10 +246,9 @@ class ThanosApp:
     def _headers(self, ex: Exchange, reply: Reply) -> Headers:
         ex.scope["thanos.reply"] = reply  # for the access log
         overhead = (time.perf_counter() - ex.started) * 1000 - reply.upstream_ms
+        attempts = reply.attempts
         headers = [
-            (b"x-thanos-provider", header_value(reply.provider)),
-            (b"x-thanos-model", header_value(reply.model)),  # a provider's answer names it
-            (b"x-thanos-attempts", header_value(",".join(reply.attempts), 1024)),
+            *_named(reply.provider, reply.model, attempts[0] if len(attempts) == 1 else attempts),
             (b"x-thanos-overhead-ms", f"{max(overhead, 0.0):.3f}".encode()),
         ]
         if reply.cost_usd is not None:
@@ -341,6 +340,25 @@ class ThanosApp:
             return True
         policy = (scope.get("thanos.auth") or {}).get("policy")
         return bool(policy is not None and policy.admin)
+
+
+def _named(provider: str, model: str, attempts: str | list[str]) -> Headers:
+    """The `x-thanos-provider`, `-model` (as a provider's answer names it) and `-attempts`
+    headers; those of one-attempt answers are remembered (a bounded cache)."""
+    if isinstance(attempts, str):
+        return _named_once(provider, model, attempts)
+    return _named_headers(provider, model, ",".join(attempts))
+
+
+def _named_headers(provider: str, model: str, attempts: str) -> Headers:
+    return [
+        (b"x-thanos-provider", header_value(provider)),
+        (b"x-thanos-model", header_value(model)),
+        (b"x-thanos-attempts", header_value(attempts, 1024)),
+    ]
+
+
+_named_once = lru_cache(maxsize=256)(_named_headers)  # (callers copy the list, never change it)
 
 
 def _ollama_routes(app: ThanosApp) -> dict[str, dict[str, Handler]]:

@@ -39,6 +39,7 @@ from thanos_asgi.exceptions import ProviderUnavailable, ThanosError
 from thanos_asgi.governance import _spend
 from thanos_asgi.governance._holds import Holds
 from thanos_asgi.governance._spend import MONTH_TTL, money
+from thanos_asgi.governance.pricing import Pricing, estimate_prompt_tokens, prompt_token_bound
 from thanos_asgi.governance.state import SpendLost, SpendSettling, StateUnavailable
 from thanos_asgi.types import Target
 
@@ -46,7 +47,6 @@ if TYPE_CHECKING:
     from thanos_asgi.config import Config
     from thanos_asgi.context import KeyPolicy
     from thanos_asgi.governance.ledgers import UsageLedger
-    from thanos_asgi.governance.pricing import Pricing
     from thanos_asgi.governance.state import StateBackend, WindowResult
     from thanos_asgi.types import ChatRequest, EmbeddingRequest, Usage
 
@@ -163,6 +163,12 @@ class Accounting:
         self._work: collections.deque[Awaitable[None]] = collections.deque()
         self._worker: asyncio.Task[None] | None = None
         self._restore_lock = asyncio.Lock()
+        self._unmetered = frozenset(  # instances without requests per minute or a budget
+            name
+            for name, provider in config.providers.items()
+            if provider.rate_limit_rpm is None
+            and getattr(cost.providers.get(name), "monthly_budget_usd", None) is None
+        )
         self._restores = 0
         self.holds = Holds(state, self.restore)
 
@@ -174,8 +180,6 @@ class Accounting:
 
     async def admit_request(self, request: ChatRequest, ctx: Context) -> Tokens:
         """The key's requests and tokens per minute for a chat request."""
-        from thanos_asgi.governance.pricing import estimate_prompt_tokens
-
         policy = ctx.policy
         if policy is None or (policy.tpm is None and policy.rpm is None):
             return Tokens(None, 0)
@@ -212,8 +216,10 @@ class Accounting:
 
     async def admit(self, target: Target, request: ChatRequest, ctx: Context) -> Admission:
         """The provider's requests per minute, then every budget's worst-case reservation."""
-        from thanos_asgi.governance.pricing import prompt_token_bound
-
+        if self.global_limit is None and target.instance in self._unmetered:
+            policy = ctx.policy
+            if policy is None or policy.budget_usd is None:  # no limit applies: nothing held
+                return Admission(target.instance, target.model)
         output = reservable_output(request.output_limit, self._default_output(target.instance))
         return await self.admit_cost(target, ctx, lambda: prompt_token_bound(request), output)
 

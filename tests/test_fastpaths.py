@@ -1,0 +1,49 @@
+"""The hot path's shortcuts keep every check: what they skip could not have failed."""
+
+from __future__ import annotations
+
+import msgspec
+import pytest
+
+from thanos_asgi import sanitize
+from thanos_asgi.core.validation import check_ranges
+from thanos_asgi.exceptions import InvalidRequest
+from thanos_asgi.sanitize import MAX_DEPTH, Decoder, NestingTooDeep, check_model_name
+from thanos_asgi.types import ChatRequest, Message
+
+DEEP = b"[" * (MAX_DEPTH + 1) + b"]" * (MAX_DEPTH + 1)
+
+
+@pytest.mark.parametrize("form", [bytes, bytearray, memoryview, lambda b: b.decode()])
+def test_deep_json_is_refused_in_every_form(form: object) -> None:
+    for decode in (Decoder().decode, sanitize.decode):
+        with pytest.raises(NestingTooDeep):
+            decode(form(DEEP))  # type: ignore[operator]
+
+
+def test_shallow_json_with_many_openers_inside_strings_still_decodes() -> None:
+    text = b'{"a": "' + b"[" * (MAX_DEPTH * 2) + b'"}'
+    assert sanitize.decode(text) == {"a": "[" * (MAX_DEPTH * 2)}
+    assert isinstance(msgspec.json.decode(text), dict)
+
+
+def test_model_names_that_passed_are_remembered_but_bounded() -> None:
+    for index in range(3000):
+        check_model_name(f"model-{index}")
+    assert len(sanitize.GOOD_NAMES) <= 1024
+    for bad in ("a\nb", "x" * 300, "../etc", "a/./b"):
+        for _ in range(2):  # refused every time, never remembered
+            with pytest.raises(InvalidRequest):
+                check_model_name(bad)
+        assert bad not in sanitize.GOOD_NAMES
+
+
+def test_a_request_with_no_ranged_field_is_checked_for_its_model_only() -> None:
+    messages = [Message(role="user", content="hi")]
+    check_ranges(ChatRequest(model="ok-model", messages=messages))
+    with pytest.raises(InvalidRequest):
+        check_ranges(ChatRequest(model="bad\x00model", messages=messages))
+    with pytest.raises(InvalidRequest):
+        check_ranges(ChatRequest(model="ok-model", messages=messages, logit_bias={"1": 101.0}))
+    with pytest.raises(InvalidRequest):
+        check_ranges(ChatRequest(model="ok-model", messages=messages, temperature=float("nan")))
