@@ -23,8 +23,9 @@ import msgspec
 
 from thanos_asgi.context import Context as Context
 from thanos_asgi.context import current_context
+from thanos_asgi.core.adapters import Adapters
 from thanos_asgi.core.cache import Lookup, ResponseCache
-from thanos_asgi.core.credentials import Pool, Slot
+from thanos_asgi.core.credentials import Pool
 from thanos_asgi.core.dispatch import Dispatcher
 from thanos_asgi.core.embeddings import Embedder
 from thanos_asgi.core.events import EventBus
@@ -32,7 +33,6 @@ from thanos_asgi.core.metrics import Metrics
 from thanos_asgi.core.monitor import HealthMonitor
 from thanos_asgi.core.payload import PayloadRules
 from thanos_asgi.core.reply import Dispatch, Reply, close
-from thanos_asgi.core.resilience import Breaker, Health, Limiter
 from thanos_asgi.core.routing import Router, Target
 from thanos_asgi.core.strategy import Planner
 from thanos_asgi.core.validation import Validator, check_embedding, check_ranges
@@ -45,9 +45,7 @@ from thanos_asgi.governance.ledgers import UsageLedger, open_ledger
 from thanos_asgi.governance.models_dev import PriceRefresher
 from thanos_asgi.governance.pricing import PriceBook, Pricing
 from thanos_asgi.governance.state import StateBackend, open_backend
-from thanos_asgi.providers import SPECS, effective_kind, load_adapter
-from thanos_asgi.providers.base import Provider, Unavailable
-from thanos_asgi.providers.openai_responses import responses_wire
+from thanos_asgi.providers.base import Provider
 from thanos_asgi.sanitize import MAX_MODEL_BYTES, check_model_name, echo
 from thanos_asgi.types import (
     ChatChunk,
@@ -62,7 +60,7 @@ from thanos_asgi.upstream import Transport
 __all__ = ["Context", "Dispatch", "Gateway", "Reply", "close"]
 
 if TYPE_CHECKING:
-    from thanos_asgi.config import Config, ProviderConfig
+    from thanos_asgi.config import Config
 
 LIVE_MODELS_TIMEOUT = 3.0  # seconds a provider's own model list may take for GET /v1/models
 
@@ -94,28 +92,18 @@ class Gateway:
         self.config = config
         self.router = Router(config)
         self.stats: dict[str, ProviderStats] = {}
-        self.providers: dict[str, Provider] = {}
-        self.health: dict[str, Health] = {}
-        self._transports: list[Transport] = []
-        slots: dict[str, list[Slot]] = {}
-        for provider_config in config.providers.values():
-            if provider_config.enabled:
-                chosen = (transports or {}).get(provider_config.name) or transport
-                if provider_config.credentials:
-                    slots[provider_config.name] = self._build_pool(provider_config, chosen)
-                    self.providers[provider_config.name] = slots[provider_config.name][0].provider
-                else:
-                    self.providers[provider_config.name] = self._build(provider_config, chosen)
-                self.health[provider_config.name] = _health(config, provider_config)
+        self.adapters = Adapters(config, transport, transports)
+        self.providers, self.health = self.adapters.providers, self.adapters.health
         self.state = state or open_backend(config.state)
         self.credentials = CredentialBook(self.state)
         self.pools = {
             name: Pool(name, config.providers[name].credential_strategy, group, self.credentials)
-            for name, group in slots.items()
+            for name, group in self.adapters.slots.items()
         }
         self.payload = PayloadRules(config.payload, config.source)
         self.owns_state = True
         self.ledger = ledger or _ledger(config)
+        self._tracking = self.ledger is not None and config.cost.track_usage
         prices = PriceBook.from_config(config.models_dev)  # `[models_dev]` keeps it fresh
         self.price_refresher = PriceRefresher(prices, config.models_dev)
         pricing = Pricing(config, prices)
@@ -142,47 +130,6 @@ class Gateway:
             self.cache = ResponseCache(config, open_store(config), self.planner, self.embed)
             self.metrics.sources.append(self.cache.collect)
 
-    def _build(self, config: ProviderConfig, transport: Transport | None) -> Provider:
-        kind = effective_kind(config.name, config.kind)
-        try:
-            adapter = load_adapter(kind)
-        except LookupError:
-            reason = f"provider '{config.name}' (kind {kind}) is not available in this build"
-            return Unavailable(config.name, kind, reason)
-        if transport is None:  # the fast engine (benchmarks/README.md): a pool per provider
-            from thanos_asgi.upstream.h1 import H1Transport
-
-            transport = H1Transport(
-                max_response_bytes=self.config.server.max_response_bytes,
-                proxy=config.proxy,  # (from HTTPS_PROXY when [server] trust_env: the loader)
-                ca_file=config.ca_file,
-            )
-        if transport not in self._transports:
-            self._transports.append(transport)
-        if config.wire_api == "responses":
-            adapter = responses_wire(adapter)
-        provider: Provider = adapter(config, spec=SPECS[kind], transport=transport)
-        return provider
-
-    def _build_pool(self, config: ProviderConfig, transport: Transport | None) -> list[Slot]:
-        """One adapter per credential: its key, and its base URL and proxy if it has them."""
-        return [
-            Slot(
-                credential,
-                self._build(
-                    msgspec.structs.replace(
-                        config,
-                        api_key=credential.api_key,
-                        base_url=credential.base_url or config.base_url,
-                        proxy=credential.proxy or config.proxy,
-                        credentials=[],
-                    ),
-                    transport,
-                ),
-            )
-            for credential in config.credentials
-        ]
-
     async def __aenter__(self) -> Gateway:
         self.monitor.start()
         self.price_refresher.start()
@@ -202,13 +149,7 @@ class Gateway:
             await self.cache.aclose()
         if self.ledger is not None:
             self.ledger.close()
-        for provider in self.providers.values():
-            await provider.aclose()
-        for pool in self.pools.values():
-            for slot in pool.slots[1:]:  # the first is `providers[name]`
-                await slot.provider.aclose()
-        for transport in self._transports:
-            await transport.aclose()
+        await self.adapters.aclose()
 
     # -- chat ----------------------------------------------------------------------------------
 
@@ -291,8 +232,7 @@ class Gateway:
 
         def finished(outcome: str) -> None:
             reply.usage, reply.cost_usd = None, 0.0  # what the client saw cost nothing now
-            if self.ledger is not None and self.config.cost.track_usage:
-                self._ledger_write(ledger_row(reply, outcome))
+            self._final_row(reply, outcome)
             self.metrics.finished(reply, outcome)
 
         reply.on_finish.append(finished)
@@ -391,31 +331,29 @@ class Gateway:
         if not final:
             self.metrics.attempt_failed(reply)
             return
-        row = ledger_row(reply, outcome)
-        self._publish(row)
-        if self.ledger is not None and self.config.cost.track_usage:
-            self._ledger_write(row)
+        self._final_row(reply, outcome)
         self.metrics.finished(reply, outcome)
 
     def _record_failure(self, model: str, ctx: Context, exc: ThanosError) -> None:
-        self.metrics.refused(getattr(exc, "provider", "") or "", exc.status)
         provider = getattr(exc, "provider", "") or ""
-        reply = Reply(Target(provider, model), [])
-        reply.request_id, reply.key_id = ctx.request_id, ctx.key_id
-        row = ledger_row(reply, f"error:{exc.status}")
-        self._publish(row)
-        if self.ledger is not None and self.config.cost.track_usage:
-            self._ledger_write(row)
+        self.metrics.refused(provider, exc.status)
+        if self.events.subscribers or self._tracking:
+            reply = Reply(Target(provider, model), [])
+            reply.request_id, reply.key_id = ctx.request_id, ctx.key_id
+            self._final_row(reply, f"error:{exc.status}")
 
-    def _publish(self, row: LedgerRow) -> None:
-        if self.events.subscribers:  # (no dict per request while nobody watches)
+    def _final_row(self, reply: Reply, status: str) -> None:
+        """The request's ledger row, written and shown on the admin feed; built only when one
+        of them wants it. Durable before this returns: in an event loop through the ledger's
+        journal (one write(2), imported in batches), elsewhere committed at once."""
+        watched = self.events.subscribers
+        if not (watched or self._tracking):
+            return
+        row = ledger_row(reply, status)
+        if watched:
             self.events.publish({"type": "request", **msgspec.structs.asdict(row)})
-
-    def _ledger_write(self, row: LedgerRow) -> None:
-        """Durable before this returns: in an event loop through the ledger's journal (one
-        write(2), imported into SQLite in batches), elsewhere committed to SQLite at once."""
-        assert self.ledger is not None
-        self.ledger.queue(row)
+        if self.ledger is not None and self._tracking:
+            self.ledger.queue(row)
 
     def known_model(self, instance: str, model: str) -> bool:
         """True for a model the config names for `instance` (its `model`, `models`, default
@@ -472,16 +410,6 @@ def ledger_row(reply: Reply, status: str) -> LedgerRow:
         credential=reply.credential,
         cached=reply.cache == "hit",
     )
-
-
-def _health(config: Config, provider: ProviderConfig) -> Health:
-    breaker = Breaker(config.health.failure_threshold, config.health.cooldown_seconds)
-    limiter = None
-    if provider.max_concurrent_requests:
-        queue = provider.max_queue
-        limit = provider.max_concurrent_requests
-        limiter = Limiter(limit, 2 * limit if queue is None else queue)
-    return Health(breaker, limiter=limiter)
 
 
 def _with_metadata(ctx: Context, request: ChatRequest) -> Context:
