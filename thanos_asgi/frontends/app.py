@@ -7,6 +7,7 @@ gateway on shutdown. Middleware (request id, errors, auth, limits) wraps it from
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -305,7 +306,7 @@ class ThanosApp:
         ledger = self.gateway.ledger
         if ledger is None:
             raise NotFound("usage tracking is off ([cost] track_usage or no ledger_path)")
-        rows = ledger.report(group_by=group_by, since=start)
+        rows = await asyncio.to_thread(ledger.report, group_by=group_by, since=start)
         await respond(ex.send, 200, _encode({"group_by": group_by, "data": rows}))
 
     async def health(self, ex: Exchange) -> None:

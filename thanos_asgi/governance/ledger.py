@@ -231,6 +231,8 @@ class Ledger:
         self._next_purge = 0.0
         self._db = _connect(self.path)
         self._lock = threading.Lock()
+        self._reader: sqlite3.Connection | None = None  # `query`'s own, opened by the first
+        self._read_lock = threading.Lock()
         self._pending: list[tuple[Any, ...]] = []  # appended to the journal, not yet imported
         self._journal: _journal.Journal | None = None  # opened by the first `queue`
         self._timer: asyncio.TimerHandle | None = None  # the import to come ...
@@ -359,10 +361,17 @@ class Ledger:
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """The rows of one read-only `sql` on the `requests` table, queued rows imported
-        first (the admin API's request log and time series)."""
+        first (the admin API's request log and time series). On a connection of its own (a
+        WAL reader), so a long read never holds up the writers' lock; call it in a thread."""
         self.flush()
-        with self._lock:
-            return self._db.execute(sql, params).fetchall()
+        if str(self.path) == ":memory:":
+            with self._lock:
+                return self._db.execute(sql, params).fetchall()
+        with self._read_lock:
+            if self._reader is None:
+                uri = f"{self.path.resolve().as_uri()}?mode=ro"
+                self._reader = sqlite3.connect(uri, uri=True, check_same_thread=False)
+            return self._reader.execute(sql, params).fetchall()
 
     def rows(self, since: float | None = None) -> Iterator[LedgerRow]:
         """Every row from `since` on, oldest first."""
@@ -417,6 +426,10 @@ class Ledger:
             with contextlib.suppress(sqlite3.Error):
                 self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
             self._db.close()
+        with self._read_lock:
+            if self._reader is not None:
+                self._reader.close()
+                self._reader = None
 
     def __enter__(self) -> Ledger:
         return self

@@ -4,6 +4,7 @@ credentials (`credentials`: one state per pooled credential, empty for a single 
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -18,11 +19,12 @@ RECENT = 900  # seconds of ledger rows the percentiles and error rate are taken 
 MAX_ROWS = 100_000
 
 
-def _recent(admin: AdminApi) -> dict[str, dict[str, Any]]:
+async def _recent(admin: AdminApi) -> dict[str, dict[str, Any]]:
     ledger = admin.gateway.ledger
     if ledger is None:
         return {}
-    rows = ledger.query(
+    rows = await asyncio.to_thread(
+        ledger.query,
         "SELECT provider, latency_ms, status FROM requests WHERE ts >= ? ORDER BY id DESC LIMIT ?",
         [time.time() - RECENT, MAX_ROWS],
     )
@@ -55,7 +57,7 @@ def credentials(admin: AdminApi, name: str) -> list[dict[str, Any]]:
 
 async def listing(admin: AdminApi, ex: Exchange, caller: Caller) -> None:
     gateway = admin.gateway
-    recent = _recent(admin)
+    recent = await _recent(admin)
     found = []
     for name, state in gateway.status().items():
         empty = {"p50_ms": None, "p95_ms": None, "error_rate": None, "recent_requests": 0}

@@ -6,6 +6,7 @@ for every failure, or an exact status such as `error:429`); `limit` rows (at mos
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any
 
 from thanos_asgi.exceptions import InvalidRequest, NotFound
@@ -74,7 +75,8 @@ async def listing(admin: AdminApi, ex: Exchange, caller: Caller) -> None:
         values.append(int(cursor))
     where = " WHERE " + " AND ".join(clauses) if clauses else ""
     sql = f"{_SELECT}{where} ORDER BY id DESC LIMIT ?"
-    rows = [_row(r) for r in ledger_of(admin).query(sql, [*values, limit + 1])]
+    found = await asyncio.to_thread(ledger_of(admin).query, sql, [*values, limit + 1])
+    rows = [_row(r) for r in found]
     more = len(rows) > limit
     rows = rows[:limit]
     next_cursor = str(rows[-1]["id"]) if more and rows else None
@@ -84,8 +86,8 @@ async def listing(admin: AdminApi, ex: Exchange, caller: Caller) -> None:
 async def one(admin: AdminApi, ex: Exchange, caller: Caller) -> None:
     """`GET /admin/requests/{request_id}`: that request's row."""
     request_id = tail(route_path(ex.scope), PREFIX)
-    found = ledger_of(admin).query(
-        f"{_SELECT} WHERE request_id = ? ORDER BY id LIMIT 1", [request_id]
+    found = await asyncio.to_thread(
+        ledger_of(admin).query, f"{_SELECT} WHERE request_id = ? ORDER BY id LIMIT 1", [request_id]
     )
     if not found:
         raise NotFound("there is no request with that id in the ledger")

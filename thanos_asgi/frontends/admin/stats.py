@@ -7,6 +7,7 @@ this month's cost (UTC) and the monthly budget."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from datetime import UTC, datetime
@@ -67,15 +68,19 @@ async def series(admin: AdminApi, ex: Exchange, caller: Caller) -> None:
     # integer milliseconds divided by integers: the same buckets on SQLite and PostgreSQL
     # (whose casts truncate and round respectively: at most 1 ms apart)
     bucket = f"(CAST(ts * 1000 AS BIGINT) - {int(since * 1000)}) / {step * 1000}"
-    sums = ledger.query(
-        f"SELECT {bucket} AS b, {_SUMS} FROM requests WHERE ts >= ? GROUP BY b", [since]
+    sums = await asyncio.to_thread(
+        ledger.query,
+        f"SELECT {bucket} AS b, {_SUMS} FROM requests WHERE ts >= ? GROUP BY b",
+        [since],
     )
-    latencies = ledger.query(
+    latencies = await asyncio.to_thread(
+        ledger.query,
         f"SELECT {bucket} AS b, latency_ms FROM requests WHERE ts >= ? AND status = 'ok'"
         " ORDER BY b, latency_ms LIMIT ?",
         [since, MAX_LATENCIES],
     )
-    groups = ledger.query(
+    groups = await asyncio.to_thread(
+        ledger.query,
         f"SELECT {_GROUPS[by]} AS g, {_SUMS} FROM requests WHERE ts >= ? GROUP BY g ORDER BY g",
         [since],
     )
