@@ -396,3 +396,15 @@ async def test_every_admin_route_is_in_the_openapi_document(tmp_path: Path) -> N
         assert (path, method.lower()) in described
     assert ("/dashboard", "get") in described and ("/dashboard/{file}", "get") in described
     assert "201" in doc["paths"]["/admin/keys"]["post"]["responses"]
+
+
+async def test_a_config_nested_too_deeply_is_invalid_not_a_500(tmp_path: Path) -> None:
+    async with admin_client(tmp_path) as http:
+        for deep in (
+            b"a = " + b"[" * 5000 + b"]" * 5000,
+            b"a = " + b"{x=" * 3000 + b"1" + b"}" * 3000,
+        ):
+            checked = await http.post("/admin/config/validate", content=deep, headers=BEARER)
+            assert checked.status_code == 200, checked.text
+            assert checked.json()["valid"] is False
+            assert "nested too deeply" in checked.json()["error"]

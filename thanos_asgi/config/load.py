@@ -97,9 +97,11 @@ def parse_config(text: str, *, source: str, env: Mapping[str, str]) -> Config:
     """Validate TOML `text` (read from `source`) into a `Config`, values from `env`."""
     try:
         raw = tomllib.loads(text)
+        return _build(raw, source=source, env=env)
     except tomllib.TOMLDecodeError as error:
         raise _toml_error(str(error), text, source) from None
-    return _build(raw, source=source, env=env)
+    except RecursionError:  # tomllib (and our walk of its values) recurse per level
+        raise ConfigError(f"{source}: values nested too deeply") from None
 
 
 def _toml_error(message: str, text: str, source: str) -> ConfigError:
