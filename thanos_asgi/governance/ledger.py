@@ -22,21 +22,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import csv
 import logging
 import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from datetime import UTC, datetime
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType, TracebackType
-from typing import IO, Any, Literal
+from typing import IO, Any
 
 import msgspec
 
 from thanos_asgi.governance import journal as _journal
+from thanos_asgi.governance.ledger_rows import (
+    COLUMNS,
+    GroupBy,
+    LedgerRow,
+    Spend,
+    report_row,
+    window,
+    write_csv,
+)
+from thanos_asgi.governance.retention import Retention
 
 __all__ = ["COLUMNS", "GroupBy", "Ledger", "LedgerRow", "Spend", "write_csv"]
 
@@ -44,41 +52,6 @@ log = logging.getLogger("thanos_asgi")
 LATER = 0.02  # seconds a queued row may wait for company before it is imported
 MAX_PENDING = 100_000  # rows kept for a retry while SQLite refuses them
 CHECKPOINT_EVERY = 1.0  # seconds between WAL checkpoints while rows are written
-PURGE_EVERY = 3600.0  # seconds between deletions of rows past `retention_days`
-
-GroupBy = Literal["day", "provider", "model", "key"]
-
-
-class LedgerRow(msgspec.Struct, frozen=True):
-    """One request. `cost_usd` is None when the price was unknown (never guessed)."""
-
-    ts: float
-    request_id: str
-    key_id: str | None
-    provider: str
-    model: str
-    prompt_tokens: int = 0  # includes cached tokens
-    completion_tokens: int = 0  # includes reasoning tokens
-    cached_tokens: int = 0
-    reasoning_tokens: int = 0
-    cost_usd: float | None = None
-    status: str = "ok"
-    latency_ms: float = 0.0
-    credential: str | None = None  # which credential of the provider's pool carried it
-    cached: bool = False  # answered from the response cache (no provider was asked)
-
-
-COLUMNS: tuple[str, ...] = LedgerRow.__struct_fields__
-_TS, _COST = COLUMNS.index("ts"), COLUMNS.index("cost_usd")
-
-
-class Spend(msgspec.Struct, frozen=True):
-    """USD of the priced requests since some time: in all, per client key, per provider."""
-
-    total: float = 0.0
-    keys: dict[str, float] = msgspec.field(default_factory=dict)
-    providers: dict[str, float] = msgspec.field(default_factory=dict)
-
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS requests (
@@ -116,15 +89,6 @@ _GROUPS: Mapping[str, tuple[str, str]] = MappingProxyType(
 )
 _SUMS = """COUNT(*), TOTAL(prompt_tokens), TOTAL(completion_tokens), TOTAL(cached_tokens),
     TOTAL(reasoning_tokens), TOTAL(cost_usd), COUNT(*) - COUNT(cost_usd)"""
-_REPORT_FIELDS = (
-    "requests",
-    "prompt_tokens",
-    "completion_tokens",
-    "cached_tokens",
-    "reasoning_tokens",
-    "cost_usd",  # the sum of the known costs
-    "unpriced_requests",  # rows whose cost is unknown: `cost_usd` leaves them out
-)
 
 
 def _make_private_dirs(directory: Path) -> None:
@@ -208,18 +172,6 @@ class _Checkpointer:
         self._thread.join(timeout=10)
 
 
-def window(since: float | None, until: float | None, mark: str = "?") -> tuple[str, list[float]]:
-    """The WHERE clause (placeholders `mark`) and parameters of a time range."""
-    clauses, params = [], []
-    if since is not None:
-        clauses.append(f"ts >= {mark}")
-        params.append(since)
-    if until is not None:
-        clauses.append(f"ts < {mark}")
-        params.append(until)
-    return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
-
-
 class Ledger:
     """The usage ledger in one SQLite file; safe to share between threads and processes."""
 
@@ -228,7 +180,7 @@ class Ledger:
     ) -> None:
         self.path = Path(path).expanduser()
         self.retention_days = retention_days
-        self._next_purge = 0.0
+        self._retention = Retention(retention_days)
         self._db = _connect(self.path)
         self._lock = threading.Lock()
         self._reader: sqlite3.Connection | None = None  # `query`'s own, opened by the first
@@ -397,19 +349,7 @@ class Ledger:
         return int(deleted)
 
     def _retain(self) -> None:
-        """`retention_days`: purge at open, then at most once per `PURGE_EVERY` seconds."""
-        if self.retention_days is None or time.monotonic() < self._next_purge:
-            return
-        self._next_purge = time.monotonic() + PURGE_EVERY
-        try:
-            deleted = self.purge(time.time() - self.retention_days * 86400.0)
-        except sqlite3.Error as exc:
-            log.warning("usage ledger: old rows not deleted (will retry): %s", exc)
-            return
-        if deleted:
-            log.info(
-                "usage ledger: %d rows older than %g days deleted", deleted, self.retention_days
-            )
+        self._retention.run(self.purge, sqlite3.Error)
 
     def close(self) -> None:
         if self._timer is not None:
@@ -438,31 +378,3 @@ class Ledger:
         self, typ: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
-
-
-def write_csv(rows: Iterable[LedgerRow], fileobj: IO[str]) -> int:
-    """`rows` as CSV with a header line (see `Ledger.to_csv`); return the count."""
-    writer = csv.writer(fileobj, lineterminator="\n")
-    writer.writerow(COLUMNS)
-    count = 0
-    for row in rows:
-        values: list[Any] = list(msgspec.structs.astuple(row))
-        values[_TS] = datetime.fromtimestamp(row.ts, UTC).isoformat(timespec="milliseconds")
-        values[_COST] = "" if row.cost_usd is None else _decimal(row.cost_usd)
-        writer.writerow(values)
-        count += 1
-    return count
-
-
-def _decimal(value: float) -> str:
-    """`value` without an exponent (to a trillionth): 0.00000495, not 4.95e-06."""
-    return f"{value:.12f}".rstrip("0").rstrip(".")
-
-
-def report_row(name: str, row: tuple[Any, ...]) -> dict[str, Any]:
-    group, requests, *sums, cost, unpriced = row
-    tokens = [int(value) for value in sums]
-    return {
-        name: group,
-        **dict(zip(_REPORT_FIELDS, [requests, *tokens, cost, unpriced], strict=True)),
-    }

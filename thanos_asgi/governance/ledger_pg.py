@@ -31,7 +31,8 @@ import psycopg
 
 from thanos_asgi.config.schema import mask_url
 from thanos_asgi.governance import journal as _journal
-from thanos_asgi.governance.ledger import (
+from thanos_asgi.governance.ledger_pg_schema import TABLE, VIEW, migrate
+from thanos_asgi.governance.ledger_rows import (
     _REPORT_FIELDS,
     COLUMNS,
     GroupBy,
@@ -41,15 +42,14 @@ from thanos_asgi.governance.ledger import (
     window,
     write_csv,
 )
-from thanos_asgi.governance.ledger_pg_schema import TABLE, VIEW, migrate
 from thanos_asgi.governance.ledgers import LedgerUnavailable
+from thanos_asgi.governance.retention import Retention
 
 __all__ = ["PgLedger"]
 
 log = logging.getLogger("thanos_asgi")
 MAX_PENDING = 100_000  # rows kept for a retry while PostgreSQL is unreachable
 RETRY_AFTER = 1.0  # seconds between attempts while PostgreSQL refuses a batch
-PURGE_EVERY = 3600.0  # seconds between deletions of rows past `retention_days`
 
 _INSERT = (
     f"INSERT INTO {TABLE} (row_key, {', '.join(COLUMNS)}) "
@@ -91,7 +91,7 @@ class PgLedger:
         self._journal: _journal.Journal | None = None
         self._wake = threading.Event()
         self._stop = False
-        self._next_purge = 0.0
+        self._retention = Retention(retention_days)
         with self._db_lock:
             try:
                 migrate(self._connect())
@@ -309,18 +309,7 @@ class PgLedger:
         return max(found.rowcount, 0)
 
     def _retain(self) -> None:
-        if self.retention_days is None or time.monotonic() < self._next_purge:
-            return
-        self._next_purge = time.monotonic() + PURGE_EVERY
-        try:
-            deleted = self.purge(time.time() - self.retention_days * 86400.0)
-        except psycopg.Error as exc:
-            log.warning("usage ledger: old rows not deleted (will retry): %s", _reason(exc))
-            return
-        if deleted:
-            log.info(
-                "usage ledger: %d rows older than %g days deleted", deleted, self.retention_days
-            )
+        self._retention.run(self.purge, psycopg.Error, _reason)
 
     def close(self) -> None:
         self._stop = True
