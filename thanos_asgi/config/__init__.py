@@ -1,5 +1,6 @@
 """Configuration: the TOML schema (`schema`) and how files are found and loaded (`load`)."""
 
+from thanos_asgi.config.describe import describe, redacted
 from thanos_asgi.config.load import config_paths, default_config, load_config, parse_config
 from thanos_asgi.config.schema import (
     AIConfig,
@@ -18,8 +19,6 @@ from thanos_asgi.config.schema import (
     StateConfig,
     TaskRoute,
     TaskTable,
-    describe,
-    redacted,
     split_host_port,
 )
 

@@ -29,7 +29,7 @@ from typing import IO, Any
 import msgspec
 import psycopg
 
-from thanos_asgi.config.schema import mask_url
+from thanos_asgi.config.describe import mask_url
 from thanos_asgi.governance import journal as _journal
 from thanos_asgi.governance.ledger_pg_schema import TABLE, VIEW, migrate
 from thanos_asgi.governance.ledger_rows import (

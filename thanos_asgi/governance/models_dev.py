@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from thanos_asgi.config.schema import mask_url
+from thanos_asgi.config.describe import mask_url
 from thanos_asgi.governance.pricing import PriceBook, PriceTable, refresh
 
 if TYPE_CHECKING:

@@ -7,8 +7,8 @@ import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from thanos_asgi.config.describe import redacted
 from thanos_asgi.config.load import parse_config
-from thanos_asgi.config.schema import redacted
 from thanos_asgi.exceptions import ConfigError, InvalidRequest
 from thanos_asgi.frontends.admin._common import Caller, answer
 from thanos_asgi.frontends.asgi import read_body
