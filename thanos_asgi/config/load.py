@@ -7,8 +7,6 @@ and never echoes a secret.
 
 from __future__ import annotations
 
-import difflib
-import json
 import logging
 import os
 import re
@@ -19,13 +17,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import msgspec
-import msgspec.inspect as mi
 
 from thanos_asgi.config._inert import warn_inert
 from thanos_asgi.config.credentials import check_pool, expand_short_form
 from thanos_asgi.config.defaults import DEFAULTS_SOURCE, default_tables
 from thanos_asgi.config.literals import literal_secrets
 from thanos_asgi.config.payload import check_payload
+from thanos_asgi.config.problems import Renames, key_path, validation_error
 from thanos_asgi.config.schema import (
     Config,
     HealthConfig,
@@ -38,21 +36,14 @@ from thanos_asgi.providers import SPECS, effective_kind, infer_kind
 
 __all__ = ["config_paths", "default_config", "load_config", "parse_config"]
 
-KeyPath = list[str | int]
-Renames = list[tuple[KeyPath, KeyPath]]
 
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _TOML_POSITION = re.compile(r"\s*\(at line (\d+), column (\d+)\)$")
 _STRING = re.compile(r'"(?:[^"\\]|\\.)*"?|\'[^\']*\'?')
 _TABLE_HEADER = re.compile(r"^\s*\[([^\[\]]+)\]\s*(?:#.*)?$")
-_AT_PATH = re.compile(r"^(?P<reason>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
-_PATH_SEGMENT = re.compile(r"\.(\w+)|\[(\d+|\.\.\.)\]")
-_FIELD_PROBLEM = re.compile(r"^Object (contains unknown|missing required) field `([^`]*)`$")
-_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 _ALIAS_TARGET = re.compile(r"[^\s/]+(?:/[^\s/]+)*")
 _ROUTING_KEYS = frozenset(field.name for field in msgspec.structs.fields(RoutingConfig))
 _HEALTH_KEYS = frozenset(field.name for field in msgspec.structs.fields(HealthConfig))
-_PREFERRED = (mi.StructType, mi.LiteralType)
 _log = logging.getLogger("thanos_asgi.config")
 
 
@@ -160,7 +151,7 @@ def _build(raw: dict[str, Any], *, source: str, env: Mapping[str, str]) -> Confi
     try:
         config = msgspec.convert(data, Config)
     except msgspec.ValidationError as error:
-        raise _validation_error(str(error), data, source, renames) from None
+        raise validation_error(str(error), data, source, renames) from None
     config = _resolve_keys(msgspec.structs.replace(config, source=source), env)
     _check(config)
     warn_inert(config)
@@ -206,7 +197,7 @@ def _gather(table: Any, reserved: frozenset[str], into: str) -> bool:
 
 
 def _prepare_provider(name: str, table: dict[str, Any], source: str) -> Renames:
-    path = f"providers.{_key_path([name])}"
+    path = f"providers.{key_path([name])}"
     renames: Renames = []
     if "endpoint" in table:
         if "base_url" in table:
@@ -235,106 +226,6 @@ def _prepare_provider(name: str, table: dict[str, Any], source: str) -> Renames:
             path=f"{path}.kind",
         )
     return renames
-
-
-def _validation_error(
-    message: str, data: dict[str, Any], source: str, renames: Renames
-) -> ConfigError:
-    """msgspec's `... - at $.providers[...].max_tokens` as `providers.claude.max_tokens: ...`."""
-    match = _AT_PATH.match(message)
-    assert match is not None  # the pattern matches any text
-    reason, path = match["reason"], _locate(data, match["path"] or "", message)
-    problem = _FIELD_PROBLEM.match(reason)
-    if problem is not None:
-        reason = _field_problem(problem[1] == "missing required", problem[2], _schema_at(path))
-        path.append(problem[2])
-    elif reason.startswith("Invalid enum value"):  # never echo the value: it may be a secret
-        allowed = _schema_at(path)
-        values = allowed.values if isinstance(allowed, mi.LiteralType) else ()
-        reason = f"must be one of: {', '.join(map(repr, values))}" if values else "invalid value"
-    for old, new in renames:
-        if path[: len(old)] == old:
-            path = new + path[len(old) :]
-    reason = reason.replace("`", "").replace(" | null", "").replace("object", "table")
-    return ConfigError(reason, source=source, path=_key_path(path))
-
-
-def _field_problem(missing: bool, name: str, table: mi.Type | None) -> str:
-    if missing:
-        return "required key is missing"
-    fields = [field.name for field in table.fields] if isinstance(table, mi.StructType) else []
-    close = difflib.get_close_matches(name, fields, n=1)
-    return f"unknown key (did you mean {close[0]!r}?)" if close else "unknown key"
-
-
-def _schema_at(path: KeyPath) -> mi.Type | None:
-    """The schema type at `path` (unions resolved to their table or choice member)."""
-    node: mi.Type | None = mi.type_info(Config)
-    for part in path:
-        node = _unwrap(node)
-        if isinstance(node, mi.StructType):
-            node = next((field.type for field in node.fields if field.name == part), None)
-        elif isinstance(node, mi.DictType):
-            node = node.value_type
-        elif isinstance(node, mi.ListType):
-            node = node.item_type
-        else:
-            return None
-    return _unwrap(node)
-
-
-def _unwrap(node: mi.Type | None) -> mi.Type | None:
-    if isinstance(node, mi.Metadata):
-        return _unwrap(node.type)
-    if isinstance(node, mi.UnionType):
-        members = sorted(node.types, key=lambda member: not isinstance(member, _PREFERRED))
-        return _unwrap(members[0])
-    return node
-
-
-def _locate(data: dict[str, Any], at: str, message: str) -> KeyPath:
-    """Turn msgspec's path into keys, finding each `[...]` dict key by trial."""
-    path: KeyPath = []
-    node: Any = data
-    for field, index in _PATH_SEGMENT.findall(at):
-        key: str | int = field or (int(index) if index.isdigit() else _culprit(data, node, message))
-        path.append(key)
-        try:
-            node = node[key]
-        except (KeyError, IndexError, TypeError):
-            node = None
-    return path
-
-
-def _culprit(data: dict[str, Any], node: Any, message: str) -> str:
-    """The key of `node` (a dict inside `data`) whose entry alone reproduces the error."""
-    if not isinstance(node, dict):
-        return "..."
-    entries = dict(node)
-    try:
-        for key, value in entries.items():
-            node.clear()
-            node[key] = value
-            try:
-                msgspec.convert(data, Config)
-            except msgspec.ValidationError as error:
-                if str(error) == message:
-                    return str(key)
-    finally:
-        node.clear()
-        node.update(entries)
-    return "..."
-
-
-def _key_path(parts: KeyPath) -> str:
-    text = ""
-    for part in parts:
-        if isinstance(part, int):
-            text += f"[{part}]"
-        else:
-            key = part if _BARE_KEY.fullmatch(part) else json.dumps(part)
-            text += f".{key}" if text else key
-    return text
 
 
 def _resolve_keys(config: Config, env: Mapping[str, str]) -> Config:
@@ -405,13 +296,13 @@ def _check(config: Config) -> None:
             )
     for name, provider in config.providers.items():
         if provider.credentials:
-            path = f"providers.{_key_path([name])}.credentials"
+            path = f"providers.{key_path([name])}.credentials"
             check_pool(provider.credentials, path, config.source)
         if provider.wire_api == "responses" and not _speaks_openai(provider):
             raise ConfigError(
                 'wire_api = "responses" is for OpenAI-compatible kinds only',
                 source=config.source,
-                path=f"providers.{_key_path([name])}.wire_api",
+                path=f"providers.{key_path([name])}.wire_api",
             )
     check_payload(config.payload, config.source, set(config.providers))
     _check_chain(config, config.routing.fallback_chain, "routing.fallback_chain", known_ok=False)
@@ -424,7 +315,7 @@ def _check(config: Config) -> None:
             raise ConfigError(
                 f"alias target {target!r} must look like instance/model or a model name",
                 source=config.source,
-                path=f"routing.aliases.{_key_path([alias])}",
+                path=f"routing.aliases.{key_path([alias])}",
             )
 
 
