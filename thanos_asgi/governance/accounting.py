@@ -34,24 +34,23 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from thanos_asgi.context import Context, Quota
+from thanos_asgi.context import Context
 from thanos_asgi.exceptions import ProviderUnavailable, ThanosError
 from thanos_asgi.governance import _spend
 from thanos_asgi.governance._holds import Holds
 from thanos_asgi.governance._spend import MONTH_TTL, money
 from thanos_asgi.governance.pricing import Pricing, estimate_prompt_tokens, prompt_token_bound
 from thanos_asgi.governance.state import SpendLost, SpendSettling, StateUnavailable
+from thanos_asgi.governance.windows import MINUTE, RateLimited, take_request, window_of
 from thanos_asgi.types import Target
 
 if TYPE_CHECKING:
     from thanos_asgi.config import Config
-    from thanos_asgi.context import KeyPolicy
     from thanos_asgi.governance.ledgers import UsageLedger
-    from thanos_asgi.governance.state import StateBackend, WindowResult
+    from thanos_asgi.governance.state import StateBackend
     from thanos_asgi.types import ChatRequest, EmbeddingRequest, Usage
 
 log = logging.getLogger("thanos_asgi.governance.accounting")
-MINUTE = 60.0
 _PATIENCE = 10  # rebuilds and graces one reservation waits through before it gives up
 DEFAULT_OUTPUT_TOKENS = 4096  # reserved when neither the request nor the instance says
 MAX_OUTPUT_TOKENS = 1_000_000  # no model writes more in one answer; reservations stop here
@@ -61,41 +60,6 @@ class BudgetExceeded(ProviderUnavailable):
     status = 429
     type = "budget_exceeded"
     code = "budget_exceeded"
-
-
-class RateLimited(ThanosError):
-    status = 429
-    type = "rate_limit_error"
-    code = "rate_limit_exceeded"
-
-
-def request_subject(
-    policy: KeyPolicy | None, address: str, rpm_per_ip: int | None
-) -> tuple[str, int | None]:
-    """Whose requests-per-minute window a request counts in (its key, else its address),
-    and that window's limit (None: no limit). Shared by HTTP and gRPC."""
-    if policy is not None:
-        return f"key:{policy.key_id}", policy.rpm
-    return f"ip:{address}", rpm_per_ip
-
-
-async def take_request(
-    state: StateBackend, subject: str, limit: int, quota: Quota | None = None
-) -> WindowResult:
-    """Count one request in `subject`'s minute (noted in `quota`, for the `x-ratelimit-*`
-    headers); RateLimited, with Retry-After, when over."""
-    result = await state.window_take(f"rpm:{subject}", 1, limit, MINUTE)
-    if quota is not None:
-        quota.requests = _window(result)
-    if not result.allowed:
-        error = RateLimited(f"{subject.replace(':', ' ')} is over {limit} requests per minute")
-        error.retry_after = math.ceil(result.reset_after)
-        raise error
-    return result
-
-
-def _window(result: WindowResult) -> tuple[int, int, float]:
-    return result.limit, max(result.limit - result.used, 0), result.reset_after
 
 
 def reservable_output(limit: int | None, default: int) -> int:
@@ -198,7 +162,7 @@ class Accounting:
         estimate = max(prompt, 0) + min(max(output or 0, 0), MAX_OUTPUT_TOKENS)
         key = f"tpm:key:{policy.key_id}"
         taken = await self.state.window_take(key, estimate, policy.tpm, MINUTE)
-        ctx.quota.tokens = _window(taken)
+        ctx.quota.tokens = window_of(taken)
         if not taken.allowed:
             error = RateLimited(
                 f"the key '{policy.key_id}' is over its {policy.tpm} tokens per minute "

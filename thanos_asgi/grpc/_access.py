@@ -14,7 +14,7 @@ from urllib.parse import unquote
 
 from thanos_asgi.context import KeyPolicy, Quota
 from thanos_asgi.exceptions import AuthenticationError, PermissionDenied
-from thanos_asgi.governance.accounting import request_subject, take_request
+from thanos_asgi.governance.windows import request_subject, take_request
 
 if TYPE_CHECKING:
     from thanos_asgi.config import ServerConfig

@@ -28,8 +28,8 @@ from thanos_asgi.frontends.asgi import (
     Send,
 )
 from thanos_asgi.frontends.errors import send_error
-from thanos_asgi.governance.accounting import request_subject, take_request
 from thanos_asgi.governance.state import StateBackend
+from thanos_asgi.governance.windows import request_subject, take_request
 
 
 class RateLimitMiddleware:
