@@ -22,12 +22,9 @@ same options and pinning as `gateway`.
 
 from __future__ import annotations
 
-import http.client
-import json
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
-from targets import BENCH_KEY, KEY_RPM, KEY_TPM
+from targets import BENCH_KEY, KEY_RPM, KEY_TPM, check_keys
 
 REDIS_URL = "redis://127.0.0.1:6379/12"  # flushed when gateway-redis starts
 KEY_BUDGET_USD = 1_000_000_000  # never reached; every request reserves and settles against it
@@ -129,25 +126,7 @@ def check_redis(url: str, redis_url: str) -> None:
     with it (200, the key's rpm in its headers), and the key's counters landed in Redis."""
     import redis
 
-    parts = urlsplit(url)
-    body = json.dumps({"model": "bench-model", "messages": [{"role": "user", "content": "hi"}]})
-    for auth, want in (("", 401), (f"Bearer {BENCH_KEY}", 200)):
-        headers = {"Content-Type": "application/json"} | ({"Authorization": auth} if auth else {})
-        connection = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=10)
-        try:
-            connection.request("POST", parts.path, body, headers)
-            response = connection.getresponse()
-            response.read()
-        except (OSError, http.client.HTTPException) as exc:
-            raise RuntimeError(f"gateway-redis: {exc!r}") from exc
-        finally:
-            connection.close()
-        limit = response.getheader("x-ratelimit-limit-requests")
-        if response.status != want or (auth and limit != str(KEY_RPM)):
-            raise RuntimeError(
-                f"gateway-redis {'with' if auth else 'without'} the key answered "
-                f"{response.status} (expected {want}), x-ratelimit-limit-requests {limit!r}"
-            )
+    check_keys(url, "gateway-redis")
     client = redis.Redis.from_url(redis_url, socket_timeout=5)
     try:
         size = client.dbsize()

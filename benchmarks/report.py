@@ -89,10 +89,11 @@ def _section(title: str, header: list[str], rows: list[list[str]], ranged: bool)
     return f"{title}\n\n{table(header, rows)}\n"
 
 
-def _throughput(results: Results, args: argparse.Namespace, targets: list[str]) -> Table:
+def _throughput_rows(results: Results, targets: list[str], base: str) -> list[list[str]]:
+    """Per mode and target: req/s, its range, over `base`'s and the floor's, CPU, errors."""
     rows = []
     for mode in ("plain", "stream"):
-        direct = results[f"throughput/{mode}/direct"]["rps"]
+        against = results[f"throughput/{mode}/{base}"]["rps"]
         floor = results[f"throughput/{mode}/floor"]["rps"]
         for target in targets:
             r = results[f"throughput/{mode}/{target}"]
@@ -102,7 +103,7 @@ def _throughput(results: Results, args: argparse.Namespace, targets: list[str]) 
                     target,
                     f"{r['rps']:,.0f}",
                     spread(r, "rps", 0),
-                    ratio(r["rps"], direct),
+                    ratio(r["rps"], against),
                     ratio(r["rps"], floor),
                     fmt(r.get("cpu_ms_per_request"), 3),
                     str(r["errors"]),
@@ -110,6 +111,11 @@ def _throughput(results: Results, args: argparse.Namespace, targets: list[str]) 
                     fmt(r["p99_ms"]),
                 ]
             )
+    return rows
+
+
+def _throughput(results: Results, args: argparse.Namespace, targets: list[str]) -> Table:
+    rows = _throughput_rows(results, targets, "direct")
     engine = results["throughput/plain/direct"]["engine"]
     title = (
         f"Throughput: {args.connections} connections, {args.duration} s each, "
@@ -211,26 +217,7 @@ def _goals(results: Results, targets: list[str]) -> Table:
 
 def _paths_throughput(results: Results, args: argparse.Namespace, paths: list[str]) -> Table:
     """`--targets` paths' throughput beside the pass-through's and the floor's, same run."""
-    rows = []
-    for mode in ("plain", "stream"):
-        gateway = results[f"throughput/{mode}/gateway"]["rps"]
-        floor = results[f"throughput/{mode}/floor"]["rps"]
-        for target in ["gateway", *paths]:
-            r = results[f"throughput/{mode}/{target}"]
-            rows.append(
-                [
-                    mode,
-                    target,
-                    f"{r['rps']:,.0f}",
-                    spread(r, "rps", 0),
-                    ratio(r["rps"], gateway),
-                    ratio(r["rps"], floor),
-                    fmt(r.get("cpu_ms_per_request"), 3),
-                    str(r["errors"]),
-                    fmt(r["p50_ms"]),
-                    fmt(r["p99_ms"]),
-                ]
-            )
+    rows = _throughput_rows(results, ["gateway", *paths], "gateway")
     title = (
         f"Paths: throughput, {args.connections} connections, {args.duration} s each, beside the "
         "pass-through (gateway) and the floor measured in the same run (stream: whole streams/s)"

@@ -54,7 +54,7 @@ tpm = {KEY_TPM}
 CONFIG_EXTRA = {"gateway": "", "gateway-keys": KEYS_CONFIG}  # appended to GATEWAY_CONFIG
 
 
-def check_keys(url: str) -> None:
+def check_keys(url: str, name: str = "gateway-keys") -> None:
     """RuntimeError unless `url` refuses a request without the key (401) and answers one with
     it (200) carrying the key's requests-per-minute limit, i.e. auth and the limiter are on."""
     parts = urlsplit(url)
@@ -67,12 +67,12 @@ def check_keys(url: str) -> None:
             response = connection.getresponse()
             response.read()
         except (OSError, http.client.HTTPException) as exc:
-            raise RuntimeError(f"gateway-keys: {exc!r}") from exc
+            raise RuntimeError(f"{name}: {exc!r}") from exc
         finally:
             connection.close()
         limit = response.getheader("x-ratelimit-limit-requests")
         if response.status != want or (auth and limit != str(KEY_RPM)):
             raise RuntimeError(
-                f"gateway-keys {'with' if auth else 'without'} the key answered "
+                f"{name} {'with' if auth else 'without'} the key answered "
                 f"{response.status} (expected {want}), x-ratelimit-limit-requests {limit!r}"
             )
