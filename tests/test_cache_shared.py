@@ -224,4 +224,5 @@ async def test_an_unreachable_redis_makes_misses_and_never_shows_its_password(
     assert [a.headers["x-thanos-cache"] for a in answers] == ["miss", "miss"]
     assert len(upstream.bodies) == 2
     assert "cache store is unavailable" in caplog.text and secret not in caplog.text
+    assert caplog.text.count("cache store is unavailable") == 1  # once per outage
     assert all(secret not in a.text and secret not in str(a.headers) for a in answers)

@@ -31,6 +31,7 @@ class RedisStore:
         self._client = aioredis.Redis.from_pool(pool)
         self.evictions = 0  # Redis evicts by its own policy; not counted here
         self._written = 0
+        self._down = False
 
     @property
     def stored_bytes(self) -> int:
@@ -41,17 +42,33 @@ class RedisStore:
         try:
             value = await self._client.get(PREFIX + key)
         except _FAILURES as exc:
-            log.warning("the cache store is unavailable (%s): a miss", type(exc).__name__)
+            self._failed(exc)
             return None
+        self._back()
         return value if isinstance(value, bytes) else None
 
     async def put(self, key: str, value: bytes, ttl: float) -> None:
         try:
             await self._client.set(PREFIX + key, value, px=max(math.ceil(ttl * 1000), 1))
         except _FAILURES as exc:
-            log.warning("the cache store is unavailable (%s): not stored", type(exc).__name__)
+            self._failed(exc)
             return
+        self._back()
         self._written += len(value)
+
+    def _failed(self, exc: BaseException) -> None:
+        """Once per outage, not once per request: a down Redis must not flood the log."""
+        if not self._down:
+            self._down = True
+            log.warning(
+                "the cache store is unavailable (%s): misses, nothing stored, until it is back",
+                type(exc).__name__,
+            )
+
+    def _back(self) -> None:
+        if self._down:
+            self._down = False
+            log.info("the cache store is reachable again")
 
     async def aclose(self) -> None:
         await self._client.aclose()
