@@ -226,3 +226,22 @@ async def test_an_unreachable_redis_makes_misses_and_never_shows_its_password(
     assert "cache store is unavailable" in caplog.text and secret not in caplog.text
     assert caplog.text.count("cache store is unavailable") == 1  # once per outage
     assert all(secret not in a.text and secret not in str(a.headers) for a in answers)
+
+
+async def test_a_stream_larger_than_an_entry_is_relayed_whole_and_not_collected(
+    clean_redis: None,
+) -> None:
+    """Redis has no bound of its own: the collector stops at the entry bound (here the
+    server's `max_response_bytes`), so an endless stream cannot grow the gateway's memory."""
+    upstream = Upstream()
+    long = "x" * 4000  # echoed back: a stream of about 4 KB
+    async with running(upstream) as up:
+        text = shared(up).replace("[state]", "[server]\nmax_response_bytes = 1024\n[state]", 1)
+        async with serving(text) as (url, _), httpx.AsyncClient(timeout=30) as http:
+            answers = [
+                await http.post(f"{url}/v1/chat/completions", json={**ask(long), "stream": True})
+                for _ in range(2)
+            ]
+    assert all(long in a.text and "data: [DONE]" in a.text for a in answers)  # relayed whole
+    assert [a.headers["x-thanos-cache"] for a in answers] == ["miss", "miss"]
+    assert len(upstream.bodies) == 2

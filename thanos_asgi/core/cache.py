@@ -87,6 +87,8 @@ class ResponseCache:
         semantic = self.settings.semantic
         self.index = SemanticIndex(semantic.threshold) if semantic is not None else None
         self.flights: dict[str, asyncio.Future[Entry | None]] = {}
+        # a stream larger than this is relayed but not collected (an endless one would grow)
+        self.max_entry = min(self.settings.max_bytes, config.server.max_response_bytes)
         self.hits = 0
         self.misses = 0
         self.bypasses = 0
@@ -215,12 +217,16 @@ class ResponseCache:
     async def _collect(
         self, lookup: Lookup, reply: Reply, chunks: AsyncIterator[ChatChunk]
     ) -> AsyncIterator[ChatChunk]:
-        collector = Collector()
+        collector: Collector | None = Collector()
         async for chunk in chunks:
-            collector.add(chunk)
+            if collector is not None:
+                collector.add(chunk)
+                if collector.size > self.max_entry:  # too big to keep: relayed only
+                    collector = None
+                    self._land(lookup, None)
             yield chunk
-        if not collector.complete:
-            return  # cut short: neither stored nor handed on
+        if collector is None or not collector.complete:
+            return  # cut short or too big: neither stored nor handed on
         entry = Entry(collector.response(), reply.provider, reply.model, time.time())
         self._land(lookup, entry)
         if lookup.store and lookup.key:

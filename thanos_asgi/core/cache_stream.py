@@ -55,6 +55,7 @@ class Collector:
         self.created = 0
         self.usage: Usage | None = None
         self.choices: dict[int, _Choice] = {}
+        self.size = 0  # about the bytes held: text, reasoning, refusals, tool calls
 
     def add(self, chunk: ChatChunk) -> None:
         self.id = self.id or chunk.id
@@ -66,7 +67,7 @@ class Collector:
             choice = self.choices.get(part.index)
             if choice is None:
                 choice = self.choices[part.index] = _Choice()
-            _fold(choice, part.delta)
+            self.size += _fold(choice, part.delta)
             if part.finish_reason is not None:
                 choice.finish = part.finish_reason
 
@@ -87,17 +88,24 @@ class Collector:
         )
 
 
-def _fold(choice: _Choice, delta: Delta) -> None:
+def _fold(choice: _Choice, delta: Delta) -> int:
+    """Add `delta` to `choice`; about how many bytes it added."""
+    size = 16
     if delta.content:
         choice.text.append(delta.content)
+        size += len(delta.content)
     reasoning = delta.reasoning_content or delta.reasoning
     if reasoning:
         choice.reasoning.append(reasoning)
+        size += len(reasoning)
     if delta.reasoning_signature:
         choice.signature = delta.reasoning_signature
+        size += len(delta.reasoning_signature)
     if delta.refusal:
         choice.refusal.append(delta.refusal)
+        size += len(delta.refusal)
     for call_delta in delta.tool_calls or ():
+        size += 16
         index = call_delta.index if call_delta.index >= 0 else len(choice.calls)
         call = choice.calls.get(index)
         if call is None:
@@ -106,8 +114,11 @@ def _fold(choice: _Choice, delta: Delta) -> None:
         function = call_delta.function
         if function is not None:
             call.name = call.name or function.name or ""
+            size += len(function.name or "")
             if function.arguments:
                 call.arguments.append(function.arguments)
+                size += len(function.arguments)
+    return size
 
 
 def _choice(index: int, choice: _Choice) -> Choice:
