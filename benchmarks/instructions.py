@@ -10,6 +10,7 @@ of `--few` requests, divided by the difference, so start-up and warm-up cancel o
     python benchmarks/instructions.py [--stream] [--source DIR]   # DIR: another checkout
     python benchmarks/instructions.py --target gw-anthropic --stream   # a path of paths.py
     python benchmarks/instructions.py --target gw-anthropic --profile  # cProfile, no valgrind
+    python benchmarks/instructions.py --cache [--stream]   # response-cache hits (memory)
 
 `--target` sends the path's client dialect to its route and model (`paths.py`; the config
 also has its Anthropic, Gemini and Responses-wire instances, all at the same fake upstream);
@@ -59,6 +60,7 @@ track_usage = {track}
 [responses]
 store_path = "{store}"
 """ + PATHS_CONFIG.replace("{fast}", "{port}")
+CACHE = "\n[cache]\nenabled = true\n"
 
 
 async def _one(app: Any, body: bytes, path: str = "/v1/chat/completions") -> int:
@@ -100,7 +102,12 @@ async def _one(app: Any, body: bytes, path: str = "/v1/chat/completions") -> int
 
 
 async def _inner(
-    port: int, requests: int, stream: bool, target: str = "gateway", ledger: bool = True
+    port: int,
+    requests: int,
+    stream: bool,
+    target: str = "gateway",
+    ledger: bool = True,
+    cache: bool = False,
 ) -> None:
     from thanos_asgi import Gateway, build_app
     from thanos_asgi.config import load_config
@@ -110,7 +117,8 @@ async def _inner(
         store = Path(tmp) / "responses.db"  # as `thanos serve` defaults it
         track = "true" if ledger else "false"
         usage = Path(tmp) / "usage.db"
-        path.write_text(CONFIG.format(port=port, ledger=usage, store=store, track=track))
+        config = CONFIG.format(port=port, ledger=usage, store=store, track=track)
+        path.write_text(config + (CACHE if cache else ""))
         gateway = Gateway(load_config(path, env={}))
         app = build_app(gateway)
         async with gateway:
@@ -145,6 +153,7 @@ def _count(port: int, requests: int, args: argparse.Namespace) -> int:
         argv += ["--stream"] if stream else []
         argv += ["--target", args.target]
         argv += ["--no-ledger"] if args.no_ledger else []
+        argv += ["--cache"] if args.cache else []
         subprocess.run(argv, check=True, env=env, capture_output=True)
         found = re.search(r"^(?:summary|totals): (\d+)", out.read_text(), re.M)
         assert found, "no totals in the callgrind output"
@@ -156,10 +165,11 @@ def _profile(port: int, args: argparse.Namespace) -> None:
     import cProfile
     import pstats
 
-    asyncio.run(_inner(port, args.few, args.stream, args.target))  # imports, first calls
+    run = _inner(port, args.few, args.stream, args.target, not args.no_ledger, args.cache)
+    asyncio.run(run)  # imports, first calls
     profiler = cProfile.Profile()
     profiler.enable()
-    asyncio.run(_inner(port, args.many, args.stream, args.target))
+    asyncio.run(_inner(port, args.many, args.stream, args.target, not args.no_ledger, args.cache))
     profiler.disable()
     stats = pstats.Stats(profiler).strip_dirs()
     print(f"{args.target}, {'stream' if args.stream else 'completion'}, {args.many} requests")
@@ -181,11 +191,17 @@ def main() -> int:
         help="usage tracking off: the ledger's batched SQLite imports (every 20 ms, in rows "
         "per batch that depend on how fast requests go) make counts vary from run to run",
     )
+    parser.add_argument(
+        "--cache",
+        action="store_true",
+        help="[cache] on (memory): the first request is a miss, every other one a hit",
+    )
     parser.add_argument("--inner", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.inner is not None:
-        asyncio.run(_inner(args.port, args.inner, args.stream, args.target, not args.no_ledger))
+        ledger = not args.no_ledger
+        asyncio.run(_inner(args.port, args.inner, args.stream, args.target, ledger, args.cache))
         return 0
     port = free_port()
     upstream = subprocess.Popen([sys.executable, str(HERE / "upstream.py"), "--port", str(port)])
@@ -200,7 +216,7 @@ def main() -> int:
         upstream.terminate()
         upstream.wait()
     per = (many - few) / (args.many - args.few)
-    kind = "stream" if args.stream else "completion"
+    kind = ("stream" if args.stream else "completion") + (" (cache hit)" if args.cache else "")
     print(
         f"{per:,.0f} instructions per {kind} ({args.few} and {args.many} requests, "
         f"{args.target}: {TARGETS[args.target].route}, {TARGETS[args.target].dialect} client)"
