@@ -4,9 +4,11 @@
     python benchmarks/vs_litellm.py --venv V --repeat 1 --duration 4
 
 LiteLLM is not a dependency: install its proxy into a virtualenv of its own and name it with
-`--venv` (benchmarks/README.md, "LiteLLM", says how). Both serve `bench-model` from the same
-fake upstream (`upstream.py`) as an OpenAI-compatible model: the gateway from the config
-`run.py` uses, LiteLLM from a `model_list` entry `openai/bench-model` with that `api_base`.
+`--venv` (benchmarks/README.md, "LiteLLM", says how). Both serve two models to an OpenAI chat
+client from the same fake upstream (`upstream.py`): `bench-model` as an OpenAI-compatible
+model (the gateway's pass-through, from the config `run.py` uses; LiteLLM's `model_list` entry
+`openai/bench-model`) and `anth-model` translated to Anthropic Messages (the gateway's `kind =
+"anthropic"`; LiteLLM's `anthropic/anth-model`), both with the upstream as base URL.
 Neither checks client keys, neither writes an access log line per request. First a few
 checked requests to each (a completion and a stream, as `run.py`'s latency runs check them);
 then, `--repeat` times, interleaved, wrk at `--connections` for `--duration` seconds per target
@@ -43,12 +45,27 @@ from report import fmt, table
 from targets import GATEWAY_CONFIG
 
 TARGETS = ("gateway", "litellm")
+# path -> the model an OpenAI chat client asks for: served as an OpenAI-compatible model
+# (the pass-through) or translated to Anthropic Messages, by both targets alike
+PATHS = {"openai": "bench-model", "anthropic": "anth-model"}
+ANTHROPIC_CONFIG = """
+[providers.anth]
+kind = "anthropic"
+base_url = "http://127.0.0.1:{upstream}"
+api_key = "x"
+models = ["anth-model"]
+"""
 LITELLM_CONFIG = """\
 model_list:
   - model_name: bench-model
     litellm_params:
       model: openai/bench-model
       api_base: http://127.0.0.1:{upstream}/v1
+      api_key: x
+  - model_name: anth-model
+    litellm_params:
+      model: anthropic/anth-model
+      api_base: http://127.0.0.1:{upstream}
       api_key: x
 litellm_settings:
   telemetry: false
@@ -79,7 +96,10 @@ def start(bench: Bench, venv: Path) -> dict[str, Process]:
     argv = [PYTHON, str(HERE / "upstream.py"), "--chunks", str(bench.chunks)]
     processes = {"upstream": bench.start("upstream", [*argv, "--port", str(upstream)], 0, upstream)}
     config = bench.workdir / "thanos.toml"
-    config.write_text(GATEWAY_CONFIG.format(port=gateway, fast=upstream, paced=upstream))
+    config.write_text(
+        GATEWAY_CONFIG.format(port=gateway, fast=upstream, paced=upstream)
+        + ANTHROPIC_CONFIG.format(upstream=upstream)
+    )
     serve = [*thanos_command(), "serve", "--config", str(config)]
     serve += ["--host", "127.0.0.1", "--port", str(gateway), "--log-level", "warning"]
     processes["gateway"] = bench.start("gateway", serve, 1, gateway)
@@ -103,14 +123,16 @@ def url(process: Process) -> str:
 def check(bench: Bench, processes: dict[str, Process], chunks: int) -> list[str]:
     """A few checked completions and streams per target; what was wrong, if anything."""
     problems = []
-    for target in TARGETS:
-        for flags in ([], ["--stream"]):
-            sequential = ["--requests", "20", "--warmup", "2", "--chunks", str(chunks)]
-            result = bench.load("latency", url(processes[target]), *flags, *sequential)
-            if result["errors"] or not result["requests"]:
-                mode = "stream" if flags else "plain"
-                problems.append(f"{target} {mode}: {result['errors']} errors")
-                problems += [f"    {p}" for p in result["problems"]]
+    for path, model in PATHS.items():
+        for target in TARGETS:
+            for flags in ([], ["--stream"]):
+                sequential = ["--requests", "20", "--warmup", "2", "--chunks", str(chunks)]
+                where = url(processes[target])
+                result = bench.load("latency", where, *flags, *sequential, "--model", model)
+                if result["errors"] or not result["requests"]:
+                    mode = "stream" if flags else "plain"
+                    problems.append(f"{target} {path} {mode}: {result['errors']} errors")
+                    problems += [f"    {p}" for p in result["problems"]]
     return problems
 
 
@@ -119,11 +141,12 @@ def throughput(
 ) -> dict[str, list[dict[str, Any]]]:
     runs: dict[str, list[dict[str, Any]]] = {}
     for repetition in range(args.repeat):
-        for mode in ("plain", "stream"):
+        for path, mode in [(p, m) for p in PATHS for m in ("plain", "stream")]:
             flags = ["--stream"] if mode == "stream" else []
+            flags += ["--model", PATHS[path]]
             for target in TARGETS:
                 print(
-                    f"  {mode:6} {target} ({repetition + 1}/{args.repeat})",
+                    f"  {path:9} {mode:6} {target} ({repetition + 1}/{args.repeat})",
                     file=sys.stderr,
                     flush=True,
                 )
@@ -139,21 +162,21 @@ def throughput(
                 result["cpu_ms_per_request"] = (
                     (cpu_seconds(pid) - before) * 1000 / max(1, result["requests"])
                 )
-                runs.setdefault(f"{mode}/{target}", []).append(result)
+                runs.setdefault(f"{path}:{mode}/{target}", []).append(result)
     return runs
 
 
 def report(runs: dict[str, list[dict[str, Any]]], args: argparse.Namespace) -> str:
     rows = []
     medians: dict[str, float] = {}
-    for mode in ("plain", "stream"):
+    for kind in [f"{p}:{m}" for p in PATHS for m in ("plain", "stream")]:
         for target in TARGETS:
-            results = runs[f"{mode}/{target}"]
+            results = runs[f"{kind}/{target}"]
             rps = [r["rps"] for r in results]
-            medians[f"{mode}/{target}"] = statistics.median(rps)
+            medians[f"{kind}/{target}"] = statistics.median(rps)
             rows.append(
                 [
-                    mode,
+                    kind,
                     target,
                     f"{statistics.median(rps):,.0f}",
                     f"{min(rps):,.0f}-{max(rps):,.0f}",
@@ -163,17 +186,26 @@ def report(runs: dict[str, list[dict[str, Any]]], args: argparse.Namespace) -> s
                     fmt(statistics.median(r["p99_ms"] for r in results)),
                 ]
             )
-    engine = runs["plain/gateway"][0]["engine"]
+    engine = runs["openai:plain/gateway"][0]["engine"]
     out = [
         f"Throughput, one worker each: {args.connections} connections, {args.duration} s per "
         f"run, load generator {engine}, median of {args.repeat} interleaved repetitions\n",
         table(
-            ["mode", "target", "req/s", "req/s range", "CPU ms/req", "errors", "p50 ms", "p99 ms"],
+            [
+                "path:mode",
+                "target",
+                "req/s",
+                "req/s range",
+                "CPU ms/req",
+                "errors",
+                "p50 ms",
+                "p99 ms",
+            ],
             rows,
         )
         + "\n",
     ]
-    for mode in ("plain", "stream"):
+    for mode in [f"{p}:{m}" for p in PATHS for m in ("plain", "stream")]:
         gateway, litellm = medians[f"{mode}/gateway"], medians[f"{mode}/litellm"]
         each = [
             g["rps"] / lite["rps"]
@@ -190,7 +222,7 @@ def report(runs: dict[str, list[dict[str, Any]]], args: argparse.Namespace) -> s
             f"{mode}: gateway / LiteLLM req/s = {ratio:.1f}x{spread}; LiteLLM's CPU ms per "
             f"request / the gateway's = {cpu[0] / cpu[1]:.1f}x"
         )
-    out.append("issue 9's target: >= 40x")
+    out.append("targets: issue 9 >= 40x (openai); issue 22 >= 50x (openai and anthropic)")
     return "\n".join(out)
 
 
