@@ -7,9 +7,10 @@ Starts (with `processes.py`) the fake upstream, the floor in front of it, and tw
 serve`: `gateway` (no cache: every request goes to the upstream) and `gateway-cache`
 (`[cache] enabled = true`, pre-warmed with the one request `load.py` sends, so every measured
 request is a hit; a stream and a whole answer share the entry). Then `load.py throughput`
-for each target, completions and streams, and streams from a paced upstream (5 ms between
-events, the way a provider writes; gateway and gateway-cache only), interleaved `--repeat`
-times; the report gives
+for each target, completions and streams, and then streams and whole answers from a paced
+upstream (5 ms between events, the way a provider writes; a whole answer comes when its stream
+would have ended, ~100 ms; gateway and gateway-cache only), interleaved `--repeat` times; the
+report gives
 requests per second and the cache's ratio over the pass-through (the issue's target: at
 least 3x) and over the floor. `--smoke` sends a few requests per target, checks every answer
 and that the cache answered `x-thanos-cache: hit`.
@@ -50,6 +51,7 @@ MODES = {  # mode -> load.py flags, targets (the floor stands in front of the fa
     "plain": ([], TARGETS),
     "stream": (["--stream"], TARGETS),
     "paced": (PACED, TARGETS[1:]),
+    "plain-paced": (PACED[1:], TARGETS[1:]),  # whole answers, sent when the stream would end
 }
 CACHE = "\n[cache]\nenabled = true\n"
 PATH = "/v1/chat/completions"

@@ -7,7 +7,8 @@ pipelined requests answered in order) on uvloop. The request's path picks the fo
 `/v1/responses` Responses, any other path OpenAI chat); the answer is fixed: a whole JSON, or -
 when the body has `"stream": true` (Gemini: the stream path) - an SSE stream in chunked
 transfer encoding with N content chunks and the format's closing events (chat: a finish chunk,
-a usage chunk and `data: [DONE]`), each event in its own HTTP chunk, `--delay-ms` apart.
+a usage chunk and `data: [DONE]`), each event in its own HTTP chunk, `--delay-ms` apart;
+with a delay, a whole answer is sent when its stream would have ended (chunks x delay).
 
     python benchmarks/upstream.py --port 9001 [--chunks 20 --delay-ms 0]
 """
@@ -95,7 +96,7 @@ class Upstream(asyncio.Protocol):
         transport = self.transport
         if transport is None:
             return
-        if self.pacing is not None or (stream and self.delay > 0):
+        if self.pacing is not None or self.delay > 0:
             self.pending.append((answers, stream))  # keep answers in request order
             if self.pacing is None:
                 self.pacing = asyncio.get_running_loop().create_task(self._paced())
@@ -107,7 +108,10 @@ class Upstream(asyncio.Protocol):
     async def _paced(self) -> None:
         while self.pending and self.transport is not None:
             answers, stream = self.pending.popleft()
-            if not stream:
+            if not stream:  # the whole answer once its stream would have ended
+                await asyncio.sleep(self.delay * len(answers.stream_chunks))
+                if self.transport is None:
+                    return
                 self.transport.write(answers.completion)
                 continue
             self.transport.write(answers.stream_head + answers.stream_chunks[0])
