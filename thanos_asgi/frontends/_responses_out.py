@@ -233,17 +233,20 @@ class Events:
 
 
 async def stream(reply: Reply, events: Events) -> AsyncIterator[bytes]:
-    assert reply.chunks is not None
+    assert reply.batches is not None
     yield events.start()
     try:
-        async for chunk in reply.chunks:
-            if chunk.usage is not None:
-                reply.usage = chunk.usage
-            out = events.feed(chunk)
-            if out:
-                yield out
+        async for batch in reply.batches:  # the events of one upstream read as one piece
+            out = []
+            for chunk in batch:
+                if chunk.usage is not None:
+                    reply.usage = chunk.usage
+                out.append(events.feed(chunk))
+            data = b"".join(out)
+            if data:
+                yield data
     finally:
-        await close(reply.chunks)
+        await close(reply.batches)
     yield events.end(reply.usage)
 
 
