@@ -15,6 +15,12 @@ import pytest
 from tests.rawserver import Handler, chunk, read_request, serving
 from thanos_asgi import Gateway, build_app
 from thanos_asgi.config import parse_config
+from thanos_asgi.providers.batches import Batching
+from thanos_asgi.providers.gemini import Gemini
+from thanos_asgi.providers.openai_compat import OpenAICompatible
+from thanos_asgi.providers.openai_responses import responses_wire
+from thanos_asgi.providers.vertex import Vertex
+from thanos_asgi.types import ChatChunk, ChatRequest
 
 pytestmark = pytest.mark.anyio
 WORDS = [f"w{n} " for n in range(30)]
@@ -272,3 +278,21 @@ async def test_a_responses_client_gets_every_event_in_order_a_write_per_read() -
     assert got[-1][1]["response"]["output"][0]["content"][0]["text"] == "".join(WORDS)
     assert got[-1][1]["response"]["usage"]["output_tokens"] == 30
     check_pieces(pieces, got)
+
+
+def test_an_adapter_overriding_open_stream_only_is_read_through_it() -> None:
+    """Built on an adapter that batches, a class with its own `open_stream` gets the default
+    `open_batches` (a list per chunk of that stream), never the parent's reader."""
+
+    class Own(OpenAICompatible):
+        async def open_stream(self, request: ChatRequest, model: str) -> AsyncIterator[ChatChunk]:
+            raise NotImplementedError
+
+    class Later(Own):  # the override is inherited: still its own stream
+        pass
+
+    assert OpenAICompatible.open_batches is not Batching.open_batches
+    assert Own.open_batches is Batching.open_batches
+    assert Later.open_batches is Batching.open_batches
+    assert responses_wire(OpenAICompatible).open_batches is Batching.open_batches
+    assert Vertex.open_batches is Gemini.open_batches is not Batching.open_batches

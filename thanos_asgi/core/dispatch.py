@@ -35,7 +35,8 @@ from thanos_asgi.exceptions import (
     UpstreamTimeout,
 )
 from thanos_asgi.governance.accounting import Accounting, Admission
-from thanos_asgi.providers.base import Provider, batched
+from thanos_asgi.providers.base import Provider
+from thanos_asgi.providers.batches import batched
 from thanos_asgi.types import ChatRequest
 
 if TYPE_CHECKING:

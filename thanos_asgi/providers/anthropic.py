@@ -32,7 +32,8 @@ from thanos_asgi.providers._anthropic_codec import (
 )
 from thanos_asgi.providers._login import ClaudeOAuth
 from thanos_asgi.providers.anthropic_types import MessageResponse, Usage, chat_usage
-from thanos_asgi.providers.base import Relayed, each
+from thanos_asgi.providers.base import Relayed
+from thanos_asgi.providers.batches import each
 from thanos_asgi.sanitize import Decoder
 from thanos_asgi.types import (
     ChatChunk,

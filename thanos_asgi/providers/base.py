@@ -35,6 +35,7 @@ from thanos_asgi.exceptions import (
     UpstreamError,
     UpstreamStatusError,
 )
+from thanos_asgi.providers.batches import Batching
 from thanos_asgi.providers.resets import reset_after
 from thanos_asgi.sanitize import Decoder, NestingTooDeep, echo, scrub
 from thanos_asgi.sanitize import decode as bounded_decode
@@ -59,8 +60,6 @@ __all__ = [
     "Provider",
     "Relayed",
     "Unavailable",
-    "batched",
-    "each",
     "embedding_base64",
     "retry_after",
     "timeouts_of",
@@ -129,7 +128,7 @@ class Provider(Protocol):
         ...
 
 
-class HTTPProvider:
+class HTTPProvider(Batching):
     """Shared plumbing: base URL, credentials, timeouts, sending and error mapping.
 
     Subclasses set `kind` and `wire`, override `auth_headers` (the key as their API wants it)
@@ -154,29 +153,9 @@ class HTTPProvider:
         self.headers = {**self.auth_headers(), **config.headers}
         self.last_error: str | None = None
 
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        """A class whose `open_stream` is newer than its `open_batches` (an adapter built on
-        one that batches, overriding only `open_stream`) gets the default `open_batches`,
-        so its own stream is the one that is read."""
-        super().__init_subclass__(**kwargs)
-        names = ("open_stream", "open_batches")
-        owner = next((k for k in cls.__mro__ if any(n in vars(k) for n in names)), None)
-        if owner is not None and "open_batches" not in vars(owner):
-            cls.open_batches = HTTPProvider.open_batches  # type: ignore[method-assign]
-
     def auth_headers(self) -> dict[str, str]:
         """Headers carrying `self.api_key`, e.g. `{"authorization": f"Bearer {key}"}`."""
         return {}
-
-    async def open_batches(
-        self, request: ChatRequest, model: str
-    ) -> AsyncIterator[list[ChatChunk]]:
-        """`open_stream`'s chunks in lists, each holding what one upstream read completed, so a
-        front-end writes once per read (what the gateway calls). This default gives a list per
-        chunk; adapters that decode a read at a time override it and flatten it with `each`
-        for `open_stream`. A list is never empty, and never waits for a later read."""
-        opened: AsyncIterator[ChatChunk] = await self.open_stream(request, model)  # type: ignore[attr-defined]
-        return batched(opened)
 
     def missing_key(self) -> str | None:
         """Why this instance cannot be called for lack of a key, or None when it can."""
@@ -391,31 +370,6 @@ class Unavailable:
 
 
 # -- helpers shared by adapters ------------------------------------------------------------------
-
-
-async def batched(chunks: AsyncIterator[ChatChunk]) -> AsyncIterator[list[ChatChunk]]:
-    """Each chunk as a list of one (a stream that does not know its reads); closes `chunks`."""
-    try:
-        async for chunk in chunks:
-            yield [chunk]
-    finally:
-        await _close(chunks)
-
-
-async def each(batches: AsyncIterator[list[ChatChunk]]) -> AsyncIterator[ChatChunk]:
-    """The chunks of `batches` one by one (`open_stream` from `open_batches`); closes it."""
-    try:
-        async for batch in batches:
-            for chunk in batch:
-                yield chunk
-    finally:
-        await _close(batches)
-
-
-async def _close(iterator: object) -> None:
-    closer = getattr(iterator, "aclose", None)
-    if closer is not None:
-        await closer()
 
 
 _json = Decoder()

@@ -30,7 +30,8 @@ from thanos_asgi.exceptions import (
 )
 from thanos_asgi.providers._gemini_codec import generate_body, to_response
 from thanos_asgi.providers._gemini_stream import StreamDecoder
-from thanos_asgi.providers.base import HTTPProvider, Relayed, each, embedding_base64
+from thanos_asgi.providers.base import HTTPProvider, Relayed, embedding_base64
+from thanos_asgi.providers.batches import each
 from thanos_asgi.providers.gemini_types import (
     Content,
     GenerateResponse,

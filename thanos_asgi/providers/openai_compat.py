@@ -13,7 +13,8 @@ from typing import Any, ClassVar
 import msgspec
 
 from thanos_asgi.exceptions import UpstreamError, UpstreamProtocolError, UpstreamStatusError
-from thanos_asgi.providers.base import HTTPProvider, Relayed, each
+from thanos_asgi.providers.base import HTTPProvider, Relayed
+from thanos_asgi.providers.batches import each
 from thanos_asgi.sanitize import Decoder
 from thanos_asgi.types import (
     ChatChunk,
