@@ -56,3 +56,26 @@ def test_parse_block_keeps_raw() -> None:
 async def test_ndjson_lines_across_chunks() -> None:
     lines = [line async for line in iter_lines(_chunks(b'{"a":', b'1}\n\n{"b":2}\n{"c"', b":3}"))]
     assert lines == [b'{"a":1}', b'{"b":2}', b'{"c":3}']
+
+
+@pytest.mark.parametrize(
+    "block",
+    [
+        b"event: message_stop\ndata: {}",  # the two-line shape read without splitting
+        b"event:  spaced \ndata: {}",
+        b"event: x\ndata: one\ndata: two",
+        b"event: x\ndata:nospace",
+        b"event: x\nid: 7\ndata: {}",
+        b"event: x",
+        b"event: x\n",
+        b"event: x\ndata: ",
+    ],
+)
+def test_the_typed_event_shortcut_reads_as_the_general_parser(block: bytes) -> None:
+    name, data = b"", []
+    for line in block.split(b"\n"):  # the SSE rules, spelled out
+        if line.startswith(b"data:"):
+            data.append(line[6:] if line.startswith(b"data: ") else line[5:])
+        elif line.startswith(b"event:"):
+            name = line[6:].strip()
+    assert parse_block(block) == (name, b"\n".join(data), block)

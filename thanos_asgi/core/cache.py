@@ -30,7 +30,7 @@ from thanos_asgi.config.schema import TaskTable
 from thanos_asgi.core.cache_key import cache_key
 from thanos_asgi.core.cache_semantic import SemanticIndex, group_of, prompt_text
 from thanos_asgi.core.cache_stream import Collector, replay
-from thanos_asgi.core.reply import Reply
+from thanos_asgi.core.reply import Reply, close
 from thanos_asgi.core.routing import Target
 from thanos_asgi.exceptions import ThanosError
 from thanos_asgi.types import ChatChunk, ChatRequest, ChatResponse, EmbeddingRequest
@@ -189,7 +189,7 @@ class ResponseCache:
         assert entry is not None
         reply = Reply(Target(entry.provider, entry.model), ["cache:hit"], cost_usd=0.0)
         if request.stream:
-            reply.chunks = replay(entry.response)
+            reply.batches = replay(entry.response)
         else:
             reply.response = msgspec.structs.replace(entry.response)
         reply.cache = "hit"
@@ -206,8 +206,8 @@ class ResponseCache:
             self._land(lookup, entry)
             if keep:
                 await self._put(lookup, entry)
-        elif reply.chunks is not None and (keep or lookup.flight is not None):
-            reply.chunks = self._collect(lookup, reply, reply.chunks)
+        elif reply.batches is not None and (keep or lookup.flight is not None):
+            reply.batches = self._collect(lookup, reply, reply.batches)
 
     def abandon(self, lookup: Lookup | None) -> None:
         """The request failed or was cancelled before a provider answered."""
@@ -215,16 +215,21 @@ class ResponseCache:
             self._land(lookup, None)
 
     async def _collect(
-        self, lookup: Lookup, reply: Reply, chunks: AsyncIterator[ChatChunk]
-    ) -> AsyncIterator[ChatChunk]:
+        self, lookup: Lookup, reply: Reply, batches: AsyncIterator[list[ChatChunk]]
+    ) -> AsyncIterator[list[ChatChunk]]:
         collector: Collector | None = Collector()
-        async for chunk in chunks:
-            if collector is not None:
-                collector.add(chunk)
-                if collector.size > self.max_entry:  # too big to keep: relayed only
-                    collector = None
-                    self._land(lookup, None)
-            yield chunk
+        try:
+            async for batch in batches:
+                if collector is not None:
+                    for chunk in batch:
+                        collector.add(chunk)
+                        if collector.size > self.max_entry:  # too big to keep: relayed only
+                            collector = None
+                            self._land(lookup, None)
+                            break
+                yield batch
+        finally:
+            await close(batches)
         if collector is None or not collector.complete:
             return  # cut short or too big: neither stored nor handed on
         entry = Entry(collector.response(), reply.provider, reply.model, time.time())

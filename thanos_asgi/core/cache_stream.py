@@ -2,7 +2,7 @@
 
 `Collector` folds canonical chunks into the `ChatResponse` they add up to (text, reasoning,
 tool calls by index, finish reason, usage), so a stream and a whole answer share one cache
-entry. `replay` turns a stored answer back into canonical chunks (role, text, reasoning,
+entry. `replay` turns a stored answer back into canonical chunks (one batch) (role, text, reasoning,
 tool calls, finish, then usage), which every front-end encodes in its own dialect exactly as
 it encodes a live stream.
 """
@@ -136,17 +136,20 @@ def _choice(index: int, choice: _Choice) -> Choice:
     return Choice(index=index, message=message, finish_reason=choice.finish)
 
 
-async def replay(response: ChatResponse) -> AsyncIterator[ChatChunk]:
-    """`response` as the chunks a provider would have streamed, usage last."""
+async def replay(response: ChatResponse) -> AsyncIterator[list[ChatChunk]]:
+    """`response` as the chunks a provider would have streamed, usage last: one list, as if
+    one read had brought them all (`Reply.batches`)."""
+    chunks: list[ChatChunk] = []
     for choice in response.choices:
-        for delta in _deltas(choice.message):
-            yield _chunk(response, [ChunkChoice(index=choice.index, delta=delta)])
-        yield _chunk(
-            response,
-            [ChunkChoice(index=choice.index, delta=Delta(), finish_reason=choice.finish_reason)],
+        chunks += (
+            _chunk(response, [ChunkChoice(index=choice.index, delta=delta)])
+            for delta in _deltas(choice.message)
         )
+        finish = ChunkChoice(index=choice.index, delta=Delta(), finish_reason=choice.finish_reason)
+        chunks.append(_chunk(response, [finish]))
     if response.usage is not None:
-        yield _chunk(response, [], response.usage)
+        chunks.append(_chunk(response, [], response.usage))
+    yield chunks
 
 
 def _deltas(message: ResponseMessage) -> list[Delta]:

@@ -36,6 +36,7 @@ from thanos_asgi.exceptions import (
 )
 from thanos_asgi.governance.accounting import Accounting, Admission
 from thanos_asgi.providers.base import Provider
+from thanos_asgi.providers.batches import batched
 from thanos_asgi.types import ChatRequest
 
 if TYPE_CHECKING:
@@ -305,7 +306,11 @@ async def _attempt(
     if raw is not None and wire and provider.wire == wire:
         reply.relayed = await provider.relay(dict(raw), target.model, stream=request.stream)
     elif request.stream:
-        reply.chunks = await provider.open_stream(request, target.model)
+        opener = getattr(provider, "open_batches", None)  # HTTPProvider's: a list per read
+        if opener is not None:
+            reply.batches = await opener(request, target.model)
+        else:
+            reply.batches = batched(await provider.open_stream(request, target.model))
     else:
         reply.response = await provider.chat(request, target.model)
     return reply

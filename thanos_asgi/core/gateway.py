@@ -164,7 +164,7 @@ class Gateway:
         """Route, then try candidates until one accepts the request (see `dispatch.py`):
 
             async with gateway.dispatch(request, ctx) as reply:
-                ...  # deliver reply.response, reply.chunks or reply.relayed
+                ...  # deliver reply.response, reply.batches or reply.relayed
 
         Entering returns once the provider has accepted it (for streams: status and headers
         arrived), so nothing has reached the client yet while fallbacks happen. Leaving
@@ -252,11 +252,12 @@ class Gateway:
         if not request.stream:
             request = _with_stream(request, True)
         async with self.dispatch(request, ctx) as reply:  # a consumer that stops early: closed
-            assert reply.chunks is not None
-            async for chunk in reply.chunks:
-                if chunk.usage is not None:
-                    reply.usage = chunk.usage
-                yield chunk
+            assert reply.batches is not None
+            async for batch in reply.batches:
+                for chunk in batch:
+                    if chunk.usage is not None:
+                        reply.usage = chunk.usage
+                    yield chunk
 
     # -- the rest --------------------------------------------------------------------------
 

@@ -325,4 +325,4 @@ def _instance(attempt: str) -> str:
 
 def _streams(reply: Reply) -> bool:
     relayed = reply.relayed
-    return reply.chunks is not None or (relayed is not None and relayed.events is not None)
+    return reply.batches is not None or (relayed is not None and relayed.events is not None)

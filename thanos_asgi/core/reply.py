@@ -30,7 +30,7 @@ class Reply:
     attempts: list[str]
     upstream_ms: float = 0.0
     response: ChatResponse | None = None
-    chunks: AsyncIterator[ChatChunk] | None = None
+    batches: AsyncIterator[list[ChatChunk]] | None = None  # a stream: per upstream read
     relayed: Relayed | None = None
     usage: Usage | None = None
     cost_usd: float | None = None  # known at once for whole answers, at the end for streams
@@ -81,8 +81,8 @@ class Reply:
         also covers a stream nobody started reading) and `finish(outcome)`, even when
         closing is itself interrupted. Idempotent; `Dispatch` calls it on the way out."""
         try:
-            if self.chunks is not None:
-                await close(self.chunks)
+            if self.batches is not None:
+                await close(self.batches)
             if self.relayed is not None and self.relayed.events is not None:
                 await close(self.relayed.events)
             for response in self.upstream:
@@ -123,7 +123,7 @@ class Dispatch:
         if reply is None:
             return
         if typ is None:
-            if reply.chunks is None and (reply.relayed is None or reply.relayed.events is None):
+            if reply.batches is None and (reply.relayed is None or reply.relayed.events is None):
                 if not reply.finished:  # a whole answer, read to its end: nothing is open
                     reply.finish()
                 return

@@ -111,12 +111,14 @@ def _arguments(arguments: str, name: str) -> dict[str, Any]:
 
 async def events(reply: Reply) -> AsyncIterator[bytes]:
     """A canonical chunk stream as Anthropic's events (usage is recorded on the reply)."""
-    assert reply.chunks is not None
+    assert reply.batches is not None
     stream = _Events(reply.model)
-    async for chunk in reply.chunks:
-        if chunk.usage is not None:
-            reply.usage = chunk.usage
-        data = stream.feed(chunk)
+    async for batch in reply.batches:  # the events of one upstream read as one piece
+        for chunk in batch:
+            if chunk.usage is not None:
+                reply.usage = chunk.usage
+            stream.feed(chunk)
+        data = stream.flush()
         if data:
             yield data
     yield stream.end(reply)
@@ -138,14 +140,14 @@ class _Events:
         self.finish: str | None = None
         self.out: list[bytes] = []
 
-    def feed(self, chunk: ChatChunk) -> bytes:
+    def feed(self, chunk: ChatChunk) -> None:
+        """Add `chunk`'s events to those `flush` hands out next."""
         if not self.started:
             self._start(chunk.id, chunk.model)
         for choice in chunk.choices:
             if choice.index == 0:  # Anthropic has one answer per request
                 self._delta(choice.delta)
                 self.finish = choice.finish_reason or self.finish
-        return self._flush()
 
     def _delta(self, delta: Delta) -> None:
         if delta.reasoning_content:
@@ -206,7 +208,7 @@ class _Events:
         head = MessageResponse(id=_message_id(upstream_id), model=self.model, usage=usage)
         self.out.append(_frame(b"message_start", MessageStart(message=head)))
 
-    def _flush(self) -> bytes:
+    def flush(self) -> bytes:
         data = b"".join(self.out)
         self.out.clear()
         return data
@@ -219,4 +221,4 @@ class _Events:
         event = MessageDelta(delta=stop, usage=message_usage(reply.usage))
         self.out.append(_frame(b"message_delta", event))
         self.out.append(MESSAGE_STOP)
-        return self._flush()
+        return self.flush()

@@ -39,6 +39,7 @@ from thanos_asgi.frontends._responses_types import (
 from thanos_asgi.types import ChatChunk, ChatResponse, FunctionCall, Message, ToolCall, Usage
 
 _encode = msgspec.json.Encoder().encode
+_TEXT_DELTA = b"event: response.output_text.delta\ndata: "
 _INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
 
 
@@ -159,8 +160,11 @@ class Events:
             return out + self.event("response.reasoning_summary_text.delta", delta=text, **ids)
         assert isinstance(item, MessageItem)
         item.content[0].text += text
-        ids = {"item_id": item.id, "output_index": index, "content_index": 0}
-        return out + self.event("response.output_text.delta", delta=text, logprobs=[], **ids)
+        data = {"delta": text, "logprobs": [], "item_id": item.id, "output_index": index,
+                "content_index": 0, "type": "response.output_text.delta",
+                "sequence_number": self.sequence}  # fmt: skip
+        self.sequence += 1  # (`event`, spelled out for the most frequent event)
+        return out + _TEXT_DELTA + _encode(data) + b"\n\n"
 
     def _call(self, position: int, call_id: str | None, function: Any) -> bytes:
         out = b""
@@ -233,17 +237,20 @@ class Events:
 
 
 async def stream(reply: Reply, events: Events) -> AsyncIterator[bytes]:
-    assert reply.chunks is not None
+    assert reply.batches is not None
     yield events.start()
     try:
-        async for chunk in reply.chunks:
-            if chunk.usage is not None:
-                reply.usage = chunk.usage
-            out = events.feed(chunk)
-            if out:
-                yield out
+        async for batch in reply.batches:  # the events of one upstream read as one piece
+            out = []
+            for chunk in batch:
+                if chunk.usage is not None:
+                    reply.usage = chunk.usage
+                out.append(events.feed(chunk))
+            data = b"".join(out)
+            if data:
+                yield data
     finally:
-        await close(reply.chunks)
+        await close(reply.batches)
     yield events.end(reply.usage)
 
 

@@ -215,16 +215,21 @@ class ThanosApp:
         include_usage: bool,
         encode: Callable[[ChatChunk], bytes] = codec.chunk_event,
     ) -> AsyncIterator[bytes]:
-        """Canonical chunks as SSE events; the usage-only chunk only when the client asked."""
-        assert reply.chunks is not None
-        async for chunk in reply.chunks:  # (closed when the dispatch ends, however it ends)
-            if chunk.usage is not None:
-                reply.usage = chunk.usage
-                if not include_usage:
-                    if not chunk.choices:
-                        continue
-                    chunk.usage = None
-            yield encode(chunk)
+        """Canonical chunks as SSE events, those of one upstream read as one piece; the
+        usage-only chunk only when the client asked."""
+        assert reply.batches is not None
+        async for batch in reply.batches:  # (closed when the dispatch ends, however it ends)
+            out = []
+            for chunk in batch:
+                if chunk.usage is not None:
+                    reply.usage = chunk.usage
+                    if not include_usage:
+                        if not chunk.choices:
+                            continue
+                        chunk.usage = None
+                out.append(encode(chunk))
+            if out:
+                yield b"".join(out)
         yield codec.DONE
 
     async def _stream(

@@ -139,18 +139,19 @@ async def _answers(reply: Reply, model: str) -> AsyncIterator[GenerateResponse]:
         reply.finish()
         yield whole(reply.response, model)
         return
-    assert reply.chunks is not None
+    assert reply.batches is not None
     calls: dict[int, list[str]] = {}
     finish: str | None = None
     try:
-        async for chunk in reply.chunks:
-            if chunk.usage is not None:
-                reply.usage = chunk.usage
-            parts, finish = _delta(chunk, calls, finish)
-            if parts:
-                yield _answer(parts, model, None, None)
+        async for batch in reply.batches:
+            for chunk in batch:
+                if chunk.usage is not None:
+                    reply.usage = chunk.usage
+                parts, finish = _delta(chunk, calls, finish)
+                if parts:
+                    yield _answer(parts, model, None, None)
     finally:
-        await close(reply.chunks)
+        await close(reply.batches)
     tail = [_call_part(name, text) for name, text in calls.values()]
     yield _answer(tail, model, _finish(finish), reply.usage)
 

@@ -160,18 +160,22 @@ def _reason(finish: str | None) -> str:
 
 
 async def _lines(reply: Reply, shape: _Shape) -> AsyncIterator[bytes]:
-    assert reply.chunks is not None
+    assert reply.batches is not None
     calls: dict[int, list[str]] = {}  # index -> [name, arguments so far]
     reason: str | None = None
     try:
-        async for chunk in reply.chunks:
-            if chunk.usage is not None:
-                reply.usage = chunk.usage
-            line, reason = _delta(chunk, shape, calls, reason)
-            if line is not None:
-                yield line
+        async for batch in reply.batches:  # the lines of one upstream read as one piece
+            lines = []
+            for chunk in batch:
+                if chunk.usage is not None:
+                    reply.usage = chunk.usage
+                line, reason = _delta(chunk, shape, calls, reason)
+                if line is not None:
+                    lines.append(line)
+            if lines:
+                yield b"".join(lines)
     finally:
-        await close(reply.chunks)
+        await close(reply.batches)
     done = _calls_done(calls)
     yield _encode(shape.last(reason, reply.usage, calls=done)) + b"\n"
 

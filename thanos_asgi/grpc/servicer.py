@@ -145,15 +145,16 @@ async def _stream(
     outcome, finish_reason = "disconnected", ""
     try:
         await context.send_initial_metadata(headers)
-        assert reply.chunks is not None
-        async for chunk in reply.chunks:
-            if chunk.usage is not None:
-                reply.usage = chunk.usage
-            if chunk.choices and chunk.choices[0].finish_reason:
-                finish_reason = chunk.choices[0].finish_reason
-            message = convert.chunk_message(chunk, **common)
-            if message is not None:
-                yield message
+        assert reply.batches is not None
+        async for batch in reply.batches:
+            for chunk in batch:
+                if chunk.usage is not None:
+                    reply.usage = chunk.usage
+                if chunk.choices and chunk.choices[0].finish_reason:
+                    finish_reason = chunk.choices[0].finish_reason
+                message = convert.chunk_message(chunk, **common)
+                if message is not None:
+                    yield message
         outcome = "ok"
     except ThanosError as exc:
         outcome = "error"

@@ -33,6 +33,7 @@ from thanos_asgi.providers._anthropic_codec import (
 from thanos_asgi.providers._login import ClaudeOAuth
 from thanos_asgi.providers.anthropic_types import MessageResponse, Usage, chat_usage
 from thanos_asgi.providers.base import Relayed
+from thanos_asgi.providers.batches import each
 from thanos_asgi.sanitize import Decoder
 from thanos_asgi.types import (
     ChatChunk,
@@ -42,7 +43,7 @@ from thanos_asgi.types import (
     EmbeddingResponse,
 )
 from thanos_asgi.upstream import UpstreamResponse
-from thanos_asgi.upstream.framing import SSEBuffer, iter_sse, parse_block
+from thanos_asgi.upstream.framing import SSEBuffer, parse_block
 
 T = TypeVar("T")
 API_VERSION = "2023-06-01"
@@ -112,30 +113,64 @@ class Anthropic(ClaudeOAuth):  # an OAuth login when `uses_claude_login(config)`
         return chat_response(self._parse(_response, await self.read(response)), model)
 
     async def open_stream(self, request: ChatRequest, model: str) -> AsyncIterator[ChatChunk]:
+        return each(await self.open_batches(request, model))
+
+    async def open_batches(
+        self, request: ChatRequest, model: str
+    ) -> AsyncIterator[list[ChatChunk]]:
         body = self._body(request, model, stream=True)
         response = await self.send("POST", self.prefix + "/messages", body)  # refusals raise here
-        return self._chunks(response, model)
+        return self._batches(response, model)
 
-    async def _chunks(self, response: UpstreamResponse, model: str) -> AsyncIterator[ChatChunk]:
-        stream = Stream(model)
+    async def _batches(
+        self, response: UpstreamResponse, model: str
+    ) -> AsyncIterator[list[ChatChunk]]:
+        """The chunks of each upstream read, as one list."""
+        stream, events = Stream(model), SSEBuffer()
         try:
-            async for event in iter_sse(response.iter_bytes()):
-                name = event.event
-                if name == b"message_stop":
-                    yield stream.usage_chunk()
-                    return
-                if name == b"error":
-                    raise self._stream_error(event.data)
-                decoder = _EVENTS.get(name)
-                if decoder is not None:  # ping and event types added later are skipped
-                    chunk = stream.feed(self._parse(decoder, event.data))
-                    if chunk is not None:
-                        yield chunk
+            async for data in response.iter_bytes():
+                complete = events.feed(data)
+                if not complete:
+                    continue
+                chunks, end = self._read(stream, complete)
+                if chunks:
+                    yield chunks
+                if isinstance(end, UpstreamError):
+                    raise end
+                if end:
+                    return  # message_stop
         except UpstreamError as exc:
             raise self.tag(exc) from exc.__cause__
         finally:
             await response.aclose()
         raise self.tag(UpstreamProtocolError("the stream ended before message_stop"))
+
+    def _read(
+        self, stream: Stream, complete: bytes
+    ) -> tuple[list[ChatChunk], bool | UpstreamError]:
+        """The chunks of the events in `complete`, then True at message_stop, or the error
+        that ends the stream (an `event: error`, an unreadable event) after what came before."""
+        chunks: list[ChatChunk] = []
+        for block in complete.split(b"\n\n"):
+            if not block:
+                continue
+            event = parse_block(block)
+            name = event.event
+            if name == b"message_stop":
+                chunks.append(stream.usage_chunk())
+                return chunks, True
+            if name == b"error":
+                return chunks, self._stream_error(event.data)
+            decoder = _EVENTS.get(name)
+            if decoder is None:
+                continue  # ping and event types added later are skipped
+            try:
+                chunk = stream.feed(self._parse(decoder, event.data))
+            except UpstreamError as exc:
+                return chunks, exc
+            if chunk is not None:
+                chunks.append(chunk)
+        return chunks, False
 
     # -- pass-through ------------------------------------------------------------------------
 

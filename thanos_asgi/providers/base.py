@@ -35,6 +35,7 @@ from thanos_asgi.exceptions import (
     UpstreamError,
     UpstreamStatusError,
 )
+from thanos_asgi.providers.batches import Batching
 from thanos_asgi.providers.resets import reset_after
 from thanos_asgi.sanitize import Decoder, NestingTooDeep, echo, scrub
 from thanos_asgi.sanitize import decode as bounded_decode
@@ -127,7 +128,7 @@ class Provider(Protocol):
         ...
 
 
-class HTTPProvider:
+class HTTPProvider(Batching):
     """Shared plumbing: base URL, credentials, timeouts, sending and error mapping.
 
     Subclasses set `kind` and `wire`, override `auth_headers` (the key as their API wants it)
@@ -369,6 +370,7 @@ class Unavailable:
 
 
 # -- helpers shared by adapters ------------------------------------------------------------------
+
 
 _json = Decoder()
 

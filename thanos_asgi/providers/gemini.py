@@ -31,6 +31,7 @@ from thanos_asgi.exceptions import (
 from thanos_asgi.providers._gemini_codec import generate_body, to_response
 from thanos_asgi.providers._gemini_stream import StreamDecoder
 from thanos_asgi.providers.base import HTTPProvider, Relayed, embedding_base64
+from thanos_asgi.providers.batches import each
 from thanos_asgi.providers.gemini_types import (
     Content,
     GenerateResponse,
@@ -48,7 +49,7 @@ from thanos_asgi.types import (
     EmbeddingResponse,
 )
 from thanos_asgi.upstream import UpstreamResponse
-from thanos_asgi.upstream.framing import iter_sse
+from thanos_asgi.upstream.framing import SSEBuffer, parse_block
 
 # -- wire types: errors, models, embeddings --------------------------------------------------------
 
@@ -168,26 +169,56 @@ class Gemini(HTTPProvider):
         return response_out
 
     async def open_stream(self, request: ChatRequest, model: str) -> AsyncIterator[ChatChunk]:
+        return each(await self.open_batches(request, model))
+
+    async def open_batches(
+        self, request: ChatRequest, model: str
+    ) -> AsyncIterator[list[ChatChunk]]:
         body = encode(generate_body(request))
         path = self.model_path(model, "streamGenerateContent") + "?alt=sse"
         response = await self.send("POST", path, body)  # refusals raise here
-        return self._chunks(response, model)
+        return self._batches(response, model)
 
-    async def _chunks(self, response: UpstreamResponse, model: str) -> AsyncIterator[ChatChunk]:
-        decoder = StreamDecoder(model)
+    async def _batches(
+        self, response: UpstreamResponse, model: str
+    ) -> AsyncIterator[list[ChatChunk]]:
+        """The chunks of each upstream read, as one list; the finish and usage at the end."""
+        decoder, events = StreamDecoder(model), SSEBuffer()
         try:
-            async for event in iter_sse(response.iter_bytes()):
-                if event.data:
-                    for chunk in decoder.feed(self._parse(event.data), event.data):
-                        yield chunk
+            async for data in response.iter_bytes():
+                complete = events.feed(data)
+                if not complete:
+                    continue
+                chunks, error = self._read(decoder, complete)
+                if chunks:
+                    yield chunks
+                if error is not None:
+                    raise error
         except UpstreamError as exc:
             raise self.tag(exc) from exc.__cause__
         finally:
             await response.aclose()
         if not decoder.finished:
             raise self.tag(UpstreamProtocolError("the stream ended before it was complete"))
-        for chunk in decoder.close():
-            yield chunk
+        tail = decoder.close()
+        if tail:
+            yield tail
+
+    def _read(
+        self, decoder: StreamDecoder, complete: bytes
+    ) -> tuple[list[ChatChunk], UpstreamError | None]:
+        """The chunks of the events in `complete`, then the error of an unreadable one (which
+        ends the stream after what came before it)."""
+        chunks: list[ChatChunk] = []
+        for block in complete.split(b"\n\n"):
+            event = parse_block(block) if block else None
+            if event is None or not event.data:
+                continue
+            try:
+                chunks += decoder.feed(self._parse(event.data), event.data)
+            except UpstreamError as exc:
+                return chunks, exc
+        return chunks, None
 
     def _parse(self, data: bytes) -> GenerateResponse:
         try:

@@ -14,6 +14,7 @@ import msgspec
 
 from thanos_asgi.exceptions import UpstreamError, UpstreamProtocolError, UpstreamStatusError
 from thanos_asgi.providers.base import HTTPProvider, Relayed
+from thanos_asgi.providers.batches import each
 from thanos_asgi.sanitize import Decoder
 from thanos_asgi.types import (
     ChatChunk,
@@ -228,30 +229,26 @@ class OpenAICompatible(HTTPProvider):
         return response
 
     async def open_stream(self, request: ChatRequest, model: str) -> AsyncIterator[ChatChunk]:
-        relayed = await self.relay(self.request_body(request), model, stream=True)
-        return self._chunks(relayed)
+        return each(await self.open_batches(request, model))
 
-    async def _chunks(self, relayed: Relayed) -> AsyncIterator[ChatChunk]:
+    async def open_batches(
+        self, request: ChatRequest, model: str
+    ) -> AsyncIterator[list[ChatChunk]]:
+        relayed = await self.relay(self.request_body(request), model, stream=True)
+        return self._batches(relayed)
+
+    async def _batches(self, relayed: Relayed) -> AsyncIterator[list[ChatChunk]]:
+        """The chunks of each relayed piece (one upstream read), as one list."""
         assert relayed.events is not None
-        calls = 0  # tool calls begun so far, for providers that send no index
-        async for batch in relayed.events:
-            for raw in batch.split(b"\n\n")[:-1]:  # each relayed event ends in a blank line
-                if raw == _DONE_EVENT:
-                    return
-                data = raw[6:] if b"\n" not in raw else parse_block(raw).data
-                try:
-                    chunk = _chunk.decode(data)
-                except msgspec.DecodeError as exc:
-                    raise self.tag(UpstreamProtocolError(f"unreadable chunk: {exc}")) from None
-                for choice in chunk.choices:
-                    delta = choice.delta
-                    if delta.reasoning and not delta.reasoning_content:
-                        delta.reasoning_content, delta.reasoning = delta.reasoning, None
-                    if delta.tool_calls:
-                        calls = _number_calls(delta.tool_calls, calls)
-                if _has_usage(data):  # as the relay read it (presets' quirks included)
-                    chunk.usage = self.usage_from(self._decode_meta(data))
-                yield chunk
+        read = _Read()
+        async for piece in relayed.events:
+            chunks, end = read.piece(self, piece)
+            if chunks:
+                yield chunks
+            if isinstance(end, UpstreamError):
+                raise end
+            if end:
+                return
 
     async def embed(self, request: EmbeddingRequest, model: str) -> EmbeddingResponse:
         body = msgspec.to_builtins(request)
@@ -308,3 +305,41 @@ def _number_calls(deltas: list[ToolCallDelta], begun: int) -> int:
         else:
             delta.index = max(begun - 1, 0)
     return begun
+
+
+class _Read:
+    """One translated stream: the relayed pieces as canonical chunks."""
+
+    __slots__ = ("calls",)
+
+    def __init__(self) -> None:
+        self.calls = 0  # tool calls begun so far, for providers that send no index
+
+    def piece(
+        self, adapter: OpenAICompatible, piece: bytes
+    ) -> tuple[list[ChatChunk], bool | UpstreamError]:
+        """The chunks of `piece`, then True at `[DONE]`, or the error of an unreadable chunk
+        (which ends the stream after what came before it)."""
+        chunks: list[ChatChunk] = []
+        for raw in piece.split(b"\n\n")[:-1]:  # each relayed event ends in a blank line
+            if raw == _DONE_EVENT:
+                return chunks, True
+            data = raw[6:] if b"\n" not in raw else parse_block(raw).data
+            try:
+                chunk = _chunk.decode(data)
+            except msgspec.DecodeError as exc:
+                error = UpstreamProtocolError(f"unreadable chunk: {exc}")
+                return chunks, adapter.tag(error)
+            for choice in chunk.choices:
+                delta = choice.delta
+                if delta.reasoning and not delta.reasoning_content:
+                    delta.reasoning_content, delta.reasoning = delta.reasoning, None
+                if delta.tool_calls:
+                    self.calls = _number_calls(delta.tool_calls, self.calls)
+            if _has_usage(data):  # as the relay read it (presets' quirks included)
+                try:
+                    chunk.usage = adapter.usage_from(adapter._decode_meta(data))
+                except UpstreamError as exc:
+                    return chunks, exc
+            chunks.append(chunk)
+        return chunks, False

@@ -27,6 +27,10 @@ class SSEvent(NamedTuple):
 def parse_block(block: bytes) -> SSEvent:
     if block.startswith(b"data: ") and b"\n" not in block:
         return SSEvent(b"", block[6:], block)  # the common single-line case
+    if block.startswith(b"event: "):  # `event: <name>` and one `data: ` line (typed events)
+        name, _, rest = block[7:].partition(b"\n")
+        if rest.startswith(b"data: ") and b"\n" not in rest:
+            return SSEvent(name.strip(), rest[6:], block)
     event = b""
     data: list[bytes] = []
     for line in block.split(b"\n"):

@@ -1,0 +1,298 @@
+"""Translated streams write once per upstream read: a read holding many events goes to the
+client as one piece, an event split across reads waits for its end, and either way every event
+arrives once, in order. A raw loopback provider decides exactly how its stream is cut."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+
+from tests.rawserver import Handler, chunk, read_request, serving
+from thanos_asgi import Gateway, build_app
+from thanos_asgi.config import parse_config
+from thanos_asgi.providers.batches import Batching
+from thanos_asgi.providers.gemini import Gemini
+from thanos_asgi.providers.openai_compat import OpenAICompatible
+from thanos_asgi.providers.openai_responses import responses_wire
+from thanos_asgi.providers.vertex import Vertex
+from thanos_asgi.types import ChatChunk, ChatRequest
+
+pytestmark = pytest.mark.anyio
+WORDS = [f"w{n} " for n in range(30)]
+HI = [{"role": "user", "content": "hi"}]
+
+
+def _json(data: object) -> bytes:
+    return json.dumps(data, separators=(",", ":")).encode()
+
+
+def _typed(data: dict[str, Any]) -> bytes:
+    return b"event: " + data["type"].encode() + b"\ndata: " + _json(data) + b"\n\n"
+
+
+def chat_events() -> list[bytes]:
+    def event(delta: dict[str, Any], finish: str | None = None, usage: Any = None) -> bytes:
+        choices = [{"index": 0, "delta": delta, "finish_reason": finish}] if delta or finish else []
+        body = {
+            "id": "chatcmpl-1",
+            "object": "chat.completion.chunk",
+            "created": 1,
+            "model": "m",
+            "choices": choices,
+            "usage": usage,
+        }
+        return b"data: " + _json(body) + b"\n\n"
+
+    events = [event({"role": "assistant", "content": ""})]
+    events += [event({"content": word}) for word in WORDS]
+    events.append(event({}, "stop"))
+    usage = {"prompt_tokens": 3, "completion_tokens": 30, "total_tokens": 33}
+    return [*events, event({}, usage=usage), b"data: [DONE]\n\n"]
+
+
+def anthropic_events() -> list[bytes]:
+    usage = {"input_tokens": 3, "output_tokens": 1}
+    message = {
+        "id": "msg_1",
+        "type": "message",
+        "role": "assistant",
+        "model": "m",
+        "content": [],
+        "stop_reason": None,
+        "usage": usage,
+    }
+    events = [
+        _typed({"type": "message_start", "message": message}),
+        _typed(
+            {
+                "type": "content_block_start",
+                "index": 0,
+                "content_block": {"type": "text", "text": ""},
+            }
+        ),
+        b'event: ping\ndata: {"type":"ping"}\n\n',
+    ]
+    events += [
+        _typed(
+            {
+                "type": "content_block_delta",
+                "index": 0,
+                "delta": {"type": "text_delta", "text": word},
+            }
+        )
+        for word in WORDS
+    ]
+    return [
+        *events,
+        _typed({"type": "content_block_stop", "index": 0}),
+        _typed(
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": "end_turn"},
+                "usage": {"output_tokens": 30},
+            }
+        ),
+        _typed({"type": "message_stop"}),
+    ]
+
+
+def gemini_events() -> list[bytes]:
+    def event(text: str, finish: bool) -> bytes:
+        candidate: dict[str, Any] = {
+            "content": {"role": "model", "parts": [{"text": text}]},
+            "index": 0,
+        }
+        if finish:
+            candidate["finishReason"] = "STOP"
+        usage = {"promptTokenCount": 3, "candidatesTokenCount": 30, "totalTokenCount": 33}
+        body = {"candidates": [candidate], "usageMetadata": usage, "responseId": "r1"}
+        return b"data: " + _json(body) + b"\r\n\r\n"  # Gemini ends its lines with \r\n
+
+    return [event(word, n == len(WORDS) - 1) for n, word in enumerate(WORDS)]
+
+
+def cut(events: list[bytes]) -> list[bytes]:
+    """The stream as three reads: the first 12 events and half of the 13th; the rest of
+    it, one more event and the first byte of the next; everything else."""
+    whole = b"".join(events)
+    first = len(b"".join(events[:12])) + len(events[12]) // 2
+    second = len(b"".join(events[:14])) + 1
+    return [whole[:first], whole[first:second], whole[second:]]
+
+
+def upstream(events: list[bytes]) -> Handler:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n")
+        writer.write(b"transfer-encoding: chunked\r\n\r\n")
+        for piece in cut(events):
+            writer.write(chunk(piece))
+            await writer.drain()
+            await asyncio.sleep(0.05)  # a read of its own
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+        await reader.read()  # until the gateway hangs up
+
+    return handler
+
+
+@asynccontextmanager
+async def gateway(kind: str, events: list[bytes]) -> AsyncIterator[Gateway]:
+    async with serving(upstream(events)) as server:
+        base = server.url.removesuffix("/v1/chat") + ("/v1beta" if kind == "gemini" else "/v1")
+        text = (
+            f'[providers.p]\nkind = "{kind}"\nbase_url = "{base}"\napi_key = "k"\n'
+            'models = ["m"]\ntimeout_ms = 5000\n'
+        )
+        gw = Gateway(parse_config(text, source="reads.toml", env={}))
+        try:
+            yield gw
+        finally:
+            await gw.aclose()
+
+
+async def call(gw: Gateway, path: str, body: dict[str, Any]) -> list[bytes]:
+    """The body pieces the app sends, one per ASGI message (the gateway's writes)."""
+    data = _json(body)
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "client": ("127.0.0.1", 5000),
+        "server": ("127.0.0.1", 8080),
+        "headers": [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(data))],
+    }
+    requests = [{"type": "http.request", "body": data, "more_body": False}]
+    pieces: list[bytes] = []
+    status = 0
+
+    async def receive() -> dict[str, Any]:
+        if requests:
+            return requests.pop()
+        await asyncio.sleep(3600)
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = message["status"]
+        elif message.get("body"):
+            pieces.append(message["body"])
+
+    await build_app(gw)(scope, receive, send)
+    assert status == 200, b"".join(pieces)
+    return pieces
+
+
+def parse(pieces: list[bytes]) -> list[tuple[str, Any]]:
+    """Each SSE event the client got: (its `event:` name or "", its data as JSON or text)."""
+    events = []
+    for block in b"".join(pieces).decode().split("\n\n"):
+        if not block:
+            continue
+        name, data = "", ""
+        for line in block.split("\n"):
+            if line.startswith("event: "):
+                name = line[7:]
+            elif line.startswith("data: "):
+                data = line[6:]
+        events.append((name, data if data == "[DONE]" else json.loads(data)))
+    return events
+
+
+def texts(events: list[tuple[str, Any]], pick: Callable[[str, Any], str | None]) -> list[str]:
+    return [text for name, data in events if (text := pick(name, data)) is not None]
+
+
+def chat_text(name: str, data: Any) -> str | None:
+    if data == "[DONE]" or not data["choices"]:
+        return None
+    content: str | None = data["choices"][0]["delta"].get("content")
+    return content or None
+
+
+def check_pieces(pieces: list[bytes], events: list[tuple[str, Any]]) -> None:
+    assert all(piece.endswith(b"\n\n") for piece in pieces)  # never half an event
+    assert len(pieces) <= 6 < len(events)  # a write per read, not per event
+
+
+@pytest.mark.parametrize(
+    ("kind", "events"), [("anthropic", anthropic_events), ("gemini", gemini_events)]
+)
+async def test_a_chat_client_gets_every_event_in_order_a_write_per_read(
+    kind: str, events: Callable[[], list[bytes]]
+) -> None:
+    body = {"model": "m", "messages": HI, "stream": True, "stream_options": {"include_usage": True}}
+    async with gateway(kind, events()) as gw:
+        pieces = await call(gw, "/v1/chat/completions", body)
+    got = parse(pieces)
+    assert texts(got, chat_text) == WORDS
+    assert got[-1] == ("", "[DONE]")
+    assert got[-2][1]["usage"]["completion_tokens"] == 30
+    assert [data["choices"][0]["finish_reason"] for _, data in got[:-1] if data["choices"]][
+        -1
+    ] == "stop"
+    check_pieces(pieces, got)
+
+
+async def test_a_messages_client_gets_every_event_in_order_a_write_per_read() -> None:
+    body = {"model": "m", "max_tokens": 50, "messages": HI, "stream": True}
+    async with gateway("openai-compatible", chat_events()) as gw:
+        pieces = await call(gw, "/v1/messages", body)
+    got = parse(pieces)
+
+    def text(name: str, data: Any) -> str | None:
+        return data["delta"]["text"] if name == "content_block_delta" else None
+
+    assert texts(got, text) == WORDS
+    names = [name for name, _ in got]
+    assert names[:2] == ["message_start", "content_block_start"]
+    assert names[-3:] == ["content_block_stop", "message_delta", "message_stop"]
+    assert got[-2][1]["usage"]["output_tokens"] == 30
+    check_pieces(pieces, got)
+
+
+async def test_a_responses_client_gets_every_event_in_order_a_write_per_read() -> None:
+    body = {"model": "m", "input": "hi", "stream": True, "store": False}
+    async with gateway("openai-compatible", chat_events()) as gw:
+        pieces = await call(gw, "/v1/responses", body)
+    got = parse(pieces)
+
+    def text(name: str, data: Any) -> str | None:
+        return data["delta"] if name == "response.output_text.delta" else None
+
+    assert texts(got, text) == WORDS
+    assert [data["sequence_number"] for _, data in got] == list(range(len(got)))
+    assert got[-1][0] == "response.completed"
+    assert got[-1][1]["response"]["output"][0]["content"][0]["text"] == "".join(WORDS)
+    assert got[-1][1]["response"]["usage"]["output_tokens"] == 30
+    check_pieces(pieces, got)
+
+
+def test_an_adapter_overriding_open_stream_only_is_read_through_it() -> None:
+    """Built on an adapter that batches, a class with its own `open_stream` gets the default
+    `open_batches` (a list per chunk of that stream), never the parent's reader."""
+
+    class Own(OpenAICompatible):
+        async def open_stream(self, request: ChatRequest, model: str) -> AsyncIterator[ChatChunk]:
+            raise NotImplementedError
+
+    class Later(Own):  # the override is inherited: still its own stream
+        pass
+
+    assert OpenAICompatible.open_batches is not Batching.open_batches
+    assert Own.open_batches is Batching.open_batches
+    assert Later.open_batches is Batching.open_batches
+    assert responses_wire(OpenAICompatible).open_batches is Batching.open_batches
+    assert Vertex.open_batches is Gemini.open_batches is not Batching.open_batches
