@@ -23,6 +23,7 @@ import msgspec
 
 from thanos_asgi.core.gateway import Reply, close
 from thanos_asgi.exceptions import ThanosError
+from thanos_asgi.frontends._pieces import Pieces
 from thanos_asgi.frontends._responses_types import (
     FunctionCallItem,
     Incomplete,
@@ -118,6 +119,7 @@ class Events:
         self.shell = shell
         self.sequence = 0
         self.open: OutputItem | None = None
+        self.pieces = Pieces()  # the open item's text or arguments, joined when it closes
         self.calls: dict[int, FunctionCallItem] = {}
         self.reason: str | None = None
 
@@ -154,12 +156,11 @@ class Events:
             out += self._close()
             out += self._open(kind(id=new_id("rs" if kind is ReasoningItem else "msg")))
         item, index = self.open, len(self.shell.output)
+        self.pieces.add(text)
         if isinstance(item, ReasoningItem):
-            item.summary[0].text += text
             ids = {"item_id": item.id, "output_index": index, "summary_index": 0}
             return out + self.event("response.reasoning_summary_text.delta", delta=text, **ids)
         assert isinstance(item, MessageItem)
-        item.content[0].text += text
         data = {"delta": text, "logprobs": [], "item_id": item.id, "output_index": index,
                 "content_index": 0, "type": "response.output_text.delta",
                 "sequence_number": self.sequence}  # fmt: skip
@@ -181,12 +182,12 @@ class Events:
         piece = (function.arguments if function else None) or ""
         if not piece:
             return out
-        item.arguments += piece
+        self.pieces.add(piece)
         ids = {"item_id": item.id, "output_index": len(self.shell.output)}
         return out + self.event("response.function_call_arguments.delta", delta=piece, **ids)
 
     def _open(self, item: OutputItem) -> bytes:
-        self.open = item
+        self.open, self.pieces = item, Pieces()
         index = len(self.shell.output)
         out = self.event("response.output_item.added", output_index=index, item=item)
         if isinstance(item, MessageItem):
@@ -209,18 +210,18 @@ class Events:
         index = len(self.shell.output)
         out = b""
         if isinstance(item, MessageItem):
-            text = item.content[0].text
+            text = item.content[0].text = self.pieces.text()
             ids = {"item_id": item.id, "output_index": index, "content_index": 0}
             out += self.event("response.output_text.done", text=text, logprobs=[], **ids)
             out += self.event("response.content_part.done", part=item.content[0], **ids)
         elif isinstance(item, ReasoningItem):
             ids = {"item_id": item.id, "output_index": index, "summary_index": 0}
-            text = item.summary[0].text
+            text = item.summary[0].text = self.pieces.text()
             out += self.event("response.reasoning_summary_text.done", text=text, **ids)
             out += self.event("response.reasoning_summary_part.done", part=item.summary[0], **ids)
         else:
             ids = {"item_id": item.id, "output_index": index}
-            args = item.arguments
+            args = item.arguments = item.arguments + self.pieces.text()
             out += self.event("response.function_call_arguments.done", arguments=args, **ids)
         item.status = "completed"
         self.shell.output.append(item)

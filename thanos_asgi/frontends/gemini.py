@@ -29,6 +29,7 @@ from thanos_asgi.exceptions import (
     UpstreamProtocolError,
 )
 from thanos_asgi.frontends import _gemini_in as decode
+from thanos_asgi.frontends._pieces import Calls
 from thanos_asgi.frontends.asgi import JSON, read_body, respond, route_path
 from thanos_asgi.frontends.errors import gemini_error
 from thanos_asgi.frontends.openai import convert, decode_json
@@ -140,7 +141,7 @@ async def _answers(reply: Reply, model: str) -> AsyncIterator[GenerateResponse]:
         yield whole(reply.response, model)
         return
     assert reply.batches is not None
-    calls: dict[int, list[str]] = {}
+    calls = Calls()
     finish: str | None = None
     try:
         async for batch in reply.batches:
@@ -152,22 +153,17 @@ async def _answers(reply: Reply, model: str) -> AsyncIterator[GenerateResponse]:
                     yield _answer(parts, model, None, None)
     finally:
         await close(reply.batches)
-    tail = [_call_part(name, text) for name, text in calls.values()]
+    tail = [_call_part(name, text) for name, text in calls.whole()]
     yield _answer(tail, model, _finish(finish), reply.usage)
 
 
-def _delta(
-    chunk: ChatChunk, calls: dict[int, list[str]], finish: str | None
-) -> tuple[list[Part], str | None]:
+def _delta(chunk: ChatChunk, calls: Calls, finish: str | None) -> tuple[list[Part], str | None]:
     if not chunk.choices:
         return [], finish
     choice = chunk.choices[0]
     delta = choice.delta
     for call in delta.tool_calls or ():
-        entry = calls.setdefault(call.index if call.index >= 0 else len(calls), ["", ""])
-        if call.function is not None:
-            entry[0] += call.function.name or ""
-            entry[1] += call.function.arguments or ""
+        calls.add(call)
     parts: list[Part] = []
     thought = delta.reasoning_content or delta.reasoning
     if thought:

@@ -23,6 +23,7 @@ import msgspec
 from thanos_asgi.core.gateway import Reply, close
 from thanos_asgi.exceptions import ThanosError, UpstreamProtocolError
 from thanos_asgi.frontends import _ollama_in as decode
+from thanos_asgi.frontends._pieces import Calls
 from thanos_asgi.frontends.asgi import JSON, read_body, respond
 from thanos_asgi.frontends.errors import ollama_error
 from thanos_asgi.frontends.sse import EventSourceResponse
@@ -32,7 +33,6 @@ from thanos_asgi.types import (
     ChatRequest,
     ChatResponse,
     ToolCall,
-    ToolCallDelta,
     Usage,
 )
 
@@ -161,7 +161,7 @@ def _reason(finish: str | None) -> str:
 
 async def _lines(reply: Reply, shape: _Shape) -> AsyncIterator[bytes]:
     assert reply.batches is not None
-    calls: dict[int, list[str]] = {}  # index -> [name, arguments so far]
+    calls = Calls()
     reason: str | None = None
     try:
         async for batch in reply.batches:  # the lines of one upstream read as one piece
@@ -181,14 +181,14 @@ async def _lines(reply: Reply, shape: _Shape) -> AsyncIterator[bytes]:
 
 
 def _delta(
-    chunk: ChatChunk, shape: _Shape, calls: dict[int, list[str]], reason: str | None
+    chunk: ChatChunk, shape: _Shape, calls: Calls, reason: str | None
 ) -> tuple[bytes | None, str | None]:
     if not chunk.choices:
         return None, reason
     choice = chunk.choices[0]
     delta = choice.delta
     for call in delta.tool_calls or ():
-        _gather(calls, call)
+        calls.add(call)
     text, thinking = delta.content, delta.reasoning_content or delta.reasoning
     line = None
     if text or thinking:
@@ -196,17 +196,10 @@ def _delta(
     return line, choice.finish_reason or reason
 
 
-def _gather(calls: dict[int, list[str]], call: ToolCallDelta) -> None:
-    entry = calls.setdefault(call.index if call.index >= 0 else len(calls), ["", ""])
-    if call.function is not None:
-        entry[0] += call.function.name or ""
-        entry[1] += call.function.arguments or ""
-
-
-def _calls_done(calls: dict[int, list[str]]) -> list[_Call] | None:
+def _calls_done(calls: Calls) -> list[_Call] | None:
     if not calls:
         return None
-    return [_Call(_Function(name, _arguments(text))) for name, text in calls.values()]
+    return [_Call(_Function(name, _arguments(text))) for name, text in calls.whole()]
 
 
 def _calls(calls: list[ToolCall]) -> list[_Call]:
