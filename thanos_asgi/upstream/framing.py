@@ -53,52 +53,71 @@ async def iter_sse(chunks: AsyncIterator[bytes]) -> AsyncIterator[SSEvent]:
 
 
 class SSEBuffer:
-    """Raw chunks in, complete events out; keeps only the unfinished tail in between."""
+    """Raw chunks in, complete events out; keeps only the unfinished tail in between, as the
+    pieces it came in: a long event arriving in small reads is joined once, when complete,
+    instead of copied (and searched) whole on every read."""
 
-    __slots__ = ("tail",)
+    __slots__ = ("held", "size", "tail")
 
     def __init__(self) -> None:
-        self.tail = b""
+        self.tail: list[bytes] = []  # the unfinished event's pieces, line ends made `\n`
+        self.size = 0  # their bytes
+        self.held = False  # the last chunk ended in `\r`: maybe half of a `\r\n`
 
     def feed(self, chunk: bytes) -> bytes:
         """The events this chunk completed, as one piece ending in a blank line, line ends
-        made `\\n` (b"" when it completed none). Relays forward the piece as it is, without
+        made `\n` (b"" when it completed none). Relays forward the piece as it is, without
         taking it apart when nothing in it needs a look."""
-        buffer = self.tail + chunk if self.tail else chunk
-        held = b""
-        if b"\r" in buffer:
-            if buffer.endswith(b"\r"):  # may be the first half of a \r\n split across chunks
-                buffer, held = buffer[:-1], b"\r"
-            buffer = buffer.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-        end = buffer.rfind(b"\n\n") + 2
-        if end == 1:  # no blank line yet
-            if len(buffer) > MAX_EVENT:
+        if self.held:
+            chunk, self.held = b"\r" + chunk, False
+        if b"\r" in chunk:
+            if chunk.endswith(b"\r"):
+                chunk, self.held = chunk[:-1], True
+            chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        tail = self.tail
+        end = chunk.rfind(b"\n\n") + 2  # (also 1 when the blank line spans the join)
+        spans = tail and chunk[:1] == b"\n" and tail[-1].endswith(b"\n")
+        if end == 1 and not spans:  # no blank line yet
+            if chunk:
+                tail.append(chunk)
+                self.size += len(chunk)
+            if self.size > MAX_EVENT:
                 raise _too_large("an event")
-            self.tail = buffer + held
             return b""
-        self.tail = buffer[end:] + held
-        if len(self.tail) > MAX_EVENT:
+        rest = chunk[end:]
+        if len(rest) > MAX_EVENT:
             raise _too_large("an event")
-        return buffer if end == len(buffer) else buffer[:end]
+        events = chunk if end == len(chunk) else chunk[:end]
+        if tail:
+            tail.append(events)
+            events = b"".join(tail)
+        self.tail, self.size = ([rest], len(rest)) if rest else ([], 0)
+        return events
 
 
 async def iter_lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    """Yield each non-empty line of an NDJSON stream."""
-    buffer = b""
+    """Yield each non-empty line of an NDJSON stream (an unfinished line is kept as its
+    pieces, joined once its newline came: see `SSEBuffer`)."""
+    tail: list[bytes] = []
+    size = 0
     async for chunk in chunks:
-        buffer = buffer + chunk if buffer else chunk
-        if b"\n" not in buffer:
-            if len(buffer) > MAX_EVENT:
+        end = chunk.rfind(b"\n")
+        if end < 0:
+            tail.append(chunk)
+            size += len(chunk)
+            if size > MAX_EVENT:
                 raise _too_large("a line")
             continue
-        *lines, buffer = buffer.split(b"\n")
-        if len(buffer) > MAX_EVENT:
+        rest = chunk[end + 1 :]
+        if len(rest) > MAX_EVENT:
             raise _too_large("a line")
-        for line in lines:
+        complete = b"".join([*tail, chunk[:end]]) if tail else chunk[:end]
+        tail, size = ([rest], len(rest)) if rest else ([], 0)
+        for line in complete.split(b"\n"):
             if line.strip():
                 yield line
-    if buffer.strip():
-        yield buffer
+    if tail and (last := b"".join(tail)).strip():
+        yield last
 
 
 def _too_large(what: str) -> UpstreamProtocolError:
