@@ -27,7 +27,6 @@ others see as spent, reserved or used, whatever a client sends and whatever vali
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
 import math
 from collections.abc import Awaitable, Callable
@@ -54,6 +53,7 @@ log = logging.getLogger("thanos_asgi.governance.accounting")
 _PATIENCE = 10  # rebuilds and graces one reservation waits through before it gives up
 DEFAULT_OUTPUT_TOKENS = 4096  # reserved when neither the request nor the instance says
 MAX_OUTPUT_TOKENS = 1_000_000  # no model writes more in one answer; reservations stop here
+_BATCH = 128  # window corrections and settlements written in one step, at most
 
 
 class BudgetExceeded(ProviderUnavailable):
@@ -124,7 +124,8 @@ class Accounting:
             else None
         )
         self.last_fraction: float | None = None
-        self._work: collections.deque[Awaitable[None]] = collections.deque()
+        self._adjusts: list[tuple[str, int]] = []  # (tpm key, delta) not written yet
+        self._settles: list[tuple[Admission, float]] = []  # (admission, actual) likewise
         self._worker: asyncio.Task[None] | None = None
         self._restore_lock = asyncio.Lock()
         self._unmetered = frozenset(  # instances without requests per minute or a budget
@@ -317,16 +318,9 @@ class Accounting:
             cost = self.cost(admission.instance, model, usage)
         if admission.reservations:
             actual = admission.worst_case if cost is None else cost
-            self._background(self._settle(admission, actual))
+            self._settles.append((admission, actual))
+            self._wake()
         return cost
-
-    async def _settle(self, admission: Admission, actual: float) -> None:
-        for key in admission.reservations:
-            self.holds.remove(key, admission.worst_case)
-            await self.state.settle(
-                key, admission.worst_case, actual, MONTH_TTL, owner=self.holds.owner
-            )
-        await self._warning()
 
     def settle_tokens(self, tokens: Tokens, usage: Usage | None) -> None:
         """Correct the key's TPM window from the estimate to what was used (or refund it)."""
@@ -337,17 +331,19 @@ class Accounting:
             if usage is None
             else max(usage.total_tokens, usage.prompt_tokens + usage.completion_tokens, 0)
         )
-        self._background(self.state.window_adjust(tokens.key, used - tokens.estimate, MINUTE))
+        self._adjusts.append((tokens.key, used - tokens.estimate))
+        self._wake()
 
     def refund(self, tokens: Tokens) -> None:
         """No provider took the request: the TPM hold goes back."""
         if tokens.key is not None:
-            self._background(self.state.window_adjust(tokens.key, -tokens.estimate, MINUTE))
+            self._adjusts.append((tokens.key, -tokens.estimate))
+            self._wake()
 
-    def _background(self, work: Awaitable[None]) -> None:
-        """Settle off the request path: one worker task runs the queue (a task per request
-        would cost more than most settlements do)."""
-        self._work.append(work)
+    def _wake(self) -> None:
+        """Settle off the request path: one worker task writes what is queued, up to `_BATCH`
+        window corrections and settlements at a time, in one `settle_many` (a task or a round
+        trip per request would cost more than most settlements do)."""
         worker = self._worker
         if worker is None or worker.done():
             loop = worker.get_loop() if worker is not None else None  # (no getpid() on 3.11)
@@ -356,8 +352,23 @@ class Accounting:
             self._worker = loop.create_task(self._run_work())
 
     async def _run_work(self) -> None:
-        while self._work:
-            await _logged(self._work.popleft())
+        while self._adjusts or self._settles:
+            adjusts, self._adjusts = self._adjusts[:_BATCH], self._adjusts[_BATCH:]
+            settles, self._settles = self._settles[:_BATCH], self._settles[_BATCH:]
+            await _logged(self._flush(adjusts, settles))
+
+    async def _flush(
+        self, adjusts: list[tuple[str, int]], settles: list[tuple[Admission, float]]
+    ) -> None:
+        budgets = []
+        for admission, actual in settles:
+            for key in admission.reservations:
+                self.holds.remove(key, admission.worst_case)
+                budgets.append((key, admission.worst_case, actual))
+        owner = self.holds.owner
+        await self.state.settle_many(adjusts, MINUTE, budgets, MONTH_TTL, owner=owner)
+        if settles:
+            await self._warning()
 
     async def drain(self) -> None:
         """Wait for settlements under way (at shutdown, and in tests)."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -101,6 +101,20 @@ class StateBackend(Protocol):
     ) -> None:
         """reserved -= `reserved` (not below 0; with `owner`, not beyond what it holds in the
         store); spent += `actual` (a negative one counts as 0); expiry as for `reserve`."""
+        ...
+
+    async def settle_many(
+        self,
+        adjusts: Sequence[tuple[str, int]],
+        window: float,
+        settles: Sequence[tuple[str, float, float]],
+        ttl: float,
+        *,
+        owner: str | None = None,
+    ) -> None:
+        """`window_adjust(key, delta, window)` for each of `adjusts`, then `settle(key,
+        reserved, actual, ttl, owner=owner)` for each of `settles`, in order and as one atomic
+        step: what finished requests leave behind, in one round trip to a shared store."""
         ...
 
     async def hold(self, key: str, owner: str, amount: float, ttl: float) -> None:

@@ -11,7 +11,8 @@ When the store cannot be used (connection refused, timeout, wrong credentials, r
 replica, out of memory) every operation raises `StateUnavailable` (503) -- unless
 `fail_open=True`, which means "serve traffic unmetered rather than refuse it": `window_take`
 allows (used=0, reset_after=0.0), `reserve` returns True, `spent` reads (0.0, 0.0),
-`get_json` reads None, and the writes `window_adjust`, `settle` and `set_json` are dropped,
+`get_json` reads None, and the writes `window_adjust`, `settle`, `settle_many` and `set_json`
+are dropped,
 each with a WARNING. Allowing operations warn once when the store becomes unreachable and
 log INFO when it is back. Nothing ever falls back to per-process memory.
 """
@@ -21,7 +22,7 @@ from __future__ import annotations
 import logging
 import math
 import secrets
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
@@ -83,6 +84,7 @@ class RedisBackend:
         self._adjust = self._client.register_script(_scripts.WINDOW_ADJUST)
         self._reserve = self._client.register_script(_scripts.RESERVE)
         self._settle = self._client.register_script(_scripts.SETTLE)
+        self._settle_many = self._client.register_script(_scripts.SETTLE_MANY)
         self._restore = self._client.register_script(_scripts.RESTORE)
         self._hold = self._client.register_script(_scripts.HOLD)
 
@@ -137,6 +139,25 @@ class RedisBackend:
             args.append(owner)
         call = self._settle(keys=[self._key("budget", key)], args=args)
         await self._guard(call, None, "settle", drops=True)
+
+    async def settle_many(
+        self,
+        adjusts: Sequence[tuple[str, int]],
+        window: float,
+        settles: Sequence[tuple[str, float, float]],
+        ttl: float,
+        *,
+        owner: str | None = None,
+    ) -> None:
+        check_window(window)
+        keys = [self._key("window", key) for key, _ in adjusts]
+        keys += [self._key("budget", key) for key, _, _ in settles]
+        args: list[int | str] = [len(adjusts), _micros(window), _millis(ttl), owner or ""]
+        args += [delta for _, delta in adjusts]
+        for _, reserved, actual in settles:
+            args += [nonnegative_micro(reserved), nonnegative_micro(actual)]
+        call = self._settle_many(keys=keys, args=args)
+        await self._guard(call, None, "settle_many", drops=True)
 
     async def hold(self, key: str, owner: str, amount: float, ttl: float) -> None:
         args: list[int | str] = [owner, nonnegative_micro(amount), _millis(ttl)]
