@@ -4,8 +4,9 @@
 requests as one step (one script on Redis): it must do exactly what the `window_adjust`s and
 `settle`s it replaces would have done, one after the other. On Redis (this suite's own
 database, 11 unless THANOS_TEST_SETTLE_REDIS_URL says otherwise; every test uses its own key
-prefix), a request by a key with rpm, tpm and a budget costs 3 scripts before its answer and
-one after it; a refused one leaves the counters as documented in `test_refused_*`.
+prefix), a request by a key with rpm, tpm and a budget costs 2 scripts before its answer
+(rpm; tpm and the budget, `take_and_reserve`) and one after it; a refused one leaves the
+counters as documented in `test_refused_*`.
 """
 
 from __future__ import annotations
@@ -143,6 +144,73 @@ async def test_settle_many_on_an_unreachable_redis(caplog: pytest.LogCaptureFixt
     assert "s3cretpw" not in messages[0]
 
 
+# --- take_and_reserve ---------------------------------------------------------------------
+
+MARKER = "budget:2026-01:restored"
+
+
+async def test_take_and_reserve_takes_both_or_refuses_the_budgets_whole(
+    backend: StateBackend,
+) -> None:
+    await backend.restore(MARKER, {}, TTL)
+    await _wait_grace()
+    budgets = [("b1", 10.0), ("b2", 3.0)]
+    taken, reserved = await backend.take_and_reserve(
+        ("tpm", 40, 100, WINDOW), budgets, 2.0, TTL, marker=MARKER, owner="o"
+    )
+    assert (taken.allowed, taken.used, reserved) == (True, 40, True)
+    assert [await backend.spent(k) for k in ("b1", "b2")] == [(0.0, 2.0), (0.0, 2.0)]
+    # b2 has 1.0 left: refused whole (b1 untouched), the tokens taken all the same
+    taken, reserved = await backend.take_and_reserve(
+        ("tpm", 40, 100, WINDOW), budgets, 2.0, TTL, marker=MARKER, owner="o"
+    )
+    assert (taken.allowed, taken.used, reserved) == (True, 80, False)
+    assert [await backend.spent(k) for k in ("b1", "b2")] == [(0.0, 2.0), (0.0, 2.0)]
+    # over the tokens: nothing taken, nothing reserved
+    taken, reserved = await backend.take_and_reserve(
+        ("tpm", 40, 100, WINDOW), [("b1", 10.0)], 2.0, TTL, marker=MARKER, owner="o"
+    )
+    assert (taken.allowed, taken.used, taken.limit, reserved) == (False, 80, 100, None)
+    assert 0 < taken.reset_after <= WINDOW
+    assert await backend.spent("b1") == (0.0, 2.0)
+    assert await _used(backend, "tpm") == 80
+
+
+async def test_take_and_reserve_leaves_a_lost_month_to_reserve(backend: StateBackend) -> None:
+    """No marker (the store lost its data): the tokens are taken, nothing is reserved, and
+    None sends the caller to `reserve`, which rebuilds the month."""
+    taken, reserved = await backend.take_and_reserve(
+        ("tpm", 5, 100, WINDOW), [("b", 10.0)], 1.0, TTL, marker=MARKER, owner="o"
+    )
+    assert (taken.allowed, taken.used, reserved) == (True, 5, None)
+    assert await backend.spent("b") == (0.0, 0.0)
+
+
+async def _wait_grace() -> None:
+    await asyncio.sleep(1.05)  # GRACE: Redis refuses reservations just after a rebuild
+
+
+async def test_take_and_reserve_releases_with_its_owner(prefix: str) -> None:
+    state = RedisBackend(REDIS_URL, key_prefix=prefix)
+    try:
+        await state.restore(MARKER, {}, TTL)
+        grant = (("tpm", 1, 10, WINDOW), [("b", 10.0)], 4.0, TTL)
+        _, reserved = await state.take_and_reserve(*grant, marker=MARKER, owner="mine")
+        assert reserved is None  # within the grace after the rebuild: `reserve` waits it out
+        await _wait_grace()
+        for _ in range(2):
+            _, reserved = await state.take_and_reserve(*grant, marker=MARKER, owner="mine")
+            assert reserved is True
+        assert await state.spent("b") == (0.0, 8.0)
+        await state.settle_many([], WINDOW, [("b", 4.0, 1.0)], TTL, owner="theirs")
+        assert await state.spent("b") == (1.0, 8.0)
+        await state.settle_many([], WINDOW, [("b", 8.0, 0.0)], TTL, owner="mine")
+        assert await state.spent("b") == (1.0, 0.0)
+    finally:
+        await state.aclose()
+        await _delete(prefix)
+
+
 # --- a keyed request end to end -------------------------------------------------------------
 
 KEY = "thk-settle-0123456789abcdef"
@@ -255,10 +323,11 @@ async def test_a_keyed_request_settles_tokens_and_spend_in_one_script(prefix: st
     finally:
         await gateway.aclose()
         await _delete(prefix)
-    # before the answer: rpm, tpm, the budget; after it: one script for the tpm and the budget
-    assert len(seen.commands) == 4
-    last = " ".join(seen.commands[-1])
-    assert f"{prefix}window:tpm:key:k" in last and f"{prefix}budget:budget:" in last
+    # before the answer: rpm, then tpm and the budget; after it: tpm and the budget
+    assert len(seen.commands) == 3
+    for both in seen.commands[1:]:
+        words = " ".join(both)
+        assert f"{prefix}window:tpm:key:k" in words and f"{prefix}budget:budget:" in words
 
 
 async def test_refused_by_tpm_counts_the_request_and_holds_nothing(prefix: str) -> None:
@@ -289,6 +358,55 @@ async def test_refused_by_the_budget_gives_the_tokens_back(prefix: str) -> None:
         assert response.json()["error"]["code"] == "budget_exceeded"
         assert response.headers["x-ratelimit-remaining-requests"] == "99"
         assert await state(prefix) == {"rpm": "1", "tpm": "0", "budget": [None, None]}
+    finally:
+        await gateway.aclose()
+        await _delete(prefix)
+
+
+FALLBACK = (
+    CONFIG.replace("[routing]\n", '[routing]\nfallback_chain = ["paid", "backup"]\n')
+    + """
+[providers.backup]
+kind = "openai-compatible"
+base_url = "http://backup.test/v1"
+models = ["m"]
+
+[cost.providers.backup]
+input_cost_per_1m_tokens = 1000000
+output_cost_per_1m_tokens = 1000000
+
+[health]
+failure_threshold = 1
+"""
+)
+
+
+async def _paid_fails(request: httpx.Request) -> httpx.Response:
+    if request.url.host == "paid.test":
+        return httpx.Response(500, json={"error": {"message": "down"}})
+    return await _upstream(request)
+
+
+async def test_the_first_candidates_reservation_goes_back_when_it_is_not_used(
+    prefix: str,
+) -> None:
+    """The tokens and the first candidate's budget are taken together; that reservation is
+    given back when the attempt fails (500), and when it is never made (the circuit is open):
+    only the fallback's real cost stays spent, nothing stays reserved."""
+    await _fresh_window()
+    gateway = Gateway(
+        config(FALLBACK.format(key=KEY, tpm=1000, budget=1000)),
+        transport=HttpxTransport(httpx.AsyncClient(transport=httpx.MockTransport(_paid_fails))),
+        state=RedisBackend(REDIS_URL, key_prefix=prefix),
+    )
+    try:
+        failed = await _ask(gateway, max_tokens=4)
+        skipped = await _ask(gateway, max_tokens=4)
+        assert failed.status_code == skipped.status_code == 200
+        assert failed.headers["x-thanos-attempts"].startswith("paid:")
+        assert skipped.headers["x-thanos-attempts"] == "paid:circuit_open,backup:ok"
+        assert await state(prefix) == {"rpm": "2", "tpm": "10", "budget": ["10000000", "0"]}
+        assert gateway.accounting.holds.amounts == {}
     finally:
         await gateway.aclose()
         await _delete(prefix)

@@ -86,6 +86,23 @@ class StateBackend(Protocol):
         """
         ...
 
+    async def take_and_reserve(
+        self,
+        window: tuple[str, int, int, float],
+        budgets: Sequence[tuple[str, float]],
+        amount: float,
+        ttl: float,
+        *,
+        marker: str,
+        owner: str,
+    ) -> tuple[WindowResult, bool | None]:
+        """`window_take(*window)`, then, if it allowed, `reserve(key, amount, limit, ttl,
+        marker=marker, owner=owner)` for every (key, limit) of `budgets`, all or none, as one
+        step. The window's result, and True (all reserved), False (one refused; none held)
+        or None (the window refused, or the marker is missing or in its grace: nothing
+        reserved, and `reserve` tells which)."""
+        ...
+
     async def restore(self, marker: str, spent: Mapping[str, float], ttl: float) -> bool:
         """Unless `marker` is set: raise each key's spent to at least `spent[key]`, set
         `marker` to a new generation, all expiring after `ttl`, and start its grace, in one

@@ -108,6 +108,29 @@ class MemoryBackend:
         for key, reserved, actual in settles:
             await self.settle(key, reserved, actual, ttl, owner=owner)
 
+    async def take_and_reserve(
+        self,
+        window: tuple[str, int, int, float],
+        budgets: Sequence[tuple[str, float]],
+        amount: float,
+        ttl: float,
+        *,
+        marker: str,
+        owner: str,
+    ) -> tuple[WindowResult, bool | None]:
+        taken = await self.window_take(*window)
+        now = self._clock()
+        if not taken.allowed or self._markers.get(marker, now) <= now:
+            return taken, None
+        micro = nonnegative_micro(amount)
+        held = [(self._budget(key, now), nonnegative_micro(limit)) for key, limit in budgets]
+        if any(budget.spent + budget.reserved + micro > limit for budget, limit in held):
+            return taken, False
+        for budget, _ in held:
+            budget.reserved += micro
+            budget.expires = now + ttl
+        return taken, True
+
     async def restore(self, marker: str, spent: Mapping[str, float], ttl: float) -> bool:
         now = self._clock()
         if self._markers.get(marker, now) > now:

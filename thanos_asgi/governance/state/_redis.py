@@ -124,6 +124,31 @@ class RedisBackend:
             raise SpendSettling(int(reply[1]) / 1000)
         return bool(reply)
 
+    async def take_and_reserve(
+        self,
+        window: tuple[str, int, int, float],
+        budgets: Sequence[tuple[str, float]],
+        amount: float,
+        ttl: float,
+        *,
+        marker: str,
+        owner: str,
+    ) -> tuple[WindowResult, bool | None]:
+        key, tokens, limit, width = window
+        check_window(width)
+        keys = [self._key("window", key), self._key("budget", marker)]
+        keys += [self._key("budget", f"{marker}:grace")]
+        keys += [self._key("budget", budget) for budget, _ in budgets]
+        args: list[int | str] = [tokens, limit, _micros(width), nonnegative_micro(amount)]
+        args += [_millis(ttl), owner]
+        args += [nonnegative_micro(most) for _, most in budgets]
+        reply = await self._guard(self._eval(_TAKE_AND_RESERVE, keys, *args), None, "reserve")
+        if reply is None:  # fail_open: as window_take and reserve
+            return WindowResult(True, 0, limit, 0.0), True
+        allowed, used, reset, reserved = reply
+        taken = WindowResult(bool(allowed), int(used), limit, int(reset) / 1_000_000)
+        return taken, None if not allowed or reserved == 2 else bool(reserved)
+
     async def settle(
         self, key: str, reserved: float, actual: float, ttl: float, *, owner: str | None = None
     ) -> None:
@@ -278,6 +303,7 @@ _ADJUST = _script(_scripts.WINDOW_ADJUST)
 _RESERVE = _script(_scripts.RESERVE)
 _SETTLE = _script(_scripts.SETTLE)
 _SETTLE_MANY = _script(_scripts.SETTLE_MANY)
+_TAKE_AND_RESERVE = _script(_scripts.TAKE_AND_RESERVE)
 _RESTORE = _script(_scripts.RESTORE)
 _HOLD = _script(_scripts.HOLD)
 

@@ -136,6 +136,40 @@ return 1
 """
 )
 
+# A request's tokens per minute and its first attempt's budgets, in one step: KEYS[1] the
+# window, KEYS[2] the month's marker, KEYS[3] its grace key, KEYS[4..] budgets; ARGV: tokens,
+# token limit, width in microseconds, cost, ttl ms, owner, then each budget's limit
+# -> {allowed, used, us to reset, budgets}: a refused window takes nothing; with it taken,
+#    budgets is 1 all reserved / 0 one refused, none reserved / 2 the marker is missing or in
+#    its grace, none reserved (the caller reserves as RESERVE does, which handles both)
+TAKE_AND_RESERVE = (
+    _PRELUDE
+    + _WINDOW
+    + _BUDGET
+    + """
+local index, reset, used = window(KEYS[1], tonumber(ARGV[3]))
+local amount = math.max(0, tonumber(ARGV[1]))
+if used + amount > tonumber(ARGV[2]) then return {0, used, reset, 0} end
+used = used + amount
+save(KEYS[1], index, reset, used)
+if redis.call('EXISTS', KEYS[2]) == 0 or redis.call('PTTL', KEYS[3]) > 0 then
+  return {1, used, reset, 2}
+end
+local cost = math.max(0, tonumber(ARGV[4]))
+for i = 4, #KEYS do
+  local spent, reserved = budget(KEYS[i])
+  if spent + reserved + cost > tonumber(ARGV[3 + i]) then return {1, used, reset, 0} end
+end
+for i = 4, #KEYS do
+  local spent, reserved = budget(KEYS[i])
+  redis.call('HSET', KEYS[i], 's', int(spent), 'r', int(reserved + cost))
+  redis.call('HINCRBY', KEYS[i], 'h:' .. ARGV[6], int(cost))
+  redis.call('PEXPIRE', KEYS[i], ARGV[5])
+end
+return {1, used, reset, 1}
+"""
+)
+
 # KEYS[1] budget; ARGV: owner, what it holds now, ttl ms. Idempotent: the owner's share of
 # `r` becomes exactly that amount (re-adding reservations after the store lost its data).
 HOLD = (
