@@ -147,3 +147,20 @@ async def test_a_cancelled_command_leaves_no_reply_for_the_next_one() -> None:
             assert late.connections == 2
         finally:
             await backend.aclose()
+
+
+async def test_a_command_waits_for_a_free_connection_only_up_to_pool_timeout() -> None:
+    async with late_redis(None) as late:
+        backend = RedisBackend(late.url, max_connections=1, op_timeout=1.0, pool_timeout=0.2)
+        try:
+            first = asyncio.create_task(backend.generation("first"))
+            await asyncio.sleep(0.1)  # it holds the only connection, waiting for a reply
+            started = time.monotonic()
+            with pytest.raises(StateUnavailable, match="No connection available"):
+                await backend.generation("second")
+            assert 0.15 < time.monotonic() - started < 0.8
+            with pytest.raises(StateUnavailable, match=r"no reply within 1 s"):
+                await first
+            assert late.connections == 1
+        finally:
+            await backend.aclose()

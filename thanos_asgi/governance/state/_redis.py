@@ -73,15 +73,16 @@ class RedisBackend:
         self._fail_open = fail_open
         self._prefix = key_prefix
         self._down = False
-        pool = aioredis.BlockingConnectionPool.from_url(
+        pool = aioredis.ConnectionPool.from_url(
             url,
             max_connections=max_connections,
-            timeout=pool_timeout,
             socket_connect_timeout=connect_timeout,
             socket_timeout=None,  # `_command` bounds each command, reply included
             retry=Retry(NoBackoff(), 0),
         )
         self._pool = pool
+        self._slots = asyncio.Semaphore(max_connections)  # who may take a connection now
+        self._pool_timeout = pool_timeout
         self._op_timeout = op_timeout
         self._client = aioredis.Redis.from_pool(pool)  # (owns the pool: closes it)
 
@@ -227,18 +228,32 @@ class RedisBackend:
     async def _command(self, *args: bytes | int | str) -> Any:
         """One command on a pooled connection, sent and answered within `op_timeout`; a
         timeout or a cancellation disconnects that connection (redis-py does), so no late
-        reply is read by the next command. (redis-py's `execute_command` costs ~40% more
-        instructions per command for retries and observability this backend does not use.)"""
-        pool = self._pool
-        connection = await pool.get_connection()  # type: ignore[no-untyped-call]  # (redis-py)
+        reply is read by the next command. When all `max_connections` are busy it waits up
+        to `pool_timeout` for one. (redis-py's `execute_command` and its blocking pool cost
+        ~50% more instructions per command, for retries and metrics this backend does not
+        use.)"""
+        slots = self._slots
+        if slots.locked():
+            try:
+                async with asyncio.timeout(self._pool_timeout):
+                    await slots.acquire()
+            except TimeoutError:
+                raise rex.ConnectionError("No connection available.") from None
+        else:
+            await slots.acquire()  # (free: returns at once)
         try:
-            async with asyncio.timeout(self._op_timeout):
-                await connection.send_command(*args, check_health=False)
-                return await connection.read_response()
-        except TimeoutError:
-            raise rex.TimeoutError(f"no reply within {self._op_timeout:g} s") from None
+            pool = self._pool
+            connection = await pool.get_connection()  # type: ignore[no-untyped-call]
+            try:
+                async with asyncio.timeout(self._op_timeout):
+                    await connection.send_command(*args, check_health=False)
+                    return await connection.read_response()
+            except TimeoutError:
+                raise rex.TimeoutError(f"no reply within {self._op_timeout:g} s") from None
+            finally:
+                await pool.release(connection)
         finally:
-            await pool.release(connection)
+            slots.release()
 
     def _key(self, kind: str, key: str) -> str:
         return f"{self._prefix}{kind}:{key}"
