@@ -31,14 +31,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from thanos_asgi.context import Context
-from thanos_asgi.exceptions import ProviderUnavailable, ThanosError
+from thanos_asgi.exceptions import ProviderUnavailable
 from thanos_asgi.governance import _spend
 from thanos_asgi.governance._holds import Holds
+from thanos_asgi.governance._settlements import Settlements
 from thanos_asgi.governance._spend import MONTH_TTL, money
 from thanos_asgi.governance.estimates import (
     DEFAULT_OUTPUT_TOKENS,
@@ -63,7 +64,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("thanos_asgi.governance.accounting")
 _PATIENCE = 10  # rebuilds and graces one reservation waits through before it gives up
-_BATCH = 128  # window corrections and settlements written in one step, at most
 
 
 class BudgetExceeded(ProviderUnavailable):
@@ -111,9 +111,6 @@ class Accounting:
             else None
         )
         self.last_fraction: float | None = None
-        self._adjusts: list[tuple[str, int]] = []  # (tpm key, delta) not written yet
-        self._settles: list[tuple[Admission, float]] = []  # (admission, actual) likewise
-        self._worker: asyncio.Task[None] | None = None
         self._restore_lock = asyncio.Lock()
         self._unmetered = frozenset(  # instances without requests per minute or a budget
             name
@@ -123,6 +120,7 @@ class Accounting:
         )
         self._restores = 0
         self.holds = Holds(state, self.restore)
+        self._queue = Settlements(state, self.holds, self._warning)
 
     def spend_fraction(self) -> float | None:
         """Share of the global monthly budget spent, as last seen (for dynamic switching)."""
@@ -349,8 +347,7 @@ class Accounting:
             cost = self.cost(admission.instance, model, usage)
         if admission.reservations:
             actual = admission.worst_case if cost is None else cost
-            self._settles.append((admission, actual))
-            self._wake()
+            self._queue.budgets(admission.reservations, admission.worst_case, actual)
         return cost
 
     def settle_tokens(self, tokens: Tokens, usage: Usage | None) -> None:
@@ -362,49 +359,16 @@ class Accounting:
             if usage is None
             else max(usage.total_tokens, usage.prompt_tokens + usage.completion_tokens, 0)
         )
-        self._adjusts.append((tokens.key, used - tokens.estimate))
-        self._wake()
+        self._queue.tokens(tokens.key, used - tokens.estimate)
 
     def refund(self, tokens: Tokens) -> None:
         """No provider took the request: the TPM hold goes back."""
         if tokens.key is not None:
-            self._adjusts.append((tokens.key, -tokens.estimate))
-            self._wake()
-
-    def _wake(self) -> None:
-        """Settle off the request path: one worker task writes what is queued, up to `_BATCH`
-        window corrections and settlements at a time, in one `settle_many` (a task or a round
-        trip per request would cost more than most settlements do)."""
-        worker = self._worker
-        if worker is None or worker.done():
-            loop = worker.get_loop() if worker is not None else None  # (no getpid() on 3.11)
-            if loop is None or loop.is_closed():
-                loop = asyncio.get_running_loop()
-            self._worker = loop.create_task(self._run_work())
-
-    async def _run_work(self) -> None:
-        while self._adjusts or self._settles:
-            adjusts, self._adjusts = self._adjusts[:_BATCH], self._adjusts[_BATCH:]
-            settles, self._settles = self._settles[:_BATCH], self._settles[_BATCH:]
-            await _logged(self._flush(adjusts, settles))
-
-    async def _flush(
-        self, adjusts: list[tuple[str, int]], settles: list[tuple[Admission, float]]
-    ) -> None:
-        budgets = []
-        for admission, actual in settles:
-            for key in admission.reservations:
-                self.holds.remove(key, admission.worst_case)
-                budgets.append((key, admission.worst_case, actual))
-        owner = self.holds.owner
-        await self.state.settle_many(adjusts, MINUTE, budgets, MONTH_TTL, owner=owner)
-        if settles:
-            await self._warning()
+            self._queue.tokens(tokens.key, -tokens.estimate)
 
     async def drain(self) -> None:
         """Wait for settlements under way (at shutdown, and in tests)."""
-        while self._worker is not None and not self._worker.done():
-            await asyncio.shield(self._worker)
+        await self._queue.drain()
 
 
 def _tokens(ctx: Context, key: str, estimate: int, taken: WindowResult) -> Tokens:
@@ -418,12 +382,3 @@ def _tokens(ctx: Context, key: str, estimate: int, taken: WindowResult) -> Token
         error.retry_after = taken.reset_after
         raise error
     return Tokens(key, estimate)
-
-
-async def _logged(work: Awaitable[None]) -> None:
-    try:
-        await work
-    except ThanosError as exc:
-        log.error("could not settle usage: %s", exc.message)
-    except Exception:  # one bad settlement must not stop the ones queued after it
-        log.exception("could not settle usage")
