@@ -14,6 +14,9 @@ of `--few` requests, divided by the difference, so start-up and warm-up cancel o
 
 `--target` sends the path's client dialect to its route and model (`paths.py`; the config
 also has its Anthropic, Gemini and Responses-wire instances, all at the same fake upstream);
+`--target gateway-redis` adds that path's client key (rpm, tpm, budget) and `[state]` on Redis
+at `--redis-url` (default `$THANOS_BENCH_REDIS_URL`, else paths.py's), which is flushed before
+each run: give it a database nothing else uses.
 `--profile` runs `--many` requests under cProfile in this process and prints the functions
 that cost most (own time, then cumulative). Needs valgrind unless `--profile`.
 The usage ledger is written to a temporary directory, as in production.
@@ -37,15 +40,14 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from dialects import request_body  # noqa: E402
-from paths import PATHS, PATHS_CONFIG, Route  # noqa: E402
+from paths import PATHS, PATHS_CONFIG, REDIS_CONFIG, REDIS_URL, Route, flush_redis  # noqa: E402
 from processes import free_port  # noqa: E402
+from targets import BENCH_KEY  # noqa: E402
 
 BODY = b'{"model": "bench-model", "messages": [{"role": "user", "content": "hi"}]}'
 STREAM_BODY = BODY[:-1] + b', "stream": true}'
 PASS_THROUGH = Route("gateway", "/v1/chat/completions", "chat", "bench-model")
-TARGETS = {"gateway": PASS_THROUGH} | {
-    k: v for k, v in PATHS.items() if v.gateway != "gateway-redis"
-}
+TARGETS = {"gateway": PASS_THROUGH} | PATHS
 CONFIG = """\
 [providers.bench]
 kind = "openai-compatible"
@@ -63,7 +65,12 @@ store_path = "{store}"
 CACHE = "\n[cache]\nenabled = true\n"
 
 
-async def _one(app: Any, body: bytes, path: str = "/v1/chat/completions") -> int:
+async def _one(
+    app: Any, body: bytes, path: str = "/v1/chat/completions", keyed: bool = False
+) -> int:
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+    if keyed:
+        headers.append((b"authorization", b"Bearer " + BENCH_KEY.encode()))
     scope = {
         "type": "http",
         "asgi": {"version": "3.0"},
@@ -74,7 +81,7 @@ async def _one(app: Any, body: bytes, path: str = "/v1/chat/completions") -> int
         "raw_path": path.encode(),
         "root_path": "",
         "query_string": b"",
-        "headers": [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))],
+        "headers": headers,
         "client": ("127.0.0.1", 5000),
         "server": ("127.0.0.1", 8080),
     }
@@ -108,6 +115,7 @@ async def _inner(
     target: str = "gateway",
     ledger: bool = True,
     cache: bool = False,
+    redis_url: str = REDIS_URL,
 ) -> None:
     from thanos_asgi import Gateway, build_app
     from thanos_asgi.config import load_config
@@ -118,6 +126,9 @@ async def _inner(
         track = "true" if ledger else "false"
         usage = Path(tmp) / "usage.db"
         config = CONFIG.format(port=port, ledger=usage, store=store, track=track)
+        keyed = TARGETS[target].gateway == "gateway-redis"
+        if keyed:
+            config += REDIS_CONFIG.replace("{redis}", redis_url)
         path.write_text(config + (CACHE if cache else ""))
         gateway = Gateway(load_config(path, env={}))
         app = build_app(gateway)
@@ -127,7 +138,7 @@ async def _inner(
             if target != "gateway":
                 body = request_body(route.dialect, route.model, stream)
             for _ in range(requests):
-                await _one(app, body, route.route)
+                await _one(app, body, route.route, keyed)
 
 
 def _wait_port(port: int) -> None:
@@ -154,6 +165,8 @@ def _count(port: int, requests: int, args: argparse.Namespace) -> int:
         argv += ["--target", args.target]
         argv += ["--no-ledger"] if args.no_ledger else []
         argv += ["--cache"] if args.cache else []
+        argv += ["--redis-url", args.redis_url]
+        _flush(args)
         subprocess.run(argv, check=True, env=env, capture_output=True)
         found = re.search(r"^(?:summary|totals): (\d+)", out.read_text(), re.M)
         assert found, "no totals in the callgrind output"
@@ -165,16 +178,23 @@ def _profile(port: int, args: argparse.Namespace) -> None:
     import cProfile
     import pstats
 
-    run = _inner(port, args.few, args.stream, args.target, not args.no_ledger, args.cache)
-    asyncio.run(run)  # imports, first calls
-    profiler = cProfile.Profile()
+    _flush(args)
+    options = {"ledger": not args.no_ledger, "cache": args.cache, "redis_url": args.redis_url}
+    asyncio.run(_inner(port, args.few, args.stream, args.target, **options))
+    profiler = cProfile.Profile()  # (the first run did the imports and first calls)
     profiler.enable()
-    asyncio.run(_inner(port, args.many, args.stream, args.target, not args.no_ledger, args.cache))
+    asyncio.run(_inner(port, args.many, args.stream, args.target, **options))
     profiler.disable()
     stats = pstats.Stats(profiler).strip_dirs()
     print(f"{args.target}, {'stream' if args.stream else 'completion'}, {args.many} requests")
     stats.sort_stats("tottime").print_stats(25)
     stats.sort_stats("cumulative").print_stats(40)
+
+
+def _flush(args: argparse.Namespace) -> None:
+    """Start `gateway-redis` on an empty database (its windows and budget from zero)."""
+    if TARGETS[args.target].gateway == "gateway-redis":
+        flush_redis(args.redis_url)
 
 
 def main() -> int:
@@ -196,12 +216,21 @@ def main() -> int:
         action="store_true",
         help="[cache] on (memory): the first request is a miss, every other one a hit",
     )
+    parser.add_argument(
+        "--redis-url",
+        default=os.environ.get("THANOS_BENCH_REDIS_URL", REDIS_URL),
+        help="gateway-redis's state (flushed before each run; default $THANOS_BENCH_REDIS_URL, "
+        "else %(default)s)",
+    )
     parser.add_argument("--inner", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.inner is not None:
         ledger = not args.no_ledger
-        asyncio.run(_inner(args.port, args.inner, args.stream, args.target, ledger, args.cache))
+        run = _inner(
+            args.port, args.inner, args.stream, args.target, ledger, args.cache, args.redis_url
+        )
+        asyncio.run(run)
         return 0
     port = free_port()
     upstream = subprocess.Popen([sys.executable, str(HERE / "upstream.py"), "--port", str(port)])

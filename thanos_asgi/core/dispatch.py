@@ -73,6 +73,7 @@ class _Call:
     wire: str
     attempts: list[str]
     failed_ms: float = 0.0  # time the failed attempts spent with providers
+    prepared: Admission | None = None  # made with the tokens, for the first attempt
 
 
 class Dispatcher:
@@ -106,9 +107,12 @@ class Dispatcher:
         ctx: Context,
         raw: dict[str, Any] | None = None,
         wire: str = "",
+        prepared: Admission | None = None,
     ) -> Reply:
+        """`prepared`: the first attempt's admission, made already (`Accounting.admit_chat`);
+        given back as soon as the first attempt is over without having used it."""
         attempts: list[str] = []
-        call = _Call(request, ctx, raw, wire, attempts)
+        call = _Call(request, ctx, raw, wire, attempts, prepared=prepared)
         # (no get_running_loop() unless needed: on 3.11 it costs a getpid() syscall)
         deadline = asyncio.get_running_loop().time() + self.deadline if self.deadline else None
         pending, last = targets, None
@@ -129,6 +133,10 @@ class Dispatcher:
                             down.add(target.instance)
                         if _worth_retrying(exc) and _again(exc):
                             failed.append(target)
+                    finally:
+                        if call.prepared is not None:  # (the circuit was open, a key cooling)
+                            self.accounting.settle(call.prepared, None, target.model, 0.0)
+                            call.prepared = None
                 down.clear()
                 delay = self._delay(round_, last)
                 if not failed or round_ + 1 == self.max_rounds or _past(deadline, delay):
@@ -186,7 +194,11 @@ class Dispatcher:
             if health.limiter is not None:
                 await health.limiter.acquire(target.instance)
                 holds.slot = True
-            holds.admission = await self.accounting.admit(target, call.request, call.ctx)
+            prepared = call.prepared
+            if prepared is not None and (prepared.instance, prepared.model) == target:
+                holds.admission, call.prepared = prepared, None
+            else:
+                holds.admission = await self.accounting.admit(target, call.request, call.ctx)
             provider = credential.provider if credential else self.providers[target.instance]
             request, raw = call.request, call.raw
             if self.payload is not None:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from thanos_asgi.core.dispatch import Recorder, Reply, attempt_code
 from thanos_asgi.exceptions import ProviderUnavailable, ThanosError
-from thanos_asgi.governance.accounting import estimate_embedding_tokens
+from thanos_asgi.governance.estimates import estimate_embedding_tokens
 from thanos_asgi.types import EmbeddingRequest, EmbeddingResponse, Usage
 
 if TYPE_CHECKING:

@@ -37,9 +37,10 @@ from thanos_asgi.core.routing import Router, Target
 from thanos_asgi.core.strategy import Planner
 from thanos_asgi.core.validation import Validator, check_embedding, check_ranges
 from thanos_asgi.exceptions import PermissionDenied, ProviderUnavailable, ThanosError, UpstreamError
-from thanos_asgi.governance.accounting import Accounting, estimate_embedding_tokens
+from thanos_asgi.governance.accounting import Accounting
 from thanos_asgi.governance.cache import open_store
 from thanos_asgi.governance.credentials import CredentialBook
+from thanos_asgi.governance.estimates import estimate_embedding_tokens
 from thanos_asgi.governance.ledger import LedgerRow
 from thanos_asgi.governance.ledgers import UsageLedger, open_ledger
 from thanos_asgi.governance.models_dev import PriceRefresher
@@ -193,8 +194,9 @@ class Gateway:
                     return self._cached(lookup, request, ctx, started)
                 if lookup.key:  # canonical answers only: they are what is stored
                     raw = None
-            tokens = await self.accounting.admit_request(request, ctx)
-            reply = await self.dispatcher.run(targets, request, ctx, raw, wire)
+            first = targets[0] if targets else None
+            tokens, prepared = await self.accounting.admit_chat(request, ctx, first)
+            reply = await self.dispatcher.run(targets, request, ctx, raw, wire, prepared)
         except ThanosError as exc:
             if tokens is not None:
                 self.accounting.refund(tokens)

@@ -17,6 +17,8 @@ Every route that reaches a provider passes the same steps, in this order: the ke
 allow-list (the gateway), the key's requests per minute (counted once per request: by
 RateLimitMiddleware or gRPC's access check when they ran, else here), its tokens per minute
 (`admit_tokens`), then the budgets (`admit_cost`), and `settle` after the call.
+A chat request's tokens per minute and its first candidate's budgets are taken in one step
+(`admit_chat`: one round trip to Redis) when nothing else comes between them.
 
 Reservations are never negative: an output limit that is missing, zero or negative reserves
 the instance's default output (`max_tokens` or 4096), one above `MAX_OUTPUT_TOKENS` is cut
@@ -27,20 +29,30 @@ others see as spent, reserved or used, whatever a client sends and whatever vali
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from thanos_asgi.context import Context
-from thanos_asgi.exceptions import ProviderUnavailable, ThanosError
+from thanos_asgi.exceptions import ProviderUnavailable
 from thanos_asgi.governance import _spend
 from thanos_asgi.governance._holds import Holds
+from thanos_asgi.governance._settlements import Settlements
 from thanos_asgi.governance._spend import MONTH_TTL, money
+from thanos_asgi.governance.estimates import (
+    DEFAULT_OUTPUT_TOKENS,
+    MAX_OUTPUT_TOKENS,
+    reservable_output,
+)
 from thanos_asgi.governance.pricing import Pricing, estimate_prompt_tokens, prompt_token_bound
-from thanos_asgi.governance.state import SpendLost, SpendSettling, StateUnavailable
+from thanos_asgi.governance.state import (
+    SpendLost,
+    SpendSettling,
+    StateUnavailable,
+    WindowResult,
+)
 from thanos_asgi.governance.windows import MINUTE, RateLimited, take_request, window_of
 from thanos_asgi.types import Target
 
@@ -48,41 +60,16 @@ if TYPE_CHECKING:
     from thanos_asgi.config import Config
     from thanos_asgi.governance.ledgers import UsageLedger
     from thanos_asgi.governance.state import StateBackend
-    from thanos_asgi.types import ChatRequest, EmbeddingRequest, Usage
+    from thanos_asgi.types import ChatRequest, Usage
 
 log = logging.getLogger("thanos_asgi.governance.accounting")
 _PATIENCE = 10  # rebuilds and graces one reservation waits through before it gives up
-DEFAULT_OUTPUT_TOKENS = 4096  # reserved when neither the request nor the instance says
-MAX_OUTPUT_TOKENS = 1_000_000  # no model writes more in one answer; reservations stop here
 
 
 class BudgetExceeded(ProviderUnavailable):
     status = 429
     type = "budget_exceeded"
     code = "budget_exceeded"
-
-
-def reservable_output(limit: int | None, default: int) -> int:
-    """The output tokens a reservation assumes: `limit` within 1..MAX_OUTPUT_TOKENS, and
-    `default` when there is none, or it is zero or negative (a provider may then write as
-    much as it likes, so nothing less can be assumed)."""
-    if limit is None or limit < 1:
-        return min(max(default, 1), MAX_OUTPUT_TOKENS)
-    return min(limit, MAX_OUTPUT_TOKENS)
-
-
-def estimate_embedding_tokens(request: EmbeddingRequest, bytes_per_token: int = 4) -> int:
-    """The input tokens of an embeddings request: token arrays exactly, text at ~4 UTF-8
-    bytes per token (as chat prompts are estimated), at least 1 per input. With
-    `bytes_per_token=1`: an upper bound, for budgets (see `prompt_token_bound`)."""
-    inputs = [request.input] if isinstance(request.input, str) else request.input
-    total = 0
-    for item in inputs:
-        if isinstance(item, str):
-            total += max(1, -(-len(item.encode()) // bytes_per_token))
-        else:
-            total += max(1, len(item)) if isinstance(item, list) else 1
-    return total
 
 
 @dataclass
@@ -124,8 +111,6 @@ class Accounting:
             else None
         )
         self.last_fraction: float | None = None
-        self._work: collections.deque[Awaitable[None]] = collections.deque()
-        self._worker: asyncio.Task[None] | None = None
         self._restore_lock = asyncio.Lock()
         self._unmetered = frozenset(  # instances without requests per minute or a budget
             name
@@ -135,6 +120,7 @@ class Accounting:
         )
         self._restores = 0
         self.holds = Holds(state, self.restore)
+        self._queue = Settlements(state, self.holds, self._warning)
 
     def spend_fraction(self) -> float | None:
         """Share of the global monthly budget spent, as last seen (for dynamic switching)."""
@@ -162,15 +148,59 @@ class Accounting:
         estimate = max(prompt, 0) + min(max(output or 0, 0), MAX_OUTPUT_TOKENS)
         key = f"tpm:key:{policy.key_id}"
         taken = await self.state.window_take(key, estimate, policy.tpm, MINUTE)
-        ctx.quota.tokens = window_of(taken)
-        if not taken.allowed:
-            error = RateLimited(
-                f"the key '{policy.key_id}' is over its {policy.tpm} tokens per minute "
-                f"(this request needs about {estimate})"
-            )
-            error.retry_after = taken.reset_after
-            raise error
-        return Tokens(key, estimate)
+        return _tokens(ctx, key, estimate, taken)
+
+    async def admit_chat(
+        self, request: ChatRequest, ctx: Context, first: Target | None
+    ) -> tuple[Tokens, Admission | None]:
+        """`admit_request`, and in the same step (one round trip to a shared store, not two)
+        `admit(first, ...)` when that is all it would do: a budget applies, `first` has no
+        requests-per-minute limit and the cost is bounded. The admission made (None: none
+        made, or refused: the dispatcher's `admit` says why) is for the first attempt."""
+        policy = ctx.policy
+        if first is None or policy is None or policy.tpm is None:
+            return await self.admit_request(request, ctx), None
+        plan = self._plan(first, request, ctx)
+        if plan is None:
+            return await self.admit_request(request, ctx), None
+        budgets, worst = plan
+        await self.count_request(ctx)
+        estimate = estimate_prompt_tokens(request) + min(
+            max(request.output_limit or 0, 0), MAX_OUTPUT_TOKENS
+        )
+        key, label = f"tpm:key:{policy.key_id}", budgets[0][0].split(":", 2)[1]
+        taken, reserved = await self.state.take_and_reserve(
+            (key, estimate, policy.tpm, MINUTE),
+            budgets,
+            worst,
+            MONTH_TTL,
+            marker=_spend.marker(label),
+            owner=self.holds.owner,
+        )
+        tokens = _tokens(ctx, key, estimate, taken)
+        if not reserved:
+            return tokens, None
+        admission = Admission(first.instance, first.model, worst, [k for k, _ in budgets])
+        for budget in admission.reservations:
+            self.holds.add(budget, worst)
+        admission.warning = await self._warning()
+        return tokens, admission
+
+    def _plan(
+        self, target: Target, request: ChatRequest, ctx: Context
+    ) -> tuple[list[tuple[str, float]], float] | None:
+        """(the budgets `admit` would reserve on `target`, the amount) if that is all it does."""
+        if self.config.providers[target.instance].rate_limit_rpm is not None:
+            return None
+        budgets = self._budgets(target.instance, ctx)
+        if not budgets or self.pricing.is_free(target.instance):
+            return None
+        output = reservable_output(request.output_limit, self._default_output(target.instance))
+        prompt = max(prompt_token_bound(request), 0)
+        worst = self.pricing.worst_case(target.instance, target.model, prompt, output)
+        if worst is not None and not 0 <= worst < math.inf:
+            return None  # (the dispatcher's `admit` refuses it, as ever)
+        return [(key, limit) for key, limit, _ in budgets], worst or 0.0
 
     async def count_request(self, ctx: Context) -> None:
         """The key's requests per minute, unless a layer above counted this request."""
@@ -317,16 +347,8 @@ class Accounting:
             cost = self.cost(admission.instance, model, usage)
         if admission.reservations:
             actual = admission.worst_case if cost is None else cost
-            self._background(self._settle(admission, actual))
+            self._queue.budgets(admission.reservations, admission.worst_case, actual)
         return cost
-
-    async def _settle(self, admission: Admission, actual: float) -> None:
-        for key in admission.reservations:
-            self.holds.remove(key, admission.worst_case)
-            await self.state.settle(
-                key, admission.worst_case, actual, MONTH_TTL, owner=self.holds.owner
-            )
-        await self._warning()
 
     def settle_tokens(self, tokens: Tokens, usage: Usage | None) -> None:
         """Correct the key's TPM window from the estimate to what was used (or refund it)."""
@@ -337,38 +359,26 @@ class Accounting:
             if usage is None
             else max(usage.total_tokens, usage.prompt_tokens + usage.completion_tokens, 0)
         )
-        self._background(self.state.window_adjust(tokens.key, used - tokens.estimate, MINUTE))
+        self._queue.tokens(tokens.key, used - tokens.estimate)
 
     def refund(self, tokens: Tokens) -> None:
         """No provider took the request: the TPM hold goes back."""
         if tokens.key is not None:
-            self._background(self.state.window_adjust(tokens.key, -tokens.estimate, MINUTE))
-
-    def _background(self, work: Awaitable[None]) -> None:
-        """Settle off the request path: one worker task runs the queue (a task per request
-        would cost more than most settlements do)."""
-        self._work.append(work)
-        worker = self._worker
-        if worker is None or worker.done():
-            loop = worker.get_loop() if worker is not None else None  # (no getpid() on 3.11)
-            if loop is None or loop.is_closed():
-                loop = asyncio.get_running_loop()
-            self._worker = loop.create_task(self._run_work())
-
-    async def _run_work(self) -> None:
-        while self._work:
-            await _logged(self._work.popleft())
+            self._queue.tokens(tokens.key, -tokens.estimate)
 
     async def drain(self) -> None:
         """Wait for settlements under way (at shutdown, and in tests)."""
-        while self._worker is not None and not self._worker.done():
-            await asyncio.shield(self._worker)
+        await self._queue.drain()
 
 
-async def _logged(work: Awaitable[None]) -> None:
-    try:
-        await work
-    except ThanosError as exc:
-        log.error("could not settle usage: %s", exc.message)
-    except Exception:  # one bad settlement must not stop the ones queued after it
-        log.exception("could not settle usage")
+def _tokens(ctx: Context, key: str, estimate: int, taken: WindowResult) -> Tokens:
+    """The key's TPM hold, noted in `ctx.quota`; RateLimited if the window refused it."""
+    ctx.quota.tokens = window_of(taken)
+    if not taken.allowed:
+        error = RateLimited(
+            f"the key '{key.split(':', 2)[2]}' is over its {taken.limit} tokens per minute "
+            f"(this request needs about {estimate})"
+        )
+        error.retry_after = taken.reset_after
+        raise error
+    return Tokens(key, estimate)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -86,6 +86,23 @@ class StateBackend(Protocol):
         """
         ...
 
+    async def take_and_reserve(
+        self,
+        window: tuple[str, int, int, float],
+        budgets: Sequence[tuple[str, float]],
+        amount: float,
+        ttl: float,
+        *,
+        marker: str,
+        owner: str,
+    ) -> tuple[WindowResult, bool | None]:
+        """`window_take(*window)`, then, if it allowed, `reserve(key, amount, limit, ttl,
+        marker=marker, owner=owner)` for every (key, limit) of `budgets`, all or none, as one
+        step. The window's result, and True (all reserved), False (one refused; none held)
+        or None (the window refused, or the marker is missing or in its grace: nothing
+        reserved, and `reserve` tells which)."""
+        ...
+
     async def restore(self, marker: str, spent: Mapping[str, float], ttl: float) -> bool:
         """Unless `marker` is set: raise each key's spent to at least `spent[key]`, set
         `marker` to a new generation, all expiring after `ttl`, and start its grace, in one
@@ -101,6 +118,20 @@ class StateBackend(Protocol):
     ) -> None:
         """reserved -= `reserved` (not below 0; with `owner`, not beyond what it holds in the
         store); spent += `actual` (a negative one counts as 0); expiry as for `reserve`."""
+        ...
+
+    async def settle_many(
+        self,
+        adjusts: Sequence[tuple[str, int]],
+        window: float,
+        settles: Sequence[tuple[str, float, float]],
+        ttl: float,
+        *,
+        owner: str | None = None,
+    ) -> None:
+        """`window_adjust(key, delta, window)` for each of `adjusts`, then `settle(key,
+        reserved, actual, ttl, owner=owner)` for each of `settles`, in order and as one atomic
+        step: what finished requests leave behind, in one round trip to a shared store."""
         ...
 
     async def hold(self, key: str, owner: str, amount: float, ttl: float) -> None:

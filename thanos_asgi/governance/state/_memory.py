@@ -10,7 +10,7 @@ without bound.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,6 +93,43 @@ class MemoryBackend:
         budget.reserved = max(0, budget.reserved - nonnegative_micro(reserved))
         budget.spent += nonnegative_micro(actual)
         budget.expires = now + ttl
+
+    async def settle_many(
+        self,
+        adjusts: Sequence[tuple[str, int]],
+        window: float,
+        settles: Sequence[tuple[str, float, float]],
+        ttl: float,
+        *,
+        owner: str | None = None,
+    ) -> None:
+        for key, delta in adjusts:
+            await self.window_adjust(key, delta, window)  # (none of these awaits suspends)
+        for key, reserved, actual in settles:
+            await self.settle(key, reserved, actual, ttl, owner=owner)
+
+    async def take_and_reserve(
+        self,
+        window: tuple[str, int, int, float],
+        budgets: Sequence[tuple[str, float]],
+        amount: float,
+        ttl: float,
+        *,
+        marker: str,
+        owner: str,
+    ) -> tuple[WindowResult, bool | None]:
+        taken = await self.window_take(*window)
+        now = self._clock()
+        if not taken.allowed or self._markers.get(marker, now) <= now:
+            return taken, None
+        micro = nonnegative_micro(amount)
+        held = [(self._budget(key, now), nonnegative_micro(limit)) for key, limit in budgets]
+        if any(budget.spent + budget.reserved + micro > limit for budget, limit in held):
+            return taken, False
+        for budget, _ in held:
+            budget.reserved += micro
+            budget.expires = now + ttl
+        return taken, True
 
     async def restore(self, marker: str, spent: Mapping[str, float], ttl: float) -> bool:
         now = self._clock()

@@ -1,8 +1,8 @@
 """The Redis state backend: one key space shared by several gateway processes.
 
-Each counter operation is one Lua script (`_scripts.py`, run with EVALSHA and re-sent on
-NOSCRIPT by redis-py), so concurrent processes cannot overspend; windows use Redis `TIME`.
-Sockets time out fast (0.5 s connect, 1 s per operation) and the client never retries: a
+Each counter operation is one Lua script (`_scripts.py`, run with EVALSHA and re-sent with
+EVAL on NOSCRIPT), so concurrent processes cannot overspend; windows use Redis `TIME`.
+Sockets time out fast (2 s to connect, 2 s per command) and the client never retries: a
 script that timed out may have run, and running it again could count twice. The pool is
 small (16): Redis runs one command at a time anyway, and a burst of cold connections costs
 more than it gains; callers beyond it wait up to `pool_timeout` for a connection.
@@ -11,17 +11,20 @@ When the store cannot be used (connection refused, timeout, wrong credentials, r
 replica, out of memory) every operation raises `StateUnavailable` (503) -- unless
 `fail_open=True`, which means "serve traffic unmetered rather than refuse it": `window_take`
 allows (used=0, reset_after=0.0), `reserve` returns True, `spent` reads (0.0, 0.0),
-`get_json` reads None, and the writes `window_adjust`, `settle` and `set_json` are dropped,
+`get_json` reads None, and the writes `window_adjust`, `settle`, `settle_many` and `set_json`
+are dropped,
 each with a WARNING. Allowing operations warn once when the store becomes unreachable and
 log INFO when it is back. Nothing ever falls back to per-process memory.
 """
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import logging
 import math
 import secrets
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
@@ -70,25 +73,22 @@ class RedisBackend:
         self._fail_open = fail_open
         self._prefix = key_prefix
         self._down = False
-        pool = aioredis.BlockingConnectionPool.from_url(
+        pool = aioredis.ConnectionPool.from_url(
             url,
             max_connections=max_connections,
-            timeout=pool_timeout,
             socket_connect_timeout=connect_timeout,
-            socket_timeout=op_timeout,
+            socket_timeout=None,  # `_command` bounds each command, reply included
             retry=Retry(NoBackoff(), 0),
         )
-        self._client = aioredis.Redis.from_pool(pool)
-        self._take = self._client.register_script(_scripts.WINDOW_TAKE)
-        self._adjust = self._client.register_script(_scripts.WINDOW_ADJUST)
-        self._reserve = self._client.register_script(_scripts.RESERVE)
-        self._settle = self._client.register_script(_scripts.SETTLE)
-        self._restore = self._client.register_script(_scripts.RESTORE)
-        self._hold = self._client.register_script(_scripts.HOLD)
+        self._pool = pool
+        self._slots = asyncio.Semaphore(max_connections)  # who may take a connection now
+        self._pool_timeout = pool_timeout
+        self._op_timeout = op_timeout
+        self._client = aioredis.Redis.from_pool(pool)  # (owns the pool: closes it)
 
     async def window_take(self, key: str, amount: int, limit: int, window: float) -> WindowResult:
         check_window(window)
-        call = self._take(keys=[self._key("window", key)], args=[amount, limit, _micros(window)])
+        call = self._eval(_TAKE, [self._key("window", key)], amount, limit, _micros(window))
         reply = await self._guard(call, None, "window_take")
         if reply is None:
             return WindowResult(True, 0, limit, 0.0)
@@ -97,7 +97,7 @@ class RedisBackend:
 
     async def window_adjust(self, key: str, delta: int, window: float) -> None:
         check_window(window)
-        call = self._adjust(keys=[self._key("window", key)], args=[delta, _micros(window)])
+        call = self._eval(_ADJUST, [self._key("window", key)], delta, _micros(window))
         await self._guard(call, None, "window_adjust", drops=True)
 
     shared = True
@@ -118,12 +118,37 @@ class RedisBackend:
         args: list[int | str] = [nonnegative_micro(amount), nonnegative_micro(limit), _millis(ttl)]
         if owner is not None:
             args.append(owner)
-        reply = await self._guard(self._reserve(keys=keys, args=args), 1, "reserve")
+        reply = await self._guard(self._eval(_RESERVE, keys, *args), 1, "reserve")
         if reply == 2:
             raise SpendLost(marker)
         if isinstance(reply, list):
             raise SpendSettling(int(reply[1]) / 1000)
         return bool(reply)
+
+    async def take_and_reserve(
+        self,
+        window: tuple[str, int, int, float],
+        budgets: Sequence[tuple[str, float]],
+        amount: float,
+        ttl: float,
+        *,
+        marker: str,
+        owner: str,
+    ) -> tuple[WindowResult, bool | None]:
+        key, tokens, limit, width = window
+        check_window(width)
+        keys = [self._key("window", key), self._key("budget", marker)]
+        keys += [self._key("budget", f"{marker}:grace")]
+        keys += [self._key("budget", budget) for budget, _ in budgets]
+        args: list[int | str] = [tokens, limit, _micros(width), nonnegative_micro(amount)]
+        args += [_millis(ttl), owner]
+        args += [nonnegative_micro(most) for _, most in budgets]
+        reply = await self._guard(self._eval(_TAKE_AND_RESERVE, keys, *args), None, "reserve")
+        if reply is None:  # fail_open: as window_take and reserve
+            return WindowResult(True, 0, limit, 0.0), True
+        allowed, used, reset, reserved = reply
+        taken = WindowResult(bool(allowed), int(used), limit, int(reset) / 1_000_000)
+        return taken, None if not allowed or reserved == 2 else bool(reserved)
 
     async def settle(
         self, key: str, reserved: float, actual: float, ttl: float, *, owner: str | None = None
@@ -135,40 +160,100 @@ class RedisBackend:
         ]
         if owner is not None:
             args.append(owner)
-        call = self._settle(keys=[self._key("budget", key)], args=args)
+        call = self._eval(_SETTLE, [self._key("budget", key)], *args)
         await self._guard(call, None, "settle", drops=True)
+
+    async def settle_many(
+        self,
+        adjusts: Sequence[tuple[str, int]],
+        window: float,
+        settles: Sequence[tuple[str, float, float]],
+        ttl: float,
+        *,
+        owner: str | None = None,
+    ) -> None:
+        check_window(window)
+        keys = [self._key("window", key) for key, _ in adjusts]
+        keys += [self._key("budget", key) for key, _, _ in settles]
+        args: list[int | str] = [len(adjusts), _micros(window), _millis(ttl), owner or ""]
+        args += [delta for _, delta in adjusts]
+        for _, reserved, actual in settles:
+            args += [nonnegative_micro(reserved), nonnegative_micro(actual)]
+        call = self._eval(_SETTLE_MANY, keys, *args)
+        await self._guard(call, None, "settle_many", drops=True)
 
     async def hold(self, key: str, owner: str, amount: float, ttl: float) -> None:
         args: list[int | str] = [owner, nonnegative_micro(amount), _millis(ttl)]
-        await self._guard(self._hold(keys=[self._key("budget", key)], args=args), None, "hold")
+        await self._guard(self._eval(_HOLD, [self._key("budget", key)], *args), None, "hold")
 
     async def restore(self, marker: str, spent: Mapping[str, float], ttl: float) -> bool:
         keys = [self._key("budget", name) for name in (marker, f"{marker}:grace", *spent)]
         args: list[int | str] = [_millis(ttl), secrets.token_hex(8), _millis(GRACE)]
         args += [nonnegative_micro(amount) for amount in spent.values()]
-        return bool(await self._guard(self._restore(keys=keys, args=args), 0, "restore"))
+        return bool(await self._guard(self._eval(_RESTORE, keys, *args), 0, "restore"))
 
     async def generation(self, marker: str) -> str | None:
-        found = await self._guard(self._client.get(self._key("budget", marker)), None, "marker")
+        call = self._command("GET", self._key("budget", marker))
+        found = await self._guard(call, None, "marker")
         return None if found is None else str(found)
 
     async def spent(self, key: str) -> tuple[float, float]:
-        call = self._client.hmget(self._key("budget", key), ["s", "r"])
+        call = self._command("HMGET", self._key("budget", key), "s", "r")
         unknown: list[bytes | str | None] = [None, None]
         spent, reserved = await self._guard(call, unknown, "spent")
         return from_micro(int(spent or 0)), from_micro(int(reserved or 0))
 
     async def get_json(self, key: str) -> Any | None:
-        data = await self._guard(self._client.get(self._key("json", key)), None, "get_json")
+        call = self._command("GET", self._key("json", key))
+        data = await self._guard(call, None, "get_json")
         return None if data is None else _decode(data)
 
     async def set_json(self, key: str, value: Any, ttl: float | None) -> None:
-        expiry = None if ttl is None else _millis(ttl)
-        call = self._client.set(self._key("json", key), _encode(value), px=expiry)
+        expiry = () if ttl is None else ("PX", _millis(ttl))
+        call = self._command("SET", self._key("json", key), _encode(value), *expiry)
         await self._guard(call, None, "set_json", drops=True)
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+    async def _eval(self, script: tuple[str, str], keys: list[str], *args: int | str) -> Any:
+        """Run `script` (SHA-1, source): EVALSHA, or EVAL when Redis does not know it yet (a
+        new, restarted or flushed server), which also makes it known."""
+        sha, source = script
+        try:
+            return await self._command("EVALSHA", sha, len(keys), *keys, *args)
+        except rex.NoScriptError:
+            return await self._command("EVAL", source, len(keys), *keys, *args)
+
+    async def _command(self, *args: bytes | int | str) -> Any:
+        """One command on a pooled connection, sent and answered within `op_timeout`; a
+        timeout or a cancellation disconnects that connection (redis-py does), so no late
+        reply is read by the next command. When all `max_connections` are busy it waits up
+        to `pool_timeout` for one. (redis-py's `execute_command` and its blocking pool cost
+        ~50% more instructions per command, for retries and metrics this backend does not
+        use.)"""
+        slots = self._slots
+        if slots.locked():
+            try:
+                async with asyncio.timeout(self._pool_timeout):
+                    await slots.acquire()
+            except TimeoutError:
+                raise rex.ConnectionError("No connection available.") from None
+        else:
+            await slots.acquire()  # (free: returns at once)
+        try:
+            pool = self._pool
+            connection = await pool.get_connection()  # type: ignore[no-untyped-call]
+            try:
+                async with asyncio.timeout(self._op_timeout):
+                    await connection.send_command(*args, check_health=False)
+                    return await connection.read_response()
+            except TimeoutError:
+                raise rex.TimeoutError(f"no reply within {self._op_timeout:g} s") from None
+            finally:
+                await pool.release(connection)
+        finally:
+            slots.release()
 
     def _key(self, kind: str, key: str) -> str:
         return f"{self._prefix}{kind}:{key}"
@@ -222,6 +307,20 @@ def _describe(url: str) -> tuple[str, str]:
     host = parts.hostname or "localhost"
     host = f"[{host}]" if ":" in host else host
     return f"{parts.scheme}://{host}:{parts.port or 6379}{parts.path}", password
+
+
+def _script(source: str) -> tuple[str, str]:
+    return hashlib.sha1(source.encode()).hexdigest(), source
+
+
+_TAKE = _script(_scripts.WINDOW_TAKE)
+_ADJUST = _script(_scripts.WINDOW_ADJUST)
+_RESERVE = _script(_scripts.RESERVE)
+_SETTLE = _script(_scripts.SETTLE)
+_SETTLE_MANY = _script(_scripts.SETTLE_MANY)
+_TAKE_AND_RESERVE = _script(_scripts.TAKE_AND_RESERVE)
+_RESTORE = _script(_scripts.RESTORE)
+_HOLD = _script(_scripts.HOLD)
 
 
 def _micros(seconds: float) -> int:

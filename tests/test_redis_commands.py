@@ -1,0 +1,166 @@
+"""How `RedisBackend` sends its commands: scripts Redis does not know yet, commands that get
+no reply in time, and commands cancelled half way must leave every connection usable.
+
+Against the real Redis (database 11 unless THANOS_TEST_SETTLE_REDIS_URL says otherwise,
+keys under a prefix of their own) and, for the replies that come late or never, a loopback
+server that speaks just enough RESP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as aioredis
+
+from thanos_asgi.governance.state import StateUnavailable, WindowResult
+from thanos_asgi.governance.state._redis import RedisBackend, _script
+
+pytestmark = pytest.mark.anyio
+REDIS_URL = os.environ.get("THANOS_TEST_SETTLE_REDIS_URL", "redis://127.0.0.1:6379/11")
+
+
+async def test_a_script_redis_does_not_know_is_sent_whole_once() -> None:
+    """EVALSHA answered NOSCRIPT: EVAL runs it (and makes it known); the next call is EVALSHA."""
+    prefix = f"thanos-test:{uuid.uuid4().hex}:"
+    script = _script(f"return {{'{prefix}', KEYS[1], ARGV[1]}}")  # new to this server
+    backend = RedisBackend(REDIS_URL, key_prefix=prefix)
+    seen: list[str] = []
+
+    async def listen(ready: asyncio.Event) -> None:
+        async with aioredis.Redis.from_url(REDIS_URL) as client, client.monitor() as monitor:
+            ready.set()
+            while True:
+                command = (await monitor.next_command())["command"]
+                if prefix in command:
+                    seen.append(command.split(" ")[0].upper())
+
+    ready = asyncio.Event()
+    task = asyncio.create_task(listen(ready))
+    try:
+        await ready.wait()
+        first = await backend._eval(script, [f"{prefix}k"], 7)
+        second = await backend._eval(script, [f"{prefix}k"], 8)
+        await asyncio.sleep(0.2)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await backend.aclose()
+    key = f"{prefix}k".encode()
+    assert first == [prefix.encode(), key, b"7"]
+    assert second == [prefix.encode(), key, b"8"]
+    assert seen == ["EVALSHA", "EVAL", "EVALSHA"]
+
+
+class LateRedis:
+    """Answers each command with its last word, `delay` seconds later (None: never); only the
+    connection's set-up is answered at once."""
+
+    def __init__(self, delay: float | None) -> None:
+        self.delay = delay
+        self.connections = 0
+        self.server: asyncio.Server | None = None
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        port = self.server.sockets[0].getsockname()[1]
+        return f"redis://127.0.0.1:{port}/0"
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            while True:
+                words = await _command(reader)
+                if words[0].upper() == b"HELLO":  # as a Redis before 6: RESP2 only
+                    writer.write(b"-ERR unknown command 'HELLO'\r\n")
+                    continue
+                if words[0].upper() in (b"CLIENT", b"SELECT", b"AUTH"):
+                    writer.write(b"+OK\r\n")
+                    continue
+                if self.delay is None:
+                    continue
+                await asyncio.sleep(self.delay)
+                writer.write(b"$%d\r\n%s\r\n" % (len(words[-1]), words[-1]))
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+async def _command(reader: asyncio.StreamReader) -> list[bytes]:
+    line = await reader.readline()
+    if not line:
+        raise ConnectionError("closed")
+    count = int(line[1:])
+    words = []
+    for _ in range(count):
+        size = int((await reader.readline())[1:])
+        words.append((await reader.readexactly(size + 2))[:-2])
+    return words
+
+
+@contextlib.asynccontextmanager
+async def late_redis(delay: float | None) -> AsyncIterator[LateRedis]:
+    late = LateRedis(delay)
+    late.server = await asyncio.start_server(late.serve, "127.0.0.1", 0)
+    try:
+        yield late
+    finally:
+        late.server.close()
+
+
+async def test_a_command_without_a_reply_times_out_as_unavailable() -> None:
+    async with late_redis(None) as late:
+        closed = RedisBackend(late.url, op_timeout=0.2)
+        opened = RedisBackend(late.url, op_timeout=0.2, fail_open=True)
+        try:
+            started = time.monotonic()
+            with pytest.raises(StateUnavailable, match=r"unreachable: no reply within 0.2 s"):
+                await closed.generation("marker")
+            assert time.monotonic() - started < 1.5
+            assert await opened.window_take("k", 1, 5, 60.0) == WindowResult(True, 0, 5, 0.0)
+        finally:
+            await closed.aclose()
+            await opened.aclose()
+
+
+async def test_a_cancelled_command_leaves_no_reply_for_the_next_one() -> None:
+    """The only connection of the pool was waiting for a reply when its command was
+    cancelled: the next command gets its own reply, on a new connection."""
+    async with late_redis(0.3) as late:
+        backend = RedisBackend(late.url, max_connections=1)
+        try:
+            first = asyncio.create_task(backend.generation("first"))
+            await asyncio.sleep(0.1)
+            first.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await first
+            await asyncio.sleep(0.4)  # the first reply would be waiting by now
+            assert await backend.generation("second") == repr(b"thanos:budget:second")
+            assert late.connections == 2
+        finally:
+            await backend.aclose()
+
+
+async def test_a_command_waits_for_a_free_connection_only_up_to_pool_timeout() -> None:
+    async with late_redis(None) as late:
+        backend = RedisBackend(late.url, max_connections=1, op_timeout=1.0, pool_timeout=0.2)
+        try:
+            first = asyncio.create_task(backend.generation("first"))
+            await asyncio.sleep(0.1)  # it holds the only connection, waiting for a reply
+            started = time.monotonic()
+            with pytest.raises(StateUnavailable, match="No connection available"):
+                await backend.generation("second")
+            assert 0.15 < time.monotonic() - started < 0.8
+            with pytest.raises(StateUnavailable, match=r"no reply within 1 s"):
+                await first
+            assert late.connections == 1
+        finally:
+            await backend.aclose()

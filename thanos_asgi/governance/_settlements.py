@@ -1,0 +1,83 @@
+"""What finished requests leave behind, written off the request path: one worker task takes
+the token-window corrections and budget settlements queued since it last ran, up to `BATCH` of
+each, and writes them with one `settle_many` (one round trip to Redis, however many requests
+finished meanwhile): a task or a round trip per request would cost more than most settlements
+do."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from thanos_asgi.exceptions import ThanosError
+from thanos_asgi.governance._holds import Holds
+from thanos_asgi.governance._spend import MONTH_TTL
+from thanos_asgi.governance.state import StateBackend
+from thanos_asgi.governance.windows import MINUTE
+
+log = logging.getLogger("thanos_asgi.governance.accounting")
+BATCH = 128  # window corrections and settlements written in one step, at most
+
+
+class Settlements:
+    def __init__(
+        self, state: StateBackend, holds: Holds, after: Callable[[], Awaitable[object]]
+    ) -> None:
+        self.state = state
+        self.holds = holds
+        self._after = after  # run after each write that settled a budget
+        self._adjusts: list[tuple[str, int]] = []  # (tpm key, delta) not written yet
+        self._settles: list[tuple[list[str], float, float]] = []  # (keys, reserved, actual)
+        self._worker: asyncio.Task[None] | None = None
+
+    def tokens(self, key: str, delta: int) -> None:
+        """Add `delta` to the tokens window `key`."""
+        self._adjusts.append((key, delta))
+        self._wake()
+
+    def budgets(self, keys: list[str], reserved: float, actual: float) -> None:
+        """Replace `reserved` with `actual` in each budget of `keys` (this process's holds)."""
+        self._settles.append((keys, reserved, actual))
+        self._wake()
+
+    def _wake(self) -> None:
+        worker = self._worker
+        if worker is None or worker.done():
+            loop = worker.get_loop() if worker is not None else None  # (no getpid() on 3.11)
+            if loop is None or loop.is_closed():
+                loop = asyncio.get_running_loop()
+            self._worker = loop.create_task(self._run())
+
+    async def _run(self) -> None:
+        while self._adjusts or self._settles:
+            adjusts, self._adjusts = self._adjusts[:BATCH], self._adjusts[BATCH:]
+            settles, self._settles = self._settles[:BATCH], self._settles[BATCH:]
+            await _logged(self._write(adjusts, settles))
+
+    async def _write(
+        self, adjusts: list[tuple[str, int]], settles: list[tuple[list[str], float, float]]
+    ) -> None:
+        budgets = []
+        for keys, reserved, actual in settles:
+            for key in keys:
+                self.holds.remove(key, reserved)
+                budgets.append((key, reserved, actual))
+        owner = self.holds.owner
+        await self.state.settle_many(adjusts, MINUTE, budgets, MONTH_TTL, owner=owner)
+        if settles:
+            await self._after()
+
+    async def drain(self) -> None:
+        """Wait for the writes under way and queued."""
+        while self._worker is not None and not self._worker.done():
+            await asyncio.shield(self._worker)
+
+
+async def _logged(work: Awaitable[None]) -> None:
+    try:
+        await work
+    except ThanosError as exc:
+        log.error("could not settle usage: %s", exc.message)
+    except Exception:  # one bad settlement must not stop the ones queued after it
+        log.exception("could not settle usage")
