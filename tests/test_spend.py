@@ -28,6 +28,7 @@ from thanos_asgi.governance.state import (
     SpendLost,
     SpendSettling,
     StateBackend,
+    StateUnavailable,
 )
 from thanos_asgi.governance.state._redis import RedisBackend
 from thanos_asgi.types import ChatRequest, Message, Target
@@ -398,3 +399,41 @@ async def test_reservations_in_flight_survive_a_flush_across_processes(tmp_path:
     assert [r.status_code for r in later] == [429] * 6, [r.text for r in later]
     spent, rows = ledger_spend(ledger)
     assert rows == 5 and spent <= 0.01
+
+
+class _SpentFails(MemoryBackend):
+    """A store that fails, once told to, when asked how much of the global budget is spent:
+    the last step of an admission, after every budget was reserved."""
+
+    failing = False
+
+    async def spent(self, key: str) -> tuple[float, float]:
+        if self.failing and key.endswith(":global"):
+            raise StateUnavailable("the store went away")
+        return await super().spent(key)
+
+
+@pytest.mark.parametrize("tpm", [None, 100000])  # without tpm: `admit`; with: `admit_chat`
+async def test_a_store_failing_after_the_reservations_keeps_none_of_them(tpm: Any) -> None:
+    text = PRICED.replace("[routing]", "[cost]\nmonthly_budget_usd = 1000\n\n[routing]")
+    state = _SpentFails()
+    gw = gateway(state, Path(":memory:"), text)
+    ctx = Context(key_id="spender", policy=KeyPolicy("spender", tpm=tpm, budget_usd=0.01))
+    request = ChatRequest(model="paid/m", messages=[Message(role="user", content="hi")])
+    target = Target("paid", "m")
+    await gw.accounting.release(await gw.accounting.admit(target, request, ctx))  # month known
+    state.failing = True
+    with pytest.raises(StateUnavailable):
+        if tpm is None:
+            await gw.accounting.admit(target, request, ctx)
+        else:
+            await gw.accounting.admit_chat(request, ctx, target)
+    await gw.accounting.drain()
+    state.failing = False
+    for budget in (f"budget:{month()}:key:spender", f"budget:{month()}:global"):
+        assert await state.spent(budget) == (0.0, 0.0), budget
+    assert gw.accounting.holds.amounts == {}
+    if tpm is not None:  # the tokens went back too
+        window = await state.window_take("tpm:key:spender", 0, tpm, 60)
+        assert window.used == 0
+    await gw.aclose()

@@ -145,7 +145,7 @@ class Accounting:
         await self.count_request(ctx)
         if policy.tpm is None:
             return Tokens(None, 0)
-        estimate = max(prompt, 0) + min(max(output or 0, 0), MAX_OUTPUT_TOKENS)
+        estimate = _tpm_estimate(prompt, output)
         key = f"tpm:key:{policy.key_id}"
         taken = await self.state.window_take(key, estimate, policy.tpm, MINUTE)
         return _tokens(ctx, key, estimate, taken)
@@ -165,9 +165,7 @@ class Accounting:
             return await self.admit_request(request, ctx), None
         budgets, worst = plan
         await self.count_request(ctx)
-        estimate = estimate_prompt_tokens(request) + min(
-            max(request.output_limit or 0, 0), MAX_OUTPUT_TOKENS
-        )
+        estimate = _tpm_estimate(estimate_prompt_tokens(request), request.output_limit)
         key, label = f"tpm:key:{policy.key_id}", budgets[0][0].split(":", 2)[1]
         taken, reserved = await self.state.take_and_reserve(
             (key, estimate, policy.tpm, MINUTE),
@@ -183,7 +181,12 @@ class Accounting:
         admission = Admission(first.instance, first.model, worst, [k for k, _ in budgets])
         for budget in admission.reservations:
             self.holds.add(budget, worst)
-        admission.warning = await self._warning()
+        try:
+            admission.warning = await self._warning()
+        except BaseException:  # (the store failed, or we were cancelled): nothing kept
+            self.settle(admission, None, first.model, 0.0)
+            self.refund(tokens)
+            raise
         return tokens, admission
 
     def _plan(
@@ -234,12 +237,16 @@ class Accounting:
         if worst is not None and not 0 <= worst < math.inf:
             raise BudgetExceeded(f"the cost of this request on '{target.instance}' has no bound")
         admission.worst_case = worst or 0.0
-        for key, limit, label in budgets:
-            if not await self._reserve(key, admission.worst_case, limit):
-                await self.release(admission)
-                raise await self._refusal(key, limit, label, admission.worst_case)
-            admission.reservations.append(key)
-        admission.warning = await self._warning()
+        try:
+            for key, limit, label in budgets:
+                if not await self._reserve(key, admission.worst_case, limit):
+                    await self.release(admission)  # (empties the reservations)
+                    raise await self._refusal(key, limit, label, admission.worst_case)
+                admission.reservations.append(key)
+            admission.warning = await self._warning()
+        except BaseException:  # the store failed or we were cancelled after some reserved
+            self.settle(admission, None, target.model, 0.0)  # (in the background)
+            raise
         return admission
 
     async def _reserve(self, key: str, amount: float, limit: float) -> bool:
@@ -369,6 +376,12 @@ class Accounting:
     async def drain(self) -> None:
         """Wait for settlements under way (at shutdown, and in tests)."""
         await self._queue.drain()
+
+
+def _tpm_estimate(prompt: int, output: int | None) -> int:
+    """The tokens a request takes from its key's window: `prompt` plus its output limit,
+    clamped to 0..MAX_OUTPUT_TOKENS (a negative or absurd limit takes neither less nor more)."""
+    return max(prompt, 0) + min(max(output or 0, 0), MAX_OUTPUT_TOKENS)
 
 
 def _tokens(ctx: Context, key: str, estimate: int, taken: WindowResult) -> Tokens:
