@@ -34,20 +34,19 @@ from thanos_asgi.core.monitor import HealthMonitor
 from thanos_asgi.core.payload import PayloadRules
 from thanos_asgi.core.reply import Dispatch, Reply, close
 from thanos_asgi.core.routing import Router, Target
-from thanos_asgi.core.strategy import Planner
+from thanos_asgi.core.strategy import Planner, permitted
 from thanos_asgi.core.validation import Validator, check_embedding, check_ranges
-from thanos_asgi.exceptions import PermissionDenied, ProviderUnavailable, ThanosError, UpstreamError
+from thanos_asgi.exceptions import ProviderUnavailable, ThanosError, UpstreamError
 from thanos_asgi.governance.accounting import Accounting
 from thanos_asgi.governance.cache import open_store
 from thanos_asgi.governance.credentials import CredentialBook
 from thanos_asgi.governance.estimates import estimate_embedding_tokens
-from thanos_asgi.governance.ledger import LedgerRow
 from thanos_asgi.governance.ledgers import UsageLedger, open_ledger
 from thanos_asgi.governance.models_dev import PriceRefresher
 from thanos_asgi.governance.pricing import PriceBook, Pricing
 from thanos_asgi.governance.state import StateBackend, open_backend
 from thanos_asgi.providers.base import Provider
-from thanos_asgi.sanitize import MAX_MODEL_BYTES, check_model_name, echo
+from thanos_asgi.sanitize import check_model_name
 from thanos_asgi.types import (
     ChatChunk,
     ChatRequest,
@@ -185,7 +184,7 @@ class Gateway:
         token = current_context.set(ctx)
         tokens = lookup = None
         try:
-            targets = _permitted(self.planner.plan(request.model, ctx), request.model, ctx)
+            targets = permitted(self.planner.plan(request.model, ctx), request.model, ctx)
             targets = self.validator.fit(request, targets, wire)
             if self.cache is not None:
                 lookup = await self.cache.lookup(request, targets, ctx)
@@ -271,7 +270,7 @@ class Gateway:
         ctx = ctx or Context()
         try:
             check_embedding(request)
-            targets = _permitted(self.router.resolve(request.model), request.model, ctx)
+            targets = permitted(self.router.resolve(request.model), request.model, ctx)
             prompt = estimate_embedding_tokens(request)
             tokens = await self.accounting.admit_tokens(prompt, 0, ctx)
         except ThanosError as exc:
@@ -290,7 +289,7 @@ class Gateway:
         """The admission steps that apply to a route that names a model but spends nothing
         (count_tokens): the key's allow-list (PermissionDenied) and requests per minute."""
         if ctx.policy is not None:
-            _permitted(self.planner.plan(model, ctx), model, ctx)
+            permitted(self.planner.plan(model, ctx), model, ctx)
             await self.accounting.count_request(ctx)
 
     async def models(self, *, live: bool = True) -> list[ModelInfo]:
@@ -352,7 +351,7 @@ class Gateway:
         watched = self.events.subscribers
         if not (watched or self._tracking):
             return
-        row = ledger_row(reply, status)
+        row = reply.ledger_row(status)
         if watched:
             self.events.publish({"type": "request", **msgspec.structs.asdict(row)})
         if self.ledger is not None and self._tracking:
@@ -379,40 +378,8 @@ class Gateway:
         return providers
 
 
-def _permitted(targets: list[Target], requested: str, ctx: Context) -> list[Target]:
-    """The targets the client's key may use. The model asked for must be allowed itself
-    (PermissionDenied otherwise); fallbacks the key may not use are dropped."""
-    policy = ctx.policy
-    if policy is None:
-        return targets
-    first = targets[0]
-    if not policy.allows(first.instance, requested, first.model):
-        raise PermissionDenied(f"the key '{policy.key_id}' may not use the model {echo(requested)}")
-    return [t for t in targets if policy.allows(t.instance, requested, t.model)]
-
-
 def _ledger(config: Config) -> UsageLedger | None:
     return open_ledger(config) if config.cost.track_usage else None
-
-
-def ledger_row(reply: Reply, status: str) -> LedgerRow:
-    usage = reply.usage
-    return LedgerRow(
-        ts=time.time(),
-        request_id=reply.request_id,
-        key_id=reply.key_id,
-        provider=reply.provider,
-        model=reply.model[:MAX_MODEL_BYTES],  # a provider's answer may name any model
-        prompt_tokens=usage.prompt_tokens if usage else 0,
-        completion_tokens=usage.output_tokens if usage else 0,
-        cached_tokens=usage.cached_tokens if usage else 0,
-        reasoning_tokens=usage.reasoning_tokens if usage else 0,
-        cost_usd=reply.cost_usd,
-        status=status,
-        latency_ms=reply.upstream_ms,
-        credential=reply.credential,
-        cached=reply.cache == "hit",
-    )
 
 
 def _with_metadata(ctx: Context, request: ChatRequest) -> Context:

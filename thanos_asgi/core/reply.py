@@ -16,7 +16,9 @@ from typing import Any
 
 from thanos_asgi.context import Closable
 from thanos_asgi.core.routing import Target
+from thanos_asgi.governance.ledger_rows import LedgerRow
 from thanos_asgi.providers.base import Relayed
+from thanos_asgi.sanitize import MAX_MODEL_BYTES
 from thanos_asgi.types import ChatChunk, ChatResponse, Usage
 
 __all__ = ["Dispatch", "Reply", "close"]
@@ -59,6 +61,26 @@ class Reply:
         if self.response is not None and self.response.model:
             return self.response.model
         return self.target.model
+
+    def ledger_row(self, status: str) -> LedgerRow:
+        """What the usage ledger keeps of this request (never a prompt, an answer or a key)."""
+        usage = self.usage
+        return LedgerRow(
+            ts=time.time(),
+            request_id=self.request_id,
+            key_id=self.key_id,
+            provider=self.provider,
+            model=self.model[:MAX_MODEL_BYTES],  # a provider's answer may name any model
+            prompt_tokens=usage.prompt_tokens if usage else 0,
+            completion_tokens=usage.output_tokens if usage else 0,
+            cached_tokens=usage.cached_tokens if usage else 0,
+            reasoning_tokens=usage.reasoning_tokens if usage else 0,
+            cost_usd=self.cost_usd,
+            status=status,
+            latency_ms=self.upstream_ms,
+            credential=self.credential,
+            cached=self.cache == "hit",
+        )
 
     def first_event_sent(self) -> None:
         self.first_byte_at = time.perf_counter()

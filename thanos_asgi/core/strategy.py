@@ -23,7 +23,9 @@ from typing import TYPE_CHECKING
 from thanos_asgi.context import Context
 from thanos_asgi.core.resilience import Health
 from thanos_asgi.core.routing import Router, Target
+from thanos_asgi.exceptions import PermissionDenied
 from thanos_asgi.providers import effective_kind
+from thanos_asgi.sanitize import echo
 
 if TYPE_CHECKING:
     from thanos_asgi.config import Config, TaskRoute
@@ -159,3 +161,15 @@ def _in_hours(match: re.Match[str], hour: int, weekday: bool) -> bool:
     if end <= start:
         end += 12  # "9_to_5" means 9:00 to 17:00
     return start <= hour < end
+
+
+def permitted(targets: list[Target], requested: str, ctx: Context) -> list[Target]:
+    """The targets the client's key may use. The model asked for must be allowed itself
+    (PermissionDenied otherwise); fallbacks the key may not use are dropped."""
+    policy = ctx.policy
+    if policy is None:
+        return targets
+    first = targets[0]
+    if not policy.allows(first.instance, requested, first.model):
+        raise PermissionDenied(f"the key '{policy.key_id}' may not use the model {echo(requested)}")
+    return [t for t in targets if policy.allows(t.instance, requested, t.model)]
