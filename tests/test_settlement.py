@@ -410,3 +410,50 @@ async def test_the_first_candidates_reservation_goes_back_when_it_is_not_used(
     finally:
         await gateway.aclose()
         await _delete(prefix)
+
+
+class _Behind(MemoryBackend):
+    """A store that takes settlements only when let: one far behind the requests."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.go = asyncio.Event()
+        self.written = 0
+
+    async def settle_many(self, *args: Any, **kwargs: Any) -> None:
+        await self.go.wait()
+        self.written += len(args[2])  # the budget settlements of this write
+        await super().settle_many(*args, **kwargs)
+
+
+async def test_settlements_waiting_for_a_store_far_behind_are_bounded(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A store that stops answering while requests go on (fail_open) must not grow the queue
+    without bound: past MAX_QUEUED newer settlements are dropped (the worst case stays
+    reserved: never less spent), this process's holds still go back, and one warning says so."""
+    from thanos_asgi.governance._holds import Holds
+    from thanos_asgi.governance._settlements import MAX_QUEUED, Settlements
+
+    async def nothing(_: str) -> None:
+        return None
+
+    state = _Behind()
+    holds = Holds(state, nothing)
+    queue = Settlements(state, holds, lambda: asyncio.sleep(0))
+    extra = 1_000
+    holds.add("budget:m:key:k", 1.0 * (MAX_QUEUED + extra + 1))
+    with caplog.at_level(logging.WARNING, logger="thanos_asgi.governance.accounting"):
+        queue.budgets(["budget:m:key:k"], 1.0, 0.5)  # taken by the worker, which now waits
+        await asyncio.sleep(0)
+        for _ in range(MAX_QUEUED + extra):
+            queue.budgets(["budget:m:key:k"], 1.0, 0.5)
+    assert len(queue._settles) == MAX_QUEUED
+    # held: the queued ones only (the one being written and the dropped ones gave theirs back)
+    assert holds.amounts["budget:m:key:k"] == pytest.approx(1.0 * MAX_QUEUED)
+    warnings = [r for r in caplog.records if "dropped" in r.getMessage()]
+    assert len(warnings) == 1
+    state.go.set()
+    await queue.drain()
+    assert state.written == MAX_QUEUED + 1
+    assert holds.amounts == {}

@@ -18,6 +18,7 @@ from thanos_asgi.governance.windows import MINUTE
 
 log = logging.getLogger("thanos_asgi.governance.accounting")
 BATCH = 128  # window corrections and settlements written in one step, at most
+MAX_QUEUED = 100_000  # of each kind waiting for the store (a store far behind: newer dropped)
 
 
 class Settlements:
@@ -30,16 +31,32 @@ class Settlements:
         self._adjusts: list[tuple[str, int]] = []  # (tpm key, delta) not written yet
         self._settles: list[tuple[list[str], float, float]] = []  # (keys, reserved, actual)
         self._worker: asyncio.Task[None] | None = None
+        self._warned = False  # about dropping, once per backlog
 
     def tokens(self, key: str, delta: int) -> None:
         """Add `delta` to the tokens window `key`."""
+        if len(self._adjusts) >= MAX_QUEUED:  # the store is far behind: a refund is lost
+            self._dropped("token-window corrections")  # (the window over-counts, <= 1 min)
+            return
         self._adjusts.append((key, delta))
         self._wake()
 
     def budgets(self, keys: list[str], reserved: float, actual: float) -> None:
         """Replace `reserved` with `actual` in each budget of `keys` (this process's holds)."""
+        if len(self._settles) >= MAX_QUEUED:  # the worst case stays reserved: never less
+            for key in keys:
+                self.holds.remove(key, reserved)
+            self._dropped("budget settlements")
+            return
         self._settles.append((keys, reserved, actual))
         self._wake()
+
+    def _dropped(self, what: str) -> None:
+        if not self._warned:
+            self._warned = True
+            log.warning(
+                "the state store is behind: %d %s queued, newer ones dropped", MAX_QUEUED, what
+            )
 
     def _wake(self) -> None:
         worker = self._worker
@@ -50,10 +67,13 @@ class Settlements:
             self._worker = loop.create_task(self._run())
 
     async def _run(self) -> None:
-        while self._adjusts or self._settles:
-            adjusts, self._adjusts = self._adjusts[:BATCH], self._adjusts[BATCH:]
-            settles, self._settles = self._settles[:BATCH], self._settles[BATCH:]
-            await _logged(self._write(adjusts, settles))
+        while self._adjusts or self._settles:  # what is queued now, then what came meanwhile
+            adjusts, self._adjusts = self._adjusts, []
+            settles, self._settles = self._settles, []
+            for start in range(0, max(len(adjusts), len(settles)), BATCH):
+                end = start + BATCH
+                await _logged(self._write(adjusts[start:end], settles[start:end]))
+        self._warned = False
 
     async def _write(
         self, adjusts: list[tuple[str, int]], settles: list[tuple[list[str], float, float]]
