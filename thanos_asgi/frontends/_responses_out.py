@@ -221,7 +221,7 @@ class Events:
             out += self.event("response.reasoning_summary_part.done", part=item.summary[0], **ids)
         else:
             ids = {"item_id": item.id, "output_index": index}
-            args = item.arguments = item.arguments + self.pieces.text()
+            args = item.arguments = self.pieces.text()
             out += self.event("response.function_call_arguments.done", arguments=args, **ids)
         item.status = "completed"
         self.shell.output.append(item)
