@@ -103,9 +103,12 @@ async def chat(http: httpx.AsyncClient, url: str) -> httpx.Response:
 
 
 def ledger_rows(url: str) -> dict[str, float | None]:
+    """request id -> cost; fails if any request id has two rows."""
     with psycopg.connect(url) as db:
         found = db.execute("SELECT request_id, cost_usd FROM thanos_ledger").fetchall()
-    return dict(found)
+    rows = dict(found)
+    assert len(rows) == len(found), "a request counted twice"
+    return rows
 
 
 async def test_usage_on_either_replica_counts_the_requests_of_both(
@@ -132,7 +135,8 @@ async def test_usage_on_either_replica_counts_the_requests_of_both(
 
 
 async def test_kill_9_under_load_loses_no_answered_row(pg_url: str, tmp_path: Path) -> None:
-    async with running(Upstream()) as upstream:
+    provider = Upstream()
+    async with running(provider) as upstream:
         for name in ("a", "b"):
             write_config(tmp_path / name, base_config(pg_url, upstream))
         answered: list[httpx.Response] = []
@@ -169,7 +173,10 @@ async def test_kill_9_under_load_loses_no_answered_row(pg_url: str, tmp_path: Pa
     missing = [r for r in ok if r.headers["x-request-id"] not in rows]
     print(f"kill -9: {len(ok)} answered 200, {before} rows before the restart, {len(rows)} after")
     assert len(ok) >= 301 and not missing
-    assert len(rows) == len(answered)  # one row per answer, none twice
+    # One row per answer (ledger_rows refuses a request id twice). A request whose row was
+    # journaled (before its answer went out) while kill -9 cut the answer on its way has a
+    # row too: the provider answered it, so it was spent. At most one per killed connection.
+    assert len(answered) <= len(rows) <= min(len(answered) + 8, len(provider.bodies))
     for response in ok:
         cost = rows[response.headers["x-request-id"]]
         assert cost == pytest.approx(float(response.headers["x-thanos-cost-usd"]))
