@@ -418,7 +418,7 @@ async def test_a_large_imported_journal_is_replaced_by_a_new_one(
 
 
 def test_checkpoints_run_aside_not_inside_a_commit(tmp_path: Path) -> None:
-    from thanos_asgi.governance.ledger import CHECKPOINT_EVERY
+    from thanos_asgi.governance._sqlite import CHECKPOINT_EVERY
 
     path = tmp_path / "usage.db"
     with Ledger(path) as ledger:

@@ -79,3 +79,45 @@ def test_the_store_is_readable_by_its_owner_only(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "responses.db", ttl=60)
     store.close()
     assert (tmp_path / "responses.db").stat().st_mode & 0o777 == 0o600
+
+
+async def test_a_put_while_another_process_writes_waits_aside_not_on_the_loop(
+    tmp_path: Path,
+) -> None:
+    """Another writer (a `--workers` sibling) holding SQLite's lock: the put waits for it in a
+    thread, the event loop keeps running, and the entry is there once the lock is free."""
+    path = tmp_path / "responses.db"
+    store = SQLiteStore(path, ttl=60)
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # the write lock, held
+    put = asyncio.create_task(store.put("resp_1", b"one"))
+    ticks = 0
+    started = time.monotonic()
+    while time.monotonic() - started < 0.3:  # the loop turns while the put waits
+        await asyncio.sleep(0.01)
+        ticks += 1
+    assert not put.done() and ticks >= 10
+    other.execute("COMMIT")
+    await asyncio.wait_for(put, 5)
+    assert await store.get("resp_1") == b"one"
+    await store.put("resp_2", b"two")  # the lock free again: back on the loop's connection
+    assert await store.get("resp_2") == b"two"
+    other.close()
+    store.close()
+
+
+async def test_checkpoints_run_aside_not_inside_a_put(tmp_path: Path) -> None:
+    from thanos_asgi.governance._sqlite import CHECKPOINT_EVERY
+
+    path = tmp_path / "responses.db"
+    store = SQLiteStore(path, ttl=60)
+    assert store._db.execute("PRAGMA wal_autocheckpoint").fetchone() == (0,)
+    before = path.stat().st_size
+    for n in range(300):  # ~1,000 WAL pages and more: where SQLite would checkpoint in a commit
+        await store.put(f"resp_{n}", b"x" * 4000)
+    assert path.stat().st_size == before  # still only in the WAL
+    deadline = time.monotonic() + CHECKPOINT_EVERY * 5
+    while path.stat().st_size == before and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert path.stat().st_size > before  # the checkpoint thread moved them
+    store.close()

@@ -35,6 +35,7 @@ from typing import IO, Any
 import msgspec
 
 from thanos_asgi.governance import journal as _journal
+from thanos_asgi.governance._sqlite import Checkpointer
 from thanos_asgi.governance.ledger_rows import (
     COLUMNS,
     GroupBy,
@@ -51,7 +52,6 @@ __all__ = ["COLUMNS", "GroupBy", "Ledger", "LedgerRow", "Spend", "write_csv"]
 log = logging.getLogger("thanos_asgi")
 LATER = 0.02  # seconds a queued row may wait for company before it is imported
 MAX_PENDING = 100_000  # rows kept for a retry while SQLite refuses them
-CHECKPOINT_EVERY = 1.0  # seconds between WAL checkpoints while rows are written
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS requests (
@@ -116,7 +116,7 @@ def _connect(path: Path) -> sqlite3.Connection:
             time.sleep(0.02 * (attempt + 1))
     db.execute("PRAGMA synchronous=NORMAL")
     # No checkpoint inside a commit (SQLite's default, each 1,000 WAL pages: page writes and
-    # an fsync, a stall of milliseconds on the event loop); `_Checkpointer` does it aside.
+    # an fsync, a stall of milliseconds on the event loop); `Checkpointer` does it aside.
     db.execute("PRAGMA wal_autocheckpoint=0")
     db.executescript(_SCHEMA)
     _add_missing_columns(db)
@@ -137,41 +137,6 @@ def _add_missing_columns(db: sqlite3.Connection) -> None:
             db.execute(f"ALTER TABLE requests ADD COLUMN {name} {kind}")
 
 
-class _Checkpointer:
-    """Copies the WAL into the database file from a thread of its own, at most once every
-    `CHECKPOINT_EVERY` seconds while rows are being written (SQLite releases the GIL while it
-    writes and syncs). A passive checkpoint never blocks writers; one that cannot finish
-    (a reader holds an old snapshot) is simply tried again next time."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.dirty = False  # set by every commit: a plain flag, no lock on the hot path
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="thanos-ledger", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        db = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
-        try:
-            while not self._stop.wait(CHECKPOINT_EVERY):
-                if self.dirty:
-                    self.dirty = False
-                    self._checkpoint(db)
-        finally:
-            db.close()
-
-    @staticmethod
-    def _checkpoint(db: sqlite3.Connection) -> None:
-        try:
-            db.execute("PRAGMA wal_checkpoint(PASSIVE)")
-        except sqlite3.Error as exc:
-            log.warning("usage ledger: checkpoint failed (will retry): %s", exc)
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
-
-
 class Ledger:
     """The usage ledger in one SQLite file; safe to share between threads and processes."""
 
@@ -190,7 +155,7 @@ class Ledger:
         self._timer: asyncio.TimerHandle | None = None  # the import to come ...
         self._timer_loop: asyncio.AbstractEventLoop | None = None  # ... in this loop (a test's
         # loop may close before it fires: then the next `queue` schedules a new one)
-        self._checkpointer: _Checkpointer | None = None  # started by the first write
+        self._checkpointer: Checkpointer | None = None  # started by the first write
         self._journals = Path(f"{self.path}.journals")
         if self._journals.is_dir():
             _journal.recover(self._db, self._journals, _INSERT, len(COLUMNS))
@@ -200,7 +165,7 @@ class Ledger:
         if self._checkpointer is None:
             if str(self.path) == ":memory:":
                 return
-            self._checkpointer = _Checkpointer(self.path)
+            self._checkpointer = Checkpointer(self.path, "usage ledger")
         self._checkpointer.dirty = True
 
     def record(self, row: LedgerRow) -> None:
