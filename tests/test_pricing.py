@@ -77,7 +77,7 @@ def test_bundled_table_loads_every_kind_we_route_to(table: PriceTable) -> None:
     assert table.as_of is not None and table.as_of.startswith("20")
     for kind in MODELS_DEV_KINDS.values():
         assert table.lookup(kind, "no-such-model") is None
-    assert {kind for kind in MODELS_DEV_KINDS.values() if table._prices.get(kind)} == set(
+    assert {kind for kind in MODELS_DEV_KINDS.values() if table.models(kind)} == set(
         MODELS_DEV_KINDS.values()
     )
 
@@ -404,3 +404,20 @@ def test_price_book_from_config_is_off_unless_enabled() -> None:
     assert book.lookup("openai", "gpt-4o-mini") is not None
     on = PriceBook.from_config(config("[models_dev]\nenabled = true\n").models_dev)
     assert on.refresh_due()
+
+
+def test_lenient_lookups_are_remembered_within_a_bound() -> None:
+    """Each (kind, model) answer is kept (the prefix search scans every id of a kind), at most
+    MEMO of them: a client naming a new model on every request cannot grow it without end."""
+    from thanos_asgi.governance.catalogue import MEMO, Lookups
+
+    table = Lookups({"k": {"gpt-4o": 1, "gpt-4o-mini": 2}})
+    for _ in range(2):
+        assert table.get("k", "gpt-4o-mini-search") == 2  # the longest prefix
+        assert table.get("k", "gpt-4o-2024-08-06") == 1  # the date suffix dropped
+        assert table.get("k", "gpt-4.5") is None
+        assert table.get("other", "gpt-4o") is None
+    for n in range(MEMO * 2 + 7):
+        assert table.get("k", f"client-named-{n}") is None
+        assert len(table._memo) <= MEMO
+    assert table.get("k", "gpt-4o-mini") == 2

@@ -13,15 +13,17 @@ import re
 from collections.abc import Mapping
 from importlib import resources
 from types import MappingProxyType
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import msgspec
 
-__all__ = ["MODELS_DEV_KINDS", "Catalogue", "limits_from_models_dev", "lookup"]
+__all__ = ["MODELS_DEV_KINDS", "Catalogue", "Lookups", "limits_from_models_dev", "lookup"]
 
 V = TypeVar("V")
 _DATE_SUFFIX = re.compile(r"[-@](?:\d{8}|\d{4}-\d{2}-\d{2})$")
 _PREFIX_BOUNDARY = frozenset("-:@")
+MEMO = 4096  # answers `Lookups` remembers
+_UNSEEN = object()
 # models.dev provider ids we route to -> our provider kinds
 MODELS_DEV_KINDS: Mapping[str, str] = MappingProxyType(
     {
@@ -47,6 +49,30 @@ def lookup(models: Mapping[str, V], model: str) -> V | None:
         if found is not None:
             return found
     return None
+
+
+class Lookups(Generic[V]):
+    """`lookup` in {kind: {model: V}}, each answer remembered per (kind, model): a model the
+    table does not know exactly (a local model, a new or dated id) costs a scan of every id
+    of its kind, 5-15 µs, on every request that prices or bounds it. At most `MEMO` answers
+    are kept (a client may name models at will on a pass-through): when full, it starts over."""
+
+    __slots__ = ("_memo", "tables")
+
+    def __init__(self, tables: Mapping[str, Mapping[str, V]]) -> None:
+        self.tables = {kind: dict(models) for kind, models in tables.items()}
+        self._memo: dict[tuple[str, str], V | None] = {}
+
+    def get(self, kind: str, model: str) -> V | None:
+        key = (kind, model)
+        found = self._memo.get(key, _UNSEEN)
+        if found is not _UNSEEN:
+            return found  # type: ignore[return-value]
+        answer = lookup(self.tables.get(kind) or {}, model)
+        if len(self._memo) >= MEMO:
+            self._memo.clear()
+        self._memo[key] = answer
+        return answer
 
 
 def _by_prefix(models: Mapping[str, V], model: str) -> V | None:
@@ -84,7 +110,7 @@ class Catalogue:
     """Output-token limits per provider kind, from the bundled models.dev snapshot."""
 
     def __init__(self, limits: Mapping[str, Mapping[str, int]]) -> None:
-        self._limits = {kind: dict(models) for kind, models in limits.items()}
+        self._limits = Lookups(limits)
 
     @classmethod
     def load_bundled(cls) -> Catalogue:
@@ -93,8 +119,8 @@ class Catalogue:
 
     def output_limit(self, kind: str, model: str) -> int | None:
         """The most output tokens `model` of `kind` can write, or None when unknown."""
-        return lookup(self._limits.get(kind) or {}, model)
+        return self._limits.get(kind, model)
 
     def known(self, kind: str, model: str) -> bool:
         """True when `model` is a catalogue id of `kind` exactly."""
-        return model in self._limits.get(kind, ())
+        return model in self._limits.tables.get(kind, ())

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 import msgspec
 
 from thanos_asgi.config import Config, ModelsDevConfig, ProviderCost
-from thanos_asgi.governance.catalogue import MODELS_DEV_KINDS, lookup
+from thanos_asgi.governance.catalogue import MODELS_DEV_KINDS, Lookups
 from thanos_asgi.providers import SPECS, effective_kind
 from thanos_asgi.sanitize import decode as bounded_decode
 from thanos_asgi.types import ChatRequest, Message, TextPart, Usage
@@ -90,7 +90,7 @@ class PriceTable:
     """Model prices per provider kind, looked up leniently (`lookup`)."""
 
     def __init__(self, prices: Mapping[str, Mapping[str, Price]], as_of: str | None = None) -> None:
-        self._prices = {kind: dict(models) for kind, models in prices.items()}
+        self._prices = Lookups(prices)
         self.as_of = as_of
 
     @classmethod
@@ -114,17 +114,17 @@ class PriceTable:
         return cls.from_snapshot(bounded_decode(raw))
 
     def __len__(self) -> int:
-        return sum(len(models) for models in self._prices.values())
+        return sum(len(models) for models in self._prices.tables.values())
 
     def models(self, kind: str) -> list[str]:
         """The model ids the table knows for provider `kind` (its models.dev catalogue)."""
-        return sorted(self._prices.get(kind, ()))
+        return sorted(self._prices.tables.get(kind, ()))
 
     def lookup(self, kind: str, model: str) -> Price | None:
         """The exact id; else without a date suffix (`-20241022`, `-2024-07-18`, `@20241022`);
         else the longest known id that prefixes it at a `-`, `:` or `@` (`gpt-4o-mini-search`
         -> `gpt-4o-mini`, but `gpt-4.5-preview` does not become `gpt-4`); else None."""
-        return lookup(self._prices.get(kind) or {}, model)
+        return self._prices.get(kind, model)
 
 
 # -- the math ----------------------------------------------------------------------------------
