@@ -20,7 +20,7 @@ import time
 
 from thanos_asgi.providers._gemini_codec import Pieces, finish_reason, read_candidate, usage_from
 from thanos_asgi.providers._gemini_ids import call_id, call_tag, completion_id
-from thanos_asgi.providers.gemini_types import GenerateResponse
+from thanos_asgi.providers.gemini_types import GenerateResponse, UsageMetadata
 from thanos_asgi.types import ChatChunk, ChunkChoice, Delta, FunctionCallDelta, ToolCallDelta, Usage
 
 
@@ -43,7 +43,7 @@ class StreamDecoder:
         self.model = model
         self.tag = ""
         self.calls = 0  # across choices, for unique ids
-        self.usage: Usage | None = None  # usageMetadata is cumulative: keep the last
+        self.metadata: UsageMetadata | None = None  # cumulative: the last one counts
         self.choices: dict[int, _ChoiceState] = {}
 
     @property
@@ -56,7 +56,7 @@ class StreamDecoder:
             self.id = completion_id(event.response_id)
         self.model = event.model_version or self.model
         if event.usage_metadata is not None:
-            self.usage = usage_from(event.usage_metadata)
+            self.metadata = event.usage_metadata
         feedback = event.prompt_feedback
         if feedback and feedback.block_reason and not event.candidates:  # the prompt was blocked
             self.choices.setdefault(0, _ChoiceState()).finish = "SAFETY"
@@ -75,8 +75,8 @@ class StreamDecoder:
             for index, state in sorted(self.choices.items())
             if state.finish
         ]
-        if self.usage is not None:
-            chunks.append(self._envelope([], self.usage))
+        if self.metadata is not None:  # read once, at the end
+            chunks.append(self._envelope([], usage_from(self.metadata)))
         return chunks
 
     def _delta(self, pieces: Pieces, state: _ChoiceState) -> Delta | None:
