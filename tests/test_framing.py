@@ -78,4 +78,5 @@ def test_the_typed_event_shortcut_reads_as_the_general_parser(block: bytes) -> N
             data.append(line[6:] if line.startswith(b"data: ") else line[5:])
         elif line.startswith(b"event:"):
             name = line[6:].strip()
-    assert parse_block(block) == (name, b"\n".join(data), block)
+    event = parse_block(block)
+    assert (event.event, event.data, event.raw) == (name, b"\n".join(data), block)

@@ -11,14 +11,15 @@ stream with `UpstreamProtocolError`, which the front-ends send as a final error 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import NamedTuple
+
+import msgspec
 
 from thanos_asgi.exceptions import UpstreamProtocolError
 
 MAX_EVENT = 8 * 1024 * 1024  # bytes of one SSE event or NDJSON line, unfinished tail included
 
 
-class SSEvent(NamedTuple):
+class SSEvent(msgspec.Struct, gc=False):  # (a third of a NamedTuple's cost: one per event)
     event: bytes  # b"" when the event had no `event:` line
     data: bytes  # the `data:` lines joined with b"\n"; b"" for comment-only blocks
     raw: bytes  # the block as received, without its terminating blank line
