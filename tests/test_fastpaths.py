@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from thanos_asgi import sanitize
 from thanos_asgi.core.validation import check_ranges
@@ -47,3 +49,18 @@ def test_a_request_with_no_ranged_field_is_checked_for_its_model_only() -> None:
         check_ranges(ChatRequest(model="ok-model", messages=messages, logit_bias={"1": 101.0}))
     with pytest.raises(InvalidRequest):
         check_ranges(ChatRequest(model="ok-model", messages=messages, temperature=float("nan")))
+
+
+_TEXTS = ["tok ", "", 'quote " and \\ back', "line\nbreak\ttab\x00nul", "é中文🙂", "\u2028\u2029"]
+
+
+@settings(derandomize=True, max_examples=300)
+@given(text=st.one_of(st.sampled_from(_TEXTS), st.text()), index=st.integers(0, 10**9))
+def test_the_messages_text_delta_literal_is_the_struct_encoded(text: str, index: int) -> None:
+    """The Anthropic front-end builds its most frequent event as bytes; they must be those
+    of the typed event it replaces."""
+    from thanos_asgi.frontends._anthropic_out import _TEXT_DELTA, _encode, _frame
+    from thanos_asgi.providers.anthropic_types import BlockDelta, ContentBlockDelta
+
+    typed = ContentBlockDelta(index=index, delta=BlockDelta(type="text_delta", text=text))
+    assert _TEXT_DELTA % (index, _encode(text)) == _frame(b"content_block_delta", typed)

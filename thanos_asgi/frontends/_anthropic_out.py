@@ -124,6 +124,12 @@ async def events(reply: Reply) -> AsyncIterator[bytes]:
     yield stream.end(reply)
 
 
+_TEXT_DELTA = (
+    b'event: content_block_delta\ndata: {"type":"content_block_delta","index":%d,'
+    b'"delta":{"type":"text_delta","text":%b}}\n\n'
+)
+
+
 def _frame(name: bytes, event: msgspec.Struct) -> bytes:
     return b"event: " + name + b"\ndata: " + _encode(event) + b"\n\n"
 
@@ -160,9 +166,16 @@ class _Events:
             )
         text = delta.content or delta.refusal
         if text:
-            self._emit("text", BlockDelta(type="text_delta", text=text))
+            self._text(text)
         for call in delta.tool_calls or ():
             self._tool(call)
+
+    def _text(self, text: str) -> None:
+        """The most frequent event, as bytes: `_emit("text", BlockDelta(type="text_delta",
+        text=text))` gives the same (tested), at a third of the cost."""
+        if self.open != "text":
+            self._open("text", ContentBlock(type="text", text=""))
+        self.out.append(_TEXT_DELTA % (self.index, _encode(text)))
 
     def _emit(self, kind: str, delta: BlockDelta) -> None:
         if self.open != kind:
