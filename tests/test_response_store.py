@@ -116,8 +116,9 @@ async def test_checkpoints_run_aside_not_inside_a_put(tmp_path: Path) -> None:
     for n in range(300):  # ~1,000 WAL pages and more: where SQLite would checkpoint in a commit
         await store.put(f"resp_{n}", b"x" * 4000)
     assert path.stat().st_size == before  # still only in the WAL
-    deadline = time.monotonic() + CHECKPOINT_EVERY * 5
-    while path.stat().st_size == before and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
-    assert path.stat().st_size > before  # the checkpoint thread moved them
+    await asyncio.sleep(CHECKPOINT_EVERY)
+    await store.put("resp_last", b"y")  # a put a second later: a checkpoint in a worker thread
+    assert store._checkpoint is not None
+    await asyncio.wait_for(store._checkpoint, 5)
+    assert path.stat().st_size > before  # the checkpoint moved them
     store.close()

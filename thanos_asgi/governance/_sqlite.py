@@ -38,11 +38,29 @@ class Checkpointer:
             db.close()
 
     def _checkpoint(self, db: sqlite3.Connection) -> None:
-        try:
-            db.execute("PRAGMA wal_checkpoint(PASSIVE)")
-        except sqlite3.Error as exc:
-            log.warning("%s: checkpoint failed (will retry): %s", self.name, exc)
+        checkpoint(db, self.name)
 
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=10)
+
+
+def checkpoint(db: sqlite3.Connection, name: str) -> None:
+    """A passive checkpoint: never blocks writers; one that cannot finish is tried again."""
+    try:
+        db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+    except sqlite3.Error as exc:
+        log.warning("%s: checkpoint failed (will retry): %s", name, exc)
+
+
+def checkpoint_file(path: Path, name: str) -> None:
+    """`checkpoint` on a connection of its own (for a worker thread)."""
+    try:
+        db = sqlite3.connect(path, isolation_level=None, timeout=30.0)
+    except sqlite3.Error as exc:
+        log.warning("%s: checkpoint failed (will retry): %s", name, exc)
+        return
+    try:
+        checkpoint(db, name)
+    finally:
+        db.close()

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Protocol, TypeVar
 
 from thanos_asgi.config import Config
-from thanos_asgi.governance._sqlite import Checkpointer
+from thanos_asgi.governance._sqlite import CHECKPOINT_EVERY, checkpoint_file
 from thanos_asgi.governance.state import StateBackend
 
 MEMORY_ITEMS = 2_000
@@ -91,8 +91,9 @@ class SQLiteStore:
     than the write, and under load the thread's hand-offs halved the Responses API's
     throughput. The loop's connection never waits for SQLite's lock: when another process (a
     `--workers` sibling) holds it, the call goes to a thread whose connection waits up to 30 s.
-    WAL checkpoints run aside (`Checkpointer`), never inside a commit on the loop. A put is
-    committed before it returns, so the next request (to this process or another) finds it."""
+    WAL checkpoints run in a worker thread at most every `CHECKPOINT_EVERY` seconds while puts
+    come (no thread of its own to stop), never inside a commit on the loop. A put is committed
+    before it returns, so the next request (to this process or another) finds it."""
 
     _SCHEMA = (
         "CREATE TABLE IF NOT EXISTS responses "
@@ -109,7 +110,8 @@ class SQLiteStore:
         self._slow.execute("CREATE INDEX IF NOT EXISTS responses_expires ON responses (expires)")
         self._db = _connect(path, timeout=0.0)  # the loop's: never waits
         self._lock = asyncio.Lock()  # one thread trip at a time on `_slow`
-        self._checkpointer: Checkpointer | None = None  # started by the first write
+        self._checkpoint: asyncio.Future[None] | None = None  # the last one, in a thread
+        self._checkpointed = time.monotonic()
 
     async def get(self, response_id: str) -> bytes | None:
         query = "SELECT entry FROM responses WHERE id = ? AND expires > ?"
@@ -120,9 +122,16 @@ class SQLiteStore:
     async def put(self, response_id: str, entry: bytes) -> None:
         row = (response_id, time.time() + self.ttl, entry)
         await self._run(lambda db: _write(db, row))
-        if self._checkpointer is None:
-            self._checkpointer = Checkpointer(self.path, "response store")
-        self._checkpointer.dirty = True
+        self._written()
+
+    def _written(self) -> None:
+        if time.monotonic() - self._checkpointed < CHECKPOINT_EVERY:
+            return
+        if self._checkpoint is None or self._checkpoint.done():
+            self._checkpointed = time.monotonic()
+            loop = asyncio.get_running_loop()
+            job = loop.run_in_executor(None, checkpoint_file, self.path, "response store")
+            self._checkpoint = job
 
     async def delete(self, response_id: str) -> bool:
         found = await self.get(response_id) is not None
@@ -142,8 +151,6 @@ class SQLiteStore:
             return await asyncio.to_thread(call, self._slow)
 
     def close(self) -> None:
-        if self._checkpointer is not None:
-            self._checkpointer.stop()
         self._db.close()
         self._slow.close()
 
@@ -152,7 +159,7 @@ def _connect(path: Path, timeout: float) -> sqlite3.Connection:
     db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=timeout)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")
-    db.execute("PRAGMA wal_autocheckpoint=0")  # `Checkpointer` does it aside
+    db.execute("PRAGMA wal_autocheckpoint=0")  # done aside (`_written`)
     return db
 
 
