@@ -156,7 +156,7 @@ async def gateway(kind: str, events: list[bytes]) -> AsyncIterator[Gateway]:
             await gw.aclose()
 
 
-async def call(gw: Gateway, path: str, body: dict[str, Any]) -> list[bytes]:
+async def call(gw: Gateway, path: str, body: dict[str, Any], query: bytes = b"") -> list[bytes]:
     """The body pieces the app sends, one per ASGI message (the gateway's writes)."""
     data = _json(body)
     scope = {
@@ -168,7 +168,7 @@ async def call(gw: Gateway, path: str, body: dict[str, Any]) -> list[bytes]:
         "path": path,
         "raw_path": path.encode(),
         "root_path": "",
-        "query_string": b"",
+        "query_string": query,
         "client": ("127.0.0.1", 5000),
         "server": ("127.0.0.1", 8080),
         "headers": [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(data))],
@@ -278,6 +278,30 @@ async def test_a_responses_client_gets_every_event_in_order_a_write_per_read() -
     assert got[-1][1]["response"]["output"][0]["content"][0]["text"] == "".join(WORDS)
     assert got[-1][1]["response"]["usage"]["output_tokens"] == 30
     check_pieces(pieces, got)
+
+
+@pytest.mark.parametrize("sse", [True, False], ids=["alt=sse", "json-array"])
+async def test_a_gemini_client_gets_every_answer_in_order_a_write_per_read(sse: bool) -> None:
+    body = {"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}
+    path = "/v1beta/models/m:streamGenerateContent"
+    async with gateway("openai-compatible", chat_events()) as gw:
+        pieces = await call(gw, path, body, b"alt=sse" if sse else b"")
+    whole = b"".join(pieces)
+    if sse:
+        assert all(piece.endswith(b"\r\n\r\n") for piece in pieces)  # never half an event
+        answers = [json.loads(block[6:]) for block in whole.split(b"\r\n\r\n") if block]
+    else:
+        answers = json.loads(whole)  # one JSON array, whatever the writes
+    words = [
+        part["text"]
+        for answer in answers
+        for part in answer["candidates"][0].get("content", {}).get("parts", [])
+        if "text" in part
+    ]
+    assert words == WORDS
+    assert answers[-1]["candidates"][0]["finishReason"] == "STOP"
+    assert answers[-1]["usageMetadata"]["candidatesTokenCount"] == 30
+    assert len(pieces) <= 6 < len(answers)  # a write per read, not per answer
 
 
 def test_an_adapter_overriding_open_stream_only_is_read_through_it() -> None:

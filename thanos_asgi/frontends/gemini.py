@@ -122,39 +122,46 @@ def _error_item(exc: ThanosError) -> bytes:
 
 
 async def _events(reply: Reply, model: str, sse: bool) -> AsyncIterator[bytes]:
-    events = _answers(reply, model)
+    """The answers of one upstream read as one piece (one write)."""
     if sse:
-        async for answer in events:
-            yield b"data: " + _encode(answer) + b"\r\n\r\n"
+        async for answers in _answers(reply, model):
+            yield b"".join([b"data: " + _encode(answer) + b"\r\n\r\n" for answer in answers])
         return
     separator = b"["
-    async for answer in events:
-        yield separator + _encode(answer)
-        separator = b",\r\n"
+    async for answers in _answers(reply, model):
+        out = []
+        for answer in answers:
+            out.append(separator + _encode(answer))
+            separator = b",\r\n"
+        yield b"".join(out)
     yield b"]" if separator != b"[" else b"[]"
 
 
-async def _answers(reply: Reply, model: str) -> AsyncIterator[GenerateResponse]:
-    """One answer per text delta; tool calls whole, and the finish and usage, at the end."""
+async def _answers(reply: Reply, model: str) -> AsyncIterator[list[GenerateResponse]]:
+    """One answer per text delta, those of one upstream read as one list; tool calls whole,
+    and the finish and usage, at the end."""
     if reply.response is not None:
         reply.finish()
-        yield whole(reply.response, model)
+        yield [whole(reply.response, model)]
         return
     assert reply.batches is not None
     calls = Calls()
     finish: str | None = None
     try:
         async for batch in reply.batches:
+            answers = []
             for chunk in batch:
                 if chunk.usage is not None:
                     reply.usage = chunk.usage
                 parts, finish = _delta(chunk, calls, finish)
                 if parts:
-                    yield _answer(parts, model, None, None)
+                    answers.append(_answer(parts, model, None, None))
+            if answers:
+                yield answers
     finally:
         await close(reply.batches)
     tail = [_call_part(name, text) for name, text in calls.whole()]
-    yield _answer(tail, model, _finish(finish), reply.usage)
+    yield [_answer(tail, model, _finish(finish), reply.usage)]
 
 
 def _delta(chunk: ChatChunk, calls: Calls, finish: str | None) -> tuple[list[Part], str | None]:
