@@ -18,7 +18,7 @@ from thanos_asgi.config import parse_config
 from thanos_asgi.providers.batches import Batching
 from thanos_asgi.providers.gemini import Gemini
 from thanos_asgi.providers.openai_compat import OpenAICompatible
-from thanos_asgi.providers.openai_responses import responses_wire
+from thanos_asgi.providers.openai_responses import ResponsesWire, responses_wire
 from thanos_asgi.providers.vertex import Vertex
 from thanos_asgi.types import ChatChunk, ChatRequest
 
@@ -116,6 +116,27 @@ def gemini_events() -> list[bytes]:
     return [event(word, n == len(WORDS) - 1) for n, word in enumerate(WORDS)]
 
 
+def responses_events() -> list[bytes]:
+    message = {"id": "msg_1", "type": "message", "role": "assistant", "status": "in_progress",
+               "content": []}  # fmt: skip
+    shell = {"id": "resp_1", "object": "response", "created_at": 1, "model": "m",
+             "status": "in_progress", "output": []}  # fmt: skip
+    ids = {"item_id": "msg_1", "output_index": 0, "content_index": 0}
+    events = [
+        {"type": "response.created", "response": shell},
+        {"type": "response.output_item.added", "output_index": 0, "item": message},
+        {"type": "response.content_part.added", **ids, "part": {"type": "output_text", "text": ""}},
+        *({"type": "response.output_text.delta", **ids, "delta": word} for word in WORDS),
+        {"type": "response.output_text.done", **ids, "text": "".join(WORDS)},
+    ]
+    text = {"type": "output_text", "text": "".join(WORDS), "annotations": []}
+    done = {**message, "status": "completed", "content": [text]}
+    usage = {"input_tokens": 3, "output_tokens": 30, "total_tokens": 33}
+    final = {**shell, "status": "completed", "output": [done], "usage": usage}
+    events.append({"type": "response.completed", "response": final})
+    return [_typed({**event, "sequence_number": n}) for n, event in enumerate(events)]
+
+
 def cut(events: list[bytes]) -> list[bytes]:
     """The stream as three reads: the first 12 events and half of the 13th; the rest of
     it, one more event and the first byte of the next; everything else."""
@@ -142,12 +163,12 @@ def upstream(events: list[bytes]) -> Handler:
 
 
 @asynccontextmanager
-async def gateway(kind: str, events: list[bytes]) -> AsyncIterator[Gateway]:
+async def gateway(kind: str, events: list[bytes], extra: str = "") -> AsyncIterator[Gateway]:
     async with serving(upstream(events)) as server:
         base = server.url.removesuffix("/v1/chat") + ("/v1beta" if kind == "gemini" else "/v1")
         text = (
             f'[providers.p]\nkind = "{kind}"\nbase_url = "{base}"\napi_key = "k"\n'
-            'models = ["m"]\ntimeout_ms = 5000\n'
+            'models = ["m"]\ntimeout_ms = 5000\n' + extra
         )
         gw = Gateway(parse_config(text, source="reads.toml", env={}))
         try:
@@ -228,13 +249,19 @@ def check_pieces(pieces: list[bytes], events: list[tuple[str, Any]]) -> None:
 
 
 @pytest.mark.parametrize(
-    ("kind", "events"), [("anthropic", anthropic_events), ("gemini", gemini_events)]
+    ("kind", "events", "extra"),
+    [
+        ("anthropic", anthropic_events, ""),
+        ("gemini", gemini_events, ""),
+        ("openai-compatible", responses_events, 'wire_api = "responses"\n'),
+    ],
+    ids=["anthropic", "gemini", "responses-wire"],
 )
 async def test_a_chat_client_gets_every_event_in_order_a_write_per_read(
-    kind: str, events: Callable[[], list[bytes]]
+    kind: str, events: Callable[[], list[bytes]], extra: str
 ) -> None:
     body = {"model": "m", "messages": HI, "stream": True, "stream_options": {"include_usage": True}}
-    async with gateway(kind, events()) as gw:
+    async with gateway(kind, events(), extra) as gw:
         pieces = await call(gw, "/v1/chat/completions", body)
     got = parse(pieces)
     assert texts(got, chat_text) == WORDS
@@ -318,5 +345,5 @@ def test_an_adapter_overriding_open_stream_only_is_read_through_it() -> None:
     assert OpenAICompatible.open_batches is not Batching.open_batches
     assert Own.open_batches is Batching.open_batches
     assert Later.open_batches is Batching.open_batches
-    assert responses_wire(OpenAICompatible).open_batches is Batching.open_batches
+    assert responses_wire(OpenAICompatible).open_batches is ResponsesWire.open_batches  # its own
     assert Vertex.open_batches is Gemini.open_batches is not Batching.open_batches

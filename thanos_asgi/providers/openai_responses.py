@@ -16,6 +16,7 @@ import msgspec
 from thanos_asgi.exceptions import UpstreamError, UpstreamProtocolError, UpstreamStatusError
 from thanos_asgi.providers import _responses_codec as codec
 from thanos_asgi.providers.base import Relayed
+from thanos_asgi.providers.batches import each
 from thanos_asgi.providers.openai_compat import OpenAICompatible
 from thanos_asgi.types import ChatChunk, ChatRequest, ChatResponse
 from thanos_asgi.upstream import UpstreamResponse
@@ -107,21 +108,33 @@ class ResponsesWire(OpenAICompatible):
         answer = self._decode(_answer, relayed.body)
         return codec.to_response(answer, model)
 
-    async def open_stream(self, request: ChatRequest, model: str) -> AsyncIterator[ChatChunk]:
+    async def open_batches(
+        self, request: ChatRequest, model: str
+    ) -> AsyncIterator[list[ChatChunk]]:
         relayed = await self.relay(codec.request_body(request, model), model, stream=True)
-        return self._events_to_chunks(relayed, model)
+        return self._translated(relayed, model)
 
-    async def _events_to_chunks(self, relayed: Relayed, model: str) -> AsyncIterator[ChatChunk]:
+    async def open_stream(self, request: ChatRequest, model: str) -> AsyncIterator[ChatChunk]:
+        return each(await self.open_batches(request, model))
+
+    async def _translated(self, relayed: Relayed, model: str) -> AsyncIterator[list[ChatChunk]]:
+        """The chunks of each upstream read's events, as one list; an unreadable event ends
+        the stream after what came before it."""
         assert relayed.events is not None
         state = codec.StreamState(model)
         async for batch in relayed.events:
-            for block in batch.split(b"\n\n"):
-                data = parse_block(block).data
-                if not data:
-                    continue
-                chunk = state.chunk(self._decode(_event, data))
-                if chunk is not None:
-                    yield chunk
+            chunks: list[ChatChunk] = []
+            try:
+                for block in batch.split(b"\n\n"):
+                    data = parse_block(block).data
+                    if data and (chunk := state.chunk(self._decode(_event, data))) is not None:
+                        chunks.append(chunk)
+            except UpstreamError:
+                if chunks:
+                    yield chunks
+                raise
+            if chunks:
+                yield chunks
 
 
 def responses_wire(adapter: type[Any]) -> type[Any]:
