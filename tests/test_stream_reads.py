@@ -347,3 +347,23 @@ def test_an_adapter_overriding_open_stream_only_is_read_through_it() -> None:
     assert Later.open_batches is Batching.open_batches
     assert responses_wire(OpenAICompatible).open_batches is ResponsesWire.open_batches  # its own
     assert Vertex.open_batches is Gemini.open_batches is not Batching.open_batches
+
+
+@pytest.mark.parametrize("sse", [True, False], ids=["alt=sse", "json-array"])
+async def test_a_gemini_stream_that_fails_before_its_first_answer_stays_well_formed(
+    sse: bool,
+) -> None:
+    """The provider's first event is unreadable: the client still gets a body in its framing
+    (one JSON array holding the error, or one SSE error event), never `,{error}]`."""
+    async with gateway("openai-compatible", [b"data: {not json\n\n", *chat_events()]) as gw:
+        pieces = await call(
+            gw, "/v1beta/models/m:streamGenerateContent", {"contents": [
+                {"role": "user", "parts": [{"text": "hi"}]}]}, b"alt=sse" if sse else b""
+        )  # fmt: skip
+    whole = b"".join(pieces)
+    if sse:
+        (block,) = [block for block in whole.split(b"\r\n\r\n") if block]
+        assert json.loads(block.removeprefix(b"data: "))["error"]["code"] >= 500
+    else:
+        (item,) = json.loads(whole)
+        assert item["error"]["code"] >= 500

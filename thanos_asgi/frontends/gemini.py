@@ -100,11 +100,12 @@ async def _stream(app: ThanosApp, ex: Exchange, model: str) -> None:
 async def _send_stream(
     ex: Exchange, headers: list[tuple[bytes, bytes]], reply: Reply, model: str, sse: bool
 ) -> None:
+    array = _Array()
     response = EventSourceResponse(
-        _events(reply, model, sse),
+        _sse(reply, model) if sse else array.items(reply, model),
         headers=headers,
         keepalive=None,  # neither framing has room for comments
-        on_error=_error_event if sse else _error_item,
+        on_error=_error_event if sse else array.error,
         on_close=reply.finish,
         on_first_event=reply.first_event_sent,
     )
@@ -117,24 +118,31 @@ def _error_event(exc: ThanosError) -> bytes:
     return b"data: " + gemini_error(exc) + b"\r\n\r\n"
 
 
-def _error_item(exc: ThanosError) -> bytes:
-    return b"," + gemini_error(exc) + b"]"
+class _Array:
+    """The JSON-array framing (no `alt=sse`): `[`, items joined by `,`, `]`; an error ends the
+    array as one more item, or as its only one when it came before the first answer."""
 
+    def __init__(self) -> None:
+        self.opened = False
 
-async def _events(reply: Reply, model: str, sse: bool) -> AsyncIterator[bytes]:
-    """The answers of one upstream read as one piece (one write)."""
-    if sse:
+    async def items(self, reply: Reply, model: str) -> AsyncIterator[bytes]:
+        """The answers of one upstream read as one piece (one write)."""
         async for answers in _answers(reply, model):
-            yield b"".join([b"data: " + _encode(answer) + b"\r\n\r\n" for answer in answers])
-        return
-    separator = b"["
+            out = []
+            for answer in answers:
+                out.append((b",\r\n" if self.opened else b"[") + _encode(answer))
+                self.opened = True
+            yield b"".join(out)
+        yield b"]" if self.opened else b"[]"
+
+    def error(self, exc: ThanosError) -> bytes:
+        return (b"," if self.opened else b"[") + gemini_error(exc) + b"]"
+
+
+async def _sse(reply: Reply, model: str) -> AsyncIterator[bytes]:
+    """The answers of one upstream read as one piece (one write)."""
     async for answers in _answers(reply, model):
-        out = []
-        for answer in answers:
-            out.append(separator + _encode(answer))
-            separator = b",\r\n"
-        yield b"".join(out)
-    yield b"]" if separator != b"[" else b"[]"
+        yield b"".join([b"data: " + _encode(answer) + b"\r\n\r\n" for answer in answers])
 
 
 async def _answers(reply: Reply, model: str) -> AsyncIterator[list[GenerateResponse]]:
