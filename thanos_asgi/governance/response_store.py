@@ -26,6 +26,12 @@ from thanos_asgi.governance._sqlite import CHECKPOINT_EVERY, checkpoint_file
 from thanos_asgi.governance.state import StateBackend
 
 MEMORY_ITEMS = 2_000
+ON_LOOP = 64 * 1024  # bytes of an entry put on the event loop's connection; larger: a thread
+SWEEP = 64  # expired rows a put deletes at most
+_SWEEP = (
+    "DELETE FROM responses WHERE rowid IN "
+    "(SELECT rowid FROM responses WHERE expires <= ? ORDER BY expires LIMIT ?)"
+)
 T = TypeVar("T")
 DAY = 86_400.0
 
@@ -86,11 +92,13 @@ class SharedStore:
 
 
 class SQLiteStore:
-    """Reads and writes run on the event loop, each a few tens of microseconds (an index
-    lookup; one WAL append, no fsync with `synchronous=NORMAL`): a trip to a thread cost more
-    than the write, and under load the thread's hand-offs halved the Responses API's
-    throughput. The loop's connection never waits for SQLite's lock: when another process (a
-    `--workers` sibling) holds it, the call goes to a thread whose connection waits up to 30 s.
+    """A put of an entry up to `ON_LOOP` bytes runs on the event loop: one WAL append, no
+    fsync with `synchronous=NORMAL`, tens of microseconds; a trip to a thread cost more than
+    the write, and under load the thread's hand-offs halved the Responses API's throughput.
+    The loop's connection never waits for SQLite's lock: when another process (a `--workers`
+    sibling) holds it, the put goes to a thread whose connection waits up to 30 s. A larger
+    entry (a long conversation) and every read (whose size is not known before it is read)
+    go to a thread, reads on a connection of their own so they never push puts off the loop.
     WAL checkpoints run in a worker thread at most every `CHECKPOINT_EVERY` seconds while puts
     come (no thread of its own to stop), never inside a commit on the loop. A put is committed
     before it returns, so the next request (to this process or another) finds it."""
@@ -110,18 +118,21 @@ class SQLiteStore:
         self._slow.execute("CREATE INDEX IF NOT EXISTS responses_expires ON responses (expires)")
         self._db = _connect(path, timeout=0.0)  # the loop's: never waits
         self._lock = asyncio.Lock()  # one thread trip at a time on `_slow`
+        self._reader = _connect(path, timeout=30.0)
+        self._read_lock = asyncio.Lock()
         self._checkpoint: asyncio.Future[None] | None = None  # the last one, in a thread
         self._checkpointed = time.monotonic()
 
     async def get(self, response_id: str) -> bytes | None:
         query = "SELECT entry FROM responses WHERE id = ? AND expires > ?"
-        row = await self._run(lambda db: _fetch(db, query, (response_id, time.time())))
+        async with self._read_lock:
+            row = await asyncio.to_thread(_fetch, self._reader, query, (response_id, time.time()))
         entry = row[0] if row else None
         return bytes(entry) if isinstance(entry, bytes | memoryview) else None
 
     async def put(self, response_id: str, entry: bytes) -> None:
         row = (response_id, time.time() + self.ttl, entry)
-        await self._run(lambda db: _write(db, row))
+        await self._run(lambda db: _write(db, row), on_loop=len(entry) <= ON_LOOP)
         self._written()
 
     def _written(self) -> None:
@@ -135,13 +146,15 @@ class SQLiteStore:
 
     async def delete(self, response_id: str) -> bool:
         found = await self.get(response_id) is not None
-        await self._run(lambda db: _fetch(db, "DELETE FROM responses WHERE id = ?", (response_id,)))
+        delete = "DELETE FROM responses WHERE id = ?"
+        await self._run(lambda db: _fetch(db, delete, (response_id,)), on_loop=False)
         return found
 
-    async def _run(self, call: Callable[[sqlite3.Connection], T]) -> T:
-        """`call` on the loop's connection; in a thread on the waiting one when SQLite's lock
-        is taken (another process writes, or a thread trip of ours is under way)."""
-        if not self._lock.locked():
+    async def _run(self, call: Callable[[sqlite3.Connection], T], on_loop: bool) -> T:
+        """`call` on the loop's connection if `on_loop`; in a thread on the waiting one when
+        not, or when SQLite's lock is taken (another process writes, or a thread trip of ours
+        is under way)."""
+        if on_loop and not self._lock.locked():
             try:
                 return call(self._db)
             except sqlite3.OperationalError as exc:
@@ -151,8 +164,8 @@ class SQLiteStore:
             return await asyncio.to_thread(call, self._slow)
 
     def close(self) -> None:
-        self._db.close()
-        self._slow.close()
+        for db in (self._db, self._slow, self._reader):
+            db.close()
 
 
 def _connect(path: Path, timeout: float) -> sqlite3.Connection:
@@ -164,7 +177,8 @@ def _connect(path: Path, timeout: float) -> sqlite3.Connection:
 
 
 def _busy(exc: sqlite3.OperationalError) -> bool:
-    return "locked" in str(exc) or "busy" in str(exc)
+    code = getattr(exc, "sqlite_errorcode", 0) & 0xFF  # the primary code of an extended one
+    return code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 
 def _fetch(db: sqlite3.Connection, sql: str, args: tuple[object, ...]) -> tuple[object, ...] | None:
@@ -173,8 +187,10 @@ def _fetch(db: sqlite3.Connection, sql: str, args: tuple[object, ...]) -> tuple[
 
 
 def _write(db: sqlite3.Connection, row: tuple[str, float, bytes]) -> None:
-    """One transaction: the expired rows out (an index range, usually empty), `row` in."""
+    """One transaction: up to `SWEEP` expired rows out (an index range, usually empty; bounded
+    so that a store that sat idle past its retention is not cleared in one put on the loop),
+    `row` in. Each put removing more than it adds, the expired ones are soon gone."""
     with db:
         db.execute("BEGIN IMMEDIATE")
-        db.execute("DELETE FROM responses WHERE expires <= ?", (time.time(),))
+        db.execute(_SWEEP, (time.time(), SWEEP))
         db.execute("INSERT OR REPLACE INTO responses (id, expires, entry) VALUES (?, ?, ?)", row)
