@@ -1,5 +1,7 @@
 """What the SQLite files (the usage ledger, the response store) share: WAL checkpoints made
-aside, in a thread of their own, never inside a commit on the event loop."""
+aside, off the event loop, never inside a commit (their writers set `wal_autocheckpoint=0`).
+The ledger keeps a thread of its own (`Checkpointer`); the response store hands
+`checkpoint_file` to a worker thread now and then."""
 
 from __future__ import annotations
 
@@ -33,12 +35,9 @@ class Checkpointer:
             while not self._stop.wait(CHECKPOINT_EVERY):
                 if self.dirty:
                     self.dirty = False
-                    self._checkpoint(db)
+                    checkpoint(db, self.name)
         finally:
             db.close()
-
-    def _checkpoint(self, db: sqlite3.Connection) -> None:
-        checkpoint(db, self.name)
 
     def stop(self) -> None:
         self._stop.set()
