@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import self_signed
-from tests.rawserver import Handler, answer, answering, read_request, serving
+from tests.rawserver import Handler, answer, answering, chunk, read_request, serving
 from thanos_asgi import H1Transport, Timeouts
 from thanos_asgi.exceptions import UpstreamConnectError, UpstreamProtocolError, UpstreamTimeout
 
@@ -75,6 +75,69 @@ async def test_keep_alive_reuses_one_connection() -> None:
             response = await transport.send("POST", server.url, headers={}, body=b"x")
             assert await response.read() == b"1"
         assert server.connections == 1
+    await transport.aclose()
+
+
+async def test_one_connection_reads_every_framing_in_turn() -> None:
+    """The parser of a response that ended cleanly reads the next one on the connection:
+    lengths, chunks with trailers, an informational answer, a HEAD's and a 204's (no body)."""
+    replies = {
+        b"A": answer(b"first"),
+        b"B": b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
+        + chunk(b"sec")
+        + chunk(b"ond")
+        + b"0\r\nx-t: 1\r\n\r\n",
+        b"C": b"HTTP/1.1 100 Continue\r\n\r\n" + answer(b"third"),
+        b"D": b"HTTP/1.1 204 No Content\r\n\r\n",
+        b"E": answer(b""),
+    }
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            request = await read_request(reader)
+            if request.startswith(b"HEAD "):  # the length of a body that does not follow
+                writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n")
+            else:
+                writer.write(replies[request.split(b"\r\n\r\n", 1)[1]])
+            await writer.drain()
+
+    transport = H1Transport()
+    got = []
+    async with serving(handler) as server:
+        for _ in range(2):
+            for body in (b"A", b"B", b"HEAD", b"C", b"D", b"HEAD", b"E", b"A"):
+                method = "HEAD" if body == b"HEAD" else "POST"
+                response = await transport.send(method, server.url, headers={}, body=body)
+                got.append((response.status, await response.read()))
+        assert server.connections == 5  # a HEAD's answer closes its connection (4 of them)
+    once_round = [(200, b"first"), (200, b"second"), (200, b""), (200, b"third")]
+    once_round += [(204, b""), (200, b""), (200, b""), (200, b"first")]
+    assert got == once_round * 2
+    await transport.aclose()
+
+
+async def test_a_fresh_parser_after_a_bad_response() -> None:
+    """A response the parser refused leaves the connection closed; the next request gets a
+    new connection whose parser reads its answer."""
+    bad = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\nhello!"
+    served = 0
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal served
+        while True:
+            await read_request(reader)
+            served += 1
+            writer.write(bad if served == 2 else answer(b"ok"))
+            await writer.drain()
+
+    transport = H1Transport()
+    async with serving(handler) as server:
+        assert await post(transport, server.url) == b"ok"
+        with pytest.raises(UpstreamProtocolError):
+            await post(transport, server.url)
+        assert await post(transport, server.url) == b"ok"
+        assert await post(transport, server.url) == b"ok"
+        assert server.connections == 2
     await transport.aclose()
 
 

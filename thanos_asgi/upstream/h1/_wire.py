@@ -62,12 +62,17 @@ class Connection(asyncio.Protocol):
         self.closed = False
         self.idle_since = 0.0
         self.waiter: asyncio.Future[None] | None = None
+        self.spent = True  # the parser cannot read another response (or there is none yet)
         self.begin()
 
     def begin(self, *, bodiless: bool = False, tunnel: bool = False) -> None:
         """Ready for the next response; `bodiless`: it answers a HEAD or a CONNECT (no body
-        follows); `tunnel`: a CONNECT's, after which the connection goes on."""
-        self.parser = httptools.HttpResponseParser(self)
+        follows); `tunnel`: a CONNECT's, after which the connection goes on. The parser of a
+        response that ended cleanly reads the next one (llhttp goes on across keep-alive
+        messages); after anything else, a new one."""
+        if self.spent:
+            self.parser = httptools.HttpResponseParser(self)
+            self.spent = False
         self.raw_headers: list[tuple[bytes, bytes]] = []
         self.status = 0
         self.headed = self.complete = self.paused = self.informational = False
@@ -91,11 +96,14 @@ class Connection(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserCallbackError:
+            self.spent = True
             if not self.tunnel:
                 self._fail(None)
         except httptools.HttpParserUpgrade:
+            self.spent = True
             self._fail(UpstreamProtocolError("the provider switched protocols (101 answer)"))
         except httptools.HttpParserError as exc:
+            self.spent = True
             self._fail(UpstreamProtocolError(f"bad response from the provider: {exc}"))
         if not self.headed and self.received > MAX_HEAD:
             self._fail(UpstreamProtocolError("the provider's response headers exceed 64 KiB"))
