@@ -95,7 +95,8 @@ class Reply:
             self.usage = self.relayed.usage
         elif self.response is not None and self.response.usage is not None:
             self.usage = self.response.usage
-        for callback in self.on_finish:
+        callbacks, self.on_finish = self.on_finish, []  # they hold the reply: no cycle left
+        for callback in callbacks:
             callback(outcome)
 
     async def aclose(self, outcome: str = "ok") -> None:

@@ -1,0 +1,116 @@
+"""A request leaves no reference cycles behind: what it built is freed when its last reference
+goes, not by a garbage-collector pass. `thanos serve` raises the collector's first threshold on
+that basis. A cycle per request (the reply held by its own `on_finish` callbacks) once made
+collections take ~9% of a saturated gateway's CPU (~6% without it, ~0.4% at the new threshold)."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.rawserver import answer, read_request, serving
+from tests.upstreams import completion, stream_body
+from thanos_asgi import Gateway, build_app
+from thanos_asgi.config import parse_config
+from thanos_asgi.frontends.asgi import ASGIApp, Message
+
+pytestmark = pytest.mark.anyio
+
+
+async def provider(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    while True:
+        body = json.loads((await read_request(reader)).split(b"\r\n\r\n", 1)[1])
+        if body.get("stream"):
+            sse = stream_body("m", "one two three", True)
+            writer.write(
+                answer(sse, status=b"200 OK").replace(b"application/json", b"text/event-stream")
+            )
+        else:
+            writer.write(answer(json.dumps(completion("m", "hello")).encode()))
+        await writer.drain()
+
+
+async def post(app: ASGIApp, body: dict[str, Any]) -> tuple[int, bytes]:
+    """One request straight to `app`, as a server would hand it over."""
+    raw = json.dumps(body).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(raw))]
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/v1/chat/completions",
+        "raw_path": b"/v1/chat/completions",
+        "root_path": "",
+        "query_string": b"",
+        "headers": headers,
+        "client": ("127.0.0.1", 5000),
+        "server": ("127.0.0.1", 8080),
+    }
+    pending: list[Message] = [{"type": "http.request", "body": raw, "more_body": False}]
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        if pending:
+            return pending.pop()
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    await app(scope, receive, send)
+    return sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:])
+
+
+@contextmanager
+def cyclic_garbage() -> Iterator[list[object]]:
+    """The objects of ours that only a collector pass would free, made inside the block."""
+    found: list[object] = []
+    gc.collect()
+    gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        yield found
+        gc.collect()
+        found.extend(o for o in gc.garbage if _ours(o))
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+
+
+def _ours(thing: object) -> bool:
+    code = getattr(thing, "__code__", None)
+    if code is not None:
+        return "thanos_asgi" in code.co_filename
+    return type(thing).__module__.startswith("thanos_asgi")
+
+
+async def test_answers_and_streams_leave_no_cycles(tmp_path: Path) -> None:
+    async with serving(provider) as server:
+        base = server.url.removesuffix("/chat")
+        text = (
+            f'[providers.up]\nkind = "openai-compatible"\nbase_url = "{base}"\n'
+            f'models = ["m"]\n[cost]\nledger_path = "{tmp_path / "usage.db"}"\n'
+        )
+        gateway = Gateway(parse_config(text, source="test.toml", env={}))
+        app = build_app(gateway)
+        async with gateway:
+            hi = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+            for body in (hi, {**hi, "stream": True}):
+                await post(app, body)  # warm: connections, caches, lazily built parts
+            with cyclic_garbage() as found:
+                for _ in range(10):
+                    assert (await post(app, hi))[0] == 200
+                    status, streamed = await post(app, {**hi, "stream": True})
+                    assert status == 200 and streamed.endswith(b"data: [DONE]\n\n")
+            assert sorted({type(o).__qualname__ for o in found}) == []
