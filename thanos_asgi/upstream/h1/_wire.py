@@ -15,9 +15,8 @@ switch and a malformed message are refused with `UpstreamProtocolError`.
 from __future__ import annotations
 
 import asyncio
-import collections
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 import httptools
@@ -63,6 +62,10 @@ class Connection(asyncio.Protocol):
         self.idle_since = 0.0
         self.waiter: asyncio.Future[None] | None = None
         self.spent = True  # the parser cannot read another response (or there is none yet)
+        self.chunks: list[bytes] = []  # the body read and not yet taken
+        # httptools calls this for every piece of body (every chunk of a chunked stream): the
+        # list's own append, no Python frame; `data_received` adds up their size after a read
+        self.on_body: Callable[[bytes], None] = self.chunks.append
         self.begin()
 
     def begin(self, *, bodiless: bool = False, tunnel: bool = False) -> None:
@@ -79,7 +82,7 @@ class Connection(asyncio.Protocol):
         self.keep_alive = False
         self.bodiless, self.tunnel = bodiless, tunnel
         self.received = 0  # bytes of this response so far
-        self.chunks: collections.deque[bytes] = collections.deque()
+        self.chunks.clear()
         self.buffered = 0
         self.error: Exception | None = None
 
@@ -93,6 +96,7 @@ class Connection(asyncio.Protocol):
             self.close()
             return
         self.received += len(data)
+        held = len(self.chunks)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserCallbackError:
@@ -105,6 +109,8 @@ class Connection(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             self.spent = True
             self._fail(UpstreamProtocolError(f"bad response from the provider: {exc}"))
+        if len(self.chunks) > held:
+            self.buffered += sum(map(len, self.chunks[held:]))
         if not self.headed and self.received > MAX_HEAD:
             self._fail(UpstreamProtocolError("the provider's response headers exceed 64 KiB"))
         if self.buffered > HIGH_WATER and not self.paused and self.transport is not None:
@@ -159,10 +165,6 @@ class Connection(asyncio.Protocol):
         if self.bodiless:  # a HEAD's answer ends with its headers; the parser cannot know
             self.complete, self.keep_alive = True, False
             raise _Stop
-
-    def on_body(self, body: bytes) -> None:
-        self.chunks.append(body)
-        self.buffered += len(body)
 
     def on_message_complete(self) -> None:
         if self.informational:
