@@ -15,6 +15,7 @@ access log off.
 from __future__ import annotations
 
 import argparse
+import gc
 from typing import Any
 
 import aiohttp
@@ -108,8 +109,18 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--framework", choices=("asgi", "starlette"), default="asgi")
+    parser.add_argument(
+        "--gc-like-thanos",
+        action="store_true",
+        help="the garbage-collector settings `thanos serve` takes: startup objects frozen, "
+        "the young generation collected every 10,000 net allocations",
+    )
     args = parser.parse_args()
     app = Floor(args.upstream) if args.framework == "asgi" else starlette_floor(args.upstream)
+    if args.gc_like_thanos:  # as thanos_asgi/server/serve.py `_tune_gc`
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(10_000, *gc.get_threshold()[1:])
     uvicorn.run(
         app,
         host=args.host,

@@ -74,6 +74,7 @@ def start_all(bench: Bench, source: Path | None, args: argparse.Namespace) -> No
         for name, up in ((floor, fast), (f"{floor}-paced", paced)):
             port = ports[name] = free_port()
             argv = [PYTHON, str(HERE / "floor.py"), "--port", str(port), "--framework", framework]
+            argv += ["--gc-like-thanos"] if args.floor_gc else []
             started.append(
                 bench.start(name, [*argv, "--upstream", f"http://127.0.0.1:{up}/v1"], 1, port)
             )
@@ -191,6 +192,11 @@ def arguments() -> argparse.ArgumentParser:
     parser.add_argument("--json", type=Path, help="also write the raw results here")
     parser.add_argument("--no-pin", action="store_true", help="do not use taskset")
     parser.add_argument(
+        "--floor-gc",
+        action="store_true",
+        help="give the floors the garbage-collector settings `thanos serve` takes",
+    )
+    parser.add_argument(
         "--commit", help="run the gateway from this commit (git archive), not the work tree"
     )
     parser.add_argument(
@@ -220,6 +226,8 @@ def run_all(args: argparse.Namespace, pinned: bool) -> Outcome | None:
         try:
             commit = snapshot(args.commit, source) if source is not None else None
             facts = environment(pinned, commit)  # before the gateway loads its code
+            if args.floor_gc:
+                facts += "\nfloors: with the garbage-collector settings of `thanos serve`"
             print("starting upstreams, floors and the gateways", file=sys.stderr)
             start_all(bench, source, args)
             for repetition in range(args.repeat):
