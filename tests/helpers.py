@@ -101,6 +101,24 @@ async def call(app: ASGIApp, path: str = "/x") -> None:
     await app(scope, receive, send)
 
 
+def post_scope(path: str, body: bytes, query: bytes = b"") -> dict[str, Any]:
+    """The scope of a JSON POST of `body` to `path`, as uvicorn hands it to the app."""
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": query,
+        "client": ("127.0.0.1", 5000),
+        "server": ("127.0.0.1", 8080),
+        "headers": [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))],
+    }
+
+
 def app_and_sdk(
     handler: Callable[..., Any], text: str = BASIC
 ) -> tuple[ASGIApp, openai.AsyncOpenAI]:

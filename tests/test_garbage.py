@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from tests.helpers import post_scope
 from tests.rawserver import answer, read_request, serving
 from tests.upstreams import completion, stream_body
 from thanos_asgi import Gateway, build_app
@@ -40,21 +41,7 @@ async def provider(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -
 async def post(app: ASGIApp, body: dict[str, Any]) -> tuple[int, bytes]:
     """One request straight to `app`, as a server would hand it over."""
     raw = json.dumps(body).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(raw))]
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/v1/chat/completions",
-        "raw_path": b"/v1/chat/completions",
-        "root_path": "",
-        "query_string": b"",
-        "headers": headers,
-        "client": ("127.0.0.1", 5000),
-        "server": ("127.0.0.1", 8080),
-    }
+    scope = post_scope("/v1/chat/completions", raw)
     pending: list[Message] = [{"type": "http.request", "body": raw, "more_body": False}]
     sent: list[Message] = []
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from tests.helpers import post_scope
 from tests.rawserver import Handler, chunk, read_request, serving
 from thanos_asgi import Gateway, build_app
 from thanos_asgi.config import parse_config
@@ -180,20 +181,7 @@ async def gateway(kind: str, events: list[bytes], extra: str = "") -> AsyncItera
 async def call(gw: Gateway, path: str, body: dict[str, Any], query: bytes = b"") -> list[bytes]:
     """The body pieces the app sends, one per ASGI message (the gateway's writes)."""
     data = _json(body)
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "root_path": "",
-        "query_string": query,
-        "client": ("127.0.0.1", 5000),
-        "server": ("127.0.0.1", 8080),
-        "headers": [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(data))],
-    }
+    scope = post_scope(path, data, query)
     requests = [{"type": "http.request", "body": data, "more_body": False}]
     pieces: list[bytes] = []
     status = 0
