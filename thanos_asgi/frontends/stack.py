@@ -97,6 +97,13 @@ class LazyApp:
         await self._app(scope, receive, send)
 
 
+def _let_go(generation: _Generation) -> None:
+    """One request or call is done with `generation`; the last one wakes a pending retire."""
+    generation.active -= 1
+    if not generation.active and generation.idle is not None:
+        generation.idle.set()
+
+
 class Reloadable:
     """Serves the newest app `load` has given; `reload()` makes another from a fresh config.
 
@@ -132,8 +139,12 @@ class Reloadable:
             await self._lifespan(receive, send)
             return
         scope[RELOAD] = self.reload  # for `POST /admin/config/reload`
-        with self._holding() as generation:
+        generation = self._current  # `_holding`, inlined: no generator and context per request
+        generation.active += 1
+        try:
             await generation.app(scope, receive, send)
+        finally:
+            _let_go(generation)
 
     @contextlib.contextmanager
     def using(self) -> Iterator[Gateway]:
@@ -148,9 +159,7 @@ class Reloadable:
         try:
             yield generation
         finally:
-            generation.active -= 1
-            if not generation.active and generation.idle is not None:
-                generation.idle.set()
+            _let_go(generation)
 
     def reload(self) -> bool:
         """Build from a freshly loaded config and serve it; False (logged) if that failed."""
