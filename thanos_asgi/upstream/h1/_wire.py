@@ -61,7 +61,7 @@ class Connection(asyncio.Protocol):
         self.closed = False
         self.idle_since = 0.0
         self.waiter: asyncio.Future[None] | None = None
-        self.spent = True  # the parser cannot read another response (or there is none yet)
+        self.spent = True  # no parser yet, or it stopped mid-message (a CONNECT's answer)
         self.chunks: list[bytes] = []  # the body read and not yet taken
         # httptools calls this for every piece of body (every chunk of a chunked stream): the
         # list's own append, no Python frame; `data_received` adds up their size after a read
@@ -72,7 +72,8 @@ class Connection(asyncio.Protocol):
         """Ready for the next response; `bodiless`: it answers a HEAD or a CONNECT (no body
         follows); `tunnel`: a CONNECT's, after which the connection goes on. The parser of a
         response that ended cleanly reads the next one (llhttp goes on across keep-alive
-        messages); after anything else, a new one."""
+        messages); a connection whose response did not end cleanly is closed, except a
+        tunnel, which gets a new parser."""
         if self.spent:
             self.parser = httptools.HttpResponseParser(self)
             self.spent = False
@@ -100,14 +101,12 @@ class Connection(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserCallbackError:
-            self.spent = True
+            self.spent = True  # stopped mid-message: only a tunnel goes on, with a new parser
             if not self.tunnel:
                 self._fail(None)
-        except httptools.HttpParserUpgrade:
-            self.spent = True
+        except httptools.HttpParserUpgrade:  # (`_fail` closes: the connection is never reused)
             self._fail(UpstreamProtocolError("the provider switched protocols (101 answer)"))
         except httptools.HttpParserError as exc:
-            self.spent = True
             self._fail(UpstreamProtocolError(f"bad response from the provider: {exc}"))
         if len(self.chunks) > held:
             self.buffered += sum(map(len, self.chunks[held:]))
