@@ -54,8 +54,10 @@ async def serving(handler: Handler, tls: ssl.SSLContext | None = None) -> AsyncI
         yield server
 
 
-def answer(body: bytes, *extra: bytes, status: bytes = b"200 OK") -> bytes:
-    head = b"HTTP/1.1 " + status + b"\r\ncontent-type: application/json\r\n" + b"".join(extra)
+def answer(
+    body: bytes, *extra: bytes, status: bytes = b"200 OK", kind: bytes = b"application/json"
+) -> bytes:
+    head = b"HTTP/1.1 " + status + b"\r\ncontent-type: " + kind + b"\r\n" + b"".join(extra)
     return head + b"content-length: %d\r\n\r\n" % len(body) + body
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,9 +32,7 @@ async def provider(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -
         body = json.loads((await read_request(reader)).split(b"\r\n\r\n", 1)[1])
         if body.get("stream"):
             sse = stream_body("m", "one two three", True)
-            writer.write(
-                answer(sse, status=b"200 OK").replace(b"application/json", b"text/event-stream")
-            )
+            writer.write(answer(sse, kind=b"text/event-stream"))
         else:
             writer.write(answer(json.dumps(completion("m", "hello")).encode()))
         await writer.drain()
@@ -101,3 +101,19 @@ async def test_answers_and_streams_leave_no_cycles(tmp_path: Path) -> None:
                     status, streamed = await post(app, {**hi, "stream": True})
                     assert status == 200 and streamed.endswith(b"data: [DONE]\n\n")
             assert sorted({type(o).__qualname__ for o in found}) == []
+
+
+def test_thanos_serve_collects_the_young_generation_rarely() -> None:
+    """What `thanos serve` (one process, beside gRPC, each worker) does before serving, run in
+    a process of its own: the startup objects frozen, the young threshold raised, the older
+    ones as they were."""
+    script = (
+        "import gc; before = gc.get_threshold()\n"
+        "from thanos_asgi.server.serve import YOUNG_GC_THRESHOLD, _tune_gc\n"
+        "_tune_gc()\n"
+        "print(gc.get_threshold() == (YOUNG_GC_THRESHOLD, *before[1:]), gc.get_freeze_count() > 0)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    )
+    assert done.stdout.split() == ["True", "True"]

@@ -116,9 +116,9 @@ async def test_one_connection_reads_every_framing_in_turn() -> None:
     await transport.aclose()
 
 
-async def test_a_fresh_parser_after_a_bad_response() -> None:
-    """A response the parser refused leaves the connection closed; the next request gets a
-    new connection whose parser reads its answer."""
+async def test_a_refused_responses_connection_is_replaced() -> None:
+    """A response the parser refused (two lengths) closes its connection after answers read on
+    it by the same parser; the next request gets a new connection and reads its answer."""
     bad = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\nhello!"
     served = 0
 
