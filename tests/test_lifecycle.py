@@ -23,9 +23,10 @@ from tests.servers import Upstream, free_port, running
 from thanos_asgi import Gateway, build_app
 from thanos_asgi.config import parse_config
 from thanos_asgi.context import Context, KeyPolicy
+from thanos_asgi.core.reply import Reply
 from thanos_asgi.core.resilience import Health
 from thanos_asgi.frontends.app import ThanosApp
-from thanos_asgi.types import ChatRequest, Message
+from thanos_asgi.types import ChatRequest, Message, Target
 
 pytestmark = pytest.mark.anyio
 HI = [Message(role="user", content="hi")]
@@ -265,3 +266,21 @@ async def test_a_stream_ending_before_its_first_event_closes_the_upstream(
         assert health.breaker.state == "closed" and not health.models
         assert gw.stats["a"].errors == 0
         await gw.aclose()
+
+
+def test_a_failing_finish_callback_skips_no_other() -> None:
+    """Each `on_finish` callback releases its own holds (the provider slot, the tokens-per-minute
+    settlement, the cache's single-flight): the first to raise is raised after all have run."""
+    reply = Reply(Target("p", "m"), [])
+    ran: list[str] = []
+
+    def broken(outcome: str) -> None:
+        ran.append("broken")
+        raise RuntimeError("ledger unavailable")
+
+    reply.on_finish += [broken, ran.append]
+    with pytest.raises(RuntimeError, match="ledger unavailable"):
+        reply.finish("ok")
+    assert ran == ["broken", "ok"] and reply.finished and reply.on_finish == []
+    reply.finish("ok")  # once only
+    assert ran == ["broken", "ok"]

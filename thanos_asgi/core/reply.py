@@ -96,8 +96,14 @@ class Reply:
         elif self.response is not None and self.response.usage is not None:
             self.usage = self.response.usage
         callbacks, self.on_finish = self.on_finish, []  # they hold the reply: no cycle left
-        for callback in callbacks:
-            callback(outcome)
+        failed: Exception | None = None
+        for callback in callbacks:  # each releases its own holds: one failing skips no other
+            try:
+                callback(outcome)
+            except Exception as exc:
+                failed = failed or exc
+        if failed is not None:
+            raise failed
 
     async def aclose(self, outcome: str = "ok") -> None:
         """Close the upstream (the stream, then every response the attempt opened, which
