@@ -2,7 +2,13 @@
 the token-window corrections and budget settlements queued since it last ran, up to `BATCH` of
 each, and writes them with one `settle_many` (one round trip to Redis, however many requests
 finished meanwhile): a task or a round trip per request would cost more than most settlements
-do."""
+do.
+
+With a ledger every replica writes (`durable`), a batch's ledger rows are in it before its holds
+go: a rebuild of the month (the shared state lost it) then finds each finished request either in
+the ledger or among the holds put back, never in neither. (One that settles between another
+replica's rebuild and its own watcher's next look is counted twice until the month ends: the
+safe side.)"""
 
 from __future__ import annotations
 
@@ -23,11 +29,16 @@ MAX_QUEUED = 100_000  # of each kind waiting for the store (a store far behind: 
 
 class Settlements:
     def __init__(
-        self, state: StateBackend, holds: Holds, after: Callable[[], Awaitable[object]]
+        self,
+        state: StateBackend,
+        holds: Holds,
+        after: Callable[[], Awaitable[object]],
+        durable: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
         self.state = state
         self.holds = holds
         self._after = after  # run after each write that settled a budget
+        self._durable = durable  # run before it: the finished requests' rows into the ledger
         self._adjusts: list[tuple[str, int]] = []  # (tpm key, delta) not written yet
         self._settles: list[tuple[list[str], float, float]] = []  # (keys, reserved, actual)
         self._worker: asyncio.Task[None] | None = None
@@ -78,6 +89,8 @@ class Settlements:
     async def _write(
         self, adjusts: list[tuple[str, int]], settles: list[tuple[list[str], float, float]]
     ) -> None:
+        if settles and self._durable is not None:
+            await self._durable()
         budgets = []
         for keys, reserved, actual in settles:
             for key in keys:

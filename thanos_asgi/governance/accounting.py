@@ -29,6 +29,7 @@ others see as spent, reserved or used, whatever a client sends and whatever vali
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 from collections.abc import Callable
@@ -120,7 +121,10 @@ class Accounting:
         )
         self._restores = 0
         self.holds = Holds(state, self.restore)
-        self._queue = Settlements(state, self.holds, self._warning)
+        durable = None
+        if state.shared and ledger is not None and ledger.shared:
+            durable = functools.partial(asyncio.to_thread, ledger.flush)
+        self._queue = Settlements(state, self.holds, self._warning, durable)
 
     def spend_fraction(self) -> float | None:
         """Share of the global monthly budget spent, as last seen (for dynamic switching)."""

@@ -140,6 +140,8 @@ def _add_missing_columns(db: sqlite3.Connection) -> None:
 class Ledger:
     """The usage ledger in one SQLite file; safe to share between threads and processes."""
 
+    shared = False  # one machine's file (replicas elsewhere each keep their own)
+
     def __init__(
         self, path: str | os.PathLike[str], *, retention_days: float | None = None
     ) -> None:

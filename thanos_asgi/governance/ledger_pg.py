@@ -77,6 +77,8 @@ class PgLedger:
     `journals`: this process's journal directory (one per data directory); None keeps no
     journal (for `thanos usage` and other readers: `queue` then is `record`)."""
 
+    shared = True
+
     def __init__(
         self, url: str, *, journals: Path | None = None, retention_days: float | None = None
     ) -> None:

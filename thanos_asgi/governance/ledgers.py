@@ -22,6 +22,9 @@ class LedgerUnavailable(RuntimeError):
 
 
 class UsageLedger(Protocol):
+    # every replica writes to it: a rebuild of budgets reads the rows the others imported
+    shared: bool
+
     def record(self, row: LedgerRow) -> None: ...
     def queue(self, row: LedgerRow) -> None: ...
     def flush(self) -> bool: ...
