@@ -91,9 +91,11 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def _uvicorn_options(args: argparse.Namespace, tls: tuple[str, str] | None) -> dict[str, Any]:
+    from thanos_asgi.server.held import HeldHttpToolsProtocol
+
     options = {
         "loop": "uvloop" if find_spec("uvloop") else "asyncio",
-        "http": "httptools" if find_spec("httptools") else "h11",
+        "http": HeldHttpToolsProtocol,  # httptools, one write per loop turn (held.py)
         "log_level": args.log_level,
         "server_header": False,
         "log_config": None,  # configure_logging's handler, JSON or text
