@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.servers import Upstream, running, thanos_serve
-from thanos_asgi.server.held import HOLD_AT_MOST, HeldWrites
+from thanos_asgi.server.held import JOIN_AT_MOST, HeldWrites
 
 pytestmark = pytest.mark.anyio
 
@@ -128,28 +128,28 @@ async def until(check: object) -> None:
     raise AssertionError("never happened")
 
 
-async def test_writes_of_one_turn_leave_together_at_its_end() -> None:
+async def test_a_turns_first_write_waits_for_its_second_then_writes_go_at_once() -> None:
     async with held_pair() as (held, peer, sock):
         held.write(b"head ")
-        held.writelines([b"body ", memoryview(b"more")])
         held.write(b"")
-        assert data_segments(sock)[1] == 0 and held.get_write_buffer_size() == 14
+        assert data_segments(sock)[1] == 0 and held.get_write_buffer_size() == 5
+        held.writelines([b"body ", memoryview(b"event")])  # with the head, then at once
+        assert data_segments(sock)[1] == 2 and held.get_write_buffer_size() == 0
+        await until(lambda: peer.data == b"head body event")
         await asyncio.sleep(0)  # the turn ends
-        assert data_segments(sock)[1] == 1
-        await until(lambda: peer.data == b"head body more")
-        held.write(b"next turn")
-        await asyncio.sleep(0)
+        held.write(b"alone")  # a turn's only write goes when the turn ends
         assert data_segments(sock)[1] == 2
-        await until(lambda: peer.data.endswith(b"next turn"))
+        await asyncio.sleep(0)
+        assert data_segments(sock)[1] == 3
+        await until(lambda: peer.data.endswith(b"alone"))
 
 
-async def test_a_large_turn_is_written_without_waiting_for_its_end() -> None:
-    async with held_pair() as (held, peer, sock):
-        held.write(b"x" * (HOLD_AT_MOST - 1))
-        assert data_segments(sock)[1] == 0
-        held.write(b"y")  # HOLD_AT_MOST held: out now
-        assert data_segments(sock)[1] >= 1 and held.get_write_buffer_size() < HOLD_AT_MOST
-        await until(lambda: len(peer.data) == HOLD_AT_MOST)
+async def test_a_large_body_goes_after_the_held_head_uncopied() -> None:
+    async with held_pair() as (held, peer, _):
+        held.write(b"head ")
+        held.write(b"x" * (JOIN_AT_MOST + 1))
+        await until(lambda: len(peer.data) == JOIN_AT_MOST + 6)
+        assert peer.data.startswith(b"head xx")
 
 
 async def test_close_writes_what_is_held_first_and_abort_drops_it() -> None:

@@ -1,18 +1,17 @@
-"""`thanos serve`'s HTTP/1.1 protocol: uvicorn's httptools protocol, except that what one turn
-of the event loop writes on a connection goes out in one write.
+"""`thanos serve`'s HTTP/1.1 protocol: uvicorn's httptools protocol, except that an answer's
+head leaves with the first piece of its body.
 
 uvicorn writes an answer's head as soon as the app sends `http.response.start`, then its body:
 two send(2) calls and two TCP segments for every whole answer, where the second costs little
 more than the first (on loopback the kernel delivers each segment inside the sender's call;
 the head's write was ~8% of a saturated pass-through's CPU). `HeldWrites` is the transport the
-protocol sees: a write is held until the event loop's turn ends (or `HOLD_AT_MOST` bytes are
-held), then everything held goes out in one write, in order. A head and a body sent together
-leave as one; a stream's events, each written when it comes, still leave as they come (at the
-end of the turn that wrote them, before the loop waits for anything). Closing and half-closing
-write what is held first, so keep-alive and uvicorn's error answers are unchanged; uvicorn's
-backpressure sees the held bytes once they are written, so at most `HOLD_AT_MOST` more are
-buffered than without. A write after the connection began closing is dropped, as the
-transport's own would be.
+protocol sees. The first write of each turn of the event loop is held; the next write in the
+same turn goes out with it in one write (a head and its body), and every write after that at
+once, as before (a burst of stream events leaves event by event, so the client reads the first
+while the rest are made). What is still held when the turn ends goes out then (a stream's head,
+before the loop waits for its first event). Closing and half-closing write what is held
+first, so keep-alive and uvicorn's error answers are unchanged; a write after the connection
+began closing is dropped, as the transport's own would be.
 """
 
 from __future__ import annotations
@@ -22,56 +21,60 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-HOLD_AT_MOST = 64 * 1024  # bytes held in one turn before they are written at once
+JOIN_AT_MOST = 64 * 1024  # bytes of body copied to go out with a held head (more: 2 writes)
 Data = bytes | bytearray | memoryview
 
 
 class HeldWrites(asyncio.Transport):
-    """A connection's transport whose writes leave together at the end of each loop turn."""
+    """A connection's transport whose first write of a turn waits for the second, or the turn's
+    end."""
 
     def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
         super().__init__()
         self.transport = transport
         self._loop = loop
-        self._held: list[Data] = []
-        self._size = 0
-        self._due = False  # a write at the end of this turn is scheduled
+        self._held: Data | None = None
+        self._turn = False  # this turn wrote already (its end is scheduled)
 
     def write(self, data: Data) -> None:
         if not data:
             return
-        self._held.append(data)
-        self._size += len(data)
-        if self._size >= HOLD_AT_MOST:
-            self.flush()
-        elif not self._due:
-            self._due = True
+        if not self._turn:
+            self._turn = True
+            self._held = data
             self._loop.call_soon(self._turn_ended)
+            return
+        held, self._held = self._held, None
+        if held is not None and len(data) <= JOIN_AT_MOST:
+            data = b"".join((held, data))
+        elif held is not None:
+            self._write(held)
+        self._write(data)
 
     def writelines(self, list_of_data: Any) -> None:
         for data in list_of_data:
             self.write(data)
 
     def _turn_ended(self) -> None:
-        self._due = False
+        self._turn = False
         self.flush()
 
     def flush(self) -> None:
-        """Write what is held now, in one write (dropped if the connection is closing)."""
-        held = self._held
-        if not held:
-            return
-        self._held, self._size = [], 0
-        if self.transport.is_closing():
-            return
-        self.transport.write(held[0] if len(held) == 1 else b"".join(held))
+        """Write what is held now."""
+        held, self._held = self._held, None
+        if held is not None:
+            self._write(held)
+
+    def _write(self, data: Data) -> None:
+        if not self.transport.is_closing():  # (dropped, as the transport would drop it)
+            self.transport.write(data)
 
     def close(self) -> None:
         self.flush()
         self.transport.close()
 
     def abort(self) -> None:
-        self._held, self._size = [], 0
+        self._held = None
         self.transport.abort()
 
     def write_eof(self) -> None:
@@ -103,7 +106,8 @@ class HeldWrites(asyncio.Transport):
         return self.transport.get_protocol()
 
     def get_write_buffer_size(self) -> int:
-        return self.transport.get_write_buffer_size() + self._size
+        held = 0 if self._held is None else len(self._held)
+        return self.transport.get_write_buffer_size() + held
 
     def get_write_buffer_limits(self) -> tuple[int, int]:
         return self.transport.get_write_buffer_limits()
