@@ -134,13 +134,14 @@ async def test_a_turns_first_write_waits_for_its_second_then_writes_go_at_once()
         held.write(b"")
         assert data_segments(sock)[1] == 0 and held.get_write_buffer_size() == 5
         held.writelines([b"body ", memoryview(b"event")])  # with the head, then at once
-        assert data_segments(sock)[1] == 2 and held.get_write_buffer_size() == 0
+        sent = data_segments(sock)[1]  # (2, or 1 where the kernel merged them)
+        assert sent >= 1 and held.get_write_buffer_size() == 0
         await until(lambda: peer.data == b"head body event")
         await asyncio.sleep(0)  # the turn ends
         held.write(b"alone")  # a turn's only write goes when the turn ends
-        assert data_segments(sock)[1] == 2
+        assert data_segments(sock)[1] == sent
         await asyncio.sleep(0)
-        assert data_segments(sock)[1] == 3
+        assert data_segments(sock)[1] == sent + 1
         await until(lambda: peer.data.endswith(b"alone"))
 
 
