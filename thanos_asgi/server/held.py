@@ -2,16 +2,16 @@
 head leaves with the first piece of its body.
 
 uvicorn writes an answer's head as soon as the app sends `http.response.start`, then its body:
-two send(2) calls and two TCP segments for every whole answer, where the second costs little
-more than the first (on loopback the kernel delivers each segment inside the sender's call;
-the head's write was ~8% of a saturated pass-through's CPU). `HeldWrites` is the transport the
-protocol sees. The first write of each turn of the event loop is held; the next write in the
-same turn goes out with it in one write (a head and its body), and every write after that at
-once, as before (a burst of stream events leaves event by event, so the client reads the first
-while the rest are made). What is still held when the turn ends goes out then (a stream's head,
-before the loop waits for its first event). Closing and half-closing write what is held
-first, so keep-alive and uvicorn's error answers are unchanged; a write after the connection
-began closing is dropped, as the transport's own would be.
+two send(2) calls and two TCP segments for every whole answer (on loopback the kernel delivers
+each segment within the sender's call: the head's write alone was ~8% of a saturated
+pass-through's CPU). `HeldWrites` is the transport the protocol sees. The first write of each
+turn of the event loop is held; the next write in the same turn goes out with it in one write
+(a head and its body), and every write after that at once, as before (a burst of stream events
+leaves event by event, so the client reads the first while the rest are made). What is still
+held when the turn ends goes out then (a stream's head, before the loop waits for its first
+event). Closing and half-closing write what is held first, so keep-alive and uvicorn's error
+answers are unchanged; a write after the connection began closing is dropped, as the
+transport's own would be.
 """
 
 from __future__ import annotations
