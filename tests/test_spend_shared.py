@@ -78,3 +78,32 @@ async def test_answers_not_yet_in_the_ledger_count_when_redis_is_flushed(
     assert [r.status_code for r in later] == [429] * 6, [r.text for r in later]
     spent, rows = await asyncio.to_thread(priced_rows, pg_url)
     assert rows == 5 and spent <= 0.01
+
+
+async def test_a_ledger_that_does_not_answer_does_not_hold_settlements_up(
+    pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL takes no rows (a lock held by someone else): the budget is settled anyway
+    after ROWS_WAIT, so the reservation does not stay at its worst case, and a shutdown waits
+    for nothing more."""
+    from thanos_asgi.governance import _settlements
+
+    monkeypatch.setattr(_settlements, "ROWS_WAIT", 0.5)
+    body = {"model": "paid/m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2000}
+    async with private_redis(tmp_path) as (url, _):
+        b = await replica(url, pg_url, tmp_path / "b")
+        async with client_for(build_app(b)) as http_b:
+            assert (await post(http_b, {**body, "max_tokens": 1})).status_code == 200
+            await b.accounting.drain()
+            blocker = await psycopg.AsyncConnection.connect(pg_url)
+            try:
+                await blocker.execute(f"LOCK TABLE {TABLE} IN EXCLUSIVE MODE")
+                assert (await post(http_b, body)).status_code == 200
+                await asyncio.wait_for(b.accounting.drain(), 5)  # settled without the row
+                assert b.accounting.holds.amounts == {}
+            finally:
+                await blocker.rollback()
+                await blocker.close()
+        await b.aclose()
+    spent, rows = await asyncio.to_thread(priced_rows, pg_url)
+    assert rows == 2 and spent == pytest.approx(0.002005 + 0.000006)

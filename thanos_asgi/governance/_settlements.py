@@ -4,11 +4,12 @@ each, and writes them with one `settle_many` (one round trip to Redis, however m
 finished meanwhile): a task or a round trip per request would cost more than most settlements
 do.
 
-With a ledger every replica writes (`durable`), a batch's ledger rows are in it before its holds
-go: a rebuild of the month (the shared state lost it) then finds each finished request either in
-the ledger or among the holds put back, never in neither. (One that settles between another
-replica's rebuild and its own watcher's next look is counted twice until the month ends: the
-safe side.)"""
+With a ledger every replica writes (`flush`: its import of this process's queued rows), a batch's
+ledger rows are in it before its holds go: a rebuild of the month (the shared state lost it) then
+finds each finished request either in the ledger or among the holds put back, never in neither.
+(One that settles between another replica's rebuild and its own watcher's next look is counted
+twice until the month ends: the safe side.) A ledger that refuses the rows, or does not answer
+within `ROWS_WAIT` seconds, does not hold settlements up: they go on without it."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from thanos_asgi.governance.windows import MINUTE
 
 log = logging.getLogger("thanos_asgi.governance.accounting")
 BATCH = 128  # window corrections and settlements written in one step, at most
+ROWS_WAIT = 5.0  # seconds a batch waits for its ledger rows before it settles anyway
 MAX_QUEUED = 100_000  # of each kind waiting for the store (a store far behind: newer dropped)
 
 
@@ -33,12 +35,12 @@ class Settlements:
         state: StateBackend,
         holds: Holds,
         after: Callable[[], Awaitable[object]],
-        durable: Callable[[], Awaitable[object]] | None = None,
+        flush: Callable[[], bool] | None = None,
     ) -> None:
         self.state = state
         self.holds = holds
         self._after = after  # run after each write that settled a budget
-        self._durable = durable  # run before it: the finished requests' rows into the ledger
+        self._flush = flush  # run before it (in a thread): the finished requests' rows in
         self._adjusts: list[tuple[str, int]] = []  # (tpm key, delta) not written yet
         self._settles: list[tuple[list[str], float, float]] = []  # (keys, reserved, actual)
         self._worker: asyncio.Task[None] | None = None
@@ -89,8 +91,8 @@ class Settlements:
     async def _write(
         self, adjusts: list[tuple[str, int]], settles: list[tuple[list[str], float, float]]
     ) -> None:
-        if settles and self._durable is not None:
-            await self._durable()
+        if settles and self._flush is not None:
+            await self._rows_in(self._flush)
         budgets = []
         for keys, reserved, actual in settles:
             for key in keys:
@@ -100,6 +102,14 @@ class Settlements:
         await self.state.settle_many(adjusts, MINUTE, budgets, MONTH_TTL, owner=owner)
         if settles:
             await self._after()
+
+    @staticmethod
+    async def _rows_in(flush: Callable[[], bool]) -> None:
+        try:
+            if not await asyncio.wait_for(asyncio.to_thread(flush), ROWS_WAIT):
+                log.warning("budgets settled before their ledger rows: the ledger refused them")
+        except TimeoutError:
+            log.warning("budgets settled before their ledger rows: the ledger did not answer")
 
     async def drain(self) -> None:
         """Wait for the writes under way and queued."""

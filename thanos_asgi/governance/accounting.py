@@ -29,7 +29,6 @@ others see as spent, reserved or used, whatever a client sends and whatever vali
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import math
 from collections.abc import Callable
@@ -121,10 +120,9 @@ class Accounting:
         )
         self._restores = 0
         self.holds = Holds(state, self.restore)
-        durable = None
-        if state.shared and ledger is not None and ledger.shared:
-            durable = functools.partial(asyncio.to_thread, ledger.flush)
-        self._queue = Settlements(state, self.holds, self._warning, durable)
+        shared = ledger is not None and ledger.shared and state.shared  # rows before holds go
+        flush = ledger.flush if ledger is not None and shared else None
+        self._queue = Settlements(state, self.holds, self._warning, flush)
 
     def spend_fraction(self) -> float | None:
         """Share of the global monthly budget spent, as last seen (for dynamic switching)."""
