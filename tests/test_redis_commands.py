@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
+import redis.exceptions
 
 from thanos_asgi.governance.state import StateUnavailable, WindowResult
 from thanos_asgi.governance.state._redis import RedisBackend, _script
@@ -65,6 +66,8 @@ class LateRedis:
     def __init__(self, delay: float | None) -> None:
         self.delay = delay
         self.connections = 0
+        self.commands = 0  # answered or not, connection set-up excluded
+        self.reads = 0  # times a command arrived with none before it waiting in the buffer
         self.server: asyncio.Server | None = None
 
     @property
@@ -77,6 +80,7 @@ class LateRedis:
         self.connections += 1
         try:
             while True:
+                fresh = not reader._buffer  # (nothing read ahead: it came in a new write)
                 words = await _command(reader)
                 if words[0].upper() == b"HELLO":  # as a Redis before 6: RESP2 only
                     writer.write(b"-ERR unknown command 'HELLO'\r\n")
@@ -84,6 +88,8 @@ class LateRedis:
                 if words[0].upper() in (b"CLIENT", b"SELECT", b"AUTH"):
                     writer.write(b"+OK\r\n")
                     continue
+                self.commands += 1
+                self.reads += fresh
                 if self.delay is None:
                     continue
                 await asyncio.sleep(self.delay)
@@ -133,7 +139,8 @@ async def test_a_command_without_a_reply_times_out_as_unavailable() -> None:
 
 async def test_a_cancelled_command_leaves_no_reply_for_the_next_one() -> None:
     """The only connection of the pool was waiting for a reply when its command was
-    cancelled: the next command gets its own reply, on a new connection."""
+    cancelled: the reply is read and dropped, and the next command gets its own reply on
+    the same connection."""
     async with late_redis(0.3) as late:
         backend = RedisBackend(late.url, max_connections=1)
         try:
@@ -142,11 +149,64 @@ async def test_a_cancelled_command_leaves_no_reply_for_the_next_one() -> None:
             first.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await first
-            await asyncio.sleep(0.4)  # the first reply would be waiting by now
+            await asyncio.sleep(0.4)  # the first reply has come by now
             assert await backend.generation("second") == repr(b"thanos:budget:second")
-            assert late.connections == 2
+            assert late.connections == 1
+            assert late.commands == 2
         finally:
             await backend.aclose()
+
+
+async def test_commands_of_one_turn_leave_in_one_write_and_each_gets_its_own_reply() -> None:
+    async with late_redis(0.0) as late:
+        backend = RedisBackend(late.url, max_connections=1)
+        try:
+            names = [f"m{i}" for i in range(300)]  # more than one batch (_pipe.BATCH)
+            found = await asyncio.gather(*(backend.generation(name) for name in names))
+            assert found == [repr(f"thanos:budget:{name}".encode()) for name in names]
+            assert late.connections == 1
+            assert late.reads <= 4  # 300 commands in two writes (TCP may cut one), not 300
+        finally:
+            await backend.aclose()
+
+
+async def test_an_error_reply_fails_only_its_own_command() -> None:
+    """In one write: a script Redis does not know (NOSCRIPT, then EVAL), a command Redis
+    refuses, and plain ones: each caller gets what its own command got."""
+    prefix = f"thanos-test:{uuid.uuid4().hex}:"
+    script = _script(f"return '{prefix}' .. ARGV[1]")
+    backend = RedisBackend(REDIS_URL, key_prefix=prefix, max_connections=1)
+    try:
+        found = await asyncio.gather(
+            backend.generation("none"),
+            backend._eval(script, [], "x"),
+            backend._pipe.command("INCR", f"{prefix}not-a-number-after-set"),
+            backend._pipe.command("HGET", f"{prefix}not-a-number-after-set", "f"),
+            backend.spent("none"),
+            return_exceptions=True,
+        )
+        assert found[0] is None
+        assert found[1] == f"{prefix}x".encode()
+        assert found[2] == 1
+        assert isinstance(found[3], redis.exceptions.ResponseError)
+        assert "WRONGTYPE" in str(found[3])
+        assert found[4] == (0.0, 0.0)
+    finally:
+        await backend._pipe.command("DEL", f"{prefix}not-a-number-after-set")
+        await backend.aclose()
+
+
+async def test_a_batch_still_waiting_at_close_fails_its_callers() -> None:
+    async with late_redis(None) as late:
+        backend = RedisBackend(late.url, op_timeout=5.0)
+        waiting = asyncio.create_task(backend.generation("never"))
+        await asyncio.sleep(0.1)
+        started = time.monotonic()
+        await backend.aclose()
+        with pytest.raises(StateUnavailable, match="closed"):
+            await waiting
+        assert time.monotonic() - started < 1.0
+        assert late.connections == 1
 
 
 async def test_a_command_waits_for_a_free_connection_only_up_to_pool_timeout() -> None:

@@ -3,9 +3,10 @@
 Each counter operation is one Lua script (`_scripts.py`, run with EVALSHA and re-sent with
 EVAL on NOSCRIPT), so concurrent processes cannot overspend; windows use Redis `TIME`.
 Sockets time out fast (2 s to connect, 2 s per command) and the client never retries: a
-script that timed out may have run, and running it again could count twice. The pool is
-small (16): Redis runs one command at a time anyway, and a burst of cold connections costs
-more than it gains; callers beyond it wait up to `pool_timeout` for a connection.
+script that timed out may have run, and running it again could count twice. Commands asked
+for in one turn of the event loop go to Redis in one write (`_pipe.py`). The pool is small
+(16): Redis runs one command at a time anyway, and a burst of cold connections costs more
+than it gains; batches beyond it wait up to `pool_timeout` for a connection.
 
 When the store cannot be used (connection refused, timeout, wrong credentials, read-only
 replica, out of memory) every operation raises `StateUnavailable` (503) -- unless
@@ -19,7 +20,6 @@ log INFO when it is back. Nothing ever falls back to per-process memory.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 import math
@@ -45,6 +45,7 @@ from thanos_asgi.governance.state._base import (
     from_micro,
     nonnegative_micro,
 )
+from thanos_asgi.governance.state._pipe import Pipe
 
 log = logging.getLogger("thanos_asgi.governance.state")
 
@@ -80,10 +81,7 @@ class RedisBackend:
             socket_timeout=None,  # `_command` bounds each command, reply included
             retry=Retry(NoBackoff(), 0),
         )
-        self._pool = pool
-        self._slots = asyncio.Semaphore(max_connections)  # who may take a connection now
-        self._pool_timeout = pool_timeout
-        self._op_timeout = op_timeout
+        self._pipe = Pipe(pool, max_connections, op_timeout, pool_timeout)
         self._client = aioredis.Redis.from_pool(pool)  # (owns the pool: closes it)
 
     async def window_take(self, key: str, amount: int, limit: int, window: float) -> WindowResult:
@@ -193,27 +191,28 @@ class RedisBackend:
         return bool(await self._guard(self._eval(_RESTORE, keys, *args), 0, "restore"))
 
     async def generation(self, marker: str) -> str | None:
-        call = self._command("GET", self._key("budget", marker))
+        call = self._pipe.command("GET", self._key("budget", marker))
         found = await self._guard(call, None, "marker")
         return None if found is None else str(found)
 
     async def spent(self, key: str) -> tuple[float, float]:
-        call = self._command("HMGET", self._key("budget", key), "s", "r")
+        call = self._pipe.command("HMGET", self._key("budget", key), "s", "r")
         unknown: list[bytes | str | None] = [None, None]
         spent, reserved = await self._guard(call, unknown, "spent")
         return from_micro(int(spent or 0)), from_micro(int(reserved or 0))
 
     async def get_json(self, key: str) -> Any | None:
-        call = self._command("GET", self._key("json", key))
+        call = self._pipe.command("GET", self._key("json", key))
         data = await self._guard(call, None, "get_json")
         return None if data is None else _decode(data)
 
     async def set_json(self, key: str, value: Any, ttl: float | None) -> None:
         expiry = () if ttl is None else ("PX", _millis(ttl))
-        call = self._command("SET", self._key("json", key), _encode(value), *expiry)
+        call = self._pipe.command("SET", self._key("json", key), _encode(value), *expiry)
         await self._guard(call, None, "set_json", drops=True)
 
     async def aclose(self) -> None:
+        await self._pipe.aclose()
         await self._client.aclose()
 
     async def _eval(self, script: tuple[str, str], keys: list[str], *args: int | str) -> Any:
@@ -221,39 +220,9 @@ class RedisBackend:
         new, restarted or flushed server), which also makes it known."""
         sha, source = script
         try:
-            return await self._command("EVALSHA", sha, len(keys), *keys, *args)
+            return await self._pipe.command("EVALSHA", sha, len(keys), *keys, *args)
         except rex.NoScriptError:
-            return await self._command("EVAL", source, len(keys), *keys, *args)
-
-    async def _command(self, *args: bytes | int | str) -> Any:
-        """One command on a pooled connection, sent and answered within `op_timeout`; a
-        timeout or a cancellation disconnects that connection (redis-py does), so no late
-        reply is read by the next command. When all `max_connections` are busy it waits up
-        to `pool_timeout` for one. (redis-py's `execute_command` and its blocking pool cost
-        ~50% more instructions per command, for retries and metrics this backend does not
-        use.)"""
-        slots = self._slots
-        if slots.locked():
-            try:
-                async with asyncio.timeout(self._pool_timeout):
-                    await slots.acquire()
-            except TimeoutError:
-                raise rex.ConnectionError("No connection available.") from None
-        else:
-            await slots.acquire()  # (free: returns at once)
-        try:
-            pool = self._pool
-            connection = await pool.get_connection()  # type: ignore[no-untyped-call]
-            try:
-                async with asyncio.timeout(self._op_timeout):
-                    await connection.send_command(*args, check_health=False)
-                    return await connection.read_response()
-            except TimeoutError:
-                raise rex.TimeoutError(f"no reply within {self._op_timeout:g} s") from None
-            finally:
-                await pool.release(connection)
-        finally:
-            slots.release()
+            return await self._pipe.command("EVAL", source, len(keys), *keys, *args)
 
     def _key(self, kind: str, key: str) -> str:
         return f"{self._prefix}{kind}:{key}"
