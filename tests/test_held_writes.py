@@ -1,20 +1,24 @@
-"""`thanos serve` writes an answer's head and body in one write (`server/held.py`): counted in
-TCP segments (Linux's TCP_INFO) on real loopback connections, through the real server and
-around the transport wrapper alone."""
+"""`thanos serve` writes what an answer writes in one turn as one write (`server/held.py`):
+counted in TCP segments (Linux's TCP_INFO) on real loopback connections, through the real
+server, through uvicorn with the protocol and a scripted app, and around the transport wrapper
+alone."""
 
 from __future__ import annotations
 
 import asyncio
 import socket
 import struct
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
+import uvicorn
 
 from tests.servers import Upstream, running, thanos_serve
-from thanos_asgi.server.held import JOIN_AT_MOST, HeldWrites
+from thanos_asgi.frontends.asgi import Receive, Scope, Send
+from thanos_asgi.server.held import FLUSH_AT, HeldHttpToolsProtocol, HeldWrites
 
 pytestmark = pytest.mark.anyio
 
@@ -128,28 +132,26 @@ async def until(check: object) -> None:
     raise AssertionError("never happened")
 
 
-async def test_a_turns_first_write_waits_for_its_second_then_writes_go_at_once() -> None:
+async def test_a_turns_writes_leave_as_one_when_it_ends() -> None:
     async with held_pair() as (held, peer, sock):
         held.write(b"head ")
         held.write(b"")
-        assert data_segments(sock)[1] == 0 and held.get_write_buffer_size() == 5
-        held.writelines([b"body ", memoryview(b"event")])  # with the head, then at once
-        sent = data_segments(sock)[1]  # (2, or 1 where the kernel merged them)
-        assert sent >= 1 and held.get_write_buffer_size() == 0
-        await until(lambda: peer.data == b"head body event")
+        held.writelines([b"body ", memoryview(b"event ")])
+        assert data_segments(sock)[1] == 0 and held.get_write_buffer_size() == 16
         await asyncio.sleep(0)  # the turn ends
-        held.write(b"alone")  # a turn's only write goes when the turn ends
-        assert data_segments(sock)[1] == sent
-        await asyncio.sleep(0)
-        assert data_segments(sock)[1] == sent + 1
-        await until(lambda: peer.data.endswith(b"alone"))
+        assert data_segments(sock)[1] == 1 and held.get_write_buffer_size() == 0
+        held.write(b"alone")
+        held.flush()  # (the answer is complete: at once)
+        assert data_segments(sock)[1] == 2
+        await until(lambda: peer.data == b"head body event alone")
 
 
-async def test_a_large_body_goes_after_the_held_head_uncopied() -> None:
+async def test_flush_at_bytes_held_go_at_once() -> None:
     async with held_pair() as (held, peer, _):
         held.write(b"head ")
-        held.write(b"x" * (JOIN_AT_MOST + 1))
-        await until(lambda: len(peer.data) == JOIN_AT_MOST + 6)
+        held.write(b"x" * FLUSH_AT)
+        assert held.get_write_buffer_size() <= FLUSH_AT + 5  # (what the kernel did not take)
+        await until(lambda: len(peer.data) == FLUSH_AT + 5)
         assert peer.data.startswith(b"head xx")
 
 
@@ -165,3 +167,77 @@ async def test_close_writes_what_is_held_first_and_abort_drops_it() -> None:
         held.abort()
         await asyncio.wait_for(peer.ended.wait(), 5)
         assert peer.data == b""
+
+
+Script = Callable[[Send], Awaitable[None]]
+
+
+async def _stream_in_one_turn(send: Send) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    for event in (b"data: 1\n\n", b"data: 2\n\n", b"data: [DONE]\n\n"):
+        await send({"type": "http.response.body", "body": event, "more_body": True})
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def _stream_in_two_turns(send: Send) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"data: 1\n\n", "more_body": True})
+    await asyncio.sleep(0.05)  # the next event is not there yet
+    await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": True})
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def _answer_then_bookkeeping(send: Send) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"done", "more_body": False})
+    time.sleep(0.5)  # noqa: ASYNC251 (on purpose:) work after the last send, in the same turn (the loop is blocked)
+
+
+async def _serve_script(script: Script) -> tuple[int, float]:
+    """Serve one answer made by `script` with the protocol; fetch it from a thread: (TCP
+    segments it came in, seconds from the request to its last byte)."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            await script(send)
+
+    config = uvicorn.Config(
+        app, port=0, http=HeldHttpToolsProtocol, lifespan="off", log_level="error"
+    )
+    server = uvicorn.Server(config)
+    sock = socket.create_server(("127.0.0.1", 0))
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    while not server.started:  # noqa: ASYNC110 (uvicorn has no event for it)
+        await asyncio.sleep(0.01)
+    port = sock.getsockname()[1]
+    found: list[tuple[int, float]] = []
+
+    def fetch() -> None:
+        with socket.create_connection(("127.0.0.1", port)) as client:
+            started = time.monotonic()
+            client.sendall(b"GET / HTTP/1.1\r\nhost: t\r\n\r\n")
+            data = b""
+            while not (data.endswith(b"0\r\n\r\n") or data.endswith(b"done")):
+                data += client.recv(65536)
+            found.append((data_segments(client)[0], time.monotonic() - started))
+
+    await asyncio.to_thread(fetch)
+    server.should_exit = True
+    await task
+    return found[0]
+
+
+async def test_an_answer_made_in_one_turn_is_one_segment() -> None:
+    segments, _ = await _serve_script(_stream_in_one_turn)
+    assert segments == 1  # uvicorn's own: the head, three events and the end, five
+
+
+async def test_a_stream_leaves_at_the_end_of_each_turn() -> None:
+    segments, _ = await _serve_script(_stream_in_two_turns)
+    assert segments == 2
+
+
+async def test_a_complete_answer_does_not_wait_for_the_apps_bookkeeping() -> None:
+    segments, took = await _serve_script(_answer_then_bookkeeping)
+    assert segments == 1
+    assert took < 0.4  # written when complete, not when the turn ended (0.5 s later)

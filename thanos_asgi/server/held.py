@@ -1,17 +1,17 @@
-"""`thanos serve`'s HTTP/1.1 protocol: uvicorn's httptools protocol, except that an answer's
-head leaves with the first piece of its body.
+"""`thanos serve`'s HTTP/1.1 protocol: uvicorn's httptools protocol, except that what an
+answer writes in one turn of the event loop leaves in one write.
 
-uvicorn writes an answer's head as soon as the app sends `http.response.start`, then its body:
-two send(2) calls and two TCP segments for every whole answer (on loopback the kernel delivers
-each segment within the sender's call: the head's write alone was ~8% of a saturated
-pass-through's CPU). `HeldWrites` is the transport the protocol sees. The first write of each
-turn of the event loop is held; the next write in the same turn goes out with it in one write
-(a head and its body), and every write after that at once, as before (a burst of stream events
-leaves event by event, so the client reads the first while the rest are made). What is still
-held when the turn ends goes out then (a stream's head, before the loop waits for its first
-event). Closing and half-closing write what is held first, so keep-alive and uvicorn's error
-answers are unchanged; a write after the connection began closing is dropped, as the
-transport's own would be.
+uvicorn writes an answer's head as soon as the app sends `http.response.start`, then each piece
+of its body, then (chunked) the body's end: a whole answer took two send(2) calls and two TCP
+segments, a translated stream four (its head and events, its last event, `[DONE]`, the end). On
+loopback the kernel delivers each segment within the sender's call: the head's write alone was
+~8% of a saturated pass-through's CPU. `HeldWrites` is the transport the protocol sees. It
+holds what is written during a turn and writes it as one when the answer is complete (uvicorn's
+`on_response_complete`, before the app's own bookkeeping after its last send), when the turn
+ends (a stream's head and first events, before the loop waits for the next), or at once when
+`FLUSH_AT` bytes are held. Closing and half-closing write what is held first, so keep-alive
+and uvicorn's error answers are unchanged; a write after the connection began closing is
+dropped, as the transport's own would be.
 """
 
 from __future__ import annotations
@@ -21,35 +21,32 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-JOIN_AT_MOST = 64 * 1024  # bytes of body copied to go out with a held head (more: 2 writes)
+FLUSH_AT = 64 * 1024  # bytes held at most: more are written at once
 Data = bytes | bytearray | memoryview
 
 
 class HeldWrites(asyncio.Transport):
-    """A connection's transport whose first write of a turn waits for the second, or the turn's
-    end."""
+    """A connection's transport whose writes wait for the answer's end, the turn's end or
+    `FLUSH_AT` bytes, and then leave as one."""
 
     def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
         super().__init__()
         self.transport = transport
         self._loop = loop
-        self._held: Data | None = None
+        self._held: list[Data] = []
+        self._size = 0  # bytes in _held
         self._turn = False  # this turn wrote already (its end is scheduled)
 
     def write(self, data: Data) -> None:
         if not data:
             return
+        self._held.append(data)
+        self._size += len(data)
+        if self._size >= FLUSH_AT:
+            self.flush()
         if not self._turn:
             self._turn = True
-            self._held = data
             self._loop.call_soon(self._turn_ended)
-            return
-        held, self._held = self._held, None
-        if held is not None and len(data) <= JOIN_AT_MOST:
-            data = b"".join((held, data))
-        elif held is not None:
-            self._write(held)
-        self._write(data)
 
     def writelines(self, list_of_data: Any) -> None:
         for data in list_of_data:
@@ -61,9 +58,12 @@ class HeldWrites(asyncio.Transport):
 
     def flush(self) -> None:
         """Write what is held now."""
-        held, self._held = self._held, None
-        if held is not None:
-            self._write(held)
+        held = self._held
+        if not held:
+            return
+        data = held[0] if len(held) == 1 else b"".join(held)
+        self._held, self._size = [], 0
+        self._write(data)
 
     def _write(self, data: Data) -> None:
         if not self.transport.is_closing():  # (dropped, as the transport would drop it)
@@ -74,7 +74,7 @@ class HeldWrites(asyncio.Transport):
         self.transport.close()
 
     def abort(self) -> None:
-        self._held = None
+        self._held, self._size = [], 0
         self.transport.abort()
 
     def write_eof(self) -> None:
@@ -106,8 +106,7 @@ class HeldWrites(asyncio.Transport):
         return self.transport.get_protocol()
 
     def get_write_buffer_size(self) -> int:
-        held = 0 if self._held is None else len(self._held)
-        return self.transport.get_write_buffer_size() + held
+        return self.transport.get_write_buffer_size() + self._size
 
     def get_write_buffer_limits(self) -> tuple[int, int]:
         return self.transport.get_write_buffer_limits()
@@ -119,5 +118,11 @@ class HeldWrites(asyncio.Transport):
 class HeldHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol on a `HeldWrites` transport."""
 
+    transport: HeldWrites
+
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(HeldWrites(transport, self.loop))
+
+    def on_response_complete(self) -> None:
+        self.transport.flush()  # (called right after the answer's last write)
+        super().on_response_complete()
