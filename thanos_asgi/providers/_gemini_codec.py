@@ -299,11 +299,16 @@ class Pieces(msgspec.Struct):
 
 
 def read_candidate(candidate: Candidate) -> Pieces:
+    parts = candidate.content.parts if candidate.content else ()
+    if len(parts) == 1:  # (most stream events: one piece of plain text)
+        part = parts[0]
+        if part.function_call is None and not part.thought and part.thought_signature is None:
+            return Pieces(part.text or "", "", [], None)
     text: list[str] = []
     thoughts: list[str] = []
     calls: list[tuple[str, str, str | None]] = []
     signature = None
-    for part in candidate.content.parts if candidate.content else ():
+    for part in parts:
         if part.function_call is not None:
             arguments = encode(part.function_call.args or {}).decode()
             calls.append((part.function_call.name, arguments, part.thought_signature))

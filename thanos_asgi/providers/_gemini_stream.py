@@ -62,7 +62,9 @@ class StreamDecoder:
             self.choices.setdefault(0, _ChoiceState()).finish = "SAFETY"
         chunks = []
         for candidate in event.candidates:
-            state = self.choices.setdefault(candidate.index, _ChoiceState())
+            state = self.choices.get(candidate.index)
+            if state is None:
+                state = self.choices[candidate.index] = _ChoiceState()
             delta = self._delta(read_candidate(candidate), state)
             if delta is not None:
                 chunks.append(self._chunk(candidate.index, state, delta))
