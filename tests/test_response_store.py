@@ -11,7 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from thanos_asgi.governance.response_store import _SWEEP, ON_LOOP, SWEEP, SQLiteStore
+from thanos_asgi.governance.response_store import (
+    _SWEEP,
+    ON_LOOP,
+    SWEEP,
+    SWEEP_EVERY,
+    SQLiteStore,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -42,10 +48,10 @@ async def test_concurrent_puts_are_all_written(tmp_path: Path) -> None:
 async def test_expired_rows_are_cleared_through_an_index(tmp_path: Path) -> None:
     path = tmp_path / "responses.db"
     store = SQLiteStore(path, ttl=0.05)
-    await asyncio.gather(*(store.put(f"old_{n}", b"x") for n in range(50)))
+    await asyncio.gather(*(store.put(f"old_{n}", b"x") for n in range(SWEEP_EVERY * 3)))
     await asyncio.sleep(0.1)
     assert await store.get("old_0") is None  # expired, whether or not cleared yet
-    await store.put("new", b"y")  # clears the expired ones
+    await store.put("new", b"y")  # the next sweeping put: clears the expired ones
     store.close()
     db = sqlite3.connect(path)
     try:
@@ -123,21 +129,28 @@ async def test_checkpoints_run_aside_not_inside_a_put(tmp_path: Path) -> None:
     store.close()
 
 
-async def test_a_put_clears_a_bounded_number_of_expired_rows(tmp_path: Path) -> None:
-    """A store idle past its retention is cleared a little per put (puts may run on the
-    event loop), not all at once; more goes out than comes in, so it empties."""
+async def test_puts_clear_a_bounded_number_of_expired_rows(tmp_path: Path) -> None:
+    """A store idle past its retention is cleared a little at a time (puts may run on the
+    event loop), not all at once: one put in SWEEP_EVERY deletes up to SWEEP expired rows,
+    the others only insert. More goes out than comes in, so it empties."""
     path = tmp_path / "responses.db"
     store = SQLiteStore(path, ttl=0.05)
-    for n in range(SWEEP * 3):
+    old = SWEEP * 2 + SWEEP_EVERY
+    for n in range(old):
         await store.put(f"old_{n}", b"x")
     await asyncio.sleep(0.1)
     store.ttl = 60
-    await store.put("new_0", b"y")
     count = "SELECT count(*) FROM responses"
-    assert store._db.execute(count).fetchone() == (SWEEP * 2 + 1,)
-    for n in range(1, 3):
-        await store.put(f"new_{n}", b"y")
-    assert store._db.execute(count).fetchone() == (3,)
+    puts = 0
+    while store._puts % SWEEP_EVERY:  # up to the next sweeping put: inserts only
+        puts += 1
+        await store.put(f"new_{puts}", b"y")
+        assert store._db.execute(count).fetchone() == (old + puts,)
+    await store.put("sweeps", b"y")
+    assert store._db.execute(count).fetchone() == (old + puts + 1 - SWEEP,)
+    for n in range(2 * SWEEP_EVERY):
+        await store.put(f"later_{n}", b"y")
+    assert store._db.execute(count).fetchone() == (puts + 1 + 2 * SWEEP_EVERY,)
     store.close()
 
 

@@ -14,6 +14,7 @@ with usage. A failure after the first event is a last `error` event.
 
 from __future__ import annotations
 
+import random
 import secrets
 import time
 from collections.abc import AsyncIterator
@@ -45,7 +46,15 @@ _INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"
 
 
 def new_id(prefix: str) -> str:
+    """An id no one can guess: a stored response's (its id is all it takes to read it)."""
     return f"{prefix}_{secrets.token_hex(24)}"
+
+
+def item_id(prefix: str) -> str:
+    """An output item's id (`msg_`, `rs_`, `fc_`, `call_`): unique, not secret, so from
+    `random` (reseeded in each forked worker), not from the kernel (a getrandom(2) each was
+    4% of a stored Responses stream's CPU)."""
+    return f"{prefix}_{random.getrandbits(192):048x}"
 
 
 def usage(value: Usage | None) -> ResponseUsage | None:
@@ -73,16 +82,16 @@ def items(message: Any) -> list[OutputItem]:
     out: list[OutputItem] = []
     thought = message.reasoning_content or getattr(message, "reasoning", None)
     if thought:
-        out.append(ReasoningItem(id=new_id("rs"), summary=[SummaryText(text=thought)]))
+        out.append(ReasoningItem(id=item_id("rs"), summary=[SummaryText(text=thought)]))
     if message.content:
-        out.append(MessageItem(id=new_id("msg"), content=[OutputText(text=message.content)]))
+        out.append(MessageItem(id=item_id("msg"), content=[OutputText(text=message.content)]))
     out += [_call_item(call) for call in message.tool_calls or ()]
     return out
 
 
 def _call_item(call: ToolCall) -> FunctionCallItem:
     return FunctionCallItem(
-        id=new_id("fc"),
+        id=item_id("fc"),
         call_id=call.id,
         name=call.function.name,
         arguments=call.function.arguments,
@@ -154,7 +163,7 @@ class Events:
         out = b""
         if not isinstance(self.open, kind):
             out += self._close()
-            out += self._open(kind(id=new_id("rs" if kind is ReasoningItem else "msg")))
+            out += self._open(kind(id=item_id("rs" if kind is ReasoningItem else "msg")))
         item, index = self.open, len(self.shell.output)
         self.pieces.add(text)
         if isinstance(item, ReasoningItem):
@@ -174,7 +183,7 @@ class Events:
             out += self._close()
             name = (function.name if function else None) or ""
             item = FunctionCallItem(
-                id=new_id("fc"), call_id=call_id or new_id("call"), name=name, arguments=""
+                id=item_id("fc"), call_id=call_id or item_id("call"), name=name, arguments=""
             )
             item.status = "in_progress"
             self.calls[position] = item
