@@ -96,18 +96,42 @@ async def test_a_put_while_another_process_writes_waits_aside_not_on_the_loop(
     other = sqlite3.connect(path, isolation_level=None)
     other.execute("BEGIN IMMEDIATE")  # the write lock, held
     put = asyncio.create_task(store.put("resp_1", b"one"))
+    more = [asyncio.create_task(store.put(f"resp_1{n}", b"x")) for n in range(3)]
+    await asyncio.sleep(0)
+    also = asyncio.gather(*more)  # (a turn later: a batch of their own, behind the first)
     ticks = 0
     started = time.monotonic()
     while time.monotonic() - started < 0.3:  # the loop turns while the put waits
         await asyncio.sleep(0.01)
         ticks += 1
-    assert not put.done() and ticks >= 10
+    assert not put.done() and not also.done() and ticks >= 10
     other.execute("COMMIT")
     await asyncio.wait_for(put, 5)
+    await asyncio.wait_for(also, 5)
     assert await store.get("resp_1") == b"one"
+    assert await store.get("resp_12") == b"x"
     await store.put("resp_2", b"two")  # the lock free again: back on the loop's connection
     assert await store.get("resp_2") == b"two"
     other.close()
+    store.close()
+
+
+async def test_the_puts_of_one_turn_share_a_commit(tmp_path: Path) -> None:
+    """Of puts made together, the first goes in at once and the rest in one transaction at the
+    turn's end; each returns once it is committed. A lone put that does not sweep is a single
+    INSERT, no transaction of its own."""
+    store = SQLiteStore(tmp_path / "responses.db", ttl=60)
+    await store.put("first", b"sweeps")
+    statements: list[str] = []
+    store._db.set_trace_callback(statements.append)
+    await asyncio.gather(*(store.put(f"resp_{n}", b"%d" % n) for n in range(10)))
+    assert [s.split(" ")[0] for s in statements] == ["INSERT", "BEGIN", *["INSERT"] * 9, "COMMIT"]
+    other = sqlite3.connect(tmp_path / "responses.db")  # committed: another reader sees them
+    assert other.execute("SELECT count(*) FROM responses").fetchone() == (11,)
+    other.close()
+    statements.clear()
+    await store.put("alone", b"y")
+    assert [s.split(" ")[0] for s in statements] == ["INSERT"]
     store.close()
 
 

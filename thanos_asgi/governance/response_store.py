@@ -18,6 +18,7 @@ import sqlite3
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Protocol, TypeVar
 
@@ -34,6 +35,7 @@ _SWEEP = (
     "(SELECT rowid FROM responses WHERE expires <= ? ORDER BY expires LIMIT ?)"
 )
 T = TypeVar("T")
+Row = tuple[str, float, bytes]  # id, expires, entry
 DAY = 86_400.0
 
 
@@ -124,6 +126,9 @@ class SQLiteStore:
         self._checkpoint: asyncio.Future[None] | None = None  # the last one, in a thread
         self._checkpointed = time.monotonic()
         self._puts = 0  # (the first put sweeps)
+        self._turn = False  # a put went in during this turn of the event loop
+        self._queued: list[tuple[Row, asyncio.Future[None]]] = []  # the turn's later puts
+        self._commits: set[asyncio.Task[None]] = set()  # batches gone to a thread
 
     async def get(self, response_id: str) -> bytes | None:
         query = "SELECT entry FROM responses WHERE id = ? AND expires > ?"
@@ -134,9 +139,50 @@ class SQLiteStore:
 
     async def put(self, response_id: str, entry: bytes) -> None:
         row = (response_id, time.time() + self.ttl, entry)
-        sweep, self._puts = self._puts % SWEEP_EVERY == 0, self._puts + 1
-        await self._run(lambda db: _write(db, row, sweep), on_loop=len(entry) <= ON_LOOP)
+        if len(entry) <= ON_LOOP and self._turn:  # with the turn's later puts, at its end
+            future = asyncio.get_running_loop().create_future()
+            self._queued.append((row, future))
+            await future
+        else:  # the turn's first put goes in at once (alone, it waits for nothing)
+            on_loop = len(entry) <= ON_LOOP
+            if on_loop:
+                self._turn = True
+                asyncio.get_running_loop().call_soon(self._turn_ended)
+            rows = [row]
+            await self._run(partial(_write, rows=rows, sweeps=self._sweeps(rows)), on_loop)
         self._written()
+
+    def _turn_ended(self) -> None:
+        self._turn = False
+        if self._queued:
+            self._commit()
+
+    def _sweeps(self, rows: list[Row]) -> int:
+        """How many sweeps `rows` are due (one per `SWEEP_EVERY` puts; the first put sweeps)."""
+        first, self._puts = self._puts, self._puts + len(rows)
+        return (self._puts - 1) // SWEEP_EVERY - (first - 1) // SWEEP_EVERY
+
+    def _commit(self) -> None:
+        queued, self._queued = self._queued, []
+        rows = [row for row, _ in queued]
+        write = partial(_write, rows=rows, sweeps=self._sweeps(rows))
+        if not self._lock.locked():
+            try:
+                write(self._db)
+            except sqlite3.OperationalError as exc:
+                if not _busy(exc):
+                    _settle(queued, exc)
+                    return
+            except Exception as exc:  # (any: an exception left here would hang every put)
+                _settle(queued, exc)
+                return
+            else:
+                _settle(queued, None)
+                return
+        task = asyncio.get_running_loop().create_task(self._run(write, on_loop=False))
+        self._commits.add(task)
+        task.add_done_callback(lambda done: _settle(queued, _outcome(done)))
+        task.add_done_callback(self._commits.discard)
 
     def _written(self) -> None:
         if time.monotonic() - self._checkpointed < CHECKPOINT_EVERY:
@@ -189,18 +235,36 @@ def _fetch(db: sqlite3.Connection, sql: str, args: tuple[object, ...]) -> tuple[
     return row
 
 
-def _write(db: sqlite3.Connection, row: tuple[str, float, bytes], sweep: bool) -> None:
-    """`row` in; with `sweep`, in one transaction with up to `SWEEP` expired rows out (an index
-    range, usually empty; bounded so that a store that sat idle past its retention is not
-    cleared in one put on the loop). One put in `SWEEP_EVERY` sweeps, removing up to eight
-    times what those puts add, so the expired ones are soon gone; the others are a single
-    INSERT (its own transaction): a transaction and a range probe on every put were a tenth
-    of a stored Responses stream's CPU."""
+def _write(db: sqlite3.Connection, rows: list[Row], sweeps: int) -> None:
+    """`rows` in, in one transaction; with `sweeps`, up to `SWEEP` expired rows out for each
+    (an index range, usually empty; bounded so that a store that sat idle past its retention
+    is not cleared at once on the loop). One put in `SWEEP_EVERY` sweeps, removing up to eight
+    times what those puts add, so the expired ones are soon gone. A lone put that does not
+    sweep is a single INSERT: a transaction and a range probe on every put were a tenth of a
+    stored Responses stream's CPU. The first put of a turn of the event loop goes in at once,
+    the turn's later ones share a commit at its end (41 us a row alone, 15 in eights)."""
     insert = "INSERT OR REPLACE INTO responses (id, expires, entry) VALUES (?, ?, ?)"
-    if not sweep:
-        db.execute(insert, row)
+    if len(rows) == 1 and not sweeps:
+        db.execute(insert, rows[0])
         return
     with db:
         db.execute("BEGIN IMMEDIATE")
-        db.execute(_SWEEP, (time.time(), SWEEP))
-        db.execute(insert, row)
+        if sweeps:
+            db.execute(_SWEEP, (time.time(), SWEEP * sweeps))
+        db.executemany(insert, rows)
+
+
+def _outcome(task: asyncio.Task[None]) -> BaseException | None:
+    if task.cancelled():
+        return ConnectionError("the response store was closed")
+    return task.exception()
+
+
+def _settle(queued: list[tuple[Row, asyncio.Future[None]]], error: BaseException | None) -> None:
+    for _, future in queued:
+        if future.done():  # (its request was cancelled)
+            continue
+        if error is None:
+            future.set_result(None)
+        else:
+            future.set_exception(error)
