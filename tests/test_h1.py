@@ -419,3 +419,36 @@ async def test_idle_connections_with_descriptors_above_1024_are_checked() -> Non
     finally:
         for fd in fillers:
             os.close(fd)
+
+
+async def test_the_request_task_hook_runs_before_each_wait_for_the_provider() -> None:
+    """`BEFORE_WAIT` (set by `thanos serve` in each request's task) runs before the engine
+    waits for the head and for each later piece, not while what arrived is being read."""
+    from thanos_asgi.upstream.base import BEFORE_WAIT
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+        for piece in (b"one", b"two"):
+            await asyncio.sleep(0.05)
+            writer.write(chunk(piece))
+            await writer.drain()
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+
+    waits: list[int] = []
+    got: list[bytes] = []
+
+    async def fetch(url: str) -> None:
+        BEFORE_WAIT.set(lambda: waits.append(len(got)))
+        response = await transport.send("POST", url, headers={}, body=b"x")
+        async for piece in response.iter_bytes():
+            got.append(piece)
+
+    transport = H1Transport()
+    async with serving(handler) as server:
+        await asyncio.create_task(fetch(server.url))
+    await transport.aclose()
+    assert b"".join(got) == b"onetwo"
+    assert waits[:2] == [0, 0] and 1 in waits  # the head, the first piece, the second
+    assert BEFORE_WAIT.get() is None  # (set in that task's context only)

@@ -19,6 +19,7 @@ import uvicorn
 from tests.servers import Upstream, running, thanos_serve
 from thanos_asgi.frontends.asgi import Receive, Scope, Send
 from thanos_asgi.server.held import FLUSH_AT, HeldHttpToolsProtocol, HeldWrites
+from thanos_asgi.upstream.base import BEFORE_WAIT
 
 pytestmark = pytest.mark.anyio
 
@@ -193,9 +194,20 @@ async def _answer_then_bookkeeping(send: Send) -> None:
     time.sleep(0.5)  # noqa: ASYNC251 (on purpose:) work after the last send, in the same turn (the loop is blocked)
 
 
+async def _event_then_a_busy_turn(send: Send) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"data: 1\n\n", "more_body": True})
+    before = BEFORE_WAIT.get()  # what the upstream engine runs before it waits
+    assert before is not None
+    before()
+    time.sleep(0.5)  # noqa: ASYNC251 (on purpose:) other streams' work in the same turn
+    await asyncio.sleep(0)
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
 async def _serve_script(script: Script) -> tuple[int, float]:
     """Serve one answer made by `script` with the protocol; fetch it from a thread: (TCP
-    segments it came in, seconds from the request to its last byte)."""
+    segments it came in, seconds from the request to its first bytes)."""
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -217,9 +229,11 @@ async def _serve_script(script: Script) -> tuple[int, float]:
             started = time.monotonic()
             client.sendall(b"GET / HTTP/1.1\r\nhost: t\r\n\r\n")
             data = b""
+            first = None
             while not (data.endswith(b"0\r\n\r\n") or data.endswith(b"done")):
                 data += client.recv(65536)
-            found.append((data_segments(client)[0], time.monotonic() - started))
+                first = first or time.monotonic() - started
+            found.append((data_segments(client)[0], first or 0.0))
 
     await asyncio.to_thread(fetch)
     server.should_exit = True
@@ -241,3 +255,9 @@ async def test_a_complete_answer_does_not_wait_for_the_apps_bookkeeping() -> Non
     segments, took = await _serve_script(_answer_then_bookkeeping)
     assert segments == 1
     assert took < 0.4  # written when complete, not when the turn ended (0.5 s later)
+
+
+async def test_a_streams_event_leaves_before_its_task_waits_for_the_provider() -> None:
+    segments, took = await _serve_script(_event_then_a_busy_turn)
+    assert took < 0.4  # not when the busy turn ended
+    assert segments == 2  # the head and event, then the end

@@ -7,11 +7,14 @@ segments, a translated stream four (its head and events, its last event, `[DONE]
 loopback the kernel delivers each segment within the sender's call: the head's write alone was
 ~8% of a saturated pass-through's CPU. `HeldWrites` is the transport the protocol sees. It
 holds what is written during a turn and writes it as one when the answer is complete (uvicorn's
-`on_response_complete`, before the app's own bookkeeping after its last send), when the turn
-ends (a stream's head and first events, before the loop waits for the next), or at once when
-`FLUSH_AT` bytes are held. Closing and half-closing write what is held first, so keep-alive
-and uvicorn's error answers are unchanged; a write after the connection began closing is
-dropped, as the transport's own would be.
+`on_response_complete`, before the app's own bookkeeping after its last send), when the
+answer's task is about to wait for its provider (`upstream.base.BEFORE_WAIT`: a stream's head
+and first events, each later event), when the turn ends (whatever else it waits for), or at
+once when `FLUSH_AT` bytes are held. (Held only until the turn's end, a stream's first event
+waited for every other stream's work in that turn: +2.7 ms TTFT p99 over 32 slow streams.)
+Closing and half-closing write what is held first, so keep-alive and uvicorn's error answers
+are unchanged; a write after the connection began closing is dropped, as the transport's own
+would be.
 """
 
 from __future__ import annotations
@@ -20,6 +23,9 @@ import asyncio
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from thanos_asgi.frontends.asgi import Receive, Scope, Send
+from thanos_asgi.upstream.base import BEFORE_WAIT
 
 FLUSH_AT = 64 * 1024  # bytes held at most: more are written at once
 Data = bytes | bytearray | memoryview
@@ -121,7 +127,15 @@ class HeldHttpToolsProtocol(HttpToolsProtocol):
     transport: HeldWrites
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(HeldWrites(transport, self.loop))
+        held = HeldWrites(transport, self.loop)
+        super().connection_made(held)
+        app = self.app
+
+        async def flushing(scope: Scope, receive: Receive, send: Send) -> None:
+            BEFORE_WAIT.set(held.flush)  # (in this request's own task and context)
+            await app(scope, receive, send)
+
+        self.app = flushing
 
     def on_response_complete(self) -> None:
         self.transport.flush()  # (called right after the answer's last write)

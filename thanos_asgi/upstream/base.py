@@ -15,9 +15,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Protocol
+
+# Run by the engine just before a request's task waits for its provider (set in that task's
+# context; `thanos serve` sets it to write what the client's answer holds, so each stream
+# event leaves before the wait for the next, not when the whole turn of the loop ends).
+BEFORE_WAIT: ContextVar[Callable[[], None] | None] = ContextVar("before_wait", default=None)
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 import httptools
 
 from thanos_asgi.exceptions import UpstreamProtocolError, UpstreamTimeout
-from thanos_asgi.upstream.base import Timeouts
+from thanos_asgi.upstream.base import BEFORE_WAIT, Timeouts
 
 HIGH_WATER = 256 * 1024  # bytes of unread body before the socket stops being read
 MAX_HEAD = 64 * 1024  # bytes of status line and headers (1xx answers included), as h11's
@@ -184,6 +184,9 @@ class Connection(asyncio.Protocol):
 
     async def wait(self, limit: float | None) -> None:
         """Until more arrived, the response ended or failed; TimeoutError after `limit` s."""
+        before = BEFORE_WAIT.get()
+        if before is not None:
+            before()
         waiter = self.waiter = self.loop.create_future()
         timer = None if limit is None else self.loop.call_later(limit, _expire, waiter)
         try:
