@@ -172,3 +172,46 @@ def journal_lines(ledger: Path) -> list[bytes]:
         for f in Path(f"{ledger}.journals").glob("*.rows")
         for line in f.read_bytes().splitlines()
     ]
+
+
+KEYED = """
+[[server.keys]]
+id = "k"
+key = "sk-cancel"
+tpm = 100000000
+"""
+
+
+@pytest.mark.parametrize("keyed", [False, True], ids=["reserve", "take_and_reserve"])
+async def test_requests_cancelled_while_they_reserve_leave_nothing_reserved(keyed: bool) -> None:
+    """A reservation sent to Redis lands even if its request is cancelled before the reply
+    (Redis holds it here with CLIENT PAUSE WRITE): it is released once the reply comes, so no
+    budget stays held by requests that are gone. With a key's tokens per minute, the tokens
+    and the budget are taken in one script (`take_and_reserve`): both come back."""
+    import redis.asyncio as aioredis
+
+    gw = await make(PRICED.format(budget=50) + (KEYED if keyed else ""), "redis")
+    pauser = aioredis.Redis.from_url(REDIS)
+    headers = {"authorization": "Bearer sk-cancel"} if keyed else {}
+    async with client_for(build_app(gw)) as http:
+        http.headers.update(headers)
+        assert (await ask(http)).status_code == 200  # (connected, scripts known)
+        await gw.accounting.drain()
+        first_tokens = (await gw.state.window_take("tpm:key:k", 0, 100000000, 60.0)).used
+        await pauser.execute_command("CLIENT", "PAUSE", 400, "WRITE")
+        asking = [asyncio.create_task(ask(http)) for _ in range(10)]
+        await asyncio.sleep(0.2)  # their reservations are sent, Redis holds them
+        for task in asking:
+            task.cancel()
+        await asyncio.gather(*asking, return_exceptions=True)
+        await asyncio.sleep(0.4)  # the pause ends, the reservations land
+        await gw.accounting.drain()
+        spent, reserved = await gw.state.spent(_month_key())
+        assert reserved == pytest.approx(0.0) and spent == pytest.approx(1.0)
+        assert not any(gw.accounting.holds.amounts.values())
+        if keyed:
+            tokens = await gw.state.window_take("tpm:key:k", 0, 100000000, 60.0)
+            assert tokens.used == first_tokens  # the cancelled ones' estimates refunded
+    await pauser.aclose()
+    await gw.accounting.drain()
+    await gw.aclose()

@@ -33,12 +33,13 @@ import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING
 
 from thanos_asgi.context import Context
 from thanos_asgi.exceptions import ProviderUnavailable
 from thanos_asgi.governance import _spend
-from thanos_asgi.governance._holds import Holds
+from thanos_asgi.governance._holds import Holds, landed
 from thanos_asgi.governance._settlements import Settlements
 from thanos_asgi.governance._spend import MONTH_TTL, money
 from thanos_asgi.governance.estimates import (
@@ -169,7 +170,15 @@ class Accounting:
         await self.count_request(ctx)
         estimate = _tpm_estimate(estimate_prompt_tokens(request), request.output_limit)
         key, label = f"tpm:key:{policy.key_id}", budgets[0][0].split(":", 2)[1]
-        taken, reserved = await self.state.take_and_reserve(
+        keys = [k for k, _ in budgets]
+
+        def undo(outcome: tuple[WindowResult, bool | None]) -> None:  # (we were cancelled)
+            if outcome[0].allowed:
+                self._queue.tokens(key, -estimate)
+            if outcome[1]:
+                self._unhold(keys, worst)
+
+        call = self.state.take_and_reserve(
             (key, estimate, policy.tpm, MINUTE),
             budgets,
             worst,
@@ -177,10 +186,11 @@ class Accounting:
             marker=_spend.marker(label),
             owner=self.holds.owner,
         )
+        taken, reserved = await landed(call, undo)
         tokens = _tokens(ctx, key, estimate, taken)
         if not reserved:
             return tokens, None
-        admission = Admission(first.instance, first.model, worst, [k for k, _ in budgets])
+        admission = Admission(first.instance, first.model, worst, keys)
         for budget in admission.reservations:
             self.holds.add(budget, worst)
         try:
@@ -256,9 +266,10 @@ class Accounting:
         owner = self.holds.owner
         for _ in range(_PATIENCE):
             try:
-                granted = await self.state.reserve(
+                call = self.state.reserve(
                     key, amount, limit, MONTH_TTL, marker=_spend.marker(label), owner=owner
                 )
+                granted = await landed(call, partial(self._unhold_if, [key], amount))
             except SpendLost:
                 await self.restore(label)
                 continue
@@ -269,6 +280,16 @@ class Accounting:
                 self.holds.add(key, amount)
             return granted
         raise StateUnavailable("the budget month keeps being rebuilt; try again shortly")
+
+    def _unhold(self, keys: list[str], amount: float) -> None:
+        """Release what a cancelled request's reservation held (it landed after it left)."""
+        for key in keys:
+            self.holds.add(key, amount)
+        self._queue.budgets(keys, amount, 0.0)
+
+    def _unhold_if(self, keys: list[str], amount: float, granted: bool) -> None:
+        if granted:
+            self._unhold(keys, amount)
 
     async def restore(self, label: str) -> None:
         """Rebuild the month's spend from the ledger (once, however many requests ask)."""
