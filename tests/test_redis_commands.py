@@ -157,6 +157,21 @@ async def test_a_cancelled_command_leaves_no_reply_for_the_next_one() -> None:
             await backend.aclose()
 
 
+async def test_a_command_cancelled_before_its_batch_left_is_not_sent() -> None:
+    async with late_redis(0.0) as late:
+        backend = RedisBackend(late.url)
+        try:
+            await backend.generation("warm")  # (connected)
+            gone = asyncio.create_task(backend.generation("gone"))
+            await asyncio.sleep(0)  # it is queued for the turn's batch
+            gone.cancel()
+            assert await backend.generation("kept") == repr(b"thanos:budget:kept")
+            assert gone.cancelled()
+            assert late.commands == 2  # "warm" and "kept"
+        finally:
+            await backend.aclose()
+
+
 async def test_commands_of_one_turn_leave_in_one_write_and_each_gets_its_own_reply() -> None:
     async with late_redis(0.0) as late:
         backend = RedisBackend(late.url, max_connections=1)

@@ -51,7 +51,8 @@ class Pipe:
         return await future
 
     def _send(self) -> None:
-        queued, self._queued = self._queued, []
+        queued = [command for command in self._queued if not command[1].done()]  # (cancelled)
+        self._queued = []
         loop = asyncio.get_running_loop()
         for start in range(0, len(queued), BATCH):
             task = loop.create_task(self._run(queued[start : start + BATCH]))
@@ -103,7 +104,10 @@ class Pipe:
             slots.release()
 
     async def aclose(self) -> None:
-        """Stop the batches still waiting (their callers get ConnectionError)."""
+        """Stop the batches still waiting and those not sent yet (their callers get
+        ConnectionError)."""
+        _fail(self._queued, rex.ConnectionError("the connection to Redis was closed"))
+        self._queued = []
         for task in list(self._batches):
             task.cancel()
         if self._batches:
