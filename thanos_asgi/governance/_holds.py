@@ -31,10 +31,13 @@ WATCH_EVERY = 0.2  # seconds; well inside the state's GRACE (1 s)
 T = TypeVar("T")
 
 
-async def landed(call: Awaitable[T], undo: Callable[[T], object]) -> T:
-    """What `call` (a reservation in the state backend) gave. Once sent, a reservation lands
-    even if its request is cancelled while it waits for the reply; then `undo` runs with what
-    it gave when that comes, so nothing stays reserved that no request will settle."""
+async def landed(call: Awaitable[T], undo: Callable[[T], object], *, shared: bool) -> T:
+    """What `call` (a reservation in the state backend) gave. Once sent to a `shared` store, a
+    reservation lands even if its request is cancelled while it waits for the reply; then
+    `undo` runs with what it gave when that comes, so nothing stays reserved that no request
+    will settle. (The memory backend's calls do not wait: nothing to shield, no task made.)"""
+    if not shared:
+        return await call
     task = asyncio.ensure_future(call)
     try:
         return await asyncio.shield(task)

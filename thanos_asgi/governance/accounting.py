@@ -186,7 +186,7 @@ class Accounting:
             marker=_spend.marker(label),
             owner=self.holds.owner,
         )
-        taken, reserved = await landed(call, undo)
+        taken, reserved = await landed(call, undo, shared=self.state.shared)
         tokens = _tokens(ctx, key, estimate, taken)
         if not reserved:
             return tokens, None
@@ -269,7 +269,8 @@ class Accounting:
                 call = self.state.reserve(
                     key, amount, limit, MONTH_TTL, marker=_spend.marker(label), owner=owner
                 )
-                granted = await landed(call, partial(self._unhold_if, [key], amount))
+                undo = partial(self._unhold_if, [key], amount)
+                granted = await landed(call, undo, shared=self.state.shared)
             except SpendLost:
                 await self.restore(label)
                 continue
