@@ -140,7 +140,10 @@ class SQLiteStore:
     async def put(self, response_id: str, entry: bytes) -> None:
         row = (response_id, time.time() + self.ttl, entry)
         if len(entry) <= ON_LOOP and self._turn:  # with the turn's later puts, at its end
-            future = asyncio.get_running_loop().create_future()
+            loop = asyncio.get_running_loop()
+            future = loop.create_future()
+            if not self._queued:  # (its own call, should the turn's never run)
+                loop.call_soon(self._turn_ended)
             self._queued.append((row, future))
             await future
         else:  # the turn's first put goes in at once (alone, it waits for nothing)
