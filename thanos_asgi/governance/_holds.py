@@ -20,35 +20,12 @@ import asyncio
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
-from functools import partial
-from typing import TypeVar
 
 from thanos_asgi.governance import _spend
 from thanos_asgi.governance.state import StateBackend
 
 log = logging.getLogger("thanos_asgi.governance.accounting")
 WATCH_EVERY = 0.2  # seconds; well inside the state's GRACE (1 s)
-T = TypeVar("T")
-
-
-async def landed(call: Awaitable[T], undo: Callable[[T], object], *, shared: bool) -> T:
-    """What `call` (a reservation in the state backend) gave. Once sent to a `shared` store, a
-    reservation lands even if its request is cancelled while it waits for the reply; then
-    `undo` runs with what it gave when that comes, so nothing stays reserved that no request
-    will settle. (The memory backend's calls do not wait: nothing to shield, no task made.)"""
-    if not shared:
-        return await call
-    task = asyncio.ensure_future(call)
-    try:
-        return await asyncio.shield(task)
-    except asyncio.CancelledError:
-        task.add_done_callback(partial(_undo, undo))
-        raise
-
-
-def _undo(undo: Callable[[T], object], task: asyncio.Future[T]) -> None:
-    if not task.cancelled() and task.exception() is None:
-        undo(task.result())
 
 
 class Holds:

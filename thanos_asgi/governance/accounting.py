@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING
 from thanos_asgi.context import Context
 from thanos_asgi.exceptions import ProviderUnavailable
 from thanos_asgi.governance import _spend
-from thanos_asgi.governance._holds import Holds, landed
+from thanos_asgi.governance._holds import Holds
 from thanos_asgi.governance._settlements import Settlements
 from thanos_asgi.governance._spend import MONTH_TTL, money
 from thanos_asgi.governance.estimates import (
@@ -172,21 +172,20 @@ class Accounting:
         key, label = f"tpm:key:{policy.key_id}", budgets[0][0].split(":", 2)[1]
         keys = [k for k, _ in budgets]
 
-        def undo(outcome: tuple[WindowResult, bool | None]) -> None:  # (we were cancelled)
-            if outcome[0].allowed:
+        def landed(taken: WindowResult, reserved: bool | None) -> None:  # (we were cancelled)
+            if taken.allowed:
                 self._queue.tokens(key, -estimate)
-            if outcome[1]:
-                self._unhold(keys, worst)
+            self._unhold(keys, worst, reserved)
 
-        call = self.state.take_and_reserve(
+        taken, reserved = await self.state.take_and_reserve(
             (key, estimate, policy.tpm, MINUTE),
             budgets,
             worst,
             MONTH_TTL,
             marker=_spend.marker(label),
             owner=self.holds.owner,
+            landed=landed,
         )
-        taken, reserved = await landed(call, undo, shared=self.state.shared)
         tokens = _tokens(ctx, key, estimate, taken)
         if not reserved:
             return tokens, None
@@ -266,11 +265,16 @@ class Accounting:
         owner = self.holds.owner
         for _ in range(_PATIENCE):
             try:
-                call = self.state.reserve(
-                    key, amount, limit, MONTH_TTL, marker=_spend.marker(label), owner=owner
+                landed = partial(self._unhold, [key], amount)  # (if we are cancelled)
+                granted = await self.state.reserve(
+                    key,
+                    amount,
+                    limit,
+                    MONTH_TTL,
+                    marker=_spend.marker(label),
+                    owner=owner,
+                    landed=landed,
                 )
-                undo = partial(self._unhold_if, [key], amount)
-                granted = await landed(call, undo, shared=self.state.shared)
             except SpendLost:
                 await self.restore(label)
                 continue
@@ -282,15 +286,12 @@ class Accounting:
             return granted
         raise StateUnavailable("the budget month keeps being rebuilt; try again shortly")
 
-    def _unhold(self, keys: list[str], amount: float) -> None:
+    def _unhold(self, keys: list[str], amount: float, reserved: bool | None) -> None:
         """Release what a cancelled request's reservation held (it landed after it left)."""
-        for key in keys:
-            self.holds.add(key, amount)
-        self._queue.budgets(keys, amount, 0.0)
-
-    def _unhold_if(self, keys: list[str], amount: float, granted: bool) -> None:
-        if granted:
-            self._unhold(keys, amount)
+        if reserved:
+            for key in keys:
+                self.holds.add(key, amount)
+            self._queue.budgets(keys, amount, 0.0)
 
     async def restore(self, label: str) -> None:
         """Rebuild the month's spend from the ledger (once, however many requests ask)."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -77,12 +77,15 @@ class StateBackend(Protocol):
         *,
         marker: str | None = None,
         owner: str | None = None,
+        landed: Callable[[bool], object] | None = None,
     ) -> bool:
         """If spent + reserved + amount <= limit: reserved += amount, True; else False.
 
         Every write sets the whole key to expire `ttl` seconds later (e.g. the budget month's end).
         A negative `amount` counts as 0. With `marker`, SpendLost if that marker is not set,
         SpendSettling within `GRACE` of its rebuild. `owner` (a process) counts its share.
+        `landed`: called with the outcome when the caller was cancelled after the store got
+        the request and before its answer (a shared store's reservation lands anyway).
         """
         ...
 
@@ -95,12 +98,13 @@ class StateBackend(Protocol):
         *,
         marker: str,
         owner: str,
+        landed: Callable[[WindowResult, bool | None], object] | None = None,
     ) -> tuple[WindowResult, bool | None]:
         """`window_take(*window)`, then, if it allowed, `reserve(key, amount, limit, ttl,
         marker=marker, owner=owner)` for every (key, limit) of `budgets`, all or none, as one
         step. The window's result, and True (all reserved), False (one refused; none held)
         or None (the window refused, or the marker is missing or in its grace: nothing
-        reserved, and `reserve` tells which)."""
+        reserved, and `reserve` tells which). `landed` as for `reserve`."""
         ...
 
     async def restore(self, marker: str, spent: Mapping[str, float], ttl: float) -> bool:

@@ -73,6 +73,7 @@ class MemoryBackend:
         *,
         marker: str | None = None,
         owner: str | None = None,
+        landed: Callable[[bool], object] | None = None,  # (never: these calls do not wait)
     ) -> bool:
         now = self._clock()
         if marker is not None and self._markers.get(marker, now) <= now:
@@ -117,6 +118,7 @@ class MemoryBackend:
         *,
         marker: str,
         owner: str,
+        landed: Callable[[WindowResult, bool | None], object] | None = None,  # (as reserve's)
     ) -> tuple[WindowResult, bool | None]:
         taken = await self.window_take(*window)
         now = self._clock()

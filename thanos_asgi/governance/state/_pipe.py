@@ -16,13 +16,17 @@ connection. An error reply (NOSCRIPT, READONLY, ...) fails only its own command.
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Callable
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis import exceptions as rex
 
+log = logging.getLogger("thanos_asgi.governance.state")
 BATCH = 256  # commands in one write, at most (a busier turn sends several batches)
-_Command = tuple[tuple[bytes | int | str, ...], asyncio.Future[Any]]
+Orphan = Callable[[Any], object]  # given the reply of a command whose caller was cancelled
+_Command = tuple[tuple[bytes | int | str, ...], asyncio.Future[Any], Orphan | None]
 
 
 class Pipe:
@@ -40,18 +44,25 @@ class Pipe:
         self._queued: list[_Command] = []
         self._batches: set[asyncio.Task[None]] = set()
 
-    async def command(self, *args: bytes | int | str) -> Any:
-        """The reply to one command; the command's error reply raised as redis-py raises it."""
+    async def command(self, *args: bytes | int | str, orphan: Orphan | None = None) -> Any:
+        """The reply to one command; the command's error reply raised as redis-py raises it.
+        `orphan` gets the reply if the caller is cancelled after the command was sent (what
+        it did in the store is done, and no one else will hear of it)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         queued = self._queued
-        queued.append((args, future))
+        queued.append((args, future, orphan))
         if len(queued) == 1:
             loop.call_soon(self._send)  # once this turn's commands are all queued
-        return await future
+        try:
+            return await future
+        except asyncio.CancelledError:
+            if orphan is not None and not future.cancelled() and future.exception() is None:
+                _hand(orphan, future.result())  # (the reply came, then the cancellation)
+            raise
 
     def _send(self) -> None:
-        queued = [command for command in self._queued if not command[1].done()]  # (cancelled)
+        queued = [command for command in self._queued if not command[1].done()]  # (not sent)
         self._queued = []
         loop = asyncio.get_running_loop()
         for start in range(0, len(queued), BATCH):
@@ -61,15 +72,17 @@ class Pipe:
 
     async def _run(self, batch: list[_Command]) -> None:
         try:
-            replies = await self._exchange([args for args, _ in batch])
+            replies = await self._exchange([args for args, _, _ in batch])
         except asyncio.CancelledError:
             _fail(batch, rex.ConnectionError("the connection to Redis was closed"))
             raise
         except Exception as exc:
             _fail(batch, exc)
             return
-        for (_, future), reply in zip(batch, replies, strict=True):
-            if future.done():  # (its caller stopped waiting)
+        for (_, future, orphan), reply in zip(batch, replies, strict=True):
+            if future.cancelled():  # (its caller stopped waiting)
+                if orphan is not None and not isinstance(reply, rex.ResponseError):
+                    _hand(orphan, reply)
                 continue
             if isinstance(reply, rex.ResponseError):
                 future.set_exception(reply)
@@ -121,7 +134,14 @@ async def _reply(connection: aioredis.connection.AbstractConnection) -> Any:
         return exc
 
 
+def _hand(orphan: Orphan, reply: Any) -> None:
+    try:
+        orphan(reply)
+    except Exception:  # (it must not stop the other replies of its batch)
+        log.exception("a cancelled command's reply could not be handled")
+
+
 def _fail(batch: list[_Command], exc: BaseException) -> None:
-    for _, future in batch:
+    for _, future, _ in batch:
         if not future.done():
             future.set_exception(exc)

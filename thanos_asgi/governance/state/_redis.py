@@ -24,7 +24,7 @@ import hashlib
 import logging
 import math
 import secrets
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
@@ -45,7 +45,7 @@ from thanos_asgi.governance.state._base import (
     from_micro,
     nonnegative_micro,
 )
-from thanos_asgi.governance.state._pipe import Pipe
+from thanos_asgi.governance.state._pipe import Orphan, Pipe
 
 log = logging.getLogger("thanos_asgi.governance.state")
 
@@ -109,6 +109,7 @@ class RedisBackend:
         *,
         marker: str | None = None,
         owner: str | None = None,
+        landed: Callable[[bool], object] | None = None,
     ) -> bool:
         keys = [self._key("budget", key)]
         if marker is not None:
@@ -116,7 +117,9 @@ class RedisBackend:
         args: list[int | str] = [nonnegative_micro(amount), nonnegative_micro(limit), _millis(ttl)]
         if owner is not None:
             args.append(owner)
-        reply = await self._guard(self._eval(_RESERVE, keys, *args), 1, "reserve")
+        orphan = None if landed is None else lambda reply: landed(reply == 1)
+        call = self._eval(_RESERVE, keys, *args, orphan=orphan)
+        reply = await self._guard(call, 1, "reserve")
         if reply == 2:
             raise SpendLost(marker)
         if isinstance(reply, list):
@@ -132,6 +135,7 @@ class RedisBackend:
         *,
         marker: str,
         owner: str,
+        landed: Callable[[WindowResult, bool | None], object] | None = None,
     ) -> tuple[WindowResult, bool | None]:
         key, tokens, limit, width = window
         check_window(width)
@@ -141,12 +145,12 @@ class RedisBackend:
         args: list[int | str] = [tokens, limit, _micros(width), nonnegative_micro(amount)]
         args += [_millis(ttl), owner]
         args += [nonnegative_micro(most) for _, most in budgets]
-        reply = await self._guard(self._eval(_TAKE_AND_RESERVE, keys, *args), None, "reserve")
+        orphan = None if landed is None else lambda reply: landed(*_taken(reply, limit))
+        call = self._eval(_TAKE_AND_RESERVE, keys, *args, orphan=orphan)
+        reply = await self._guard(call, None, "reserve")
         if reply is None:  # fail_open: as window_take and reserve
             return WindowResult(True, 0, limit, 0.0), True
-        allowed, used, reset, reserved = reply
-        taken = WindowResult(bool(allowed), int(used), limit, int(reset) / 1_000_000)
-        return taken, None if not allowed or reserved == 2 else bool(reserved)
+        return _taken(reply, limit)
 
     async def settle(
         self, key: str, reserved: float, actual: float, ttl: float, *, owner: str | None = None
@@ -215,14 +219,20 @@ class RedisBackend:
         await self._pipe.aclose()
         await self._client.aclose()
 
-    async def _eval(self, script: tuple[str, str], keys: list[str], *args: int | str) -> Any:
+    async def _eval(
+        self,
+        script: tuple[str, str],
+        keys: list[str],
+        *args: int | str,
+        orphan: Orphan | None = None,
+    ) -> Any:
         """Run `script` (SHA-1, source): EVALSHA, or EVAL when Redis does not know it yet (a
         new, restarted or flushed server), which also makes it known."""
         sha, source = script
         try:
-            return await self._pipe.command("EVALSHA", sha, len(keys), *keys, *args)
+            return await self._pipe.command("EVALSHA", sha, len(keys), *keys, *args, orphan=orphan)
         except rex.NoScriptError:
-            return await self._pipe.command("EVAL", source, len(keys), *keys, *args)
+            return await self._pipe.command("EVAL", source, len(keys), *keys, *args, orphan=orphan)
 
     def _key(self, kind: str, key: str) -> str:
         return f"{self._prefix}{kind}:{key}"
@@ -290,6 +300,13 @@ _SETTLE_MANY = _script(_scripts.SETTLE_MANY)
 _TAKE_AND_RESERVE = _script(_scripts.TAKE_AND_RESERVE)
 _RESTORE = _script(_scripts.RESTORE)
 _HOLD = _script(_scripts.HOLD)
+
+
+def _taken(reply: Any, limit: int) -> tuple[WindowResult, bool | None]:
+    """TAKE_AND_RESERVE's reply as `take_and_reserve` returns it."""
+    allowed, used, reset, reserved = reply
+    taken = WindowResult(bool(allowed), int(used), limit, int(reset) / 1_000_000)
+    return taken, None if not allowed or reserved == 2 else bool(reserved)
 
 
 def _micros(seconds: float) -> int:
