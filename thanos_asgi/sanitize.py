@@ -40,6 +40,7 @@ __all__ = [
     "check_model_name",
     "echo",
     "header_value",
+    "openers",
     "scrub",
     "url_path",
 ]
@@ -94,6 +95,11 @@ def check_depth(data: JSONText, limit: int = MAX_DEPTH) -> None:
             break
         kept = shorter
     raise NestingTooDeep(f"JSON nested deeper than {limit} levels")
+
+
+def openers(data: bytes) -> int:
+    """How many arrays and objects `data` opens: no JSON in it nests deeper than this."""
+    return data.count(b"[") + data.count(b"{")
 
 
 class Decoder(Generic[T]):

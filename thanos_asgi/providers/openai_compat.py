@@ -15,7 +15,7 @@ import msgspec
 from thanos_asgi.exceptions import UpstreamError, UpstreamProtocolError, UpstreamStatusError
 from thanos_asgi.providers.base import HTTPProvider, Relayed
 from thanos_asgi.providers.batches import each
-from thanos_asgi.sanitize import Decoder
+from thanos_asgi.sanitize import MAX_DEPTH, Decoder, openers
 from thanos_asgi.types import (
     ChatChunk,
     ChatRequest,
@@ -66,6 +66,7 @@ class _ModelId(msgspec.Struct):
 _meta = Decoder(Meta)
 _stream_error = Decoder(_StreamError)
 _chunk = Decoder(ChatChunk)
+_chunk_unchecked = msgspec.json.Decoder(ChatChunk).decode  # for text already depth-checked
 _response = Decoder(ChatResponse)
 _embeddings = Decoder(EmbeddingResponse)
 _model_ids = Decoder(_ModelIds)
@@ -275,12 +276,7 @@ _LOOK = (b'"usage":{', b'"usage": {', b'"error":', b"data: [DONE]")  # events to
 def _plain_prefix(complete: bytes) -> int:
     """How many leading bytes of `complete` are whole events that go out untouched: each one
     `data: {...}` line with no usage or error in it (usage and `[DONE]` come last)."""
-    cut = len(complete)  # where the first marker is. Searching backwards: CPython's `rfind`
-    for marker in _LOOK:  # is 2-2.5x faster than `find`/`in` over these reads (3.11)
-        at = complete.rfind(marker, 0, cut)
-        while at >= 0:  # back to its first occurrence: one backward pass in all
-            cut = at
-            at = complete.rfind(marker, 0, at + len(marker) - 1)
+    cut = _first(complete, _LOOK)
     if cut < len(complete):
         cut = complete.rfind(b"\n\n", 0, cut) + 2  # back to the start of the marker's event
         complete = complete[:cut] if cut > 1 else b""
@@ -288,6 +284,22 @@ def _plain_prefix(complete: bytes) -> int:
         complete.count(b"\n\ndata: {") + 1
     )
     return len(complete) if plain else 0
+
+
+def _first(data: bytes, markers: tuple[bytes, ...]) -> int:
+    """Where the first of `markers` in `data` starts (`len(data)` when none is in it).
+    Searching backwards: CPython's `rfind` is 2-2.5x faster than `find`/`in` over these
+    reads (3.11); one backward pass in all."""
+    cut = len(data)
+    for marker in markers:
+        at = data.rfind(marker, 0, cut)
+        while at >= 0:  # back to its first occurrence
+            cut = at
+            at = data.rfind(marker, 0, at + len(marker) - 1)
+    return cut
+
+
+_USAGE = _LOOK[:2]
 
 
 def _has_usage(data: bytes) -> bool:
@@ -321,12 +333,17 @@ class _Read:
         """The chunks of `piece`, then True at `[DONE]`, or the error of an unreadable chunk
         (which ends the stream after what came before it)."""
         chunks: list[ChatChunk] = []
+        # Once per piece, not per event: no event nests deeper than the piece has openers,
+        # and no event before the piece's first usage marker has usage in it.
+        decode = _chunk_unchecked if openers(piece) <= MAX_DEPTH else _chunk.decode
+        usage_at, end = _first(piece, _USAGE), -2
         for raw in piece.split(b"\n\n")[:-1]:  # each relayed event ends in a blank line
+            end += len(raw) + 2
             if raw == _DONE_EVENT:
                 return chunks, True
             data = raw[6:] if b"\n" not in raw else parse_block(raw).data
             try:
-                chunk = _chunk.decode(data)
+                chunk = decode(data)
             except msgspec.DecodeError as exc:
                 error = UpstreamProtocolError(f"unreadable chunk: {exc}")
                 return chunks, adapter.tag(error)
@@ -336,7 +353,7 @@ class _Read:
                     delta.reasoning_content, delta.reasoning = delta.reasoning, None
                 if delta.tool_calls:
                     self.calls = _number_calls(delta.tool_calls, self.calls)
-            if _has_usage(data):  # as the relay read it (presets' quirks included)
+            if end > usage_at and _has_usage(data):  # as the relay read it (with quirks)
                 try:
                     chunk.usage = adapter.usage_from(adapter._decode_meta(data))
                 except UpstreamError as exc:
