@@ -64,3 +64,31 @@ def test_the_messages_text_delta_literal_is_the_struct_encoded(text: str, index:
 
     typed = ContentBlockDelta(index=index, delta=BlockDelta(type="text_delta", text=text))
     assert _TEXT_DELTA % (index, _encode(text)) == _frame(b"content_block_delta", typed)
+
+
+@settings(derandomize=True, max_examples=200)
+@given(texts=st.lists(st.sampled_from(_TEXTS[:1] + _TEXTS[2:]) | st.text(min_size=1), min_size=1))
+def test_the_responses_text_deltas_by_hand_are_the_generic_event(texts: list[str]) -> None:
+    """The Responses front-end writes a message's later text deltas from a prefix made once;
+    each must parse to what `Events.event` makes of it, numbered in turn."""
+    from thanos_asgi.frontends._responses_out import Events
+    from thanos_asgi.frontends._responses_types import ResponseObject
+    from thanos_asgi.types import ChatChunk, ChunkChoice, Delta
+
+    events = Events(ResponseObject(id="resp_1", created_at=1, status="queued", model="m"))
+    head = events.start()
+    chunks = [ChatChunk(choices=[ChunkChoice(delta=Delta(content=text))]) for text in texts]
+    out = b"".join(events.feed(chunk) for chunk in chunks) + events.end(None)
+    parsed = [msgspec.json.decode(block.split(b"\ndata: ", 1)[1]) for block in
+              (head + out).split(b"\n\n")[:-1]]  # fmt: skip
+    assert [event["sequence_number"] for event in parsed] == list(range(len(parsed)))
+    deltas = [event for event in parsed if event["type"] == "response.output_text.delta"]
+    assert [event["delta"] for event in deltas] == texts
+    item = next(e["item"]["id"] for e in parsed if e["type"] == "response.output_item.added")
+    for event in deltas:
+        expected = {"type": "response.output_text.delta", "delta": event["delta"],
+                    "logprobs": [], "item_id": item, "output_index": 0, "content_index": 0,
+                    "sequence_number": event["sequence_number"]}  # fmt: skip
+        assert event == expected
+    done = next(e for e in parsed if e["type"] == "response.output_text.done")
+    assert done["text"] == "".join(texts)

@@ -121,6 +121,13 @@ def assistant_turn(output: list[OutputItem]) -> Message:
     )
 
 
+def _text_head(ids: dict[str, Any]) -> bytes:
+    """`response.output_text.delta` for the item of `ids`, up to its sequence number: what
+    `Events.event` makes of it, keys in another order (tested)."""
+    fields = {"type": "response.output_text.delta", **ids, "logprobs": []}
+    return _TEXT_DELTA + _encode(fields)[:-1] + b',"sequence_number":'
+
+
 class Events:
     """One stream's events, numbered; `feed` a chunk, `end` when the source is done."""
 
@@ -131,6 +138,7 @@ class Events:
         self.pieces = Pieces()  # the open item's text or arguments, joined when it closes
         self.calls: dict[int, FunctionCallItem] = {}
         self.reason: str | None = None
+        self.text_head = b""  # the open message's text delta up to its sequence number
 
     def event(self, kind: str, **data: Any) -> bytes:
         data["type"] = kind
@@ -151,6 +159,11 @@ class Events:
         delta, out = choice.delta, b""
         self.reason = choice.finish_reason or self.reason
         thought = delta.reasoning_content or delta.reasoning
+        text = delta.content
+        if text and self.text_head and not thought and not delta.tool_calls:  # the usual delta
+            self.pieces.add(text)
+            self.sequence += 1
+            return b'%b%d,"delta":%b}\n\n' % (self.text_head, self.sequence - 1, _encode(text))
         if thought:
             out += self._text(ReasoningItem, thought)
         if delta.content:
@@ -170,11 +183,9 @@ class Events:
             ids = {"item_id": item.id, "output_index": index, "summary_index": 0}
             return out + self.event("response.reasoning_summary_text.delta", delta=text, **ids)
         assert isinstance(item, MessageItem)
-        data = {"delta": text, "logprobs": [], "item_id": item.id, "output_index": index,
-                "content_index": 0, "type": "response.output_text.delta",
-                "sequence_number": self.sequence}  # fmt: skip
-        self.sequence += 1  # (`event`, spelled out for the most frequent event)
-        return out + _TEXT_DELTA + _encode(data) + b"\n\n"
+        ids = {"item_id": item.id, "output_index": index, "content_index": 0}
+        self.text_head = _text_head(ids)
+        return out + self.event("response.output_text.delta", delta=text, logprobs=[], **ids)
 
     def _call(self, position: int, call_id: str | None, function: Any) -> bytes:
         out = b""
@@ -196,7 +207,7 @@ class Events:
         return out + self.event("response.function_call_arguments.delta", delta=piece, **ids)
 
     def _open(self, item: OutputItem) -> bytes:
-        self.open, self.pieces = item, Pieces()
+        self.open, self.pieces, self.text_head = item, Pieces(), b""
         index = len(self.shell.output)
         out = self.event("response.output_item.added", output_index=index, item=item)
         if isinstance(item, MessageItem):
