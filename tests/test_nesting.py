@@ -258,19 +258,24 @@ async def test_grpc_json_fields_nested_too_deep_are_invalid_argument() -> None:
 
 def deep_plain_event(request: httpx.Request) -> httpx.Response:
     """A stream whose deep event carries no usage: only the chunk decoder can refuse it."""
-    body = json.loads(request.content)
-    good = chunk(body["model"], {"content": "a"})
-    deep = {"choices": [{"index": 0, "delta": {"content": "b"}}], "x": DEEP_VALUE}
+    if request.url.host == "gemini.test":
+        answer = {"candidates": [{"content": {"role": "model", "parts": [{"text": "a"}]}}]}
+        good = b"data: " + json.dumps(answer).encode() + b"\n\n"
+        deep: dict[str, Any] = {"candidates": [], "x": DEEP_VALUE}
+    else:
+        good = chunk(json.loads(request.content)["model"], {"content": "a"})
+        deep = {"choices": [{"index": 0, "delta": {"content": "b"}}], "x": DEEP_VALUE}
     bad = b"data: " + with_deep(deep, depth=MAX_DEPTH + 1) + b"\n\n"
     return httpx.Response(200, content=good + bad + b"data: [DONE]\n\n", headers=SSE)
 
 
-async def test_a_deep_event_among_plain_ones_ends_a_translated_stream() -> None:
+@pytest.mark.parametrize("model", ["openai/gpt-4o", "gemini/gemini-2.5-flash"])
+async def test_a_deep_event_among_plain_ones_ends_a_translated_stream(model: str) -> None:
     """Events read together are depth-checked together only when the read as a whole is too
     shallow to hide a deep one; here it is not, and the deep event ends the stream."""
     app = build_app(gateway(deep_plain_event, TEXT))
     async with client_for(app) as http:
-        body = {"model": "openai/gpt-4o", "messages": HI, "stream": True, "max_tokens": 10}
+        body = {"model": model, "messages": HI, "stream": True, "max_tokens": 10}
         response = await http.post("/v1/messages", json=body)
     assert response.status_code == 200
     assert '"text":"a"' in response.text and '"text":"b"' not in response.text

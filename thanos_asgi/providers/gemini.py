@@ -36,10 +36,9 @@ from thanos_asgi.providers.gemini_types import (
     Content,
     GenerateResponse,
     Part,
-    decode_response,
     encode,
 )
-from thanos_asgi.sanitize import Decoder, url_path
+from thanos_asgi.sanitize import MAX_DEPTH, Decoder, check_depth, openers, url_path
 from thanos_asgi.types import (
     ChatChunk,
     ChatRequest,
@@ -101,6 +100,7 @@ _error_body = Decoder(_ErrorBody)
 _error_list = Decoder(list[_ErrorBody])
 _models = Decoder(_Models)
 _embeddings = Decoder(_Embeddings)
+_decode_answer = msgspec.json.Decoder(GenerateResponse).decode  # depth: `_parse` bounds it
 _MAX_MODEL_PAGES = 20
 
 
@@ -211,18 +211,23 @@ class Gemini(HTTPProvider):
         ends the stream after what came before it)."""
         chunks: list[ChatChunk] = []
         for block in complete.split(b"\n\n"):
-            event = parse_block(block) if block else None
-            if event is None or not event.data:
+            if block.startswith(b"data: ") and b"\n" not in block:
+                data = block[6:]  # (the usual event: one data line)
+            else:
+                data = parse_block(block).data if block else b""
+            if not data:
                 continue
             try:
-                chunks += decoder.feed(self._parse(event.data), event.data)
+                chunks += decoder.feed(self._parse(data), data)
             except UpstreamError as exc:
                 return chunks, exc
         return chunks, None
 
     def _parse(self, data: bytes) -> GenerateResponse:
         try:
-            answer = decode_response(data)
+            if openers(data) > MAX_DEPTH:
+                check_depth(data)  # (`decode_response`'s check, without its call)
+            answer = _decode_answer(data)
         except msgspec.DecodeError as exc:
             raise self.tag(UpstreamProtocolError(f"unreadable answer: {exc}")) from None
         if answer.error is not None:  # an error sent after the status line
