@@ -213,10 +213,10 @@ class ThanosApp:
         self,
         reply: Reply,
         include_usage: bool,
-        encode: Callable[[ChatChunk], bytes] = codec.chunk_event,
+        encode: Callable[[ChatChunk], bytes] = codec.chunk_json,
     ) -> AsyncIterator[bytes]:
-        """Canonical chunks as SSE events, those of one upstream read as one piece; the
-        usage-only chunk only when the client asked."""
+        """Canonical chunks as SSE events (`encode` makes each one's data), those of one
+        upstream read as one piece; the usage-only chunk only when the client asked."""
         assert reply.batches is not None
         async for batch in reply.batches:  # (closed when the dispatch ends, however it ends)
             out = []
@@ -229,7 +229,7 @@ class ThanosApp:
                         chunk.usage = None
                 out.append(encode(chunk))
             if out:
-                yield b"".join(out)
+                yield b"data: " + b"\n\ndata: ".join(out) + b"\n\n"
         yield codec.DONE
 
     async def _stream(
@@ -276,7 +276,7 @@ class ThanosApp:
                 body = _encode(codec.chat_to_completion(reply.response))
                 await respond(ex.send, 200, body, [*JSON, *self._headers(ex, reply)])
                 return
-            events = self._chunk_events(reply, codec.wants_usage(legacy), codec.completion_event)
+            events = self._chunk_events(reply, codec.wants_usage(legacy), codec.completion_json)
             await self._stream(ex, reply, events)
 
     async def embeddings(self, ex: Exchange) -> None:

@@ -66,8 +66,7 @@ def wants_usage(request: ChatRequest | CompletionRequest) -> bool:
     return bool(options and options.include_usage)
 
 
-def chunk_event(chunk: ChatChunk) -> bytes:
-    return b"data: " + _encode(chunk) + b"\n\n"
+chunk_json = _encode  # a chunk's `data:` (`_chunk_events` frames a read's chunks at once)
 
 
 def error_event(exc: ThanosError) -> bytes:
@@ -123,7 +122,7 @@ def chat_to_completion(response: ChatResponse) -> CompletionResponse:
     )
 
 
-def completion_event(chunk: ChatChunk) -> bytes:
+def completion_json(chunk: ChatChunk) -> bytes:
     choices = [
         CompletionChoice(
             text=choice.delta.content or "", index=choice.index, finish_reason=choice.finish_reason
@@ -137,7 +136,7 @@ def completion_event(chunk: ChatChunk) -> bytes:
         choices=choices,
         usage=chunk.usage,
     )
-    return b"data: " + _encode(response) + b"\n\n"
+    return _encode(response)
 
 
 def _completion_id(chat_id: str) -> str:
