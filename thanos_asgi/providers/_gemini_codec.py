@@ -298,12 +298,18 @@ class Pieces(msgspec.Struct):
     signature: str | None
 
 
-def read_candidate(candidate: Candidate) -> Pieces:
+def plain_text(candidate: Candidate) -> str | None:
+    """The text of a candidate of one plain text part (most stream events), else None."""
     parts = candidate.content.parts if candidate.content else ()
-    if len(parts) == 1:  # (most stream events: one piece of plain text)
+    if len(parts) == 1:
         part = parts[0]
         if part.function_call is None and not part.thought and part.thought_signature is None:
-            return Pieces(part.text or "", "", [], None)
+            return part.text or ""
+    return None
+
+
+def read_candidate(candidate: Candidate) -> Pieces:
+    parts = candidate.content.parts if candidate.content else ()
     text: list[str] = []
     thoughts: list[str] = []
     calls: list[tuple[str, str, str | None]] = []

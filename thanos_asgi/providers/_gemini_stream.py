@@ -18,7 +18,13 @@ from __future__ import annotations
 
 import time
 
-from thanos_asgi.providers._gemini_codec import Pieces, finish_reason, read_candidate, usage_from
+from thanos_asgi.providers._gemini_codec import (
+    Pieces,
+    finish_reason,
+    plain_text,
+    read_candidate,
+    usage_from,
+)
 from thanos_asgi.providers._gemini_ids import call_id, call_tag, completion_id
 from thanos_asgi.providers.gemini_types import GenerateResponse, UsageMetadata
 from thanos_asgi.types import ChatChunk, ChunkChoice, Delta, FunctionCallDelta, ToolCallDelta, Usage
@@ -65,7 +71,11 @@ class StreamDecoder:
             state = self.choices.get(candidate.index)
             if state is None:
                 state = self.choices[candidate.index] = _ChoiceState()
-            delta = self._delta(read_candidate(candidate), state)
+            text = plain_text(candidate)
+            if text is None:
+                delta = self._delta(read_candidate(candidate), state)
+            else:
+                delta = Delta(content=text) if text else None
             if delta is not None:
                 chunks.append(self._chunk(candidate.index, state, delta))
             state.finish = candidate.finish_reason or state.finish
