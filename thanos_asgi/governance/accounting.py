@@ -37,14 +37,21 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 from thanos_asgi.context import Context
-from thanos_asgi.exceptions import ProviderUnavailable
 from thanos_asgi.governance import _spend
 from thanos_asgi.governance._holds import Holds
+from thanos_asgi.governance._limits import (
+    BudgetExceeded,
+    Tokens,
+    budgets_for,
+    provider_rpm,
+    refusal,
+    tokens_hold,
+    tpm_estimate,
+)
 from thanos_asgi.governance._settlements import Settlements
-from thanos_asgi.governance._spend import MONTH_TTL, money
+from thanos_asgi.governance._spend import MONTH_TTL
 from thanos_asgi.governance.estimates import (
     DEFAULT_OUTPUT_TOKENS,
-    MAX_OUTPUT_TOKENS,
     reservable_output,
 )
 from thanos_asgi.governance.pricing import Pricing, estimate_prompt_tokens, prompt_token_bound
@@ -54,7 +61,7 @@ from thanos_asgi.governance.state import (
     StateUnavailable,
     WindowResult,
 )
-from thanos_asgi.governance.windows import MINUTE, RateLimited, take_request, window_of
+from thanos_asgi.governance.windows import MINUTE, take_request
 from thanos_asgi.types import Target
 
 if TYPE_CHECKING:
@@ -67,12 +74,6 @@ log = logging.getLogger("thanos_asgi.governance.accounting")
 _PATIENCE = 10  # rebuilds and graces one reservation waits through before it gives up
 
 
-class BudgetExceeded(ProviderUnavailable):
-    status = 429
-    type = "budget_exceeded"
-    code = "budget_exceeded"
-
-
 @dataclass
 class Admission:
     """What one attempt holds: budget reservations and the estimate they were made on."""
@@ -82,14 +83,6 @@ class Admission:
     worst_case: float = 0.0
     reservations: list[str] = field(default_factory=list)
     warning: str | None = None
-
-
-@dataclass
-class Tokens:
-    """A key's TPM hold for the whole request, corrected once usage is known."""
-
-    key: str | None
-    estimate: int
 
 
 class Accounting:
@@ -148,10 +141,10 @@ class Accounting:
         await self.count_request(ctx)
         if policy.tpm is None:
             return Tokens(None, 0)
-        estimate = _tpm_estimate(prompt, output)
+        estimate = tpm_estimate(prompt, output)
         key = f"tpm:key:{policy.key_id}"
         taken = await self.state.window_take(key, estimate, policy.tpm, MINUTE)
-        return _tokens(ctx, key, estimate, taken)
+        return tokens_hold(ctx, key, estimate, taken)
 
     async def admit_chat(
         self, request: ChatRequest, ctx: Context, first: Target | None
@@ -168,7 +161,7 @@ class Accounting:
             return await self.admit_request(request, ctx), None
         budgets, worst = plan
         await self.count_request(ctx)
-        estimate = _tpm_estimate(estimate_prompt_tokens(request), request.output_limit)
+        estimate = tpm_estimate(estimate_prompt_tokens(request), request.output_limit)
         key, label = f"tpm:key:{policy.key_id}", budgets[0][0].split(":", 2)[1]
         keys = [k for k, _ in budgets]
 
@@ -186,7 +179,7 @@ class Accounting:
             owner=self.holds.owner,
             landed=landed,
         )
-        tokens = _tokens(ctx, key, estimate, taken)
+        tokens = tokens_hold(ctx, key, estimate, taken)
         if not reserved:
             return tokens, None
         admission = Admission(first.instance, first.model, worst, keys)
@@ -206,7 +199,7 @@ class Accounting:
         """(the budgets `admit` would reserve on `target`, the amount) if that is all it does."""
         if self.config.providers[target.instance].rate_limit_rpm is not None:
             return None
-        budgets = self._budgets(target.instance, ctx)
+        budgets = budgets_for(self.config, self.global_limit, target.instance, ctx)
         if not budgets or self.pricing.is_free(target.instance):
             return None
         output = reservable_output(request.output_limit, self._default_output(target.instance))
@@ -238,8 +231,8 @@ class Accounting:
         `output` output tokens."""
         admission = Admission(target.instance, target.model)
         if self.config.providers[target.instance].rate_limit_rpm is not None:
-            await self._provider_rpm(target.instance)
-        budgets = self._budgets(target.instance, ctx)
+            await provider_rpm(self.state, self.config, target.instance)
+        budgets = budgets_for(self.config, self.global_limit, target.instance, ctx)
         if not budgets or self.pricing.is_free(target.instance):
             return admission
         worst = self.pricing.worst_case(
@@ -252,7 +245,7 @@ class Accounting:
             for key, limit, label in budgets:
                 if not await self._reserve(key, admission.worst_case, limit):
                     await self.release(admission)  # (empties the reservations)
-                    raise await self._refusal(key, limit, label, admission.worst_case)
+                    raise await refusal(self.state, key, limit, label, admission.worst_case)
                 admission.reservations.append(key)
             admission.warning = await self._warning()
         except BaseException:  # the store failed or we were cancelled after some reserved
@@ -300,45 +293,6 @@ class Accounting:
             if self._restores == seen:
                 await _spend.restore(self.state, self.ledger, label)
                 self._restores += 1
-
-    async def _refusal(self, key: str, limit: float, label: str, cost: float) -> BudgetExceeded:
-        spent, reserved = await self.state.spent(key)
-        left = max(limit - spent - reserved, 0.0)
-        held = f", {money(reserved)} held by requests in flight" if reserved else ""
-        error = BudgetExceeded(
-            f"the {label} budget of {money(limit)} this month has {money(left)} left "
-            f"({money(spent)} spent{held}); this request would cost up to {money(cost)}"
-        )
-        error.retry_after = _spend.until_next_month()
-        return error
-
-    async def _provider_rpm(self, instance: str) -> None:
-        rpm = self.config.providers[instance].rate_limit_rpm
-        if rpm is None:
-            return
-        taken = await self.state.window_take(f"rpm:provider:{instance}", 1, rpm, MINUTE)
-        if not taken.allowed:
-            error = ProviderUnavailable(
-                f"provider '{instance}' is at its limit of {rpm} requests per minute",
-                code="provider_rate_limited",
-            )
-            error.retry_after = taken.reset_after
-            raise error
-
-    def _budgets(self, instance: str, ctx: Context) -> list[tuple[str, float, str]]:
-        limits = []
-        if self.global_limit is not None:
-            limits.append(("global", self.global_limit, "monthly"))
-        policy = ctx.policy
-        if policy is not None and policy.budget_usd is not None:
-            limits.append((f"key:{policy.key_id}", policy.budget_usd, "key's"))
-        own = self.config.cost.providers.get(instance)
-        if own is not None and own.monthly_budget_usd is not None:
-            limits.append((f"provider:{instance}", own.monthly_budget_usd, instance))
-        if not limits:  # the usual case: no month to format
-            return []
-        month = _spend.month_label()
-        return [(f"budget:{month}:{scope}", limit, label) for scope, limit, label in limits]
 
     def _default_output(self, instance: str) -> int:
         return self.config.providers[instance].max_tokens or DEFAULT_OUTPUT_TOKENS
@@ -401,22 +355,3 @@ class Accounting:
     async def drain(self) -> None:
         """Wait for settlements under way (at shutdown, and in tests)."""
         await self._queue.drain()
-
-
-def _tpm_estimate(prompt: int, output: int | None) -> int:
-    """The tokens a request takes from its key's window: `prompt` plus its output limit,
-    clamped to 0..MAX_OUTPUT_TOKENS (a negative or absurd limit takes neither less nor more)."""
-    return max(prompt, 0) + min(max(output or 0, 0), MAX_OUTPUT_TOKENS)
-
-
-def _tokens(ctx: Context, key: str, estimate: int, taken: WindowResult) -> Tokens:
-    """The key's TPM hold, noted in `ctx.quota`; RateLimited if the window refused it."""
-    ctx.quota.tokens = window_of(taken)
-    if not taken.allowed:
-        error = RateLimited(
-            f"the key '{key.split(':', 2)[2]}' is over its {taken.limit} tokens per minute "
-            f"(this request needs about {estimate})"
-        )
-        error.retry_after = taken.reset_after
-        raise error
-    return Tokens(key, estimate)
