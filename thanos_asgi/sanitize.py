@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import base64
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from functools import lru_cache
 from typing import Any, Generic, TypeVar, overload
 from urllib.parse import quote
@@ -54,7 +54,6 @@ MAX_HEADER_CHARS = 256  # a provider-given value in a response header
 
 # -- JSON nesting --------------------------------------------------------------------------------
 
-_OPENERS = (b"[", b"{")
 _KEEP = b'[]{}"'
 _DELETE = bytes(byte for byte in range(256) if byte not in _KEEP)
 _BRACKETS = bytes.maketrans(b"[]{}", b"()()")
@@ -80,7 +79,7 @@ def check_depth(data: JSONText, limit: int = MAX_DEPTH) -> None:
         raw = data.encode("utf-8", "surrogatepass")
     else:
         raw = data if isinstance(data, bytes) else bytes(memoryview(data))
-    if raw.count(_OPENERS[0]) + raw.count(_OPENERS[1]) <= limit:
+    if openers(raw) <= limit:
         return
     if b'\\"' in raw:  # escaped quotes end no string (escaped backslashes go first)
         raw = raw.replace(b"\\\\", b"").replace(b'\\"', b"")
@@ -105,7 +104,7 @@ def openers(data: bytes) -> int:
 class Decoder(Generic[T]):
     """`msgspec.json.Decoder`, refusing JSON nested deeper than `MAX_DEPTH` first."""
 
-    __slots__ = ("_decode", "limit")
+    __slots__ = ("_decode", "limit", "unchecked")
 
     @overload
     def __init__(self: Decoder[Any], *, limit: int = MAX_DEPTH) -> None: ...
@@ -119,6 +118,8 @@ class Decoder(Generic[T]):
     def __init__(self, type: Any = Any, *, limit: int = MAX_DEPTH) -> None:
         self._decode = msgspec.json.Decoder(type).decode
         self.limit = limit
+        # for text already known not to nest deeper (`openers` of a whole read within limit)
+        self.unchecked: Callable[[JSONText], T] = self._decode
 
     def decode(self, data: JSONText) -> T:
         # (the common case inline: bytes with too few openers to nest deeper than the limit)

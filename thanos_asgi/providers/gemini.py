@@ -36,9 +36,10 @@ from thanos_asgi.providers.gemini_types import (
     Content,
     GenerateResponse,
     Part,
+    decode_response,
     encode,
 )
-from thanos_asgi.sanitize import MAX_DEPTH, Decoder, check_depth, openers, url_path
+from thanos_asgi.sanitize import Decoder, url_path
 from thanos_asgi.types import (
     ChatChunk,
     ChatRequest,
@@ -100,7 +101,6 @@ _error_body = Decoder(_ErrorBody)
 _error_list = Decoder(list[_ErrorBody])
 _models = Decoder(_Models)
 _embeddings = Decoder(_Embeddings)
-_decode_answer = msgspec.json.Decoder(GenerateResponse).decode  # depth: `_parse` bounds it
 _MAX_MODEL_PAGES = 20
 
 
@@ -225,9 +225,7 @@ class Gemini(HTTPProvider):
 
     def _parse(self, data: bytes) -> GenerateResponse:
         try:
-            if openers(data) > MAX_DEPTH:
-                check_depth(data)  # (`decode_response`'s check, without its call)
-            answer = _decode_answer(data)
+            answer = decode_response(data)
         except msgspec.DecodeError as exc:
             raise self.tag(UpstreamProtocolError(f"unreadable answer: {exc}")) from None
         if answer.error is not None:  # an error sent after the status line

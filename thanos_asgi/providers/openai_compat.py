@@ -66,7 +66,6 @@ class _ModelId(msgspec.Struct):
 _meta = Decoder(Meta)
 _stream_error = Decoder(_StreamError)
 _chunk = Decoder(ChatChunk)
-_chunk_unchecked = msgspec.json.Decoder(ChatChunk).decode  # for text already depth-checked
 _response = Decoder(ChatResponse)
 _embeddings = Decoder(EmbeddingResponse)
 _model_ids = Decoder(_ModelIds)
@@ -335,7 +334,7 @@ class _Read:
         chunks: list[ChatChunk] = []
         # Once per piece, not per event: no event nests deeper than the piece has openers,
         # and no event before the piece's first usage marker has usage in it.
-        decode = _chunk_unchecked if openers(piece) <= MAX_DEPTH else _chunk.decode
+        decode = _chunk.unchecked if openers(piece) <= MAX_DEPTH else _chunk.decode
         usage_at, end = _first(piece, _USAGE), -2
         for raw in piece.split(b"\n\n")[:-1]:  # each relayed event ends in a blank line
             end += len(raw) + 2
