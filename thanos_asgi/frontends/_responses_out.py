@@ -207,7 +207,7 @@ class Events:
         return out + self.event("response.function_call_arguments.delta", delta=piece, **ids)
 
     def _open(self, item: OutputItem) -> bytes:
-        self.open, self.pieces, self.text_head = item, Pieces(), b""
+        self.open, self.pieces = item, Pieces()  # (`_close` cleared `text_head`)
         index = len(self.shell.output)
         out = self.event("response.output_item.added", output_index=index, item=item)
         if isinstance(item, MessageItem):
@@ -224,7 +224,7 @@ class Events:
         return out
 
     def _close(self) -> bytes:
-        item, self.open = self.open, None
+        item, self.open, self.text_head = self.open, None, b""
         if item is None:
             return b""
         index = len(self.shell.output)
