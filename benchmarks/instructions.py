@@ -185,6 +185,8 @@ def _profile(port: int, args: argparse.Namespace) -> None:
     profiler.enable()
     asyncio.run(_inner(port, args.many, args.stream, args.target, **options))
     profiler.disable()
+    if args.profile_out:
+        profiler.dump_stats(args.profile_out)
     stats = pstats.Stats(profiler).strip_dirs()
     print(f"{args.target}, {'stream' if args.stream else 'completion'}, {args.many} requests")
     stats.sort_stats("tottime").print_stats(25)
@@ -205,6 +207,7 @@ def main() -> int:
     parser.add_argument("--source", type=Path, help="measure this checkout instead")
     parser.add_argument("--target", choices=list(TARGETS), default="gateway")
     parser.add_argument("--profile", action="store_true", help="cProfile --many requests")
+    parser.add_argument("--profile-out", help="with --profile: also save the stats to this file")
     parser.add_argument(
         "--no-ledger",
         action="store_true",

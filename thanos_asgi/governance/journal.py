@@ -52,9 +52,10 @@ class Journal:
             raise OSError(f"short write to the usage journal ({written} of {len(line)} bytes)")
         self.size += written
 
-    def imported(self, db: sqlite3.Connection) -> None:
-        """Inside the transaction that committed every row appended so far: note that."""
-        db.execute(_OFFSET, (self.name, self.size))
+    def imported(self, db: sqlite3.Connection, offset: int) -> None:
+        """Inside the transaction that committed every row appended before `offset` (the
+        `size` read together with those rows): note that."""
+        db.execute(_OFFSET, (self.name, offset))
 
     def renew(self, db: sqlite3.Connection | None) -> None:
         """After `imported` was committed: go on in a new file and delete this one."""

@@ -8,11 +8,13 @@ an fsync per commit: an OS crash or power cut can lose the last commits (never c
 file). That is the requirement, and it keeps a row at ~0.1 ms on a VM disk, where an fsync per
 commit (`synchronous=FULL`) measured ~3 ms.
 
-Inside an event loop the gateway calls `queue` instead: the row is appended to this process's
-journal with one write(2) (same guarantee, see `_journal.py`) and imported into SQLite with the
-other rows of the next `LATER` seconds in one transaction. The database file therefore shows a
-row up to `LATER` seconds after its answer went out, and after a crash once the ledger is next
-opened; `report`, `rows` and `total_cost` import what is queued first.
+The gateway calls `queue` instead: the row is appended to this process's journal with one
+write(2) (same guarantee, see `journal.py`) and imported into SQLite with the other rows of the
+next `LATER` seconds in one transaction, by the ledger's own thread (`Aside`): the import's
+SQLite work never stalls the event loop, which only builds the row and writes its line. The
+database file therefore shows a row up to `LATER` seconds after its answer went out, and after a
+crash once the ledger is next opened; `report`, `rows` and `total_cost` import what is queued
+first.
 
 Only the columns below are stored: never a secret (`key_id` is a client key's id, not the key),
 a prompt or a completion. Times are unix seconds; `report(group_by="day")` buckets by UTC day.
@@ -20,7 +22,6 @@ a prompt or a completion. Times are unix seconds; `report(group_by="day")` bucke
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import os
@@ -35,7 +36,7 @@ from typing import IO, Any
 import msgspec
 
 from thanos_asgi.governance import journal as _journal
-from thanos_asgi.governance._sqlite import Checkpointer
+from thanos_asgi.governance._sqlite import Aside
 from thanos_asgi.governance.ledger_rows import (
     COLUMNS,
     GroupBy,
@@ -50,7 +51,7 @@ from thanos_asgi.governance.retention import Retention
 __all__ = ["COLUMNS", "GroupBy", "Ledger", "LedgerRow", "Spend", "write_csv"]
 
 log = logging.getLogger("thanos_asgi")
-LATER = 0.02  # seconds a queued row may wait for company before it is imported
+LATER = 0.1  # seconds a queued row may wait for company before it is imported
 MAX_PENDING = 100_000  # rows kept for a retry while SQLite refuses them
 
 _SCHEMA = """
@@ -75,7 +76,14 @@ CREATE INDEX IF NOT EXISTS requests_ts ON requests (ts);
 CREATE INDEX IF NOT EXISTS requests_key_id ON requests (key_id);
 """
 _SCHEMA += _journal.TABLE + ";\n"
-_INSERT = f"INSERT INTO requests ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+_ROW = f"({', '.join('?' * len(COLUMNS))})"
+_INSERT = f"INSERT INTO requests ({', '.join(COLUMNS)}) VALUES {_ROW}"
+# An import inserts its rows in statements of these many rows each (a batch of 50: 32, 16
+# and 2). `executemany` runs one statement per row, and the thread must take the GIL back
+# after each: while the event loop is busy, that is a wait of up to 5 ms a row. At most 64
+# rows (896 values) a statement: SQLite before 3.32 allows 999.
+_SIZES = (64, 32, 16, 8, 4, 2, 1)
+_INSERTS = {size: _INSERT + f", {_ROW}" * (size - 1) for size in _SIZES}
 _SELECT = f"SELECT {', '.join(COLUMNS)} FROM requests"
 
 # group_by -> (the SQL expression, the name of its field in a report row)
@@ -137,6 +145,15 @@ def _add_missing_columns(db: sqlite3.Connection) -> None:
             db.execute(f"ALTER TABLE requests ADD COLUMN {name} {kind}")
 
 
+def _insert(db: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
+    """Insert `rows` (inside the caller's transaction) with a few multi-row statements."""
+    done = 0
+    for size in _SIZES:
+        while len(rows) - done >= size:
+            db.execute(_INSERTS[size], [value for row in rows[done : done + size] for value in row])
+            done += size
+
+
 class Ledger:
     """The usage ledger in one SQLite file; safe to share between threads and processes."""
 
@@ -149,44 +166,41 @@ class Ledger:
         self.retention_days = retention_days
         self._retention = Retention(retention_days)
         self._db = _connect(self.path)
-        self._lock = threading.Lock()
+        self._db_lock = threading.Lock()  # the connection; taken before `_lock`, never after
+        self._lock = threading.Lock()  # the journal and the queued rows: held for an append
         self._reader: sqlite3.Connection | None = None  # `query`'s own, opened by the first
         self._read_lock = threading.Lock()
         self._pending: list[tuple[Any, ...]] = []  # appended to the journal, not yet imported
         self._journal: _journal.Journal | None = None  # opened by the first `queue`
-        self._timer: asyncio.TimerHandle | None = None  # the import to come ...
-        self._timer_loop: asyncio.AbstractEventLoop | None = None  # ... in this loop (a test's
-        # loop may close before it fires: then the next `queue` schedules a new one)
-        self._checkpointer: Checkpointer | None = None  # started by the first write
+        self._aside: Aside | None = None  # imports and checkpoints; started by the first write
+        self._closed = False
         self._journals = Path(f"{self.path}.journals")
         if self._journals.is_dir():
             _journal.recover(self._db, self._journals, _INSERT, len(COLUMNS))
         self._retain()
 
+    def _thread(self) -> Aside | None:
+        if self._aside is None and not self._closed:  # (":memory:": its checkpoints do nothing)
+            with self._lock:  # the first write may come from two threads at once
+                if self._aside is None:
+                    self._aside = Aside(self.path, "usage ledger", self._imported, LATER)
+        return self._aside
+
     def _written(self) -> None:
-        if self._checkpointer is None:
-            if str(self.path) == ":memory:":
-                return
-            self._checkpointer = Checkpointer(self.path, "usage ledger")
-        self._checkpointer.dirty = True
+        aside = self._aside or self._thread()
+        if aside is not None:
+            aside.dirty = True
 
     def record(self, row: LedgerRow) -> None:
         """Insert and commit `row` before returning (one cached prepared INSERT, autocommit)."""
         values = msgspec.structs.astuple(row)
-        with self._lock:
+        with self._db_lock:
             self._db.execute(_INSERT, values)
         self._written()
 
     def queue(self, row: LedgerRow) -> None:
-        """Make `row` durable now (one append to the journal) and import it into SQLite
-        with the others queued within `LATER` seconds. Outside an event loop: `record`."""
-        if self._timer is None or self._timer_loop is None or self._timer_loop.is_closed():
-            try:  # (asking for the loop costs a getpid() on 3.11: once per batch only)
-                loop = asyncio.get_running_loop()
-            except RuntimeError:
-                self.record(row)
-                return
-            self._timer, self._timer_loop = loop.call_later(LATER, self._due), loop
+        """Make `row` durable now (one append to the journal) and import it into SQLite, in
+        the ledger's thread, with the others queued within `LATER` seconds."""
         values = msgspec.structs.astuple(row)
         with self._lock:
             try:
@@ -196,6 +210,9 @@ class Ledger:
             except OSError as exc:  # still imported with the others, unless we crash first
                 log.error("usage ledger: journal write failed: %s", exc)
             self._pending.append(values)
+        aside = self._aside or self._thread()
+        if aside is not None:
+            aside.poke()
 
     def _open_journal(self) -> _journal.Journal | None:
         if str(self.path) == ":memory:":
@@ -204,38 +221,47 @@ class Ledger:
         self._journal = _journal.Journal(self._journals)
         return self._journal
 
-    def _due(self) -> None:
-        self._timer = None
+    def _imported(self) -> None:  # the thread's work
         self.flush()
 
     def flush(self) -> bool:
         """Import the queued rows now, in one transaction; False if SQLite refused them
         (logged; they are kept for the next try, and are in the journal meanwhile)."""
-        with self._lock:
-            rows, self._pending = self._pending, []
+        with self._db_lock:
+            with self._lock:  # the rows and how far into the journal they reach
+                rows, self._pending = self._pending, []
+                journal = self._journal
+                offset = journal.size if journal is not None else 0
             if not rows:
                 return True
-            journal = self._journal
             try:
                 self._db.execute("BEGIN")
-                self._db.executemany(_INSERT, rows)
+                _insert(self._db, rows)
                 if journal is not None:
-                    journal.imported(self._db)
+                    journal.imported(self._db, offset)
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
                 if self._db.in_transaction:
                     self._db.execute("ROLLBACK")
                 log.error("usage ledger: %d rows not recorded yet: %s", len(rows), exc)
-                self._pending[:0] = rows[-MAX_PENDING:]
+                with self._lock:
+                    self._pending[:0] = rows[-MAX_PENDING:]
                 return False
-            if journal is not None and journal.size >= _journal.ROTATE_AT:
-                try:
-                    journal.renew(self._db)
-                except OSError as exc:  # it goes on in the old file, and tries again later
-                    log.warning("usage ledger: could not start a new journal: %s", exc)
-        self._written()
+            if journal is not None and offset >= _journal.ROTATE_AT:
+                self._renew(journal, offset)
+            self._written()
         self._retain()
         return True
+
+    def _renew(self, journal: _journal.Journal, offset: int) -> None:
+        """Go on in a new journal once every row of this one is imported (none came since)."""
+        with self._lock:
+            if journal.size != offset:
+                return  # rows came meanwhile: the next import renews it
+            try:
+                journal.renew(self._db)
+            except OSError as exc:  # it goes on in the old file, and tries again later
+                log.warning("usage ledger: could not start a new journal: %s", exc)
 
     def report(
         self, *, group_by: GroupBy, since: float | None = None, until: float | None = None
@@ -245,7 +271,7 @@ class Ledger:
         where, params = window(since, until)
         self.flush()
         sql = f"SELECT {expression} AS grp, {_SUMS} FROM requests{where} GROUP BY grp ORDER BY grp"
-        with self._lock:
+        with self._db_lock:
             found = self._db.execute(sql, params).fetchall()
         return [report_row(name, row) for row in found]
 
@@ -253,7 +279,7 @@ class Ledger:
         """USD of the priced requests in `[since, until)`."""
         where, params = window(since, until)
         self.flush()
-        with self._lock:
+        with self._db_lock:
             found = self._db.execute(f"SELECT TOTAL(cost_usd) FROM requests{where}", params)
             (total,) = found.fetchone()
         return float(total)
@@ -266,7 +292,7 @@ class Ledger:
             "SELECT key_id, provider, TOTAL(cost_usd) FROM requests WHERE ts >= ? "
             "GROUP BY key_id, provider"
         )
-        with self._lock:
+        with self._db_lock:
             found = self._db.execute(sql, (since,)).fetchall()
         spend = Spend()
         total = 0.0
@@ -284,7 +310,7 @@ class Ledger:
         WAL reader), so a long read never holds up the writers' lock; call it in a thread."""
         self.flush()
         if str(self.path) == ":memory:":
-            with self._lock:
+            with self._db_lock:
                 return self._db.execute(sql, params).fetchall()
         with self._read_lock:
             if self._reader is None:
@@ -296,7 +322,7 @@ class Ledger:
         """Every row from `since` on, oldest first."""
         where, params = window(since, None)
         self.flush()
-        with self._lock:
+        with self._db_lock:
             cursor = self._db.execute(f"{_SELECT}{where} ORDER BY ts, id", params)
         for values in cursor:
             found = LedgerRow(*values)
@@ -310,23 +336,21 @@ class Ledger:
     def purge(self, before: float) -> int:
         """Delete the rows older than `before` (unix time); return how many."""
         self.flush()
-        with self._lock:
+        with self._db_lock:
             deleted = self._db.execute("DELETE FROM requests WHERE ts < ?", (before,)).rowcount
-        self._written()
+            self._written()
         return int(deleted)
 
     def _retain(self) -> None:
         self._retention.run(self.purge, sqlite3.Error)
 
     def close(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._closed = True  # (a write from now on is committed by its caller, never aside)
+        if self._aside is not None:  # first: it may be importing right now
+            self._aside.stop()
+            self._aside = None
         imported = self.flush()
-        if self._checkpointer is not None:
-            self._checkpointer.stop()
-            self._checkpointer = None
-        with self._lock:
+        with self._db_lock, self._lock:
             if self._journal is not None:
                 self._journal.close(self._db, imported=imported)
                 self._journal = None
