@@ -92,3 +92,23 @@ def test_the_responses_text_deltas_by_hand_are_the_generic_event(texts: list[str
         assert event == expected
     done = next(e for e in parsed if e["type"] == "response.output_text.done")
     assert done["text"] == "".join(texts)
+
+
+_LINES = st.sampled_from(
+    [b"event: ", b"event:", b"data: ", b"data:", b"id: 1", b": ping", b"message_stop", b"{}", b" "]
+)
+
+
+@settings(derandomize=True, max_examples=500)
+@given(
+    parts=st.lists(_LINES | st.binary(max_size=8), max_size=6), joiner=st.sampled_from([b"", b"\n"])
+)
+def test_a_typed_events_fields_are_parse_blocks(parts: list[bytes], joiner: bytes) -> None:
+    from thanos_asgi.upstream.framing import parse_block, typed
+
+    block = joiner.join(parts)
+    event = parse_block(block)
+    assert typed(block) == (event.event, event.data)
+    named = b"event: content_block_delta\ndata: " + block
+    event = parse_block(named)
+    assert typed(named) == (event.event, event.data)

@@ -258,6 +258,8 @@ async def test_grpc_json_fields_nested_too_deep_are_invalid_argument() -> None:
 
 def deep_plain_event(request: httpx.Request) -> httpx.Response:
     """A stream whose deep event carries no usage: only the chunk decoder can refuse it."""
+    if request.url.host == "anthropic.test":
+        return httpx.Response(200, content=deep_anthropic_events(), headers=SSE)
     if request.url.host == "gemini.test":
         answer = {"candidates": [{"content": {"role": "model", "parts": [{"text": "a"}]}}]}
         good = b"data: " + json.dumps(answer).encode() + b"\n\n"
@@ -269,14 +271,52 @@ def deep_plain_event(request: httpx.Request) -> httpx.Response:
     return httpx.Response(200, content=good + bad + b"data: [DONE]\n\n", headers=SSE)
 
 
-@pytest.mark.parametrize("model", ["openai/gpt-4o", "gemini/gemini-2.5-flash"])
-async def test_a_deep_event_among_plain_ones_ends_a_translated_stream(model: str) -> None:
+def deep_anthropic_events() -> bytes:
+    """Anthropic's typed events: a text delta "a", then a deep one carrying "b"."""
+
+    def event(data: dict[str, Any], depth: int = 0) -> bytes:
+        body = with_deep(data, depth=depth) if depth else json.dumps(data).encode()
+        return b"event: " + data["type"].encode() + b"\ndata: " + body + b"\n\n"
+
+    message = {"id": "msg_1", "type": "message", "role": "assistant", "content": []}
+    usage = {"input_tokens": 1, "output_tokens": 1}
+    start = {"type": "message_start", "message": {**message, "usage": usage}}
+    block = {"type": "content_block_start", "index": 0, "content_block": {"type": "text"}}
+
+    def delta(text: str) -> dict[str, Any]:
+        return {
+            "type": "content_block_delta",
+            "index": 0,
+            "delta": {"type": "text_delta", "text": text},
+        }
+
+    deep = {**delta("b"), "x": DEEP_VALUE}
+    return (
+        event(start)
+        + event(block)
+        + event(delta("a"))
+        + event(deep, depth=MAX_DEPTH + 1)
+        + event({"type": "message_stop"})
+    )
+
+
+@pytest.mark.parametrize(
+    ("model", "path", "text"),
+    [
+        ("openai/gpt-4o", "/v1/messages", '"text":"{}"'),
+        ("gemini/gemini-2.5-flash", "/v1/messages", '"text":"{}"'),
+        ("anthropic/claude-sonnet-4-5", "/v1/chat/completions", '"content":"{}"'),
+    ],
+)
+async def test_a_deep_event_among_plain_ones_ends_a_translated_stream(
+    model: str, path: str, text: str
+) -> None:
     """Events read together are depth-checked together only when the read as a whole is too
     shallow to hide a deep one; here it is not, and the deep event ends the stream."""
     app = build_app(gateway(deep_plain_event, TEXT))
     async with client_for(app) as http:
         body = {"model": model, "messages": HI, "stream": True, "max_tokens": 10}
-        response = await http.post("/v1/messages", json=body)
+        response = await http.post(path, json=body)
     assert response.status_code == 200
-    assert '"text":"a"' in response.text and '"text":"b"' not in response.text
+    assert text.format("a") in response.text and text.format("b") not in response.text
     assert "128 levels" in response.text.rsplit("data:", 1)[-1], response.text[-300:]

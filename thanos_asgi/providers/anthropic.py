@@ -34,7 +34,7 @@ from thanos_asgi.providers._login import ClaudeOAuth
 from thanos_asgi.providers.anthropic_types import MessageResponse, Usage, chat_usage
 from thanos_asgi.providers.base import Relayed
 from thanos_asgi.providers.batches import each
-from thanos_asgi.sanitize import Decoder
+from thanos_asgi.sanitize import MAX_DEPTH, Decoder, openers
 from thanos_asgi.types import (
     ChatChunk,
     ChatRequest,
@@ -43,7 +43,7 @@ from thanos_asgi.types import (
     EmbeddingResponse,
 )
 from thanos_asgi.upstream import UpstreamResponse
-from thanos_asgi.upstream.framing import SSEBuffer, parse_block
+from thanos_asgi.upstream.framing import SSEBuffer, parse_block, typed
 
 T = TypeVar("T")
 API_VERSION = "2023-06-01"
@@ -151,21 +151,26 @@ class Anthropic(ClaudeOAuth):  # an OAuth login when `uses_claude_login(config)`
         """The chunks of the events in `complete`, then True at message_stop, or the error
         that ends the stream (an `event: error`, an unreadable event) after what came before."""
         chunks: list[ChatChunk] = []
+        # Once per read, not per event: no event nests deeper than the read has openers
+        checked = openers(complete) > MAX_DEPTH
         for block in complete.split(b"\n\n"):
             if not block:
                 continue
-            event = parse_block(block)
-            name = event.event
+            name, data = typed(block)
             if name == b"message_stop":
                 chunks.append(stream.usage_chunk())
                 return chunks, True
             if name == b"error":
-                return chunks, self._stream_error(event.data)
+                return chunks, self._stream_error(data)
             decoder = _EVENTS.get(name)
             if decoder is None:
                 continue  # ping and event types added later are skipped
             try:
-                chunk = stream.feed(self._parse(decoder, event.data))
+                event = decoder.decode(data) if checked else decoder.unchecked(data)
+                chunk = stream.feed(event)
+            except msgspec.DecodeError as exc:
+                error = UpstreamProtocolError(f"unreadable answer: {exc}")
+                return chunks, self.tag(error)
             except UpstreamError as exc:
                 return chunks, exc
             if chunk is not None:

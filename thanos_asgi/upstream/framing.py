@@ -43,6 +43,18 @@ def parse_block(block: bytes) -> SSEvent:
     return SSEvent(event, b"\n".join(data), block)
 
 
+def typed(block: bytes) -> tuple[bytes, bytes]:
+    """`(event, data)` of a block, as `parse_block` gives them; the common typed event
+    (`event: <name>` then one `data: ` line) without building an `SSEvent`."""
+    at = block.find(b"\ndata: ")
+    if at > 0 and block.startswith(b"event: ") and block.find(b"\n", 7, at) < 0:
+        data = block[at + 7 :]
+        if b"\n" not in data:
+            return block[7:at].strip(), data
+    event = parse_block(block)
+    return event.event, event.data
+
+
 async def iter_sse(chunks: AsyncIterator[bytes]) -> AsyncIterator[SSEvent]:
     """Yield each complete SSE event (a block ending in a blank line; `\\r\\n`, `\\r` too).
     An event cut off before its blank line is incomplete and is not dispatched (SSE spec)."""
