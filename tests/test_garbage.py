@@ -23,6 +23,7 @@ from tests.upstreams import completion, stream_body
 from thanos_asgi import Gateway, build_app
 from thanos_asgi.config import parse_config
 from thanos_asgi.frontends.asgi import ASGIApp, Message
+from thanos_asgi.frontends.sse import WATCH_AFTER
 
 pytestmark = pytest.mark.anyio
 
@@ -97,6 +98,53 @@ async def test_answers_and_streams_leave_no_cycles(tmp_path: Path) -> None:
                 await post(app, body)  # warm: connections, caches, lazily built parts
             with cyclic_garbage() as found:
                 for _ in range(10):
+                    assert (await post(app, hi))[0] == 200
+                    status, streamed = await post(app, {**hi, "stream": True})
+                    assert status == 200 and streamed.endswith(b"data: [DONE]\n\n")
+            assert sorted({type(o).__qualname__ for o in found}) == []
+
+
+async def slow_provider(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Slower than `WATCH_AFTER` to accept each request, and each stream pauses as long halfway:
+    every request gets its client watched, every stream its watcher task."""
+    pause = WATCH_AFTER * 1.5
+    while True:
+        body = json.loads((await read_request(reader)).split(b"\r\n\r\n", 1)[1])
+        await asyncio.sleep(pause)
+        if not body.get("stream"):
+            writer.write(answer(json.dumps(completion("m", "hello")).encode()))
+            await writer.drain()
+            continue
+        sse = stream_body("m", "one two three", True)
+        half = len(sse) // 2
+        writer.write(
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+            b"transfer-encoding: chunked\r\n\r\n%x\r\n%b\r\n" % (half, sse[:half])
+        )
+        await writer.drain()
+        await asyncio.sleep(pause)
+        writer.write(b"%x\r\n%b\r\n0\r\n\r\n" % (len(sse) - half, sse[half:]))
+        await writer.drain()
+
+
+async def test_watched_requests_and_streams_leave_no_cycles(tmp_path: Path) -> None:
+    """A cancelled watcher task keeps the exception it ended with, whose traceback holds the
+    watcher's frame and so its owner: unless the owner lets go of the task, the request's
+    whole graph (reply, dispatch, stream) waits for a collector pass. Real streams last long
+    enough to be watched, so this is every stream's case, not a corner."""
+    async with serving(slow_provider) as server:
+        base = server.url.removesuffix("/chat")
+        text = (
+            f'[providers.up]\nkind = "openai-compatible"\nbase_url = "{base}"\n'
+            f'models = ["m"]\n[cost]\nledger_path = "{tmp_path / "usage.db"}"\n'
+        )
+        gateway = Gateway(parse_config(text, source="test.toml", env={}))
+        app = build_app(gateway)
+        async with gateway:
+            hi = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+            await post(app, {**hi, "stream": True})  # warm
+            with cyclic_garbage() as found:
+                for _ in range(2):
                     assert (await post(app, hi))[0] == 200
                     status, streamed = await post(app, {**hi, "stream": True})
                     assert status == 200 and streamed.endswith(b"data: [DONE]\n\n")

@@ -93,6 +93,7 @@ class WatchedDispatch:
             sweeper.waiting.pop(self, None)
             if self.watcher is not None:
                 self.watcher.cancel()
+                self.watcher = None  # its traceback holds our frame: no cycle
 
     def start_watching(self) -> None:
         self.watcher = self.task.get_loop().create_task(self._watch())

@@ -71,6 +71,7 @@ class EventSourceResponse:
                 sweeper.waiting.pop(stream, None)
             if stream.watcher is not None:
                 stream.watcher.cancel()
+                stream.watcher = None  # its traceback holds our frame: no cycle
             await stream.close()
 
 
