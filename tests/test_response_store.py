@@ -186,3 +186,30 @@ async def test_a_large_entry_is_written_and_read_in_a_thread(tmp_path: Path) -> 
     assert await store.get("resp_big") == big
     assert await store.get("resp_small") == b"s"
     store.close()
+
+
+def test_a_checkpoint_empties_a_wal_grown_past_its_limit(tmp_path: Path) -> None:
+    """Writes that never pause keep every passive checkpoint from finishing, so the WAL never
+    starts over and its file grows without end. Past the limit, a checkpoint empties it;
+    below, it only copies (a passive checkpoint leaves the file as long as it was)."""
+    from thanos_asgi.governance._sqlite import checkpoint
+
+    path = tmp_path / "responses.db"
+    store = SQLiteStore(path, ttl=60)
+    wal = Path(f"{path}-wal")
+    for n in range(100):
+        store._db.execute("INSERT INTO responses VALUES (?, ?, ?)", (f"r{n}", 1e12, b"x" * 4000))
+    grown = wal.stat().st_size
+    assert grown > 400_000
+    db = sqlite3.connect(path, isolation_level=None)
+    checkpoint(db, path, "test", limit=grown)  # not past the limit: copied, not emptied
+    assert wal.stat().st_size == grown
+    store._db.execute("INSERT INTO responses VALUES ('more', 1e12, x'00')")  # starts it over
+    assert wal.stat().st_size == grown
+    for n in range(100, 200):
+        store._db.execute("INSERT INTO responses VALUES (?, ?, ?)", (f"r{n}", 1e12, b"x" * 4000))
+    checkpoint(db, path, "test", limit=grown // 2)
+    assert wal.stat().st_size == 0
+    assert db.execute("SELECT count(*) FROM responses").fetchone() == (201,)
+    db.close()
+    store.close()
