@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -11,8 +12,10 @@ import httpx2
 import openai
 import pytest
 
+from tests.rawserver import answer, read_request, serving
 from tests.servers import Upstream, resetting, running
-from thanos_asgi import Gateway, build_app
+from tests.upstreams import completion
+from thanos_asgi import Gateway, H1Transport, build_app
 from thanos_asgi.config import parse_config
 
 pytestmark = pytest.mark.anyio
@@ -284,3 +287,42 @@ async def test_a_failing_model_opens_only_its_own_circuit() -> None:
     assert ready.json()["providers"]["a"]["models"]["status-503"]["state"] == "open"
     assert 'thanos_circuit_state{provider="a"} 0.0' in metrics.text
     assert 'thanos_model_circuit_state{model="status-503",provider="a"} 2.0' in metrics.text
+
+
+async def test_a_full_connection_pool_does_not_open_the_circuit() -> None:
+    """Waiting past the connect timeout for a connection of the gateway's own pool is a
+    refusal of ours and says nothing about the provider. Five of them opened the provider's
+    circuit, so in a burst above the pool's size (1,000 connections) requests that a freed
+    connection would soon have served were refused at once, until one in flight succeeded."""
+    release = asyncio.Event()
+
+    async def stalling(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await read_request(reader)
+            await release.wait()
+            writer.write(answer(json.dumps(completion("m", "hello")).encode()))
+            await writer.drain()
+
+    async with serving(stalling) as server:
+        text = (
+            f'[routing]\nmax_retries = 0\n[providers.a]\nkind = "openai-compatible"\n'
+            f'base_url = "{server.url.removesuffix("/chat")}"\nmodels = ["m"]\n'
+            "timeout_ms = 30000\nconnect_timeout_ms = 100\n"  # (the pool's wait: connect's)
+        )
+        config = parse_config(text, source="pool.toml", env={})
+        gw = Gateway(config, transport=H1Transport(max_connections=1))
+        async with AsyncExitStack() as stack:
+            stack.push_async_callback(gw.aclose)
+            base = await stack.enter_async_context(running(build_app(gw)))
+            client = openai.AsyncOpenAI(base_url=f"{base}/v1", api_key="k", max_retries=0)
+            await stack.enter_async_context(client)
+            first = asyncio.ensure_future(client.chat.completions.create(model="m", messages=HI))
+            await asyncio.sleep(0.05)  # it holds the pool's only connection
+            for _ in range(6):  # more than the failures that open a circuit (5)
+                with pytest.raises(openai.APIStatusError) as refused:
+                    await client.chat.completions.create(model="m", messages=HI)
+                assert refused.value.status_code == 503
+                assert "came free in time" in refused.value.message
+                assert "circuit open" not in refused.value.message
+            release.set()
+            assert (await first).choices[0].message.content == "hello"

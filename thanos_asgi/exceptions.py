@@ -186,6 +186,9 @@ class UpstreamConnectError(UpstreamError):
     code = "upstream_unreachable"
 
 
+POOL_EXHAUSTED = "upstream_pool_exhausted"  # an UpstreamConnectError's code: our pool was full
+
+
 class UpstreamTimeout(UpstreamError):
     status = 504
     type = "timeout_error"

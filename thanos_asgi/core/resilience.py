@@ -13,7 +13,7 @@ goes to the breaker it says something about (`blame`):
   529, a timeout waiting for the answer, an unreadable answer, a stream cut short), so one
   failing model (`openai/fault-503`) does not shut out the instance's healthy models;
 - neither: what says nothing about health (the client's bad request, 404, a rate limit, a
-  refusal of our own such as a full queue or a spent budget).
+  refusal of our own such as a full queue, no free connection in our pool or a spent budget).
 
 A request needs both its breakers to let it through. A background health check can also
 force the instance's circuit open ("auto_disable_on_failure") until it recovers.
@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from thanos_asgi.exceptions import (
+    POOL_EXHAUSTED,
     ProviderUnavailable,
     ThanosError,
     UpstreamConnectError,
@@ -47,8 +48,8 @@ def blame(exc: ThanosError) -> Blame:
         if status in (401, 403):
             return "instance"
         return "model" if status >= 500 or status == 408 else None
-    if isinstance(exc, UpstreamConnectError):
-        return "instance"
+    if isinstance(exc, UpstreamConnectError):  # (unless our own pool had no connection free)
+        return None if exc.code == POOL_EXHAUSTED else "instance"
     if exc.retryable and not isinstance(exc, ProviderUnavailable):
         return "model"  # timeouts, unreadable answers
     return None

@@ -23,7 +23,12 @@ import ssl
 import time
 from collections.abc import Mapping
 
-from thanos_asgi.exceptions import ConfigError, UpstreamConnectError, UpstreamTimeout
+from thanos_asgi.exceptions import (
+    POOL_EXHAUSTED,
+    ConfigError,
+    UpstreamConnectError,
+    UpstreamTimeout,
+)
 from thanos_asgi.upstream.base import Timeouts
 from thanos_asgi.upstream.h1._proxy import Proxy
 from thanos_asgi.upstream.h1._request import RequestWriter, parse_url
@@ -177,7 +182,7 @@ class H1Transport:
         except TimeoutError:
             error = UpstreamConnectError(
                 f"no connection to the provider came free in time ({self._limit} are busy)",
-                code="upstream_pool_exhausted",
+                code=POOL_EXHAUSTED,
             )
             error.status = 503
             raise error from None
