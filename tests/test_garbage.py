@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from tests.helpers import post_scope
-from tests.rawserver import answer, read_request, serving
+from tests.rawserver import Handler, answer, read_request, serving
 from tests.upstreams import completion, stream_body
 from thanos_asgi import Gateway, build_app
 from thanos_asgi.config import parse_config
@@ -83,27 +83,6 @@ def _ours(thing: object) -> bool:
     return type(thing).__module__.startswith("thanos_asgi")
 
 
-async def test_answers_and_streams_leave_no_cycles(tmp_path: Path) -> None:
-    async with serving(provider) as server:
-        base = server.url.removesuffix("/chat")
-        text = (
-            f'[providers.up]\nkind = "openai-compatible"\nbase_url = "{base}"\n'
-            f'models = ["m"]\n[cost]\nledger_path = "{tmp_path / "usage.db"}"\n'
-        )
-        gateway = Gateway(parse_config(text, source="test.toml", env={}))
-        app = build_app(gateway)
-        async with gateway:
-            hi = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
-            for body in (hi, {**hi, "stream": True}):
-                await post(app, body)  # warm: connections, caches, lazily built parts
-            with cyclic_garbage() as found:
-                for _ in range(10):
-                    assert (await post(app, hi))[0] == 200
-                    status, streamed = await post(app, {**hi, "stream": True})
-                    assert status == 200 and streamed.endswith(b"data: [DONE]\n\n")
-            assert sorted({type(o).__qualname__ for o in found}) == []
-
-
 async def slow_provider(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     """Slower than `WATCH_AFTER` to accept each request, and each stream pauses as long halfway:
     every request gets its client watched, every stream its watcher task."""
@@ -127,12 +106,17 @@ async def slow_provider(reader: asyncio.StreamReader, writer: asyncio.StreamWrit
         await writer.drain()
 
 
-async def test_watched_requests_and_streams_leave_no_cycles(tmp_path: Path) -> None:
-    """A cancelled watcher task keeps the exception it ended with, whose traceback holds the
-    watcher's frame and so its owner: unless the owner lets go of the task, the request's
-    whole graph (reply, dispatch, stream) waits for a collector pass. Real streams last long
-    enough to be watched, so this is every stream's case, not a corner."""
-    async with serving(slow_provider) as server:
+@pytest.mark.parametrize(
+    ("upstream", "rounds"), [(provider, 10), (slow_provider, 2)], ids=["fast", "watched"]
+)
+async def test_answers_and_streams_leave_no_cycles(
+    tmp_path: Path, upstream: Handler, rounds: int
+) -> None:
+    """Fast answers, and answers slow enough to have their client watched: a cancelled
+    watcher task keeps the exception it ended with, whose traceback holds the watcher's frame
+    and so its owner. Unless the owner lets go of the task, the request's whole graph (reply,
+    dispatch, stream) waits for a collector pass, and real streams are all watched."""
+    async with serving(upstream) as server:
         base = server.url.removesuffix("/chat")
         text = (
             f'[providers.up]\nkind = "openai-compatible"\nbase_url = "{base}"\n'
@@ -142,9 +126,10 @@ async def test_watched_requests_and_streams_leave_no_cycles(tmp_path: Path) -> N
         app = build_app(gateway)
         async with gateway:
             hi = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
-            await post(app, {**hi, "stream": True})  # warm
+            for body in (hi, {**hi, "stream": True}):
+                await post(app, body)  # warm: connections, caches, lazily built parts
             with cyclic_garbage() as found:
-                for _ in range(2):
+                for _ in range(rounds):
                     assert (await post(app, hi))[0] == 200
                     status, streamed = await post(app, {**hi, "stream": True})
                     assert status == 200 and streamed.endswith(b"data: [DONE]\n\n")
