@@ -288,11 +288,11 @@ async def test_200_mixed_requests_never_overspend_on_memory_across_a_new_process
     ledger = tmp_path / "usage.db"
     first = await spend_round(MemoryBackend(), ledger, seed=1)
     spent, rows = ledger_spend(ledger)
-    assert 0.005 < spent <= 0.01 and first.count(200) == rows
+    assert 0.002 < spent <= 0.01 and first.count(200) == rows  # as near as in-flight allows
     # a new process: empty memory, the month's spend comes back from the ledger
     second = await spend_round(MemoryBackend(), ledger, seed=2)
     again, _ = ledger_spend(ledger)
-    assert again <= 0.01 and set(first) | set(second) <= {200, 400, 429, 503}
+    assert 0.005 < again <= 0.01 and set(first) | set(second) <= {200, 400, 429, 503}
     print(f"memory: ${spent:.6f} after 200, ${again:.6f} after 400 (budget $0.01)")
 
 
@@ -304,13 +304,15 @@ async def test_200_mixed_requests_never_overspend_on_redis_restarted_empty(
         state = RedisBackend(url)
         first = await spend_round(state, ledger, seed=3)
         spent, rows = ledger_spend(ledger)
-        assert 0.005 < spent <= 0.01 and first.count(200) == rows
+        # how near one round gets depends on what is in flight together: an embedding holds
+        # one token per byte until it settles at a quarter of that (seen: $0.0047 to $0.0091)
+        assert 0.002 < spent <= 0.01 and first.count(200) == rows
         await restart()  # no persistence: the month's spend is gone from Redis
         second = await spend_round(state, ledger, seed=4)
         again, _ = ledger_spend(ledger)
         assert await state.spent(f"budget:{month()}:key:spender") == (pytest.approx(again), 0)
         await state.aclose()
-    assert again <= 0.01 and set(second) <= {200, 400, 429, 503}
+    assert 0.005 < again <= 0.01 and set(second) <= {200, 400, 429, 503}
     print(f"redis: ${spent:.6f} after 200, ${again:.6f} after a restart and 200 more")
 
 
