@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import msgspec
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from thanos_asgi import sanitize
@@ -112,3 +112,41 @@ def test_a_typed_events_fields_are_parse_blocks(parts: list[bytes], joiner: byte
     named = b"event: content_block_delta\ndata: " + block
     event = parse_block(named)
     assert typed(named) == (event.event, event.data)
+
+
+_NAMES = st.sampled_from([b"content_block_delta", b"ping", b"message_stop", b"", b"a b", b" x"])
+_DATAS = st.sampled_from([b'{"a":1}', b"", b" {}", b"[DONE]", b"data: x", b"x\ny", b"\n"])
+_WELL_FORMED = st.builds(lambda n, d: b"event: " + n + b"\ndata: " + d, _NAMES, _DATAS)
+_BLOCKS = (
+    _WELL_FORMED
+    | st.builds(lambda d: b"data: " + d, _DATAS)
+    | st.lists(_LINES | st.binary(max_size=8).map(lambda b: b.replace(b"\r", b"")), max_size=4).map(
+        b"\n".join
+    )
+)
+
+
+@settings(derandomize=True, max_examples=1000)
+@example(blocks=[b"data: z\nevent: a\ndata: b"], gaps=1)  # a match inside a block
+@example(blocks=[b"event: a\ndata: \n"], gaps=1)  # a stray line end after the last
+@given(blocks=st.lists(_BLOCKS, min_size=1, max_size=6), gaps=st.sampled_from([1, 1, 1, 2]))
+def test_a_reads_events_in_one_pass_are_its_blocks_parsed_one_by_one(
+    blocks: list[bytes], gaps: int
+) -> None:
+    """A read's events, as `SSEBuffer` hands them over (complete, line ends `\\n`): the regex
+    pass gives what parsing each block gives, whatever the blocks hold."""
+    from thanos_asgi.upstream.framing import data_of, parse_block, typed, typed_events
+
+    complete = (b"\n\n" * gaps).join(blocks) + b"\n\n"
+    each = [block for block in complete.split(b"\n\n") if block]
+    assert typed_events(complete) == [typed(block) for block in each]
+    assert data_of(complete) == [parse_block(block).data for block in each]
+
+
+def test_the_one_pass_reads_the_common_events_without_parsing_blocks() -> None:
+    from thanos_asgi.upstream import framing
+
+    complete = b'event: ping\ndata: {}\n\nevent: message_stop\ndata: {"a":1}\n\n'
+    assert framing._TYPED.findall(complete) == framing.typed_events(complete)
+    assert framing.typed_events(complete) == [(b"ping", b"{}"), (b"message_stop", b'{"a":1}')]
+    assert framing.data_of(b"data: 1\n\ndata:2\n\n") == [b"1", b"2"]

@@ -43,7 +43,7 @@ from thanos_asgi.types import (
     EmbeddingResponse,
 )
 from thanos_asgi.upstream import UpstreamResponse
-from thanos_asgi.upstream.framing import SSEBuffer, parse_block, typed
+from thanos_asgi.upstream.framing import SSEBuffer, parse_block, typed_events
 
 T = TypeVar("T")
 API_VERSION = "2023-06-01"
@@ -153,10 +153,7 @@ class Anthropic(ClaudeOAuth):  # an OAuth login when `uses_claude_login(config)`
         chunks: list[ChatChunk] = []
         # Once per read, not per event: no event nests deeper than the read has openers
         checked = openers(complete) > MAX_DEPTH
-        for block in complete.split(b"\n\n"):
-            if not block:
-                continue
-            name, data = typed(block)
+        for name, data in typed_events(complete):
             if name == b"message_stop":
                 chunks.append(stream.usage_chunk())
                 return chunks, True

@@ -49,7 +49,7 @@ from thanos_asgi.types import (
     EmbeddingResponse,
 )
 from thanos_asgi.upstream import UpstreamResponse
-from thanos_asgi.upstream.framing import SSEBuffer, parse_block
+from thanos_asgi.upstream.framing import SSEBuffer, data_of
 
 # -- wire types: errors, models, embeddings --------------------------------------------------------
 
@@ -210,11 +210,7 @@ class Gemini(HTTPProvider):
         """The chunks of the events in `complete`, then the error of an unreadable one (which
         ends the stream after what came before it)."""
         chunks: list[ChatChunk] = []
-        for block in complete.split(b"\n\n"):
-            if block.startswith(b"data: ") and b"\n" not in block:
-                data = block[6:]  # (the usual event: one data line)
-            else:
-                data = parse_block(block).data if block else b""
+        for data in data_of(complete):
             if not data:
                 continue
             try:

@@ -10,6 +10,7 @@ stream with `UpstreamProtocolError`, which the front-ends send as a final error 
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 
 import msgspec
@@ -53,6 +54,33 @@ def typed(block: bytes) -> tuple[bytes, bytes]:
             return block[7:at].strip(), data
     event = parse_block(block)
     return event.event, event.data
+
+
+# A block that is exactly an `event:` line and one `data:` line, at the start of a block
+_TYPED = re.compile(rb"(?:\A|(?<=\n\n))event: ?(\S*)\ndata: ?([^\n]*)\n\n")
+
+
+def typed_events(complete: bytes) -> list[tuple[bytes, bytes]]:
+    """`(event, data)` of each block of `complete` (events as `SSEBuffer.feed` gives them),
+    as `typed` gives them. One regex pass when every block is the common typed event: then
+    the matches are as many as the blank lines, one per block (none can span two), and no
+    stray line end follows the last."""
+    pairs: list[tuple[bytes, bytes]] = _TYPED.findall(complete)
+    if len(pairs) == complete.count(b"\n\n") and not complete.endswith(b"\n\n\n"):
+        return pairs
+    return [typed(block) for block in complete.split(b"\n\n") if block]
+
+
+_DATA = re.compile(rb"(?:\A|(?<=\n\n))data: ?([^\n]*)\n\n")  # a block of one `data:` line
+
+
+def data_of(complete: bytes) -> list[bytes]:
+    """The data of each block of `complete`, as `parse_block` gives it (b"" for comments):
+    one regex pass when every block is a single `data:` line (see `typed_events`)."""
+    datas: list[bytes] = _DATA.findall(complete)
+    if len(datas) == complete.count(b"\n\n") and not complete.endswith(b"\n\n\n"):
+        return datas
+    return [parse_block(block).data for block in complete.split(b"\n\n") if block]
 
 
 async def iter_sse(chunks: AsyncIterator[bytes]) -> AsyncIterator[SSEvent]:
