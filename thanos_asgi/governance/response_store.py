@@ -169,19 +169,18 @@ class SQLiteStore:
         queued, self._queued = self._queued, []
         rows = [row for row, _ in queued]
         write = partial(_write, rows=rows, sweeps=self._sweeps(rows))
-        if not self._lock.locked():
-            try:
-                write(self._db)
-            except sqlite3.OperationalError as exc:
-                if not _busy(exc):
-                    _settle(queued, exc)
-                    return
-            except Exception as exc:  # (any: an exception left here would hang every put)
+        try:
+            write(self._db)
+        except sqlite3.OperationalError as exc:
+            if not _busy(exc):
                 _settle(queued, exc)
                 return
-            else:
-                _settle(queued, None)
-                return
+        except Exception as exc:  # (any: an exception left here would hang every put)
+            _settle(queued, exc)
+            return
+        else:
+            _settle(queued, None)
+            return
         task = asyncio.get_running_loop().create_task(self._run(write, on_loop=False))
         self._commits.add(task)
         task.add_done_callback(lambda done: _settle(queued, _outcome(done)))
@@ -204,9 +203,10 @@ class SQLiteStore:
 
     async def _run(self, call: Callable[[sqlite3.Connection], T], on_loop: bool) -> T:
         """`call` on the loop's connection if `on_loop`; in a thread on the waiting one when
-        not, or when SQLite's lock is taken (another process writes, or a thread trip of ours
-        is under way)."""
-        if on_loop and not self._lock.locked():
+        not, or when SQLite's lock is taken (a checkpoint, another process's write, a thread
+        trip of ours). Puts try the loop's connection even while thread trips queue: one that
+        waited for a lock must not send every later put to wait in line behind it."""
+        if on_loop:
             try:
                 return call(self._db)
             except sqlite3.OperationalError as exc:
