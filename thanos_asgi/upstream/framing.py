@@ -11,7 +11,7 @@ stream with `UpstreamProtocolError`, which the front-ends send as a final error 
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sized
 
 import msgspec
 
@@ -56,17 +56,22 @@ def typed(block: bytes) -> tuple[bytes, bytes]:
     return event.event, event.data
 
 
+def _whole(found: Sized, complete: bytes) -> bool:
+    """Whether a regex of whole blocks, anchored at a block's start, `found` one match in every
+    block of `complete`: as many as its blank lines (no match spans two), and no stray line
+    end after the last (`\\n\\n\\n` at the end leaves a block `\\n`)."""
+    return len(found) == complete.count(b"\n\n") and not complete.endswith(b"\n\n\n")
+
+
 # A block that is exactly an `event:` line and one `data:` line, at the start of a block
 _TYPED = re.compile(rb"(?:\A|(?<=\n\n))event: ?(\S*)\ndata: ?([^\n]*)\n\n")
 
 
 def typed_events(complete: bytes) -> list[tuple[bytes, bytes]]:
     """`(event, data)` of each block of `complete` (events as `SSEBuffer.feed` gives them),
-    as `typed` gives them. One regex pass when every block is the common typed event: then
-    the matches are as many as the blank lines, one per block (none can span two), and no
-    stray line end follows the last."""
+    as `typed` gives them: one regex pass when every block is the common typed event."""
     pairs: list[tuple[bytes, bytes]] = _TYPED.findall(complete)
-    if len(pairs) == complete.count(b"\n\n") and not complete.endswith(b"\n\n\n"):
+    if _whole(pairs, complete):
         return pairs
     return [typed(block) for block in complete.split(b"\n\n") if block]
 
@@ -78,7 +83,7 @@ def data_of(complete: bytes) -> list[bytes]:
     """The data of each block of `complete`, as `parse_block` gives it (b"" for comments):
     one regex pass when every block is a single `data:` line (see `typed_events`)."""
     datas: list[bytes] = _DATA.findall(complete)
-    if len(datas) == complete.count(b"\n\n") and not complete.endswith(b"\n\n\n"):
+    if _whole(datas, complete):
         return datas
     return [parse_block(block).data for block in complete.split(b"\n\n") if block]
 
