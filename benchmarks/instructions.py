@@ -10,6 +10,7 @@ of `--few` requests, divided by the difference, so start-up and warm-up cancel o
     python benchmarks/instructions.py [--stream] [--source DIR]   # DIR: another checkout
     python benchmarks/instructions.py --target gw-anthropic --stream   # a path of paths.py
     python benchmarks/instructions.py --target gw-anthropic --profile  # cProfile, no valgrind
+    python benchmarks/instructions.py --stream --keep DIR   # also keep both callgrind outputs
     python benchmarks/instructions.py --cache [--stream]   # response-cache hits (memory)
 
 `--target` sends the path's client dialect to its route and model (`paths.py`; the config
@@ -28,6 +29,7 @@ import argparse
 import asyncio
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -168,6 +170,9 @@ def _count(port: int, requests: int, args: argparse.Namespace) -> int:
         argv += ["--redis-url", args.redis_url]
         _flush(args)
         subprocess.run(argv, check=True, env=env, capture_output=True)
+        if args.keep is not None:  # for callgrind_annotate: which C functions cost
+            kind = "stream" if stream else "completion"
+            shutil.copy(out, args.keep / f"{args.target}-{kind}-{requests}.callgrind")
         found = re.search(r"^(?:summary|totals): (\d+)", out.read_text(), re.M)
         assert found, "no totals in the callgrind output"
         return int(found.group(1))
@@ -207,6 +212,7 @@ def main() -> int:
     parser.add_argument("--source", type=Path, help="measure this checkout instead")
     parser.add_argument("--target", choices=list(TARGETS), default="gateway")
     parser.add_argument("--profile", action="store_true", help="cProfile --many requests")
+    parser.add_argument("--keep", type=Path, help="keep the two callgrind outputs in this folder")
     parser.add_argument("--profile-out", help="with --profile: also save the stats to this file")
     parser.add_argument(
         "--no-ledger",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 import pytest
 from hypothesis import example, given, settings
@@ -171,3 +173,105 @@ def test_every_recorded_stream_is_read_in_the_one_pass(provider: str, pattern: s
     assert framing._TYPED.findall(complete) == framing.typed_events(complete)
     assert framing.typed_events(complete) == [(b"ping", b"{}"), (b"message_stop", b'{"a":1}')]
     assert framing.data_of(b"data: 1\n\ndata:2\n\n") == [b"1", b"2"]
+
+
+def _compat() -> Any:
+    import httpx
+
+    from thanos_asgi.config import ProviderConfig
+    from thanos_asgi.providers import SPECS
+    from thanos_asgi.providers.openai_compat import OpenAICompatible
+    from thanos_asgi.upstream import HttpxTransport
+
+    config = ProviderConfig(name="compat", kind="openai-compatible", api_key="sk-test-1")
+    transport = HttpxTransport(httpx.AsyncClient())  # never sends: only reads are tested
+    return OpenAICompatible(config, spec=SPECS["openai-compatible"], transport=transport)
+
+
+def _chunk(delta: bytes, tail: bytes = b"") -> bytes:
+    head = b'{"id":"c1","object":"chat.completion.chunk","created":1,"model":"m",'
+    return (
+        head + b'"choices":[{"index":0,"delta":' + delta + b',"finish_reason":null}]' + tail + b"}"
+    )
+
+
+_DELTAS = st.sampled_from(
+    [
+        _chunk(b'{"content":"tok "}'),
+        _chunk(b'{"role":"assistant","content":"a\\nb \\"q\\" }\\n\\ndata: {"}'),
+        _chunk(b'{"reasoning":"think"}'),
+        _chunk(b'{"tool_calls":[{"function":{"name":"f","arguments":""}}]}'),
+        _chunk(b'{"tool_calls":[{"function":{"arguments":"{\\"a\\":1}"}}]}'),
+        _chunk(b"{}", b',"usage":null'),
+        b'{"id":"u","object":"chat.completion.chunk","choices":[],'
+        b'"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}',
+    ]
+)
+_ODD = st.sampled_from(
+    [b"[DONE]", b'{"a":[', b"1]}", b"{} {}", b"{}", b"", b"{", b"}", b'{"choices":"x"}']
+)
+_EVENTS = (
+    _DELTAS.map(lambda data: b"data: " + data)
+    | st.builds(lambda a, b: b"data: " + a + b"\n" + b, _DELTAS | _ODD, _ODD | _DELTAS)
+    | _ODD.map(lambda data: b"data: " + data)
+    | st.sampled_from([b": ping", b"data:{}", b"event: x\ndata: {}", b" ", b"data: " + b"[" * 200])
+)
+
+
+@settings(derandomize=True, max_examples=1000)
+@example(events=[b'data: {"choices":[\n]}', b'data: {"choices":[]}'])  # a value over two lines
+@example(events=[b'data: {"choices":[]} {"choices":[]}', b'data: {"choices":[]}'])  # two in one
+@example(events=[b"data: " + _chunk(b'{"content":"x"}')] * 3 + [b"data: [DONE]"])
+@given(events=st.lists(_EVENTS, min_size=1, max_size=8))
+def test_a_translated_reads_chunks_decoded_at_once_are_its_events_read_one_by_one(
+    events: list[bytes],
+) -> None:
+    """An OpenAI-compatible read's leading `data: {...}` events are decoded in one call when
+    that call can vouch for each event: the chunks, tool call numbers, usage and end are what
+    reading the events one by one gives, whatever the events hold."""
+    from thanos_asgi.providers.openai_compat import _Read
+
+    adapter = _compat()
+    piece = b"\n\n".join(events) + b"\n\n"
+    fast, slow = _Read(), _Read()
+    (chunks, end), (expected, expected_end) = (
+        fast.piece(adapter, piece),
+        slow._events(adapter, piece, []),
+    )
+    assert chunks == expected
+    assert fast.calls == slow.calls
+    if isinstance(end, Exception):
+        assert type(end) is type(expected_end) and str(end) == str(expected_end)
+    else:
+        assert end == expected_end
+
+
+def _relayed(adapter: Any, complete: bytes) -> bytes:
+    """What the relay hands a translated read: comments and keep-alives gone, `[DONE]` last."""
+    from thanos_asgi.providers.base import Relayed
+    from thanos_asgi.providers.openai_compat import _DONE, _plain_prefix
+
+    cut = _plain_prefix(complete)
+    out, end = adapter._sift(complete[cut:], Relayed(model="m"), False)
+    return complete[:cut] + out + (_DONE if end is True else b"")
+
+
+def test_every_recorded_openai_compatible_stream_is_decoded_at_once() -> None:
+    """What OpenAI-compatible servers really send, read as one piece, goes through the one
+    decode (and gives the chunks of the event-by-event read)."""
+    from thanos_asgi.providers import openai_compat
+
+    adapter, taken = _compat(), 0
+    for provider in ("openai", "deepseek", "groq", "openrouter", "xai"):
+        for complete in _recorded_streams(provider):
+            if complete.find(b'"error":') >= 0:
+                continue  # the relay ends a stream at its error
+            piece = _relayed(adapter, complete)
+            cut = openai_compat._plain_end(piece, openai_compat._first(piece, openai_compat._USAGE))
+            if piece[:cut].count(b"\n\ndata: {") < 2:
+                continue  # one event is read as it is
+            assert openai_compat._plain_chunks(piece[:cut]) is not None, piece[:300]
+            fast = openai_compat._Read().piece(adapter, piece)
+            assert fast == openai_compat._Read()._events(adapter, piece, [])
+            taken += 1
+    assert taken >= 10

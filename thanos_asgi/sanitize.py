@@ -104,7 +104,7 @@ def openers(data: bytes) -> int:
 class Decoder(Generic[T]):
     """`msgspec.json.Decoder`, refusing JSON nested deeper than `MAX_DEPTH` first."""
 
-    __slots__ = ("_decode", "limit", "unchecked")
+    __slots__ = ("_decode", "_lines", "limit", "unchecked")
 
     @overload
     def __init__(self: Decoder[Any], *, limit: int = MAX_DEPTH) -> None: ...
@@ -116,7 +116,8 @@ class Decoder(Generic[T]):
     def __init__(self, type: Any, *, limit: int = MAX_DEPTH) -> None: ...
 
     def __init__(self, type: Any = Any, *, limit: int = MAX_DEPTH) -> None:
-        self._decode = msgspec.json.Decoder(type).decode
+        decoder = msgspec.json.Decoder(type)
+        self._decode, self._lines = decoder.decode, decoder.decode_lines
         self.limit = limit
         # for text already known not to nest deeper (`openers` of a whole read within limit)
         self.unchecked: Callable[[JSONText], T] = self._decode
@@ -127,6 +128,13 @@ class Decoder(Generic[T]):
             check_depth(data, self.limit)
         result: T = self._decode(data)
         return result
+
+    def lines(self, data: bytes) -> list[T]:
+        """Every JSON value of `data`, separated by whitespace (msgspec's `decode_lines`: a
+        value may span lines and a line may hold several), each nested at most `limit` deep
+        (the check of a sequence of values is that of its deepest)."""
+        check_depth(data, self.limit)
+        return self._lines(data)
 
 
 _any = Decoder()

@@ -179,7 +179,7 @@ async def _kept_relay(source: AsyncIterator[bytes], keep: Keep) -> AsyncIterator
     """Relayed events untouched; the completed response they end with goes into the store."""
     async for batch in source:
         yield batch
-        if b"response.completed" in batch or b"response.incomplete" in batch:
+        if batch.rfind(b"response.completed") >= 0 or batch.rfind(b"response.incomplete") >= 0:
             for block in batch.split(b"\n\n"):
                 data = parse_block(block).data
                 if (

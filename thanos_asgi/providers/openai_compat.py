@@ -163,7 +163,7 @@ class OpenAICompatible(HTTPProvider):
                 continue  # comments and keep-alives: the gateway sends its own
             if data == b"[DONE]":
                 return b"".join(out), True
-            if event.event == b"error" or b'"error":' in data:
+            if event.event == b"error" or data.find(b'"error":') >= 0:
                 error = self._stream_error(data)
                 if error is not None:
                     return b"".join(out), error
@@ -302,7 +302,7 @@ _USAGE = _LOOK[:2]
 
 
 def _has_usage(data: bytes) -> bool:
-    return b'"usage":{' in data or b'"usage": {' in data
+    return data.rfind(b'"usage":{') >= 0 or data.rfind(b'"usage": {') >= 0
 
 
 def _number_calls(deltas: list[ToolCallDelta], begun: int) -> int:
@@ -331,7 +331,21 @@ class _Read:
     ) -> tuple[list[ChatChunk], bool | UpstreamError]:
         """The chunks of `piece`, then True at `[DONE]`, or the error of an unreadable chunk
         (which ends the stream after what came before it)."""
-        chunks: list[ChatChunk] = []
+        chunks = None
+        if piece.find(_JOIN) >= 0:  # two plain events or more: all but the last few at once
+            cut = _plain_end(piece, _first(piece, _USAGE))
+            chunks = _plain_chunks(piece[:cut])
+        if chunks is None:
+            return self._events(adapter, piece, [])
+        if piece.rfind(b'"reasoning') >= 0 or piece.rfind(b'"tool_calls"') >= 0:
+            for chunk in chunks:
+                self._canonical(chunk)
+        return self._events(adapter, piece[cut:], chunks)
+
+    def _events(
+        self, adapter: OpenAICompatible, piece: bytes, chunks: list[ChatChunk]
+    ) -> tuple[list[ChatChunk], bool | UpstreamError]:
+        """`chunks`, then those of `piece`'s events read one by one."""
         # Once per piece, not per event: no event nests deeper than the piece has openers,
         # and no event before the piece's first usage marker has usage in it.
         decode = _chunk.unchecked if openers(piece) <= MAX_DEPTH else _chunk.decode
@@ -340,18 +354,13 @@ class _Read:
             end += len(raw) + 2
             if raw == _DONE_EVENT:
                 return chunks, True
-            data = raw[6:] if b"\n" not in raw else parse_block(raw).data
+            data = raw[6:] if raw.find(b"\n") < 0 else parse_block(raw).data
             try:
                 chunk = decode(data)
             except msgspec.DecodeError as exc:
                 error = UpstreamProtocolError(f"unreadable chunk: {exc}")
                 return chunks, adapter.tag(error)
-            for choice in chunk.choices:
-                delta = choice.delta
-                if delta.reasoning and not delta.reasoning_content:
-                    delta.reasoning_content, delta.reasoning = delta.reasoning, None
-                if delta.tool_calls:
-                    self.calls = _number_calls(delta.tool_calls, self.calls)
+            self._canonical(chunk)
             if end > usage_at and _has_usage(data):  # as the relay read it (with quirks)
                 try:
                     chunk.usage = adapter.usage_from(adapter._decode_meta(data))
@@ -359,3 +368,41 @@ class _Read:
                     return chunks, exc
             chunks.append(chunk)
         return chunks, False
+
+    def _canonical(self, chunk: ChatChunk) -> None:
+        """`reasoning` as `reasoning_content`; every tool call delta with an index."""
+        for choice in chunk.choices:
+            delta = choice.delta
+            if delta.reasoning and not delta.reasoning_content:
+                delta.reasoning_content, delta.reasoning = delta.reasoning, None
+            if delta.tool_calls:
+                self.calls = _number_calls(delta.tool_calls, self.calls)
+
+
+_JOIN = b"}\n\ndata: {"  # where one plain event ends and the next begins
+
+
+def _plain_end(piece: bytes, usage_at: int) -> int:
+    """Where the events before the first with usage (or before a last `[DONE]`) end."""
+    if usage_at < len(piece):
+        at = piece.rfind(b"\n\n", 0, usage_at)
+        return at + 2 if at >= 0 else 0
+    return len(piece) - len(_DONE) if piece.endswith(_DONE) else len(piece)
+
+
+def _plain_chunks(plain: bytes) -> list[ChatChunk] | None:
+    """The chunks of `plain`'s events in one decode, or None when one decode cannot vouch
+    for them. It can when each event is `data: {...}` on one line: then each event's `}` and
+    the next's `{` meet across a line end, which JSON allows only between two values (not
+    inside a value or a string), so no decoded value spans two events, and as many values
+    as events means one each, as the event-by-event parse reads them."""
+    if not plain.startswith(b"data: {") or not plain.endswith(b"}\n\n"):
+        return None
+    events = plain[6:-2].split(_JOIN)
+    if len(events) < 2 or b"".join(events).find(b"\n") >= 0:  # (`find`: memchr, one pass)
+        return None  # one event, or a line end inside one
+    try:
+        chunks = _chunk.lines(b"}\n{".join(events))
+    except msgspec.DecodeError:
+        return None  # event by event, to end the stream at the unreadable one
+    return chunks if len(chunks) == len(events) else None
