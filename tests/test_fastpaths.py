@@ -275,3 +275,45 @@ def test_every_recorded_openai_compatible_stream_is_decoded_at_once() -> None:
             assert fast == openai_compat._Read()._events(adapter, piece, [])
             taken += 1
     assert taken >= 10
+
+
+_PIECES = st.sampled_from(
+    [
+        {"content": "tok "},
+        {"content": 'a "q" é'},
+        {"role": "assistant", "content": ""},
+        {"reasoning_content": "hm"},
+        {"reasoning_signature": "sig"},
+        {"content": "x", "reasoning_content": "y"},
+        {"content": "z", "reasoning_signature": "s"},
+        {"tool_calls": [{"index": 0, "id": "c1", "function": {"name": "f", "arguments": "{"}}]},
+        {"content": "t", "tool_calls": [{"index": 1, "id": "c2", "function": {"arguments": "}"}}]},
+        {"refusal": "no"},
+        {},
+    ]
+)
+_CHOICES = st.builds(
+    lambda delta, index, finish: {"index": index, "delta": delta, "finish_reason": finish},
+    _PIECES,
+    st.sampled_from([0, 0, 0, 1]),
+    st.sampled_from([None, None, "stop", "length", "tool_calls"]),
+)
+
+
+@settings(derandomize=True, max_examples=500)
+@given(choices=st.lists(st.lists(_CHOICES, max_size=2), min_size=1, max_size=10))
+def test_the_messages_streams_usual_text_chunk_gives_the_events_of_any_chunk(
+    choices: list[list[dict[str, Any]]],
+) -> None:
+    """`/v1/messages` streams write a chunk of more text straight to its event; the events are
+    those the general path (`add`) writes for the same chunks, in the same order."""
+    from thanos_asgi.frontends._anthropic_out import _Events
+    from thanos_asgi.types import ChatChunk
+
+    chunks = [msgspec.convert({"id": "c", "model": "m", "choices": c}, ChatChunk) for c in choices]
+    fast, general = _Events("m"), _Events("m")
+    for chunk in chunks:
+        fast.feed(chunk)
+        general.add(chunk)
+    assert fast.flush() == general.flush()
+    assert (fast.finish, fast.index, fast.open) == (general.finish, general.index, general.open)

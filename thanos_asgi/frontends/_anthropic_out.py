@@ -148,6 +148,19 @@ class _Events:
 
     def feed(self, chunk: ChatChunk) -> None:
         """Add `chunk`'s events to those `flush` hands out next."""
+        choices = chunk.choices
+        if self.open == "text" and len(choices) == 1:  # the usual chunk: more of the text
+            choice = choices[0]
+            delta = choice.delta
+            more = delta.reasoning_content or delta.reasoning_signature or delta.tool_calls
+            if choice.index == 0 and delta.content and not more:
+                self.out.append(_TEXT_DELTA % (self.index, _encode(delta.content)))
+                self.finish = choice.finish_reason or self.finish
+                return
+        self.add(chunk)
+
+    def add(self, chunk: ChatChunk) -> None:
+        """`feed` for any chunk."""
         if not self.started:
             self._start(chunk.id, chunk.model)
         for choice in chunk.choices:
