@@ -331,16 +331,23 @@ class _Read:
     ) -> tuple[list[ChatChunk], bool | UpstreamError]:
         """The chunks of `piece`, then True at `[DONE]`, or the error of an unreadable chunk
         (which ends the stream after what came before it)."""
-        chunks = None
-        if piece.find(_JOIN) >= 0:  # two plain events or more: all but the last few at once
-            cut = _plain_end(piece, _first(piece, _USAGE))
-            chunks = _plain_chunks(piece[:cut])
+        if len(piece) >= _AT_ONCE and piece.find(_JOIN) >= 0:
+            return self.at_once(adapter, piece)
+        return self._events(adapter, piece, [])
+
+    def at_once(
+        self, adapter: OpenAICompatible, piece: bytes
+    ) -> tuple[list[ChatChunk], bool | UpstreamError]:
+        """`piece` as `piece` reads it, its leading plain events decoded in one call when that
+        call can vouch for them (`_plain_chunks`), the last few (usage, `[DONE]`) one by one."""
+        cut = _plain_end(piece, _first(piece, _USAGE))
+        chunks = _plain_chunks(piece[:cut])
         if chunks is None:
             return self._events(adapter, piece, [])
         if piece.rfind(b'"reasoning') >= 0 or piece.rfind(b'"tool_calls"') >= 0:
             for chunk in chunks:
                 self._canonical(chunk)
-        return self._events(adapter, piece[cut:], chunks)
+        return self._events(adapter, piece[cut:], chunks) if cut < len(piece) else (chunks, False)
 
     def _events(
         self, adapter: OpenAICompatible, piece: bytes, chunks: list[ChatChunk]
@@ -380,6 +387,9 @@ class _Read:
 
 
 _JOIN = b"}\n\ndata: {"  # where one plain event ends and the next begins
+# Reads shorter than this go event by event: the one decode's fixed cost (some twenty C calls)
+# passes what it saves at five to six chunks of ~250 bytes (callgrind, 1 to 21 chunks a read).
+_AT_ONCE = 1536
 
 
 def _plain_end(piece: bytes, usage_at: int) -> int:
