@@ -229,17 +229,17 @@ def test_a_translated_reads_chunks_decoded_at_once_are_its_events_read_one_by_on
     """An OpenAI-compatible read's leading `data: {...}` events are decoded in one call when
     that call can vouch for each event: the chunks, tool call numbers, usage and end are what
     reading the events one by one gives, whatever the events hold."""
-    from thanos_asgi.providers.openai_compat import _Read
+    from thanos_asgi.providers._openai_stream import Read
 
     adapter = _compat()
     piece = b"\n\n".join(events) + b"\n\n"
-    fast, slow = _Read(), _Read()
+    fast, slow = Read(), Read()
     (chunks, end), (expected, expected_end) = (
         fast.at_once(adapter, piece),
         slow._events(adapter, piece, []),
     )
     assert chunks == expected
-    assert _Read().piece(adapter, piece)[0] == expected  # whichever way the read's size sends it
+    assert Read().piece(adapter, piece)[0] == expected  # whichever way the read's size sends it
     assert fast.calls == slow.calls
     if isinstance(end, Exception):
         assert type(end) is type(expected_end) and str(end) == str(expected_end)
@@ -249,18 +249,18 @@ def test_a_translated_reads_chunks_decoded_at_once_are_its_events_read_one_by_on
 
 def _relayed(adapter: Any, complete: bytes) -> bytes:
     """What the relay hands a translated read: comments and keep-alives gone, `[DONE]` last."""
+    from thanos_asgi.providers._openai_stream import DONE, plain_prefix
     from thanos_asgi.providers.base import Relayed
-    from thanos_asgi.providers.openai_compat import _DONE, _plain_prefix
 
-    cut = _plain_prefix(complete)
+    cut = plain_prefix(complete)
     out, end = adapter._sift(complete[cut:], Relayed(model="m"), False)
-    return complete[:cut] + out + (_DONE if end is True else b"")
+    return complete[:cut] + out + (DONE if end is True else b"")
 
 
 def test_every_recorded_openai_compatible_stream_is_decoded_at_once() -> None:
     """What OpenAI-compatible servers really send, read as one piece, goes through the one
     decode (and gives the chunks of the event-by-event read)."""
-    from thanos_asgi.providers import openai_compat
+    from thanos_asgi.providers import _openai_stream as stream
 
     adapter, taken = _compat(), 0
     for provider in ("openai", "deepseek", "groq", "openrouter", "xai"):
@@ -268,12 +268,12 @@ def test_every_recorded_openai_compatible_stream_is_decoded_at_once() -> None:
             if complete.find(b'"error":') >= 0:
                 continue  # the relay ends a stream at its error
             piece = _relayed(adapter, complete)
-            cut = openai_compat._plain_end(piece, openai_compat._first(piece, openai_compat._USAGE))
+            cut = stream.plain_end(piece, stream.first(piece, stream.USAGE))
             if piece[:cut].count(b"\n\ndata: {") < 2:
                 continue  # one event is read as it is
-            assert openai_compat._plain_chunks(piece[:cut]) is not None, piece[:300]
-            fast = openai_compat._Read().at_once(adapter, piece)
-            assert fast == openai_compat._Read()._events(adapter, piece, [])
+            assert stream.plain_chunks(piece[:cut]) is not None, piece[:300]
+            fast = stream.Read().at_once(adapter, piece)
+            assert fast == stream.Read()._events(adapter, piece, [])
             taken += 1
     assert taken >= 10
 

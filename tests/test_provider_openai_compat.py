@@ -380,7 +380,7 @@ async def test_relay_error_event_ends_the_stream_after_what_came_before() -> Non
 
 
 def test_plain_prefix_stops_at_the_first_event_that_needs_a_look() -> None:
-    from thanos_asgi.providers.openai_compat import _plain_prefix
+    from thanos_asgi.providers._openai_stream import plain_prefix as _plain_prefix
 
     plain, done = event("a"), b"data: [DONE]\n\n"
     usage = b'data: {"choices":[],"usage":{"total_tokens":1}}\n\n'
