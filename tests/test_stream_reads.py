@@ -5,9 +5,12 @@ arrives once, in order. A raw loopback provider decides exactly how its stream i
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import json
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+import sys
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import pytest
@@ -355,3 +358,101 @@ async def test_a_gemini_stream_that_fails_before_its_first_answer_stays_well_for
     else:
         (item,) = json.loads(whole)
         assert item["error"]["code"] >= 500
+
+
+@contextmanager
+def dropped_generators() -> Iterator[list[str]]:
+    """The async generators first iterated inside this block and dropped unfinished. asyncio
+    closes each of those in a task of its own, woken through its self-pipe, and the upstream
+    response such a generator holds stays open until that task runs."""
+    hooks = sys.get_asyncgen_hooks()
+    names: list[str] = []
+
+    def finalizer(generator: Any) -> None:
+        names.append(generator.ag_code.co_qualname)
+        if hooks.finalizer is not None:
+            hooks.finalizer(generator)
+
+    sys.set_asyncgen_hooks(firstiter=hooks.firstiter, finalizer=finalizer)
+    try:
+        yield names
+    finally:
+        sys.set_asyncgen_hooks(*hooks)
+
+
+GEMINI_BODY = {"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}
+CHAT_BODY = {"model": "m", "messages": HI, "stream": True}
+PATHS_BY_CLIENT: dict[
+    str, tuple[str, dict[str, Any], bytes, Any]
+] = {  # client path, body, query -> (provider kind, its events, provider config)
+    "chat->openai-compatible": ("/v1/chat/completions", CHAT_BODY, b"", None),
+    "chat->anthropic": ("/v1/chat/completions", CHAT_BODY, b"", ("anthropic", anthropic_events)),
+    "chat->gemini": ("/v1/chat/completions", CHAT_BODY, b"", ("gemini", gemini_events)),
+    "chat->responses-wire": ("/v1/chat/completions", CHAT_BODY, b"", ("responses", None)),
+    "messages": ("/v1/messages", {**CHAT_BODY, "max_tokens": 50}, b"", None),
+    "responses": ("/v1/responses", {"model": "m", "input": "hi", "stream": True}, b"", None),
+    "responses->responses-wire (relay)": (
+        "/v1/responses",
+        {"model": "m", "input": "hi", "stream": True},
+        b"",
+        ("responses", None),
+    ),
+    "gemini-sse": ("/v1beta/models/m:streamGenerateContent", GEMINI_BODY, b"alt=sse", None),
+    "gemini-array": ("/v1beta/models/m:streamGenerateContent", GEMINI_BODY, b"", None),
+    "ollama": ("/api/chat", {"model": "m", "messages": HI}, b"", None),
+}
+
+
+@pytest.mark.parametrize("name", list(PATHS_BY_CLIENT))
+async def test_a_finished_stream_leaves_no_generator_for_the_loop_to_close(name: str) -> None:
+    """Every layer of a stream that ended is closed by the time the client has its last byte:
+    none is left for the event loop to close later (a task, a self-pipe wake-up, and the
+    upstream connection held meanwhile, on every translated stream)."""
+    path, body, query, provider = PATHS_BY_CLIENT[name]
+    kind, events, extra = "openai-compatible", chat_events, ""
+    if provider is not None and provider[0] == "responses":
+        events, extra = responses_events, 'wire_api = "responses"\n'
+    elif provider is not None:
+        kind, events = provider[0], provider[1] or events
+    async with gateway(kind, events(), extra) as gw:
+        with dropped_generators() as dropped:
+            pieces = await call(gw, path, body, query)
+            gc.collect()
+    assert b"w29" in b"".join(pieces)
+    assert dropped == []
+
+
+@pytest.mark.parametrize("name", list(PATHS_BY_CLIENT))
+async def test_a_stream_the_client_leaves_leaves_no_generator_for_the_loop_to_close(
+    name: str,
+) -> None:
+    """The client goes away after its first piece: every layer closes then and there."""
+    path, body, query, provider = PATHS_BY_CLIENT[name]
+    kind, events, extra = "openai-compatible", chat_events, ""
+    if provider is not None and provider[0] == "responses":
+        events, extra = responses_events, 'wire_api = "responses"\n'
+    elif provider is not None:
+        kind, events = provider[0], provider[1] or events
+    data = _json(body)
+    requests = [{"type": "http.request", "body": data, "more_body": False}]
+    pieces: list[bytes] = []
+
+    async def receive() -> dict[str, Any]:
+        if requests:
+            return requests.pop()
+        await asyncio.sleep(3600)
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message.get("body"):
+            if pieces:
+                raise OSError("the client has gone")
+            pieces.append(message["body"])
+
+    async with gateway(kind, events(), extra) as gw:
+        with dropped_generators() as dropped:
+            with contextlib.suppress(OSError):
+                await build_app(gw)(post_scope(path, data, query), receive, send)
+            gc.collect()
+    assert len(pieces) == 1
+    assert dropped == []

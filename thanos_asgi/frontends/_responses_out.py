@@ -17,7 +17,7 @@ from __future__ import annotations
 import random
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import msgspec
@@ -257,7 +257,11 @@ class Events:
         return self.event("error", code=exc.code or exc.type, message=exc.message, param=exc.param)
 
 
-async def stream(reply: Reply, events: Events) -> AsyncIterator[bytes]:
+async def stream(
+    reply: Reply, events: Events, then: Callable[[], Awaitable[None]]
+) -> AsyncIterator[bytes]:
+    """The events of the stream, then `then()` (which keeps the finished response). One
+    generator for the whole stream: closing it closes the upstream's."""
     assert reply.batches is not None
     yield events.start()
     try:
@@ -273,6 +277,7 @@ async def stream(reply: Reply, events: Events) -> AsyncIterator[bytes]:
     finally:
         await close(reply.batches)
     yield events.end(reply.usage)
+    await then()  # (a failed or abandoned stream is not kept)
 
 
 def created_now() -> int:

@@ -100,12 +100,12 @@ async def _stream(app: ThanosApp, ex: Exchange, model: str) -> None:
 async def _send_stream(
     ex: Exchange, headers: list[tuple[bytes, bytes]], reply: Reply, model: str, sse: bool
 ) -> None:
-    array = _Array()
+    framing: _SSE | _Array = _SSE() if sse else _Array()
     response = EventSourceResponse(
-        _sse(reply, model) if sse else array.items(reply, model),
+        _pieces(reply, model, framing),
         headers=headers,
         keepalive=None,  # neither framing has room for comments
-        on_error=_error_event if sse else array.error,
+        on_error=framing.error,
         on_close=reply.finish,
         on_first_event=reply.first_event_sent,
     )
@@ -114,8 +114,17 @@ async def _send_stream(
     await response(ex.scope, ex.receive, ex.send)
 
 
-def _error_event(exc: ThanosError) -> bytes:
-    return b"data: " + gemini_error(exc) + b"\r\n\r\n"
+class _SSE:
+    """The `alt=sse` framing: an event per answer, lines ending in `\r\n` as Gemini's."""
+
+    def piece(self, answers: list[GenerateResponse]) -> bytes:
+        return b"".join([b"data: " + _encode(answer) + b"\r\n\r\n" for answer in answers])
+
+    def end(self) -> bytes:
+        return b""
+
+    def error(self, exc: ThanosError) -> bytes:
+        return b"data: " + gemini_error(exc) + b"\r\n\r\n"
 
 
 class _Array:
@@ -125,32 +134,27 @@ class _Array:
     def __init__(self) -> None:
         self.opened = False
 
-    async def items(self, reply: Reply, model: str) -> AsyncIterator[bytes]:
-        """The answers of one upstream read as one piece (one write)."""
-        async for answers in _answers(reply, model):
-            out = []
-            for answer in answers:
-                out.append((b",\r\n" if self.opened else b"[") + _encode(answer))
-                self.opened = True
-            yield b"".join(out)
-        yield b"]" if self.opened else b"[]"
+    def piece(self, answers: list[GenerateResponse]) -> bytes:
+        out = []
+        for answer in answers:
+            out.append((b",\r\n" if self.opened else b"[") + _encode(answer))
+            self.opened = True
+        return b"".join(out)
+
+    def end(self) -> bytes:
+        return b"]" if self.opened else b"[]"
 
     def error(self, exc: ThanosError) -> bytes:
         return (b"," if self.opened else b"[") + gemini_error(exc) + b"]"
 
 
-async def _sse(reply: Reply, model: str) -> AsyncIterator[bytes]:
-    """The answers of one upstream read as one piece (one write)."""
-    async for answers in _answers(reply, model):
-        yield b"".join([b"data: " + _encode(answer) + b"\r\n\r\n" for answer in answers])
-
-
-async def _answers(reply: Reply, model: str) -> AsyncIterator[list[GenerateResponse]]:
-    """One answer per text delta, those of one upstream read as one list; tool calls whole,
-    and the finish and usage, at the end."""
+async def _pieces(reply: Reply, model: str, framing: _SSE | _Array) -> AsyncIterator[bytes]:
+    """One answer per text delta, those of one upstream read as one piece (one write); tool
+    calls whole, and the finish and usage, at the end. One generator for the whole stream:
+    closing it closes the upstream's."""
     if reply.response is not None:
         reply.finish()
-        yield [whole(reply.response, model)]
+        yield framing.piece([whole(reply.response, model)]) + framing.end()
         return
     assert reply.batches is not None
     calls = Calls()
@@ -165,11 +169,11 @@ async def _answers(reply: Reply, model: str) -> AsyncIterator[list[GenerateRespo
                 if parts:
                     answers.append(_answer(parts, model, None, None))
             if answers:
-                yield answers
+                yield framing.piece(answers)
     finally:
         await close(reply.batches)
     tail = [_call_part(name, text) for name, text in calls.whole()]
-    yield [_answer(tail, model, _finish(finish), reply.usage)]
+    yield framing.piece([_answer(tail, model, _finish(finish), reply.usage)]) + framing.end()
 
 
 def _delta(chunk: ChatChunk, calls: Calls, finish: str | None) -> tuple[list[Part], str | None]:

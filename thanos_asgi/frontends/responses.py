@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from thanos_asgi.context import Context
-from thanos_asgi.core.gateway import Reply
+from thanos_asgi.core.gateway import Reply, close
 from thanos_asgi.exceptions import (
     InvalidRequest,
     MethodNotAllowed,
@@ -98,8 +98,8 @@ async def _answer(
         await respond(ex.send, 200, _encode(response), [*JSON, *app._headers(ex, reply)])
         return
     events = out.Events(shell)
-    source = out.stream(reply, events)
-    await _stream(app, ex, reply, _kept_after(source, events.shell, keep), events.error)
+    source = out.stream(reply, events, lambda: keep(events.shell, False))
+    await _stream(app, ex, reply, source, events.error)
 
 
 def _relay_only(app: ThanosApp, body: RequestBody, ctx: Context) -> None:
@@ -166,26 +166,22 @@ async def _stream(
     await stream(ex.scope, ex.receive, ex.send)
 
 
-async def _kept_after(
-    source: AsyncIterator[bytes], response: ResponseObject, keep: Keep
-) -> AsyncIterator[bytes]:
-    """The events, then the finished response into the store (a failed one is not kept)."""
-    async for event in source:
-        yield event
-    await keep(response, False)
-
-
 async def _kept_relay(source: AsyncIterator[bytes], keep: Keep) -> AsyncIterator[bytes]:
-    """Relayed events untouched; the completed response they end with goes into the store."""
-    async for batch in source:
-        yield batch
-        if batch.rfind(b"response.completed") >= 0 or batch.rfind(b"response.incomplete") >= 0:
+    """Relayed events untouched; the completed response they end with goes into the store.
+    Closing this closes `source` (and the upstream response) at once."""
+    try:
+        async for batch in source:
+            yield batch
+            if batch.rfind(b"response.completed") < 0 and batch.rfind(b"response.incomplete") < 0:
+                continue
             for block in batch.split(b"\n\n"):
                 data = parse_block(block).data
                 if (
                     b'"response":' in data and b"response.completed" in data
                 ) or b"incomplete" in data:
                     await keep(upstream_response(data, event=True), True)
+    finally:
+        await close(source)
 
 
 def _relay_error(exc: ThanosError) -> bytes:

@@ -40,7 +40,7 @@ async def batched(chunks: AsyncIterator[ChatChunk]) -> AsyncIterator[list[ChatCh
         async for chunk in chunks:
             yield [chunk]
     finally:
-        await _close(chunks)
+        await close(chunks)
 
 
 async def each(batches: AsyncIterator[list[ChatChunk]]) -> AsyncIterator[ChatChunk]:
@@ -50,10 +50,12 @@ async def each(batches: AsyncIterator[list[ChatChunk]]) -> AsyncIterator[ChatChu
             for chunk in batch:
                 yield chunk
     finally:
-        await _close(batches)
+        await close(batches)
 
 
-async def _close(iterator: object) -> None:
+async def close(iterator: object) -> None:
+    """Close an async generator now (its upstream response with it), not when collected:
+    one dropped unfinished is closed by a task the event loop starts for it."""
     closer = getattr(iterator, "aclose", None)
     if closer is not None:
         await closer()

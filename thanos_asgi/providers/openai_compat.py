@@ -15,7 +15,7 @@ import msgspec
 from thanos_asgi.exceptions import UpstreamError, UpstreamProtocolError, UpstreamStatusError
 from thanos_asgi.providers._openai_stream import DONE, Read, has_usage, plain_prefix
 from thanos_asgi.providers.base import HTTPProvider, Relayed
-from thanos_asgi.providers.batches import each
+from thanos_asgi.providers.batches import close, each
 from thanos_asgi.sanitize import Decoder
 from thanos_asgi.types import (
     ChatChunk,
@@ -236,16 +236,19 @@ class OpenAICompatible(HTTPProvider):
 
     async def _batches(self, relayed: Relayed) -> AsyncIterator[list[ChatChunk]]:
         """The chunks of each relayed piece (one upstream read), as one list."""
-        assert relayed.events is not None
-        read = Read()
-        async for piece in relayed.events:
-            chunks, end = read.piece(self, piece)
-            if chunks:
-                yield chunks
-            if isinstance(end, UpstreamError):
-                raise end
-            if end:
-                return
+        events, read = relayed.events, Read()
+        assert events is not None
+        try:
+            async for piece in events:
+                chunks, end = read.piece(self, piece)
+                if chunks:
+                    yield chunks
+                if isinstance(end, UpstreamError):
+                    raise end
+                if end:
+                    return
+        finally:
+            await close(events)  # after `[DONE]` too: it would be left to the loop to close
 
     async def embed(self, request: EmbeddingRequest, model: str) -> EmbeddingResponse:
         body = msgspec.to_builtins(request)

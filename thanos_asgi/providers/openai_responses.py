@@ -16,7 +16,7 @@ import msgspec
 from thanos_asgi.exceptions import UpstreamError, UpstreamProtocolError, UpstreamStatusError
 from thanos_asgi.providers import _responses_codec as codec
 from thanos_asgi.providers.base import Relayed
-from thanos_asgi.providers.batches import each
+from thanos_asgi.providers.batches import close, each
 from thanos_asgi.providers.openai_compat import OpenAICompatible
 from thanos_asgi.types import ChatChunk, ChatRequest, ChatResponse
 from thanos_asgi.upstream import UpstreamResponse
@@ -120,21 +120,25 @@ class ResponsesWire(OpenAICompatible):
     async def _translated(self, relayed: Relayed, model: str) -> AsyncIterator[list[ChatChunk]]:
         """The chunks of each upstream read's events, as one list; an unreadable event ends
         the stream after what came before it."""
-        assert relayed.events is not None
-        state = codec.StreamState(model)
-        async for batch in relayed.events:
-            chunks: list[ChatChunk] = []
-            try:
-                for block in batch.split(b"\n\n"):
-                    data = parse_block(block).data
-                    if data and (chunk := state.chunk(self._decode(_event, data))) is not None:
-                        chunks.append(chunk)
-            except UpstreamError:
+        events, state = relayed.events, codec.StreamState(model)
+        assert events is not None
+        try:
+            async for batch in events:
+                chunks: list[ChatChunk] = []
+                try:
+                    for block in batch.split(b"\n\n"):
+                        data = parse_block(block).data
+                        chunk = state.chunk(self._decode(_event, data)) if data else None
+                        if chunk is not None:
+                            chunks.append(chunk)
+                except UpstreamError:
+                    if chunks:
+                        yield chunks
+                    raise
                 if chunks:
                     yield chunks
-                raise
-            if chunks:
-                yield chunks
+        finally:
+            await close(events)  # when this one is closed early, that one now too
 
 
 def responses_wire(adapter: type[Any]) -> type[Any]:
