@@ -247,14 +247,49 @@ def test_a_translated_reads_chunks_decoded_at_once_are_its_events_read_one_by_on
         assert end == expected_end
 
 
-def _relayed(adapter: Any, complete: bytes) -> bytes:
-    """What the relay hands a translated read: comments and keep-alives gone, `[DONE]` last."""
-    from thanos_asgi.providers._openai_stream import DONE, plain_prefix
+_ERRORS = st.sampled_from(
+    [
+        b'data: {"error":{"message":"boom","type":"server_error","code":503}}',
+        b'data: {"id":"c","choices":[],"error":null}',
+        b'event: error\ndata: {"message":"overloaded"}',
+        b'event: error\ndata: {"error":{"message":"rate","code":429}}',
+        b'data: {"error":"plain text"}',
+    ]
+)
+
+
+@settings(derandomize=True, max_examples=1000)
+@example(events=[b"data: " + _chunk(b'{"content":"x"}')] * 7 + [b": ping", b"data: [DONE]"])
+@example(events=[b"data: " + _chunk(b'{"content":"x"}')] * 7 + [b'data: {"error":{"code":500}}'])
+@given(events=st.lists(_EVENTS | _ERRORS, min_size=1, max_size=10))
+def test_a_translated_read_of_the_events_as_they_came_is_the_relays_then_the_read(
+    events: list[bytes],
+) -> None:
+    """A translated read takes the provider's events as they came (`Relayed.raw`): its chunks
+    and end are those of the relay's view of them (comments gone, an error ending the
+    stream, `[DONE]` last) read as before, whatever the events hold."""
+    from thanos_asgi.exceptions import UpstreamError
+    from thanos_asgi.providers._openai_stream import DONE, Read, plain_prefix
     from thanos_asgi.providers.base import Relayed
 
-    cut = plain_prefix(complete)
-    out, end = adapter._sift(complete[cut:], Relayed(model="m"), False)
-    return complete[:cut] + out + (DONE if end is True else b"")
+    adapter = _compat()
+    piece = b"\n\n".join(events) + b"\n\n"
+    chunks, end = Read().piece(adapter, piece)
+    cut = plain_prefix(piece)
+    try:
+        out, sifted = adapter._sift(piece[cut:], Relayed(model="m"), False)
+    except UpstreamError:  # unreadable usage: the relay drops the whole read with its error
+        assert isinstance(end, UpstreamError)
+        return
+    relayed = piece[:cut] + out + (DONE if sifted is True else b"")
+    expected, expected_end = Read().piece(adapter, relayed)
+    if isinstance(sifted, UpstreamError):  # the relay hands on what came before, then raises
+        expected_end = sifted if expected_end is False else expected_end
+    assert chunks == expected
+    if isinstance(end, Exception):
+        assert type(end) is type(expected_end) and str(end) == str(expected_end)
+    else:
+        assert end == expected_end
 
 
 def test_every_recorded_openai_compatible_stream_is_decoded_at_once() -> None:
@@ -267,11 +302,12 @@ def test_every_recorded_openai_compatible_stream_is_decoded_at_once() -> None:
         for complete in _recorded_streams(provider):
             if complete.find(b'"error":') >= 0:
                 continue  # the relay ends a stream at its error
-            piece = _relayed(adapter, complete)
-            cut = stream.plain_end(piece, stream.first(piece, stream.USAGE))
-            if piece[:cut].count(b"\n\ndata: {") < 2:
+            piece = complete  # as the relay hands it to a translated read
+            plain = stream.uncommented(piece)  # (OpenRouter's keep-alives between events)
+            cut = stream.plain_end(plain, stream.first(plain, stream.LOOK))
+            if plain[:cut].count(b"\n\ndata: {") < 2:
                 continue  # one event is read as it is
-            assert stream.plain_chunks(piece[:cut]) is not None, piece[:300]
+            assert stream.plain_chunks(plain[:cut]) is not None, plain[:300]
             fast = stream.Read().at_once(adapter, piece)
             assert fast == stream.Read()._events(adapter, piece, [])
             taken += 1

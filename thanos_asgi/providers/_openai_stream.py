@@ -1,9 +1,10 @@
 """Reading an OpenAI-compatible stream: which events the relay must look at, and the
-translated read that turns relayed pieces into canonical chunks (`Read`).
+translated read that turns the provider's events into canonical chunks (`Read`).
 
-A piece is what the relay hands on for one upstream read: whole events, line ends `\n`,
-comments and keep-alives gone, errors already raised. Byte tests use `find`/`rfind`, not `in`
-(see `upstream/framing`).
+A piece is what the relay hands on for one upstream read: whole events, line ends `\n`. To a
+translated read it hands them on as they came (`Relayed.raw`): comments, keep-alives, errors,
+usage and `[DONE]` included, for `Read` looks at each of those itself. Byte tests use
+`find`/`rfind`, not `in` (see `upstream/framing`).
 """
 
 from __future__ import annotations
@@ -15,14 +16,13 @@ import msgspec
 from thanos_asgi.exceptions import UpstreamError, UpstreamProtocolError
 from thanos_asgi.sanitize import MAX_DEPTH, Decoder, openers
 from thanos_asgi.types import ChatChunk, ToolCallDelta
-from thanos_asgi.upstream.framing import parse_block
+from thanos_asgi.upstream.framing import typed
 
 if TYPE_CHECKING:
     from thanos_asgi.providers.openai_compat import OpenAICompatible
 
 _chunk = Decoder(ChatChunk)
 DONE = b"data: [DONE]\n\n"
-DONE_EVENT = DONE[:-2]
 
 LOOK = (b'"usage":{', b'"usage": {', b'"error":', b"data: [DONE]")  # events to take apart
 
@@ -53,6 +53,7 @@ def first(data: bytes, markers: tuple[bytes, ...]) -> int:
 
 
 USAGE = LOOK[:2]
+MARKED = LOOK[:3]  # usage or an error
 
 
 def has_usage(data: bytes) -> bool:
@@ -83,8 +84,8 @@ class Read:
     def piece(
         self, adapter: OpenAICompatible, piece: bytes
     ) -> tuple[list[ChatChunk], bool | UpstreamError]:
-        """The chunks of `piece`, then True at `[DONE]`, or the error of an unreadable chunk
-        (which ends the stream after what came before it)."""
+        """The chunks of `piece`, then True at `[DONE]`, or the error the provider reported
+        or of an unreadable chunk (which ends the stream after what came before it)."""
         if len(piece) >= AT_ONCE and piece.find(JOIN) >= 0:
             return self.at_once(adapter, piece)
         return self._events(adapter, piece, [])
@@ -92,9 +93,12 @@ class Read:
     def at_once(
         self, adapter: OpenAICompatible, piece: bytes
     ) -> tuple[list[ChatChunk], bool | UpstreamError]:
-        """`piece` as `piece` reads it, its leading plain events decoded in one call when that
-        call can vouch for them (`plain_chunks`), the last few (usage, `[DONE]`) one by one."""
-        cut = plain_end(piece, first(piece, USAGE))
+        """`piece` as `piece` reads it, its leading plain events (no usage, error or `[DONE]`)
+        decoded in one call when that call can vouch for them (`plain_chunks`), the rest one
+        by one."""
+        if piece.startswith(b":") or piece.find(b"\n\n:") >= 0:
+            piece = uncommented(piece)
+        cut = plain_end(piece, first(piece, LOOK))
         chunks = plain_chunks(piece[:cut])
         if chunks is None:
             return self._events(adapter, piece, [])
@@ -106,23 +110,34 @@ class Read:
     def _events(
         self, adapter: OpenAICompatible, piece: bytes, chunks: list[ChatChunk]
     ) -> tuple[list[ChatChunk], bool | UpstreamError]:
-        """`chunks`, then those of `piece`'s events read one by one."""
+        """`chunks`, then those of `piece`'s events read one by one, as the relay reads them:
+        comments and keep-alives skipped, an error event (`event: error`, or an `"error":`
+        that is not null) ends the stream with that error."""
         # Once per piece, not per event: no event nests deeper than the piece has openers,
-        # and no event before the piece's first usage marker has usage in it.
+        # and no event before the piece's first marker has usage or an error in it.
         decode = _chunk.unchecked if openers(piece) <= MAX_DEPTH else _chunk.decode
-        usage_at, end = first(piece, USAGE), -2
+        look_at, end = first(piece, MARKED), -2
         for raw in piece.split(b"\n\n")[:-1]:  # each relayed event ends in a blank line
             end += len(raw) + 2
-            if raw == DONE_EVENT:
+            if raw.startswith(b"data: ") and raw.find(b"\n") < 0:
+                name, data = b"", raw[6:]
+            else:
+                name, data = typed(raw)
+            if not data:
+                continue  # a comment or keep-alive
+            if data == b"[DONE]":
                 return chunks, True
-            data = raw[6:] if raw.find(b"\n") < 0 else parse_block(raw).data
+            if end > look_at or name == b"error":
+                error = _reported(adapter, name, data)
+                if error is not None:
+                    return chunks, error
             try:
                 chunk = decode(data)
             except msgspec.DecodeError as exc:
                 error = UpstreamProtocolError(f"unreadable chunk: {exc}")
                 return chunks, adapter.tag(error)
             self._canonical(chunk)
-            if end > usage_at and has_usage(data):  # as the relay read it (with quirks)
+            if end > look_at and has_usage(data):  # as the relay reads it (with quirks)
                 try:
                     chunk.usage = adapter.usage_from(adapter._decode_meta(data))
                 except UpstreamError as exc:
@@ -138,6 +153,24 @@ class Read:
                 delta.reasoning_content, delta.reasoning = delta.reasoning, None
             if delta.tool_calls:
                 self.calls = number_calls(delta.tool_calls, self.calls)
+
+
+def uncommented(piece: bytes) -> bytes:
+    """`piece` without its one-line comments (keep-alives: OpenRouter sends them between
+    events), which the event-by-event read skips."""
+    kept = [block for block in piece.split(b"\n\n") if not _comment(block)]
+    return b"\n\n".join(kept)
+
+
+def _comment(block: bytes) -> bool:
+    return block.startswith(b":") and block.find(b"\n") < 0
+
+
+def _reported(adapter: OpenAICompatible, name: bytes, data: bytes) -> UpstreamError | None:
+    """The error an event reports, as the relay reads it (None for `"error": null`)."""
+    if name == b"error" or data.find(b'"error":') >= 0:
+        return adapter._stream_error(data)
+    return None
 
 
 JOIN = b"}\n\ndata: {"  # where one plain event ends and the next begins

@@ -79,6 +79,9 @@ class Relayed:
     events: AsyncIterator[bytes] | None = None
     usage: Usage | None = None  # known at once for bodies, once the stream has ended for events
     headers: dict[str, str] = field(default_factory=dict)
+    # Set by a translated reader before it reads `events`: they come whole but otherwise as
+    # the provider sent them, for the reader takes them apart anyway (errors, usage, end).
+    raw: bool = False
 
 
 @runtime_checkable

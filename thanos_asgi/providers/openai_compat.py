@@ -127,6 +127,9 @@ class OpenAICompatible(HTTPProvider):
                 complete = events.feed(chunk)
                 if not complete:
                     continue
+                if relayed.raw:  # (a translation: `Read` looks at every event itself)
+                    yield complete
+                    continue
                 cut = plain_prefix(complete)
                 if cut == len(complete):
                     yield complete
@@ -232,6 +235,7 @@ class OpenAICompatible(HTTPProvider):
         self, request: ChatRequest, model: str
     ) -> AsyncIterator[list[ChatChunk]]:
         relayed = await self.relay(self.request_body(request), model, stream=True)
+        relayed.raw = True
         return self._batches(relayed)
 
     async def _batches(self, relayed: Relayed) -> AsyncIterator[list[ChatChunk]]:
