@@ -79,6 +79,11 @@ def test_the_responses_text_deltas_by_hand_are_the_generic_event(texts: list[str
 
     events = Events(ResponseObject(id="resp_1", created_at=1, status="queued", model="m"))
     head = events.start()
+    generic = Events(ResponseObject(id="resp_1", created_at=1, status="in_progress", model="m"))
+    shell = generic.shell
+    assert head == generic.event("response.created", response=shell) + generic.event(
+        "response.in_progress", response=shell
+    )  # the two first events, the response encoded once
     chunks = [ChatChunk(choices=[ChunkChoice(delta=Delta(content=text))]) for text in texts]
     out = b"".join(events.feed(chunk) for chunk in chunks) + events.end(None)
     parsed = [msgspec.json.decode(block.split(b"\ndata: ", 1)[1]) for block in

@@ -42,6 +42,13 @@ from thanos_asgi.types import ChatChunk, ChatResponse, FunctionCall, Message, To
 
 _encode = msgspec.json.Encoder().encode
 _TEXT_DELTA = b"event: response.output_text.delta\ndata: "
+_HEADS: dict[str, bytes] = {}  # an event's `event:` line and `data: `, by kind
+_START = (
+    b'event: response.created\ndata: {"response":%b,"type":"response.created",'
+    b'"sequence_number":%d}\n\n'
+    b'event: response.in_progress\ndata: {"response":%b,"type":"response.in_progress",'
+    b'"sequence_number":%d}\n\n'
+)
 _INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
 
 
@@ -144,13 +151,17 @@ class Events:
         data["type"] = kind
         data["sequence_number"] = self.sequence
         self.sequence += 1
-        return b"event: " + kind.encode() + b"\ndata: " + _encode(data) + b"\n\n"
+        head = _HEADS.get(kind)
+        if head is None:  # (kinds are this module's names: a few dozen at most)
+            head = _HEADS[kind] = b"event: " + kind.encode() + b"\ndata: "
+        return head + _encode(data) + b"\n\n"
 
     def start(self) -> bytes:
+        """`response.created` and `response.in_progress`: what `event` makes of them (tested),
+        the response encoded once for both."""
         self.shell.status = "in_progress"
-        return self.event("response.created", response=self.shell) + self.event(
-            "response.in_progress", response=self.shell
-        )
+        first, self.sequence, shell = self.sequence, self.sequence + 2, _encode(self.shell)
+        return _START % (shell, first, shell, first + 1)
 
     def feed(self, chunk: ChatChunk) -> bytes:
         if not chunk.choices:

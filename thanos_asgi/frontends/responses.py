@@ -193,7 +193,9 @@ def _shell(body: RequestBody) -> ResponseObject:
     format = body.text.format if body.text else None
     text = {"format": msgspec.to_builtins(format)} if format else None
     return ResponseObject(
-        id=out.new_id("resp"),
+        # a stored answer's id is all it takes to read it: unguessable; an unstored one's
+        # reads nothing, and `random` spares a getrandom(2) per stream
+        id=out.new_id("resp") if body.store else out.item_id("resp"),
         created_at=out.created_now(),
         status="in_progress",
         model=body.model,
