@@ -359,3 +359,35 @@ def test_the_messages_streams_usual_text_chunk_gives_the_events_of_any_chunk(
         general.add(chunk)
     assert fast.flush() == general.flush()
     assert (fast.finish, fast.index, fast.open) == (general.finish, general.index, general.open)
+
+
+@settings(derandomize=True, max_examples=500)
+@given(reads=st.lists(st.lists(st.lists(_CHOICES, max_size=2), max_size=6), min_size=1, max_size=6))
+@example(reads=[[[{"delta": {"content": "a"}}], [{"delta": {"content": "x", "reasoning": "y"}}]]])
+def test_a_responses_reads_chunks_give_the_events_feed_gives_them_one_by_one(
+    reads: list[list[list[dict[str, Any]]]],
+) -> None:
+    """`Events.batch` writes the usual text chunk itself; the events and the usage are those
+    of `feed` for each chunk in turn, whatever the chunks hold."""
+    from thanos_asgi.frontends._responses_out import Events
+    from thanos_asgi.frontends._responses_types import ResponseObject
+    from thanos_asgi.types import ChatChunk, Usage
+
+    fast, general = (
+        Events(ResponseObject(id="resp_1", created_at=1, status="queued", model="m"))
+        for _ in range(2)
+    )
+    random_state = __import__("random").getstate()
+    fast_out, general_out = [fast.start()], [general.start()]
+    for n, read in enumerate(reads):
+        chunks = [msgspec.convert({"id": "c", "model": "m", "choices": c}, ChatChunk) for c in read]
+        if chunks and n % 2:
+            chunks[-1].usage = Usage(prompt_tokens=n, completion_tokens=1)
+        data, used = fast.batch(chunks)
+        fast_out.append(data)
+        assert used == next((c.usage for c in reversed(chunks) if c.usage is not None), None)
+    __import__("random").setstate(random_state)  # the same item ids for the general path
+    for read in reads:
+        for c in read:
+            general_out.append(general.feed(msgspec.convert({"id": "c", "choices": c}, ChatChunk)))
+    assert b"".join(fast_out) + fast.end(None) == b"".join(general_out) + general.end(None)

@@ -42,6 +42,7 @@ from thanos_asgi.types import ChatChunk, ChatResponse, FunctionCall, Message, To
 
 _encode = msgspec.json.Encoder().encode
 _TEXT_DELTA = b"event: response.output_text.delta\ndata: "
+_DELTA = b'%b%d,"delta":%b}\n\n'  # a text delta: its head (`_text_head`), number, text
 _HEADS: dict[str, bytes] = {}  # an event's `event:` line and `data: `, by kind
 _START = (
     b'event: response.created\ndata: {"response":%b,"type":"response.created",'
@@ -163,6 +164,34 @@ class Events:
         first, self.sequence, shell = self.sequence, self.sequence + 2, _encode(self.shell)
         return _START % (shell, first, shell, first + 1)
 
+    def batch(self, chunks: list[ChatChunk]) -> tuple[bytes, Usage | None]:
+        """The events of one read's chunks (those `feed` writes), and the last usage among
+        them. A chunk of more text for the open message (one choice, content only: most of
+        a stream) is written here, without a call of its own."""
+        out: list[bytes] = []
+        used: Usage | None = None
+        head = self.text_head
+        for chunk in chunks:
+            if chunk.usage is not None:
+                used = chunk.usage
+            choices = chunk.choices
+            if head and len(choices) == 1:
+                choice = choices[0]
+                delta = choice.delta
+                text = delta.content
+                if (
+                    text
+                    and choice.finish_reason is None
+                    and not (delta.reasoning_content or delta.reasoning or delta.tool_calls)
+                ):
+                    self.pieces.add(text)
+                    out.append(_DELTA % (head, self.sequence, _encode(text)))
+                    self.sequence += 1
+                    continue
+            out.append(self.feed(chunk))
+            head = self.text_head
+        return b"".join(out), used
+
     def feed(self, chunk: ChatChunk) -> bytes:
         if not chunk.choices:
             return b""
@@ -174,7 +203,7 @@ class Events:
         if text and self.text_head and not thought and not delta.tool_calls:  # the usual delta
             self.pieces.add(text)
             self.sequence += 1
-            return b'%b%d,"delta":%b}\n\n' % (self.text_head, self.sequence - 1, _encode(text))
+            return _DELTA % (self.text_head, self.sequence - 1, _encode(text))
         if thought:
             out += self._text(ReasoningItem, thought)
         if delta.content:
@@ -277,12 +306,9 @@ async def stream(
     yield events.start()
     try:
         async for batch in reply.batches:  # the events of one upstream read as one piece
-            out = []
-            for chunk in batch:
-                if chunk.usage is not None:
-                    reply.usage = chunk.usage
-                out.append(events.feed(chunk))
-            data = b"".join(out)
+            data, used = events.batch(batch)
+            if used is not None:
+                reply.usage = used
             if data:
                 yield data
     finally:
