@@ -292,6 +292,10 @@ async def test_a_responses_client_gets_every_event_in_order_a_write_per_read() -
 
     assert texts(got, text) == WORDS
     assert [data["sequence_number"] for _, data in got] == list(range(len(got)))
+    added = [data["item"] for name, data in got if name == "response.output_item.added"]
+    assert [(item["type"], item["status"], item["content"]) for item in added] == [
+        ("message", "in_progress", [])
+    ]  # as OpenAI announces a message; the done event completes it
     assert got[-1][0] == "response.completed"
     assert got[-1][1]["response"]["output"][0]["content"][0]["text"] == "".join(WORDS)
     assert got[-1][1]["response"]["usage"]["output_tokens"] == 30

@@ -224,8 +224,9 @@ class Events:
             return out + self.event("response.reasoning_summary_text.delta", delta=text, **ids)
         assert isinstance(item, MessageItem)
         ids = {"item_id": item.id, "output_index": index, "content_index": 0}
-        self.text_head = _text_head(ids)
-        return out + self.event("response.output_text.delta", delta=text, logprobs=[], **ids)
+        self.text_head = _text_head(ids)  # (this delta too: what `event` makes of it, tested)
+        self.sequence += 1
+        return out + _DELTA % (self.text_head, self.sequence - 1, _encode(text))
 
     def _call(self, position: int, call_id: str | None, function: Any) -> bytes:
         out = b""
@@ -236,7 +237,6 @@ class Events:
             item = FunctionCallItem(
                 id=item_id("fc"), call_id=call_id or item_id("call"), name=name, arguments=""
             )
-            item.status = "in_progress"
             self.calls[position] = item
             out += self._open(item)
         piece = (function.arguments if function else None) or ""
@@ -249,9 +249,9 @@ class Events:
     def _open(self, item: OutputItem) -> bytes:
         self.open, self.pieces = item, Pieces()  # (`_close` cleared `text_head`)
         index = len(self.shell.output)
+        item.status = "in_progress"  # as announced (`_close` completes it)
         out = self.event("response.output_item.added", output_index=index, item=item)
         if isinstance(item, MessageItem):
-            item.status = "in_progress"
             item.content = [OutputText(text="")]
             part = {"type": "output_text", "text": "", "annotations": []}
             ids = {"item_id": item.id, "output_index": index, "content_index": 0}
