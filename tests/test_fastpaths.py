@@ -391,3 +391,17 @@ def test_a_responses_reads_chunks_give_the_events_feed_gives_them_one_by_one(
         for c in read:
             general_out.append(general.feed(msgspec.convert({"id": "c", "choices": c}, ChatChunk)))
     assert b"".join(fast_out) + fast.end(None) == b"".join(general_out) + general.end(None)
+
+
+@settings(derandomize=True, max_examples=300)
+@given(texts=st.lists(st.text() | st.sampled_from(["a\nb", "\n\ndata: x", "\u2028", '"}\n{'])))
+def test_a_reads_chat_chunks_framed_in_one_encode_are_each_chunk_framed(texts: list[str]) -> None:
+    """The chat front-end frames a read's chunks with one `encode_lines`: the events are those
+    of encoding each chunk on its own, whatever the text holds (line ends included)."""
+    from thanos_asgi.frontends.openai import chunk_events
+    from thanos_asgi.types import ChatChunk, ChunkChoice, Delta
+
+    encode = msgspec.json.Encoder().encode
+    chunks = [ChatChunk(id="c", choices=[ChunkChoice(delta=Delta(content=t))]) for t in texts]
+    chunks.append(ChatChunk(id="c", choices=[]))
+    assert chunk_events(chunks) == b"".join(b"data: " + encode(c) + b"\n\n" for c in chunks)

@@ -213,10 +213,11 @@ class ThanosApp:
         self,
         reply: Reply,
         include_usage: bool,
-        encode: Callable[[ChatChunk], bytes] = codec.chunk_json,
+        shape: Callable[[ChatChunk], Any] | None = None,
     ) -> AsyncIterator[bytes]:
-        """Canonical chunks as SSE events (`encode` makes each one's data), those of one
-        upstream read as one piece; the usage-only chunk only when the client asked."""
+        """Canonical chunks (or what `shape` makes of each) as SSE events, those of one
+        upstream read as one piece in one encode; the usage-only chunk only when the client
+        asked."""
         assert reply.batches is not None
         async for batch in reply.batches:  # (closed when the dispatch ends, however it ends)
             out = []
@@ -227,9 +228,9 @@ class ThanosApp:
                         if not chunk.choices:
                             continue
                         chunk.usage = None
-                out.append(encode(chunk))
+                out.append(chunk)
             if out:
-                yield b"data: " + b"\n\ndata: ".join(out) + b"\n\n"
+                yield codec.chunk_events(out if shape is None else [shape(c) for c in out])
         yield codec.DONE
 
     async def _stream(
@@ -276,7 +277,7 @@ class ThanosApp:
                 body = _encode(codec.chat_to_completion(reply.response))
                 await respond(ex.send, 200, body, [*JSON, *self._headers(ex, reply)])
                 return
-            events = self._chunk_events(reply, codec.wants_usage(legacy), codec.completion_json)
+            events = self._chunk_events(reply, codec.wants_usage(legacy), codec.completion_chunk)
             await self._stream(ex, reply, events)
 
     async def embeddings(self, ex: Exchange) -> None:
