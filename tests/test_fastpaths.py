@@ -405,3 +405,32 @@ def test_a_reads_chat_chunks_framed_in_one_encode_are_each_chunk_framed(texts: l
     chunks = [ChatChunk(id="c", choices=[ChunkChoice(delta=Delta(content=t))]) for t in texts]
     chunks.append(ChatChunk(id="c", choices=[]))
     assert chunk_events(chunks) == b"".join(b"data: " + encode(c) + b"\n\n" for c in chunks)
+
+
+@settings(derandomize=True, max_examples=200)
+@given(texts=st.lists(st.text(min_size=1), min_size=1, max_size=5), before=st.integers(0, 3))
+def test_a_responses_message_closes_with_the_generic_events(texts: list[str], before: int) -> None:
+    """A message's three closing events come from one template; they must be those `event`
+    writes for them, at any sequence number and output index."""
+    from thanos_asgi.frontends._responses_out import Events
+    from thanos_asgi.frontends._responses_types import MessageItem, OutputText, ResponseObject
+
+    events = Events(ResponseObject(id="resp_1", created_at=1, status="queued", model="m"))
+    events.sequence, events.shell.output = 7 * before, [MessageItem(id="msg_0")] * before
+    item = MessageItem(id="msg_a", content=[OutputText(text="")])
+    events.open = item
+    for text in texts:
+        events.pieces.add(text)
+    generic = Events(ResponseObject(id="resp_1", created_at=1, status="queued", model="m"))
+    generic.sequence = events.sequence
+    done = events._close()
+    whole = OutputText(text="".join(texts))
+    ids = {"item_id": "msg_a", "output_index": before, "content_index": 0}
+    closed = MessageItem(id="msg_a", content=[whole])  # status "completed"
+    assert done == (
+        generic.event("response.output_text.done", text=whole.text, logprobs=[], **ids)
+        + generic.event("response.content_part.done", part=whole, **ids)
+        + generic.event("response.output_item.done", output_index=before, item=closed)
+    )
+    assert events.sequence == generic.sequence
+    assert events.shell.output[-1] is item and item.status == "completed"

@@ -50,6 +50,15 @@ _START = (
     b'event: response.in_progress\ndata: {"response":%b,"type":"response.in_progress",'
     b'"sequence_number":%d}\n\n'
 )
+_MESSAGE_DONE = (
+    b'event: response.output_text.done\ndata: {"text":%b,"logprobs":[],"item_id":%b,'
+    b'"output_index":%d,"content_index":0,"type":"response.output_text.done",'
+    b'"sequence_number":%d}\n\n'
+    b'event: response.content_part.done\ndata: {"part":%b,"item_id":%b,"output_index":%d,'
+    b'"content_index":0,"type":"response.content_part.done","sequence_number":%d}\n\n'
+    b'event: response.output_item.done\ndata: {"output_index":%d,"item":%b,'
+    b'"type":"response.output_item.done","sequence_number":%d}\n\n'
+)
 _INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
 
 
@@ -270,11 +279,8 @@ class Events:
         index = len(self.shell.output)
         out = b""
         if isinstance(item, MessageItem):
-            text = item.content[0].text = self.pieces.text()
-            ids = {"item_id": item.id, "output_index": index, "content_index": 0}
-            out += self.event("response.output_text.done", text=text, logprobs=[], **ids)
-            out += self.event("response.content_part.done", part=item.content[0], **ids)
-        elif isinstance(item, ReasoningItem):
+            return self._message_done(item, index)
+        if isinstance(item, ReasoningItem):
             ids = {"item_id": item.id, "output_index": index, "summary_index": 0}
             text = item.summary[0].text = self.pieces.text()
             out += self.event("response.reasoning_summary_text.done", text=text, **ids)
@@ -286,6 +292,19 @@ class Events:
         item.status = "completed"
         self.shell.output.append(item)
         return out + self.event("response.output_item.done", output_index=index, item=item)
+
+    def _message_done(self, item: MessageItem, index: int) -> bytes:
+        """A message's `output_text.done`, `content_part.done` and `output_item.done`: what
+        `event` makes of them (tested), from one template."""
+        part = item.content[0]
+        part.text = self.pieces.text()
+        item.status = "completed"
+        self.shell.output.append(item)
+        first, self.sequence = self.sequence, self.sequence + 3
+        at = _encode(item.id), index
+        text, whole = _encode(part.text), _encode(part)
+        return _MESSAGE_DONE % (text, *at, first, whole, *at, first + 1, index, _encode(item),
+                                first + 2)  # fmt: skip
 
     def end(self, used: Usage | None) -> bytes:
         out = self._close()
