@@ -93,12 +93,14 @@ class Read:
     def at_once(
         self, adapter: OpenAICompatible, piece: bytes
     ) -> tuple[list[ChatChunk], bool | UpstreamError]:
-        """`piece` as `piece` reads it, its leading plain events (no usage, error or `[DONE]`)
+        """`piece` as `piece` reads it, its leading plain events (no usage or error)
         decoded in one call when that call can vouch for them (`plain_chunks`), the rest one
         by one."""
         if piece.startswith(b":") or piece.find(b"\n\n:") >= 0:
             piece = uncommented(piece)
-        cut = plain_end(piece, first(piece, LOOK))
+        # (not `[DONE]`: `plain_end` leaves out a last one, and one before the end is not a
+        # `data: {` line, so `plain_chunks` refuses the read)
+        cut = plain_end(piece, first(piece, MARKED))
         chunks = plain_chunks(piece[:cut])
         if chunks is None:
             return self._events(adapter, piece, [])
