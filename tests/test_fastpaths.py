@@ -434,3 +434,29 @@ def test_a_responses_message_closes_with_the_generic_events(texts: list[str], be
     )
     assert events.sequence == generic.sequence
     assert events.shell.output[-1] is item and item.status == "completed"
+
+
+@settings(derandomize=True, max_examples=50)
+@given(before=st.integers(0, 3), sequence=st.integers(0, 50))
+def test_a_responses_message_opens_with_the_generic_events(before: int, sequence: int) -> None:
+    """A message's `output_item.added` and `content_part.added` come from one template; they
+    must be those `event` writes for them."""
+    from thanos_asgi.frontends._responses_out import Events
+    from thanos_asgi.frontends._responses_types import MessageItem, OutputText, ResponseObject
+
+    events, generic = (
+        Events(ResponseObject(id="resp_1", created_at=1, status="queued", model="m"))
+        for _ in range(2)
+    )
+    events.shell.output = [MessageItem(id="msg_0")] * before
+    events.sequence = generic.sequence = sequence
+    item = MessageItem(id="msg_a")
+    opened = events._open(item)
+    announced = MessageItem(id="msg_a", status="in_progress")  # no content yet
+    part = {"type": "output_text", "text": "", "annotations": []}
+    ids = {"item_id": "msg_a", "output_index": before, "content_index": 0}
+    assert opened == generic.event(
+        "response.output_item.added", output_index=before, item=announced
+    ) + generic.event("response.content_part.added", part=part, **ids)
+    assert events.sequence == generic.sequence and events.open is item
+    assert item.content == [OutputText(text="")]

@@ -50,6 +50,13 @@ _START = (
     b'event: response.in_progress\ndata: {"response":%b,"type":"response.in_progress",'
     b'"sequence_number":%d}\n\n'
 )
+_MESSAGE_ADDED = (
+    b'event: response.output_item.added\ndata: {"output_index":%d,"item":%b,'
+    b'"type":"response.output_item.added","sequence_number":%d}\n\n'
+    b'event: response.content_part.added\ndata: {"part":{"type":"output_text","text":"",'
+    b'"annotations":[]},"item_id":%b,"output_index":%d,"content_index":0,'
+    b'"type":"response.content_part.added","sequence_number":%d}\n\n'
+)
 _MESSAGE_DONE = (
     b'event: response.output_text.done\ndata: {"text":%b,"logprobs":[],"item_id":%b,'
     b'"output_index":%d,"content_index":0,"type":"response.output_text.done",'
@@ -259,13 +266,20 @@ class Events:
         self.open, self.pieces = item, Pieces()  # (`_close` cleared `text_head`)
         index = len(self.shell.output)
         item.status = "in_progress"  # as announced (`_close` completes it)
-        out = self.event("response.output_item.added", output_index=index, item=item)
-        if isinstance(item, MessageItem):
+        if isinstance(item, MessageItem):  # its `output_item.added`, `content_part.added`
+            first, self.sequence = self.sequence, self.sequence + 2  # (as `event`'s: tested)
+            added = _MESSAGE_ADDED % (
+                index,
+                _encode(item),
+                first,
+                _encode(item.id),
+                index,
+                first + 1,
+            )
             item.content = [OutputText(text="")]
-            part = {"type": "output_text", "text": "", "annotations": []}
-            ids = {"item_id": item.id, "output_index": index, "content_index": 0}
-            out += self.event("response.content_part.added", part=part, **ids)
-        elif isinstance(item, ReasoningItem):
+            return added
+        out = self.event("response.output_item.added", output_index=index, item=item)
+        if isinstance(item, ReasoningItem):
             item.summary = [SummaryText(text="")]
             part = {"type": "summary_text", "text": ""}
             ids = {"item_id": item.id, "output_index": index, "summary_index": 0}
