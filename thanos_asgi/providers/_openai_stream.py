@@ -181,10 +181,11 @@ JOIN = b"}\n\ndata: {"  # where one plain event ends and the next begins
 AT_ONCE = 1536
 
 
-def plain_end(piece: bytes, usage_at: int) -> int:
-    """Where the events before the first with usage (or before a last `[DONE]`) end."""
-    if usage_at < len(piece):
-        at = piece.rfind(b"\n\n", 0, usage_at)
+def plain_end(piece: bytes, marker_at: int) -> int:
+    """Where the events before the one holding `marker_at` (the first usage or error marker,
+    `len(piece)` when none) end; a last `[DONE]` is left out too."""
+    if marker_at < len(piece):
+        at = piece.rfind(b"\n\n", 0, marker_at)
         return at + 2 if at >= 0 else 0
     return len(piece) - len(DONE) if piece.endswith(DONE) else len(piece)
 
