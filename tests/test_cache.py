@@ -16,6 +16,7 @@ import pytest
 from tests.helpers import config
 from tests.servers import Upstream, running
 from thanos_asgi import Gateway, build_app
+from thanos_asgi.governance.state import MemoryBackend
 
 pytestmark = pytest.mark.anyio
 KEY_A, KEY_B = "thk_cache-key-a-0123456789abcdef", "thk_cache-key-b-0123456789abcdef"
@@ -31,8 +32,10 @@ def settings(upstream: str, cache: str = "", extra: str = "") -> str:
 
 
 @asynccontextmanager
-async def serving(text: str) -> AsyncIterator[tuple[str, Gateway]]:
-    gateway = Gateway(config(text))
+async def serving(
+    text: str, state: MemoryBackend | None = None
+) -> AsyncIterator[tuple[str, Gateway]]:
+    gateway = Gateway(config(text), state=state)
     async with gateway, running(build_app(gateway)) as url:
         yield url, gateway
 
@@ -285,7 +288,8 @@ async def test_hits_count_against_rpm_but_not_tpm() -> None:
     keys = f'[[server.keys]]\nid = "a"\nkey = "{KEY_A}"\nrpm = 3\ntpm = 1000\n'
     upstream = Upstream()
     text = settings("{up}", extra=keys)
-    async with running(upstream) as up, serving(text.replace("{up}", up)) as (url, gw):
+    still = MemoryBackend(clock=lambda: 30.0)  # mid-window: the four fall in one minute
+    async with running(upstream) as up, serving(text.replace("{up}", up), still) as (url, gw):
         auth = {"authorization": f"Bearer {KEY_A}"}
         answers = [await post(url, ask(max_tokens=300), **auth) for _ in range(4)]
         window = await gw.state.window_take("tpm:key:a", 0, 1000, 60.0)
