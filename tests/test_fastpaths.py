@@ -460,3 +460,34 @@ def test_a_responses_message_opens_with_the_generic_events(before: int, sequence
     ) + generic.event("response.content_part.added", part=part, **ids)
     assert events.sequence == generic.sequence and events.open is item
     assert item.content == [OutputText(text="")]
+
+
+@settings(derandomize=True, max_examples=200)
+@given(
+    reads=st.lists(
+        st.lists(st.text() | st.sampled_from(["a\nb", "\r\n\r\ndata: x", "\u2028", '"},\n{']))
+    )
+)
+def test_gemini_and_ollama_frame_a_read_in_one_encode_as_each_answer_alone(
+    reads: list[list[str]],
+) -> None:
+    """The Gemini dialect's SSE and JSON-array framings and the Ollama dialect's NDJSON each
+    frame a read's answers with one `encode_lines`: the bytes are those of framing each answer
+    on its own (Gemini: `data: {...}\\r\\n\\r\\n`; items joined by `,\\r\\n` inside `[...]`;
+    Ollama: one line each), over a whole stream of reads."""
+    from thanos_asgi.frontends import gemini, ollama
+    from thanos_asgi.providers.gemini_types import Part
+
+    encode = msgspec.json.Encoder().encode
+    sse, array = gemini._SSE(), gemini._Array()
+    framed_sse, framed_array, each = [], [], []
+    for read in reads:
+        answers = [gemini._answer([Part(text=t)], "m", None, None) for t in read]
+        framed_sse.append(sse.piece(answers))
+        framed_array.append(array.piece(answers))
+        each += [encode(a) for a in answers]
+    assert b"".join(framed_sse) == b"".join(b"data: " + e + b"\r\n\r\n" for e in each)
+    assert b"".join(framed_array) + array.end() == b"[" + b",\r\n".join(each) + b"]"
+    shape = ollama._Shape("m", chat=True, started=0.0)
+    lines = [shape.line(t, thinking=t or None) for read in reads for t in read]
+    assert ollama._encode_lines(lines) == b"".join(encode(line) + b"\n" for line in lines)

@@ -51,6 +51,7 @@ if TYPE_CHECKING:
 
 PREFIX = "/v1beta/models"
 _encode = msgspec.json.Encoder().encode
+_lines = msgspec.json.Encoder().encode_lines
 _decode = Decoder().decode  # depth-checked (sanitize)
 _FINISH = {"length": "MAX_TOKENS", "content_filter": "SAFETY", "error": "OTHER"}
 _METHODS = ["generateContent", "streamGenerateContent", "countTokens", "embedContent"]
@@ -118,7 +119,11 @@ class _SSE:
     """The `alt=sse` framing: an event per answer, lines ending in `\r\n` as Gemini's."""
 
     def piece(self, answers: list[GenerateResponse]) -> bytes:
-        return b"".join([b"data: " + _encode(answer) + b"\r\n\r\n" for answer in answers])
+        """All in one encode: msgspec puts each answer on a line of its own (a line end inside
+        one is escaped), so each line is one event's data."""
+        if not answers:
+            return b""
+        return b"data: " + _lines(answers)[:-1].replace(b"\n", b"\r\n\r\ndata: ") + b"\r\n\r\n"
 
     def end(self) -> bytes:
         return b""
@@ -135,11 +140,11 @@ class _Array:
         self.opened = False
 
     def piece(self, answers: list[GenerateResponse]) -> bytes:
-        out = []
-        for answer in answers:
-            out.append((b",\r\n" if self.opened else b"[") + _encode(answer))
-            self.opened = True
-        return b"".join(out)
+        if not answers:
+            return b""
+        items = _lines(answers)[:-1].replace(b"\n", b",\r\n")  # one encode, as `_SSE`'s
+        opening, self.opened = b",\r\n" if self.opened else b"[", True
+        return opening + items
 
     def end(self) -> bytes:
         return b"]" if self.opened else b"[]"

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 VERSION = "0.12.0"  # the Ollama API level these routes follow (clients gate features on it)
 NDJSON = b"application/x-ndjson"
 _encode = msgspec.json.Encoder().encode
+_encode_lines = msgspec.json.Encoder().encode_lines
 _decode = Decoder().decode  # depth-checked (sanitize)
 
 
@@ -173,7 +174,7 @@ async def _lines(reply: Reply, shape: _Shape) -> AsyncIterator[bytes]:
                 if line is not None:
                     lines.append(line)
             if lines:
-                yield b"".join(lines)
+                yield _encode_lines(lines)  # NDJSON in one encode
     finally:
         await close(reply.batches)
     done = _calls_done(calls)
@@ -182,7 +183,7 @@ async def _lines(reply: Reply, shape: _Shape) -> AsyncIterator[bytes]:
 
 def _delta(
     chunk: ChatChunk, shape: _Shape, calls: Calls, reason: str | None
-) -> tuple[bytes | None, str | None]:
+) -> tuple[_Line | None, str | None]:
     if not chunk.choices:
         return None, reason
     choice = chunk.choices[0]
@@ -192,7 +193,7 @@ def _delta(
     text, thinking = delta.content, delta.reasoning_content or delta.reasoning
     line = None
     if text or thinking:
-        line = _encode(shape.line(text or "", thinking or None)) + b"\n"
+        line = shape.line(text or "", thinking or None)
     return line, choice.finish_reason or reason
 
 
