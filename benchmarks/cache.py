@@ -3,17 +3,18 @@
     python benchmarks/cache.py              # completions and streams, about 1 minute
     python benchmarks/cache.py --smoke      # a few checked answers per target, < 20 s
 
-Starts (with `processes.py`) the fake upstream, the floor in front of it, and two `thanos
-serve`: `gateway` (no cache: every request goes to the upstream) and `gateway-cache`
-(`[cache] enabled = true`, pre-warmed with the one request `load.py` sends, so every measured
-request is a hit; a stream and a whole answer share the entry). Then `load.py throughput`
-for each target, completions and streams, and then streams and whole answers from a paced
-upstream (5 ms between events, the way a provider writes; a whole answer comes when its stream
-would have ended, ~100 ms; gateway and gateway-cache only), interleaved `--repeat` times; the
-report gives
-requests per second and the cache's ratio over the pass-through (the issue's target: at
-least 3x) and over the floor. `--smoke` sends a few requests per target, checks every answer
-and that the cache answered `x-thanos-cache: hit`.
+Starts (with `processes.py`) the fake upstream, the floor in front of it, the ceiling
+(`floor.py --framework constant`: the upstream's answer from an ASGI app under the same server,
+no upstream call: what a hit can at best approach) and two `thanos serve`: `gateway` (no cache:
+every request goes to the upstream) and `gateway-cache` (`[cache] enabled = true`, pre-warmed
+with the one request `load.py` sends, so every measured request is a hit; a stream and a whole
+answer share the entry). Then `load.py throughput` for each target, completions and streams,
+and then streams and whole answers from a paced upstream (5 ms between events, the way a
+provider writes; a whole answer comes when its stream would have ended, ~100 ms; gateway and
+gateway-cache only), interleaved `--repeat` times; the report gives requests per second and
+the ratios over the pass-through (the issue's target for hits: at least 3x) and over the
+floor. `--smoke` sends a few requests per target, checks every answer and that the cache
+answered `x-thanos-cache: hit`.
 Pinning as in `run.py`: the upstream and the load generator on core 0, the rest on core 1.
 """
 
@@ -45,13 +46,14 @@ from processes import (
 from report import fmt, ratio, table
 from targets import GATEWAY_CONFIG, PACED_DELAY_MS
 
-TARGETS = ("floor", "gateway", "gateway-cache")
+TARGETS = ("ceiling", "floor", "gateway", "gateway-cache")
 PACED = ["--stream", "--model", "paced-model"]  # an upstream taking 5 ms between events
+GATEWAYS = ("gateway", "gateway-cache")
 MODES = {  # mode -> load.py flags, targets (the floor stands in front of the fast upstream only)
     "plain": ([], TARGETS),
     "stream": (["--stream"], TARGETS),
-    "paced": (PACED, TARGETS[1:]),
-    "plain-paced": (PACED[1:], TARGETS[1:]),  # whole answers, sent when the stream would end
+    "paced": (PACED, GATEWAYS),
+    "plain-paced": (PACED[1:], GATEWAYS),  # whole answers, sent when the stream would end
 }
 CACHE = "\n[cache]\nenabled = true\n"
 PATH = "/v1/chat/completions"
@@ -68,7 +70,10 @@ def start(bench: Bench) -> None:
     started.append(
         bench.start("floor", [*argv, "--upstream", f"http://127.0.0.1:{fast}/v1"], 1, floor)
     )
-    ports = {"floor": floor}
+    ceiling = free_port()
+    constant = [PYTHON, str(HERE / "floor.py"), "--port", str(ceiling), "--framework", "constant"]
+    started.append(bench.start("ceiling", [*constant, "--chunks", str(bench.chunks)], 1, ceiling))
+    ports = {"floor": floor, "ceiling": ceiling}
     for name, extra in (("gateway", ""), ("gateway-cache", CACHE)):
         port = ports[name] = free_port()
         config = bench.workdir / f"{name}.toml"

@@ -5,23 +5,30 @@ do: no framework, no parsing, no routing. The POST body goes to `{upstream}/chat
 through one shared aiohttp ClientSession and the answer comes back as it arrives.
 `--framework starlette` ("floor-starlette") is the floor issue 9 measured its targets against:
 the same pass-through written as a small Starlette app (one route, `Request.body()`, a
-`Response` or a `StreamingResponse`). Both are served by uvicorn with uvloop and httptools,
+`Response` or a `StreamingResponse`). `--framework constant` ("ceiling") calls no upstream at
+all: it reads the body and sends the fake upstream's fixed answer (`formats.py`; a stream's
+events in one body message), the most any ASGI app could do under this server, and so what a
+response-cache hit can at best approach. All are served by uvicorn with uvloop and httptools,
 access log off.
 
     python benchmarks/floor.py --upstream http://127.0.0.1:9001/v1 --port 9002
     python benchmarks/floor.py --upstream http://127.0.0.1:9001/v1 --port 9003 --framework starlette
+    python benchmarks/floor.py --port 9004 --framework constant [--chunks 20]
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import re
 from typing import Any
 
 import aiohttp
 import uvicorn
+from formats import FORMATS
 
 Scope = dict[str, Any]
+_STREAM = re.compile(rb'"stream"\s*:\s*true')
 
 
 class Floor:
@@ -62,6 +69,34 @@ class Floor:
             async for data in response.content.iter_any():
                 await send({"type": "http.response.body", "body": data, "more_body": True})
             await send({"type": "http.response.body", "body": b""})
+
+
+class Constant:
+    """No upstream: every request gets the fake upstream's answer, built once."""
+
+    def __init__(self, chunks: int) -> None:
+        body, events = FORMATS["chat"](chunks)
+        length = str(len(body)).encode()
+        self.whole = (body, [(b"content-type", b"application/json"), (b"content-length", length)])
+        sse = [(b"content-type", b"text/event-stream; charset=utf-8")]
+        self.stream = (b"".join(events), sse)
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await receive()
+            await send({"type": "lifespan.startup.complete"})
+            await receive()
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        body = b""
+        more = True
+        while more:
+            message = await receive()
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+        data, headers = self.stream if _STREAM.search(body) else self.whole
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": data})
 
 
 def starlette_floor(upstream: str) -> Any:
@@ -105,10 +140,11 @@ def starlette_floor(upstream: str) -> Any:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--upstream", required=True, help="base URL, e.g. http://127.0.0.1:9001/v1")
+    parser.add_argument("--upstream", help="base URL, e.g. http://127.0.0.1:9001/v1")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--framework", choices=("asgi", "starlette"), default="asgi")
+    parser.add_argument("--framework", choices=("asgi", "starlette", "constant"), default="asgi")
+    parser.add_argument("--chunks", type=int, default=20, help="constant: a stream's chunks")
     parser.add_argument(
         "--gc-like-thanos",
         action="store_true",
@@ -116,7 +152,12 @@ def main() -> None:
         "the young generation collected every 10,000 net allocations",
     )
     args = parser.parse_args()
-    app = Floor(args.upstream) if args.framework == "asgi" else starlette_floor(args.upstream)
+    if args.framework == "constant":
+        app: Any = Constant(args.chunks)
+    elif args.upstream is None:
+        parser.error("--upstream is required unless --framework constant")
+    else:
+        app = Floor(args.upstream) if args.framework == "asgi" else starlette_floor(args.upstream)
     if args.gc_like_thanos:  # as thanos_asgi/server/serve.py `_tune_gc`
         gc.collect()
         gc.freeze()
