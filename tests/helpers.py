@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -13,6 +15,7 @@ import openai
 from thanos_asgi import Gateway, HttpxTransport, build_app
 from thanos_asgi.config import Config, parse_config
 from thanos_asgi.frontends.asgi import ASGIApp, Message
+from thanos_asgi.governance.state import MemoryBackend, StateBackend
 
 KEY = "sk-test-SECRET-0123456789abcdef"
 
@@ -70,9 +73,31 @@ def config(text: str = BASIC, env: Mapping[str, str] | None = None) -> Config:
     return parse_config(text, source="test.toml", env=env or {})
 
 
-def gateway(handler: Callable[..., Any], text: str = BASIC) -> Gateway:
+def gateway(
+    handler: Callable[..., Any], text: str = BASIC, *, state: StateBackend | None = None
+) -> Gateway:
     transport = HttpxTransport(httpx.AsyncClient(transport=httpx.MockTransport(handler)))
-    return Gateway(config(text), transport=transport)
+    return Gateway(config(text), transport=transport, state=state)
+
+
+# Rate windows (rpm, tpm) are FIXED minute windows: a test that expects the (N+1)th request
+# of a minute refused, or counts what a window holds, fails when a minute boundary falls
+# between its requests (the window starts again at 0).
+
+
+def still_state() -> MemoryBackend:
+    """A memory state backend whose clock stands still 30 s into a minute: every request of
+    the test falls in one rate window, whenever it runs."""
+    return MemoryBackend(clock=lambda: 30.0)
+
+
+async def clear_of_the_minute(need: float) -> None:
+    """Sleep, if need be, until at least `need` seconds are left in the current minute window
+    of a local Redis: for windows whose clock a test cannot set (Redis `TIME`, which is this
+    machine's `time.time`)."""
+    left = 60.0 - time.time() % 60.0
+    if left < need:
+        await asyncio.sleep(left + 0.05)
 
 
 def client_for(app: ASGIApp, base: str = "http://gateway.test") -> httpx2.AsyncClient:

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.helpers import client_for, config
+from tests.helpers import client_for, config, still_state
 from thanos_asgi import Gateway, HttpxTransport, build_app
 from thanos_asgi.frontends import gemini
 from thanos_asgi.frontends.app import ThanosApp
@@ -182,7 +182,8 @@ async def upstream(request: httpx.Request) -> httpx.Response:
 def make(tmp_path: Path | None = None) -> Gateway:
     transport = HttpxTransport(httpx.AsyncClient(transport=httpx.MockTransport(upstream)))
     ledger = Ledger(tmp_path / "usage.db") if tmp_path else None
-    return Gateway(config(CONFIG), transport=transport, ledger=ledger)
+    # a still clock: the rpm key's two requests always fall in one minute window
+    return Gateway(config(CONFIG), transport=transport, ledger=ledger, state=still_state())
 
 
 class HostAuth:
@@ -286,6 +287,7 @@ async def test_keys_with_limits_get_ratelimit_headers_on_every_answer() -> None:
     gateway = Gateway(
         config(text + "tpm = 30\n"),
         transport=HttpxTransport(httpx.AsyncClient(transport=httpx.MockTransport(upstream))),
+        state=still_state(),  # the three requests in one minute window
     )
     headers = {"x-api-key": "thk-both-0123456789abcdef"}
     big = {"model": "paid/m", "messages": CHAT, "max_tokens": 100}

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.helpers import ADMIN, USER, gateway
+from tests.helpers import ADMIN, USER, gateway, still_state
 from tests.servers import running
 from tests.upstreams import FakeOpenAI
 from thanos_asgi import build_app
@@ -119,7 +119,8 @@ CASES: list[tuple[str, str, str, dict[str, str], Any, int, str, tuple[str, str] 
 
 @pytest.fixture
 async def base() -> AsyncIterator[str]:
-    async with running(build_app(gateway(FakeOpenAI(), CONFIG))) as url:
+    # a still clock: the limited key's two requests always fall in one minute window
+    async with running(build_app(gateway(FakeOpenAI(), CONFIG, state=still_state()))) as url:
         yield url
 
 

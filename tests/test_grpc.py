@@ -31,6 +31,7 @@ from tests.upstreams import SSE, FakeOpenAI, chunk  # noqa: E402
 from thanos_asgi import Gateway, build_app  # noqa: E402
 from thanos_asgi.config import parse_config  # noqa: E402
 from thanos_asgi.governance.ledger import Ledger  # noqa: E402
+from thanos_asgi.governance.state import StateBackend  # noqa: E402
 from thanos_asgi.grpc import generate, grpc_lifespan, start_grpc  # noqa: E402
 from thanos_asgi.grpc import thanos_pb2 as pb  # noqa: E402
 from thanos_asgi.grpc import thanos_pb2_grpc as pb_grpc  # noqa: E402
@@ -56,9 +57,11 @@ async def serving(gateway: Gateway, **options: Any) -> AsyncIterator[grpc.aio.Ch
 
 @asynccontextmanager
 async def fake(
-    handler: Callable[..., Any] | None = None, text: str = helpers.BASIC
+    handler: Callable[..., Any] | None = None,
+    text: str = helpers.BASIC,
+    state: StateBackend | None = None,
 ) -> AsyncIterator[tuple[Stub, Gateway]]:
-    gateway = helpers.gateway(handler or FakeOpenAI(), text)
+    gateway = helpers.gateway(handler or FakeOpenAI(), text, state=state)
     async with serving(gateway) as channel:
         yield Stub(channel), gateway
 
@@ -379,7 +382,7 @@ async def test_client_keys_come_as_bearer_or_x_api_key_metadata() -> None:
 
 
 async def test_a_keys_rpm_is_shared_with_http() -> None:
-    gateway = helpers.gateway(FakeOpenAI(), KEYED)
+    gateway = helpers.gateway(FakeOpenAI(), KEYED, state=helpers.still_state())  # one window
     http = helpers.client_for(build_app(gateway))
     async with serving(gateway) as channel, http:
         stub = Stub(channel)
@@ -397,7 +400,7 @@ async def test_a_keys_rpm_is_shared_with_http() -> None:
 
 async def test_rpm_per_address_without_keys() -> None:
     text = helpers.BASIC.replace("[routing]", "[server]\nrpm_per_ip = 1\n\n[routing]")
-    async with fake(text=text) as (stub, _):
+    async with fake(text=text, state=helpers.still_state()) as (stub, _):  # one window
         await collect(stub, pb.ChatRequest(model="smart", messages=HI))
         refused = await failure(stub, pb.ChatRequest(model="smart", messages=HI))
     assert refused.code() == grpc.StatusCode.RESOURCE_EXHAUSTED

@@ -26,7 +26,7 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
-from tests.helpers import client_for, config
+from tests.helpers import client_for, config, still_state
 from thanos_asgi import Gateway, HttpxTransport, build_app
 from thanos_asgi.governance.state import MemoryBackend, StateBackend, StateUnavailable
 from thanos_asgi.governance.state._redis import RedisBackend
@@ -63,7 +63,7 @@ def prefix() -> str:
 @pytest.fixture(params=["memory", "redis"])
 async def backend(request: pytest.FixtureRequest, prefix: str) -> AsyncIterator[StateBackend]:
     if request.param == "memory":
-        yield MemoryBackend()
+        yield still_state()  # as `_fresh_window` for Redis: the test's takes in one window
         return
     await _fresh_window()
     state = RedisBackend(REDIS_URL, key_prefix=prefix)

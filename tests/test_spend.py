@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.helpers import client_for, config
+from tests.helpers import client_for, config, still_state
 from tests.servers import free_port
 from thanos_asgi import Gateway, HttpxTransport, build_app
 from thanos_asgi.context import Context, KeyPolicy
@@ -220,7 +220,7 @@ async def test_negative_max_tokens_cannot_spend_an_exhausted_budget(
 
 async def test_a_negative_max_tokens_stream_does_not_open_the_tokens_window() -> None:
     text = PRICED.replace("budget_usd = 0.01", "tpm = 2000")
-    gw = gateway(MemoryBackend(), Path(":memory:"), text)
+    gw = gateway(still_state(), Path(":memory:"), text)  # all 21 in one minute window
     body = {"model": "paid/m", "messages": [{"role": "user", "content": "hi"}], "stream": True}
     async with client_for(build_app(gw)) as http:
         hostile = await post(http, {**body, "max_tokens": -(10**9)})
