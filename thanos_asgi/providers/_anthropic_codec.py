@@ -26,8 +26,8 @@ Mapping decisions (PROVIDERS.md sections 0 and 2):
 
 from __future__ import annotations
 
+import random
 import re
-import secrets
 import time
 from typing import Any, Literal
 
@@ -301,7 +301,7 @@ class Stream:
     """One stream's state: ids, the usage so far, and which blocks are tool calls."""
 
     def __init__(self, model: str) -> None:
-        self.id = f"msg_{secrets.token_hex(12)}"
+        self.id = f"msg_{random.getrandbits(96):024x}"  # until message_start names it
         self.created = int(time.time())
         self.model = model
         self.usage: Usage | None = None

@@ -1,0 +1,39 @@
+"""Request ids: unique per request and per process, whatever the host app does to `random`."""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+
+from thanos_asgi.frontends.middleware.request_id import new_id
+
+
+def test_ids_are_32_hex_digits_and_never_repeat() -> None:
+    ids = [new_id() for _ in range(10_000)]
+    assert all(re.fullmatch(rb"[0-9a-f]{32}", i) for i in ids)
+    assert len(set(ids)) == len(ids)
+
+
+def test_a_host_app_seeding_random_does_not_repeat_them() -> None:
+    random.seed(7)
+    first = new_id()
+    random.seed(7)
+    assert new_id() != first
+
+
+def test_a_forked_worker_draws_its_own_ids() -> None:
+    """`thanos serve --workers` forks: the child must not go on with the parent's sequence."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next ids, then out without running anything of pytest's
+        os.write(write, b"".join(new_id() for _ in range(4)))
+        os._exit(0)
+    os.close(write)
+    child = b""
+    while chunk := os.read(read, 1024):
+        child += chunk
+    os.close(read)
+    os.waitpid(pid, 0)
+    parent = b"".join(new_id() for _ in range(4))
+    assert len(child) == 128 and child != parent
