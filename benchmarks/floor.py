@@ -31,6 +31,16 @@ Scope = dict[str, Any]
 _STREAM = re.compile(rb'"stream"\s*:\s*true')
 
 
+async def read_body(receive: Any) -> bytes:
+    body = b""
+    more = True
+    while more:
+        message = await receive()
+        body += message.get("body", b"")
+        more = message.get("more_body", False)
+    return body
+
+
 class Floor:
     def __init__(self, upstream: str) -> None:
         self.url = upstream.rstrip("/") + "/chat/completions"
@@ -46,12 +56,7 @@ class Floor:
             await self.session.close()
             await send({"type": "lifespan.shutdown.complete"})
             return
-        body = b""
-        more = True
-        while more:
-            message = await receive()
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
+        body = await read_body(receive)
         assert self.session is not None
         headers = {"content-type": "application/json", "authorization": "Bearer x"}
         async with self.session.post(self.url, data=body, headers=headers) as response:
@@ -88,12 +93,7 @@ class Constant:
             await receive()
             await send({"type": "lifespan.shutdown.complete"})
             return
-        body = b""
-        more = True
-        while more:
-            message = await receive()
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
+        body = await read_body(receive)
         data, headers = self.stream if _STREAM.search(body) else self.whole
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": data})
