@@ -18,8 +18,11 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 import redis.exceptions
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from thanos_asgi.governance.state import StateUnavailable, WindowResult
+from thanos_asgi.governance.state._pipe import packed_commands
 from thanos_asgi.governance.state._redis import RedisBackend, _script
 
 pytestmark = pytest.mark.anyio
@@ -239,3 +242,26 @@ async def test_a_command_waits_for_a_free_connection_only_up_to_pool_timeout() -
             assert late.connections == 1
         finally:
             await backend.aclose()
+
+
+_ARGUMENT = st.binary(max_size=40) | st.text(max_size=20) | st.integers(-(2**70), 2**70)
+
+
+@settings(derandomize=True, max_examples=300)
+@given(commands=st.lists(st.lists(_ARGUMENT, min_size=1, max_size=14), min_size=1, max_size=5))
+def test_commands_are_packed_byte_for_byte_as_redis_py_packs_them(
+    commands: list[list[bytes | str | int]],
+) -> None:
+    """hiredis packs each command in one call; the bytes must be redis-py's own (UTF-8 text,
+    integers in decimal, any bytes), whatever the arguments hold."""
+    connection = aioredis.ConnectionPool.from_url(REDIS_URL).make_connection()
+    tuples = [(b"ECHO", *command) for command in commands]
+    assert packed_commands(connection, tuples) == [b"".join(connection.pack_commands(tuples))]
+
+
+def test_a_url_with_another_encoding_is_packed_by_redis_py() -> None:
+    """Text in another encoding than UTF-8 (`?encoding=` in the URL) is redis-py's to pack."""
+    url = REDIS_URL + ("&" if "?" in REDIS_URL else "?") + "encoding=latin-1"
+    connection = aioredis.ConnectionPool.from_url(url).make_connection()
+    command = [(b"SET", "k", "\u00e9t\u00e9")]
+    assert b"".join(packed_commands(connection, command)).endswith(b"\r\n$3\r\n\xe9t\xe9\r\n")
