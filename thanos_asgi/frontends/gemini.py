@@ -33,7 +33,7 @@ from thanos_asgi.frontends._pieces import Calls
 from thanos_asgi.frontends.asgi import JSON, read_body, respond, route_path
 from thanos_asgi.frontends.errors import gemini_error
 from thanos_asgi.frontends.openai import convert, decode_json
-from thanos_asgi.frontends.sse import EventSourceResponse
+from thanos_asgi.frontends.sse import EventSourceResponse, joined
 from thanos_asgi.governance.pricing import estimate_prompt_tokens
 from thanos_asgi.providers.gemini_types import (
     Candidate,
@@ -51,7 +51,6 @@ if TYPE_CHECKING:
 
 PREFIX = "/v1beta/models"
 _encode = msgspec.json.Encoder().encode
-_lines = msgspec.json.Encoder().encode_lines
 _decode = Decoder().decode  # depth-checked (sanitize)
 _FINISH = {"length": "MAX_TOKENS", "content_filter": "SAFETY", "error": "OTHER"}
 _METHODS = ["generateContent", "streamGenerateContent", "countTokens", "embedContent"]
@@ -119,11 +118,9 @@ class _SSE:
     """The `alt=sse` framing: an event per answer, lines ending in `\r\n` as Gemini's."""
 
     def piece(self, answers: list[GenerateResponse]) -> bytes:
-        """All in one encode: msgspec puts each answer on a line of its own (a line end inside
-        one is escaped), so each line is one event's data."""
         if not answers:
             return b""
-        return b"data: " + _lines(answers)[:-1].replace(b"\n", b"\r\n\r\ndata: ") + b"\r\n\r\n"
+        return b"data: " + joined(answers, b"\r\n\r\ndata: ") + b"\r\n\r\n"
 
     def end(self) -> bytes:
         return b""
@@ -142,9 +139,8 @@ class _Array:
     def piece(self, answers: list[GenerateResponse]) -> bytes:
         if not answers:
             return b""
-        items = _lines(answers)[:-1].replace(b"\n", b",\r\n")  # one encode, as `_SSE`'s
         opening, self.opened = b",\r\n" if self.opened else b"[", True
-        return opening + items
+        return opening + joined(answers, b",\r\n")
 
     def end(self) -> bytes:
         return b"]" if self.opened else b"[]"

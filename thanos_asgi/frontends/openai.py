@@ -10,6 +10,7 @@ import msgspec
 
 from thanos_asgi.exceptions import InvalidRequest, ThanosError
 from thanos_asgi.frontends.errors import openai_error
+from thanos_asgi.frontends.sse import joined
 from thanos_asgi.sanitize import Decoder
 from thanos_asgi.types import (
     ChatChunk,
@@ -66,13 +67,9 @@ def wants_usage(request: ChatRequest | CompletionRequest) -> bool:
     return bool(options and options.include_usage)
 
 
-_encode_lines = msgspec.json.Encoder().encode_lines
-
-
 def chunk_events(chunks: list[Any]) -> bytes:
-    """Chunks as SSE events, one `data:` each, in one encode: msgspec writes each value on a
-    line of its own and escapes any line end inside one, so each line is one event's data."""
-    return b"data: " + _encode_lines(chunks)[:-1].replace(b"\n", b"\n\ndata: ") + b"\n\n"
+    """Chunks (at least one) as SSE events, one `data:` each, in one encode."""
+    return b"data: " + joined(chunks, b"\n\ndata: ") + b"\n\n"
 
 
 def error_event(exc: ThanosError) -> bytes:

@@ -16,6 +16,8 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import msgspec
+
 from thanos_asgi.exceptions import ProviderUnavailable, ThanosError
 from thanos_asgi.frontends._watch import WATCH_AFTER, Sweeper
 from thanos_asgi.frontends.asgi import Headers, Receive, Scope, Send
@@ -28,7 +30,16 @@ SSE_HEADERS: Headers = [
     (b"x-accel-buffering", b"no"),
 ]
 KEEPALIVE = b": keep-alive\n\n"
-__all__ = ["KEEPALIVE", "SSE_HEADERS", "WATCH_AFTER", "EventSourceResponse"]
+__all__ = ["KEEPALIVE", "SSE_HEADERS", "WATCH_AFTER", "EventSourceResponse", "joined"]
+_encode_lines = msgspec.json.Encoder().encode_lines
+
+
+def joined(values: list[Any], between: bytes) -> bytes:
+    """`values` as JSON in one encode, `between` where one ends and the next begins (b"" for
+    none): msgspec writes each value on a line of its own and escapes any line end inside
+    one, so each line end it writes is such a place. How a front-end frames a read's events
+    (`data: ` lines, a JSON array's items) without an encode per event."""
+    return _encode_lines(values)[:-1].replace(b"\n", between)
 
 
 class EventSourceResponse:
