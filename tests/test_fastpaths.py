@@ -369,6 +369,7 @@ def test_a_responses_reads_chunks_give_the_events_feed_gives_them_one_by_one(
 ) -> None:
     """`Events.batch` writes the usual text chunk itself; the events and the usage are those
     of `feed` for each chunk in turn, whatever the chunks hold."""
+    from thanos_asgi import ids
     from thanos_asgi.frontends._responses_out import Events
     from thanos_asgi.frontends._responses_types import ResponseObject
     from thanos_asgi.types import ChatChunk, Usage
@@ -377,7 +378,7 @@ def test_a_responses_reads_chunks_give_the_events_feed_gives_them_one_by_one(
         Events(ResponseObject(id="resp_1", created_at=1, status="queued", model="m"))
         for _ in range(2)
     )
-    random_state = __import__("random").getstate()
+    random_state = ids._ids.getstate()
     fast_out, general_out = [fast.start()], [general.start()]
     for n, read in enumerate(reads):
         chunks = [msgspec.convert({"id": "c", "model": "m", "choices": c}, ChatChunk) for c in read]
@@ -386,7 +387,7 @@ def test_a_responses_reads_chunks_give_the_events_feed_gives_them_one_by_one(
         data, used = fast.batch(chunks)
         fast_out.append(data)
         assert used == next((c.usage for c in reversed(chunks) if c.usage is not None), None)
-    __import__("random").setstate(random_state)  # the same item ids for the general path
+    ids._ids.setstate(random_state)  # the same item ids for the general path
     for read in reads:
         for c in read:
             general_out.append(general.feed(msgspec.convert({"id": "c", "choices": c}, ChatChunk)))

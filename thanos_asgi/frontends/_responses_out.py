@@ -14,7 +14,6 @@ with usage. A failure after the first event is a last `error` event.
 
 from __future__ import annotations
 
-import random
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -38,6 +37,7 @@ from thanos_asgi.frontends._responses_types import (
     ResponseUsage,
     SummaryText,
 )
+from thanos_asgi.ids import unique_hex
 from thanos_asgi.types import ChatChunk, ChatResponse, FunctionCall, Message, ToolCall, Usage
 
 _encode = msgspec.json.Encoder().encode
@@ -75,10 +75,8 @@ def new_id(prefix: str) -> str:
 
 
 def item_id(prefix: str) -> str:
-    """An output item's id (`msg_`, `rs_`, `fc_`, `call_`): unique, not secret, so from
-    `random` (reseeded in each forked worker), not from the kernel (a getrandom(2) each was
-    4% of a stored Responses stream's CPU)."""
-    return f"{prefix}_{random.getrandbits(192):048x}"
+    """An output item's id (`msg_`, `rs_`, `fc_`, `call_`): unique, not secret (`ids`)."""
+    return f"{prefix}_{unique_hex(192)}"
 
 
 def usage(value: Usage | None) -> ResponseUsage | None:

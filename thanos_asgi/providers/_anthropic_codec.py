@@ -26,7 +26,6 @@ Mapping decisions (PROVIDERS.md sections 0 and 2):
 
 from __future__ import annotations
 
-import random
 import re
 import time
 from typing import Any, Literal
@@ -34,6 +33,7 @@ from typing import Any, Literal
 import msgspec
 
 from thanos_asgi.exceptions import InvalidRequest
+from thanos_asgi.ids import unique_hex
 from thanos_asgi.providers import anthropic_types as api
 from thanos_asgi.providers.anthropic_types import (
     MessageResponse,
@@ -301,7 +301,7 @@ class Stream:
     """One stream's state: ids, the usage so far, and which blocks are tool calls."""
 
     def __init__(self, model: str) -> None:
-        self.id = f"msg_{random.getrandbits(96):024x}"  # until message_start names it
+        self.id = f"msg_{unique_hex(96)}"  # until message_start names it
         self.created = int(time.time())
         self.model = model
         self.usage: Usage | None = None

@@ -5,26 +5,17 @@ The id goes into `scope["thanos.request_id"]` and onto the response as `x-reques
 
 from __future__ import annotations
 
-import os
-import random
 from collections.abc import Awaitable
 
 from thanos_asgi.frontends.asgi import ASGIApp, Message, Receive, Scope, Send
+from thanos_asgi.ids import unique_hex
 
 MAX_LENGTH = 128
 
-# Request ids are unique, not secret (a client may send its own), so they come from a
-# generator of ours rather than the kernel (a getrandom(2) per request): its own instance, so
-# a host app's `random.seed()` cannot make two processes repeat each other, reseeded from the
-# kernel in every forked worker.
-_ids = random.Random()
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_ids.seed)
-
 
 def new_id() -> bytes:
-    """32 hex digits."""
-    return b"%032x" % _ids.getrandbits(128)
+    """32 hex digits, unique, not secret (`thanos_asgi.ids`)."""
+    return unique_hex(128).encode()
 
 
 def _acceptable(value: bytes) -> bool:
