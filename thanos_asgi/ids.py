@@ -21,5 +21,5 @@ if hasattr(os, "register_at_fork"):
 
 
 def unique_hex(bits: int) -> str:
-    """`bits` random bits (a multiple of 4) as lowercase hex, zero-padded."""
-    return "%0*x" % (bits >> 2, _ids.getrandbits(bits))
+    """`bits` random bits (a multiple of 8) as lowercase hex."""
+    return _ids.randbytes(bits >> 3).hex()
