@@ -231,6 +231,9 @@ def main() -> int:
         help="gateway-redis's state (flushed before each run; default $THANOS_BENCH_REDIS_URL, "
         "else %(default)s)",
     )
+    parser.add_argument(
+        "--chunks", type=int, default=20, help="content chunks per stream (default %(default)s)"
+    )
     parser.add_argument("--inner", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -242,7 +245,8 @@ def main() -> int:
         asyncio.run(run)
         return 0
     port = free_port()
-    upstream = subprocess.Popen([sys.executable, str(HERE / "upstream.py"), "--port", str(port)])
+    command = [sys.executable, str(HERE / "upstream.py"), "--port", str(port)]
+    upstream = subprocess.Popen([*command, "--chunks", str(args.chunks)])
     try:
         _wait_port(port)
         if args.profile:
@@ -257,7 +261,8 @@ def main() -> int:
     kind = ("stream" if args.stream else "completion") + (" (cache hit)" if args.cache else "")
     print(
         f"{per:,.0f} instructions per {kind} ({args.few} and {args.many} requests, "
-        f"{args.target}: {TARGETS[args.target].route}, {TARGETS[args.target].dialect} client)"
+        f"{args.target}: {TARGETS[args.target].route}, {TARGETS[args.target].dialect} client"
+        + (f", {args.chunks} chunks)" if args.stream else ")")
     )
     return 0
 

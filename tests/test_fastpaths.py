@@ -142,12 +142,41 @@ def test_a_reads_events_in_one_pass_are_its_blocks_parsed_one_by_one(
 ) -> None:
     """A read's events, as `SSEBuffer` hands them over (complete, line ends `\\n`): the regex
     pass gives what parsing each block gives, whatever the blocks hold."""
-    from thanos_asgi.upstream.framing import data_of, parse_block, typed, typed_events
+    from thanos_asgi.upstream.framing import data_lines, data_of, parse_block, typed, typed_events
 
     complete = (b"\n\n" * gaps).join(blocks) + b"\n\n"
     each = [block for block in complete.split(b"\n\n") if block]
     assert typed_events(complete) == [typed(block) for block in each]
-    assert data_of(complete) == [parse_block(block).data for block in each]
+    datas = [parse_block(block).data for block in each]
+    assert data_of(complete) == datas
+    assert data_lines(complete) in (None, datas)
+
+
+_JSON = st.recursive(
+    st.none() | st.integers() | st.text(alphabet='[]{}\\" a\n', max_size=6),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=2), inner),
+    max_leaves=12,
+)
+
+
+@settings(derandomize=True, max_examples=500)
+@given(values=st.lists(_JSON, min_size=1, max_size=5), limit=st.integers(0, 6))
+def test_values_one_to_a_line_are_checked_by_their_deepest_line(
+    values: list[Any], limit: int
+) -> None:
+    """`lines_within` bounds each line's nesting, so `one_per_line` refuses what `lines` (the
+    whole text's check) refuses, and decodes the same values."""
+    data = b"\n".join(msgspec.json.encode(value) for value in values)
+    most = max(line.count(b"[") + line.count(b"{") for line in data.split(b"\n"))
+    assert sanitize.lines_within(data, limit) == (most <= limit)
+    decoder = Decoder(limit=limit)
+    try:
+        expected = decoder.lines(data)
+    except NestingTooDeep:
+        with pytest.raises(NestingTooDeep):
+            decoder.one_per_line(data)
+    else:
+        assert decoder.one_per_line(data) == expected
 
 
 def _recorded_streams(provider: str) -> list[bytes]:
@@ -174,6 +203,9 @@ def test_every_recorded_stream_is_read_in_the_one_pass(provider: str, pattern: s
     assert len(reads) >= 8
     for complete in reads:
         assert framing._whole(getattr(framing, pattern).findall(complete), complete)
+        if provider == "gemini":  # one split, and one depth check for the whole read
+            assert framing.data_lines(complete) is not None
+            assert sanitize.lines_within(complete)
     complete = b'event: ping\ndata: {}\n\nevent: message_stop\ndata: {"a":1}\n\n'
     assert framing._TYPED.findall(complete) == framing.typed_events(complete)
     assert framing.typed_events(complete) == [(b"ping", b"{}"), (b"message_stop", b'{"a":1}')]

