@@ -68,16 +68,24 @@ class StreamDecoder:
             self.choices.setdefault(0, _ChoiceState()).finish = "SAFETY"
         chunks = []
         for candidate in event.candidates:
-            state = self.choices.get(candidate.index)
+            index = candidate.index
+            state = self.choices.get(index)
             if state is None:
-                state = self.choices[candidate.index] = _ChoiceState()
+                state = self.choices[index] = _ChoiceState()
             text = plain_text(candidate)
             if text is None:
                 delta = self._delta(read_candidate(candidate), state)
             else:
                 delta = Delta(content=text) if text else None
-            if delta is not None:
-                chunks.append(self._chunk(candidate.index, state, delta))
+            if delta is None:
+                pass
+            elif state.role_sent:  # most events: what `_chunk` makes, without its two calls
+                choice = ChunkChoice(index=index, delta=delta)
+                chunks.append(
+                    ChatChunk(id=self.id, created=self.created, model=self.model, choices=[choice])
+                )
+            else:
+                chunks.append(self._chunk(index, state, delta))
             state.finish = candidate.finish_reason or state.finish
         return chunks
 
