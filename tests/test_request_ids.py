@@ -37,3 +37,22 @@ def test_a_forked_worker_draws_its_own_ids() -> None:
     os.waitpid(pid, 0)
     parent = b"".join(new_id() for _ in range(4))
     assert len(child) == 128 and child != parent
+
+
+def test_made_up_completion_and_call_ids_do_not_repeat_under_a_seeded_random() -> None:
+    """The ids a provider does not send come from the same generator (`thanos_asgi.ids`)."""
+    from thanos_asgi.frontends._anthropic_out import _message_id, _tool_id
+    from thanos_asgi.providers._gemini_ids import completion_id as gemini_id
+    from thanos_asgi.providers._ollama_codec import completion_id as ollama_id
+
+    for make, form in [
+        (ollama_id, r"chatcmpl-[0-9a-f]{24}"),
+        (lambda: gemini_id(""), r"chatcmpl-[0-9a-f]{24}"),
+        (lambda: _message_id(""), r"msg_[0-9a-f]{24}"),
+        (lambda: _tool_id(None), r"toolu_[0-9a-f]{24}"),
+    ]:
+        random.seed(7)
+        first = make()
+        random.seed(7)
+        second = make()
+        assert re.fullmatch(form, first) and first != second

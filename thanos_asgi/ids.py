@@ -1,5 +1,7 @@
 """Ids that must be unique but need not be secret: request ids (a client may send its own),
-Responses output items, placeholders until a provider names a message.
+Responses output items, placeholders until a provider names a message, and the completion,
+message and tool-call ids a provider does not send (Ollama, the `claude` command, Gemini
+without a `responseId`, an OpenAI-compatible server's empty ones for an Anthropic client).
 
 They come from a generator of the gateway's own, not from the kernel (a getrandom(2) each
 cost ~0.3 us here, and was 4% of a stored Responses stream's CPU): its own `random.Random`,

@@ -14,7 +14,6 @@ interleaves them) still go to that call's block index, which the SDK accumulates
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +21,7 @@ import msgspec
 
 from thanos_asgi.exceptions import ThanosError, UpstreamProtocolError
 from thanos_asgi.frontends.errors import anthropic_error
+from thanos_asgi.ids import unique_hex
 from thanos_asgi.providers.anthropic_types import (
     BlockDelta,
     ContentBlock,
@@ -54,11 +54,11 @@ def error_event(exc: ThanosError) -> bytes:
 def _message_id(upstream_id: str) -> str:
     if upstream_id.startswith("msg_"):
         return upstream_id
-    return "msg_" + (upstream_id or secrets.token_hex(12))
+    return "msg_" + (upstream_id or unique_hex(96))
 
 
 def _tool_id(call_id: str | None) -> str:
-    return call_id or f"toolu_{secrets.token_hex(12)}"  # some servers send "" (Gemini's /v1)
+    return call_id or f"toolu_{unique_hex(96)}"  # some servers send "" (Gemini's /v1)
 
 
 def _stop(finish: str | None, called_tools: bool) -> str:

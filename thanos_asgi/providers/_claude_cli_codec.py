@@ -20,7 +20,6 @@ in `result` and the HTTP status, when known, in `api_error_status`. Other events
 from __future__ import annotations
 
 import re
-import secrets
 import time
 from collections import deque
 from typing import Any
@@ -28,6 +27,7 @@ from typing import Any
 import msgspec
 
 from thanos_asgi.exceptions import InvalidRequest, UpstreamProtocolError, UpstreamStatusError
+from thanos_asgi.ids import unique_hex
 from thanos_asgi.sanitize import Decoder
 from thanos_asgi.types import (
     ChatChunk,
@@ -168,7 +168,7 @@ class Stream:
     and whether the result has come (`done`)."""
 
     def __init__(self, model: str) -> None:
-        self.id = f"chatcmpl-{secrets.token_hex(12)}"
+        self.id = f"chatcmpl-{unique_hex(96)}"
         self.created = int(time.time())
         self.model = model
         self.pending: deque[ChatChunk] = deque()

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import hashlib
 import re
-import secrets
+
+from thanos_asgi.ids import unique_hex
 
 _SIGNED_ID = re.compile(r"call_[0-9a-f]+_\d+_ts_([A-Za-z0-9_-]+)")
 _URLSAFE = re.compile(r"[A-Za-z0-9_-]+")
@@ -37,4 +38,4 @@ def signature_of(tool_call_id: str) -> str | None:
 
 
 def completion_id(response_id: str) -> str:
-    return f"chatcmpl-{response_id or secrets.token_hex(12)}"
+    return f"chatcmpl-{response_id or unique_hex(96)}"

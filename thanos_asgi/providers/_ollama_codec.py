@@ -4,13 +4,13 @@ whole answers and the NDJSON stream's state; pure functions, no I/O. The adapter
 
 from __future__ import annotations
 
-import secrets
 import time
 from typing import Any
 
 import msgspec
 
 from thanos_asgi.exceptions import InvalidRequest
+from thanos_asgi.ids import unique_hex
 from thanos_asgi.providers.base import tool_call_arguments
 from thanos_asgi.sanitize import Decoder
 from thanos_asgi.types import (
@@ -246,7 +246,7 @@ def _think(effort: str | None) -> bool | str | None:
 def tool_calls(calls: list[_Call] | None) -> list[ToolCall]:
     return [
         ToolCall(
-            id=call.id or f"call_{secrets.token_hex(12)}",
+            id=call.id or f"call_{unique_hex(96)}",
             function=FunctionCall(name=call.function.name, arguments=_arguments(call)),
         )
         for call in calls or ()
@@ -272,7 +272,7 @@ def usage(line: _Line) -> Usage:
 
 
 def completion_id() -> str:
-    return f"chatcmpl-{secrets.token_hex(12)}"
+    return f"chatcmpl-{unique_hex(96)}"
 
 
 class Stream:
