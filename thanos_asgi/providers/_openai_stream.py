@@ -96,12 +96,16 @@ class Read:
         """`piece` as `piece` reads it, its leading plain events (no usage or error)
         decoded in one call when that call can vouch for them (`plain_chunks`), the rest one
         by one."""
-        if piece.startswith(b":") or piece.find(b"\n\n:") >= 0:
-            piece = uncommented(piece)
         # (not `[DONE]`: `plain_end` leaves out a last one, and one before the end is not a
         # `data: {` line, so `plain_chunks` refuses the read)
         cut = plain_end(piece, first(piece, MARKED))
         chunks = plain_chunks(piece[:cut])
+        if chunks is None and (piece.startswith(b":") or piece.find(b"\n\n:") >= 0):
+            # a comment among the events is one reason it refuses (no `JOIN` around it): look
+            # for them only then, not over every read
+            piece = uncommented(piece)
+            cut = plain_end(piece, first(piece, MARKED))
+            chunks = plain_chunks(piece[:cut])
         if chunks is None:
             return self._events(adapter, piece, [])
         if piece.rfind(b'"reasoning') >= 0 or piece.rfind(b'"tool_calls"') >= 0:
