@@ -375,21 +375,27 @@ _CHOICES = st.builds(
 
 
 @settings(derandomize=True, max_examples=500)
-@given(choices=st.lists(st.lists(_CHOICES, max_size=2), min_size=1, max_size=10))
+@given(
+    choices=st.lists(st.lists(_CHOICES, max_size=2), min_size=1, max_size=10),
+    cut=st.integers(0, 10),
+)
 def test_the_messages_streams_usual_text_chunk_gives_the_events_of_any_chunk(
-    choices: list[list[dict[str, Any]]],
+    choices: list[list[dict[str, Any]]], cut: int
 ) -> None:
-    """`/v1/messages` streams write a chunk of more text straight to its event; the events are
-    those the general path (`add`) writes for the same chunks, in the same order."""
+    """`/v1/messages` streams keep a chunk of more text and write a run of them in one encode;
+    the events are those the general path (`add`) writes for the same chunks, in the same
+    order, however the chunks came in reads."""
     from thanos_asgi.frontends._anthropic_out import _Events
     from thanos_asgi.types import ChatChunk
 
     chunks = [msgspec.convert({"id": "c", "model": "m", "choices": c}, ChatChunk) for c in choices]
     fast, general = _Events("m"), _Events("m")
+    fast.batch(chunks[:cut])
+    out = fast.flush()
+    fast.batch(chunks[cut:])
     for chunk in chunks:
-        fast.feed(chunk)
         general.add(chunk)
-    assert fast.flush() == general.flush()
+    assert out + fast.flush() == general.flush()
     assert (fast.finish, fast.index, fast.open) == (general.finish, general.index, general.open)
 
 

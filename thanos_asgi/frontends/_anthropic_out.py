@@ -21,6 +21,7 @@ import msgspec
 
 from thanos_asgi.exceptions import ThanosError, UpstreamProtocolError
 from thanos_asgi.frontends.errors import anthropic_error
+from thanos_asgi.frontends.sse import joined
 from thanos_asgi.ids import unique_hex
 from thanos_asgi.providers.anthropic_types import (
     BlockDelta,
@@ -38,6 +39,7 @@ from thanos_asgi.providers.anthropic_types import (
 )
 from thanos_asgi.sanitize import Decoder
 from thanos_asgi.types import ChatChunk, ChatResponse, Delta, ToolCallDelta
+from thanos_asgi.types import Usage as ChatUsage
 
 if TYPE_CHECKING:
     from thanos_asgi.core.gateway import Reply
@@ -114,20 +116,21 @@ async def events(reply: Reply) -> AsyncIterator[bytes]:
     assert reply.batches is not None
     stream = _Events(reply.model)
     async for batch in reply.batches:  # the events of one upstream read as one piece
-        for chunk in batch:
-            if chunk.usage is not None:
-                reply.usage = chunk.usage
-            stream.feed(chunk)
+        used = stream.batch(batch)
+        if used is not None:
+            reply.usage = used
         data = stream.flush()
         if data:
             yield data
     yield stream.end(reply)
 
 
-_TEXT_DELTA = (
+_TEXT_HEAD = (  # a text delta's event up to its text (`%` the block's index)
     b'event: content_block_delta\ndata: {"type":"content_block_delta","index":%d,'
-    b'"delta":{"type":"text_delta","text":%b}}\n\n'
+    b'"delta":{"type":"text_delta","text":'
 )
+_TEXT_TAIL = b"}}\n\n"
+_TEXT_DELTA = _TEXT_HEAD + b"%b" + _TEXT_TAIL
 
 
 def _frame(name: bytes, event: msgspec.Struct) -> bytes:
@@ -145,22 +148,32 @@ class _Events:
         self.tools: dict[int, int] = {}  # canonical tool call index -> block index
         self.finish: str | None = None
         self.out: list[bytes] = []
+        self.texts: list[str] = []  # the open text block's deltas not yet in `out`
 
-    def feed(self, chunk: ChatChunk) -> None:
-        """Add `chunk`'s events to those `flush` hands out next."""
-        choices = chunk.choices
-        if self.open == "text" and len(choices) == 1:  # the usual chunk: more of the text
-            choice = choices[0]
-            delta = choice.delta
-            more = delta.reasoning_content or delta.reasoning_signature or delta.tool_calls
-            if choice.index == 0 and delta.content and not more:
-                self.out.append(_TEXT_DELTA % (self.index, _encode(delta.content)))
-                self.finish = choice.finish_reason or self.finish
-                return
-        self.add(chunk)
+    def batch(self, chunks: list[ChatChunk]) -> ChatUsage | None:
+        """Add the events of one read's `chunks` to those `flush` hands out next; the last
+        usage among them. The usual chunk, more text for the open text block, is only kept:
+        a run of them goes out in one encode (`_texts_out`)."""
+        used = None
+        texts = self.texts
+        for chunk in chunks:
+            if chunk.usage is not None:
+                used = chunk.usage
+            choices = chunk.choices
+            if self.open == "text" and len(choices) == 1:  # the usual chunk: more of the text
+                choice = choices[0]
+                delta = choice.delta
+                more = delta.reasoning_content or delta.reasoning_signature or delta.tool_calls
+                if choice.index == 0 and delta.content and not more:
+                    texts.append(delta.content)
+                    self.finish = choice.finish_reason or self.finish
+                    continue
+            self.add(chunk)
+        return used
 
     def add(self, chunk: ChatChunk) -> None:
-        """`feed` for any chunk."""
+        """`batch` for any one chunk."""
+        self._texts_out()
         if not self.started:
             self._start(chunk.id, chunk.model)
         for choice in chunk.choices:
@@ -234,12 +247,21 @@ class _Events:
         head = MessageResponse(id=_message_id(upstream_id), model=self.model, usage=usage)
         self.out.append(_frame(b"message_start", MessageStart(message=head)))
 
+    def _texts_out(self) -> None:
+        """The kept text deltas as their events (what `_text` makes of each: tested)."""
+        if self.texts:
+            head = _TEXT_HEAD % self.index
+            self.out.append(head + joined(self.texts, _TEXT_TAIL + head) + _TEXT_TAIL)
+            self.texts.clear()
+
     def flush(self) -> bytes:
+        self._texts_out()
         data = b"".join(self.out)
         self.out.clear()
         return data
 
     def end(self, reply: Reply) -> bytes:
+        self._texts_out()
         if not self.started:
             self._start("", self.model)
         self._close()
