@@ -530,3 +530,46 @@ def test_gemini_and_ollama_frame_a_read_in_one_encode_as_each_answer_alone(
     shape = ollama._Shape("m", chat=True, started=0.0)
     lines = [shape.line(t, thinking=t or None) for read in reads for t in read]
     assert ollama._encode_lines(lines) == b"".join(encode(line) + b"\n" for line in lines)
+
+
+_GEMINI_EVENTS = st.lists(
+    st.tuples(
+        st.lists(st.tuples(st.integers(0, 2), st.sampled_from(["", "tok ", "é\n"])), max_size=3),
+        st.sampled_from(["", "gemini-2.5-flash", "gemini-2.5-flash-001"]),
+    ),
+    min_size=1,
+    max_size=8,
+)
+
+
+@settings(derandomize=True, max_examples=300)
+@given(events=_GEMINI_EVENTS)
+def test_a_gemini_streams_text_chunks_carry_the_streams_envelope(
+    events: list[tuple[list[tuple[int, str]], str]],
+) -> None:
+    """`StreamDecoder.feed` builds the usual text chunk inline: each chunk still has the
+    stream's id and time, the latest model named, one choice of its candidate's index, its
+    text, and the role on that index's first chunk only."""
+    from thanos_asgi.providers._gemini_stream import StreamDecoder
+    from thanos_asgi.providers.gemini_types import GenerateResponse
+
+    decoder, model, seen = StreamDecoder("asked"), "asked", set()
+    for candidates, version in events:
+        body = {
+            "candidates": [{"index": i, "content": {"parts": [{"text": t}]}} for i, t in candidates]
+        }
+        event = msgspec.convert(
+            {**body, "modelVersion": version, "responseId": "r1"}, GenerateResponse
+        )
+        model = version or model
+        chunks = iter(decoder.feed(event, b"{}"))
+        for index, text in candidates:
+            if not text:
+                continue
+            chunk = next(chunks)
+            assert (chunk.id, chunk.created, chunk.model) == (decoder.id, decoder.created, model)
+            [choice] = chunk.choices
+            assert (choice.index, choice.delta.content, choice.finish_reason) == (index, text, None)
+            assert choice.delta.role == (None if index in seen else "assistant")
+            seen.add(index)
+        assert next(chunks, None) is None
