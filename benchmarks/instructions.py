@@ -204,7 +204,7 @@ def _flush(args: argparse.Namespace) -> None:
         flush_redis(args.redis_url)
 
 
-def main() -> int:
+def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stream", action="store_true", help="streams instead of completions")
     parser.add_argument("--few", type=int, default=200)
@@ -236,7 +236,11 @@ def main() -> int:
     )
     parser.add_argument("--inner", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> int:
+    args = _arguments()
     if args.inner is not None:
         ledger = not args.no_ledger
         run = _inner(
