@@ -143,12 +143,14 @@ class Dispatcher:
                     break
                 await asyncio.sleep(delay)
                 pending = failed
+            raise last or _nothing_to_try(targets)
         except Exception:
             raise
         except BaseException:  # cancelled (the client left, a deadline): ended, not failed
             self._cancelled(targets, call)
             raise
-        raise last or _nothing_to_try(targets)
+        finally:  # a kept exception's traceback holds this frame: no cycle through `last`
+            last = None
 
     async def _pooled(self, target: Target, call: _Call, deadline: float | None) -> Reply:
         """`_try` with each usable credential of a pooled instance in turn, while the
@@ -181,12 +183,11 @@ class Dispatcher:
         if probes is None:
             breaker = health.refusing(target.model)
             call.attempts.append(f"{target.instance}:circuit_{breaker.state}")
-            unavailable = ProviderUnavailable(
+            message = (
                 f"provider '{target.instance}' is unavailable for '{target.model}' (circuit "
-                f"{breaker.state}; last error: {breaker.last_error})",
-                code="circuit_open",
-            )
-            raise _tried(unavailable, call, target, 0.0)
+                f"{breaker.state}; last error: {breaker.last_error})"
+            )  # (raised unnamed: a local naming it would tie it to this frame in a cycle)
+            raise _tried(ProviderUnavailable(message, code="circuit_open"), call, target, 0.0)
         label = f"{target.instance}#{credential.id}" if credential else target.instance
         holds = _Holds(target, health, probes, time.perf_counter(), label, credential)
         token = opened_responses.set(holds.opened)

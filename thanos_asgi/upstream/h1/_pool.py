@@ -117,7 +117,7 @@ class H1Transport:
         first = timeouts.first_byte if timeouts.first_byte is not None else timeouts.read
         while not conn.headed:
             if conn.error is not None:
-                raise conn.error
+                raise conn.failure()
             try:
                 await conn.wait(limit(first, until))
             except TimeoutError:

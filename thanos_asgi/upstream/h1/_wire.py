@@ -15,6 +15,7 @@ switch and a malformed message are refused with `UpstreamProtocolError`.
 from __future__ import annotations
 
 import asyncio
+import copy
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
@@ -74,7 +75,7 @@ class Connection(asyncio.Protocol):
         response that ended cleanly reads the next one (llhttp goes on across keep-alive
         messages); a connection whose response did not end cleanly is closed, except a
         tunnel, which gets a new parser."""
-        if self.spent:
+        if self.spent and self.transport is not None:  # (else made in `connection_made`)
             self.parser = httptools.HttpResponseParser(self)
             self.spent = False
         self.raw_headers: list[tuple[bytes, bytes]] = []
@@ -90,7 +91,12 @@ class Connection(asyncio.Protocol):
     # -- asyncio.Protocol -----------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """The parser is made here and dropped in `connection_lost`: it holds this protocol
+        (its callbacks), so a connection that never opened or has closed would otherwise
+        stay, with its last response's state, until the garbage collector finds the cycle."""
         self.transport = transport  # type: ignore[assignment]
+        self.parser = httptools.HttpResponseParser(self)
+        self.spent = False
 
     def data_received(self, data: bytes) -> None:
         if self.complete:  # bytes after the response, or while idle: out of step, unusable
@@ -117,6 +123,13 @@ class Connection(asyncio.Protocol):
             self.transport.pause_reading()
         self._wake()
 
+    def failure(self) -> Exception:
+        """`error`, to raise: a copy, whose traceback (its frames hold this connection) the
+        connection does not hold in turn. Raised itself, it would tie the request's frames to
+        the connection in a cycle that only the garbage collector frees."""
+        assert self.error is not None
+        return copy.copy(self.error)
+
     def _fail(self, error: Exception | None) -> None:
         """Stop reading this connection; `error` unless a callback set one (or it was done)."""
         if self.error is None and not self.complete:
@@ -125,6 +138,9 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self.spent = True  # never reused: no parser to keep (see `connection_made`)
+        if hasattr(self, "parser"):
+            del self.parser
         if not self.complete and self.error is None:
             if self.headed and not self.keep_alive and not self._framed():
                 self.complete = True  # a body that ends where the connection does
@@ -293,7 +309,7 @@ class Response:
             except TimeoutError:
                 raise UpstreamTimeout("the provider did not answer in time") from None
         if conn.error is not None:
-            raise conn.error
+            raise conn.failure()
 
     def _release(self, *, reuse: bool) -> None:
         if not self._released:
