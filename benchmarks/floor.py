@@ -149,7 +149,7 @@ def main() -> None:
         "--gc-like-thanos",
         action="store_true",
         help="the garbage-collector settings `thanos serve` takes: startup objects frozen, "
-        "the young generation collected every 10,000 net allocations",
+        "the young generation collected every 100,000 net allocations",
     )
     args = parser.parse_args()
     if args.framework == "constant":
@@ -161,7 +161,7 @@ def main() -> None:
     if args.gc_like_thanos:  # as thanos_asgi/server/serve.py `_tune_gc`
         gc.collect()
         gc.freeze()
-        gc.set_threshold(10_000, *gc.get_threshold()[1:])
+        gc.set_threshold(100_000, *gc.get_threshold()[1:])
     uvicorn.run(
         app,
         host=args.host,
