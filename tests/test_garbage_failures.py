@@ -88,21 +88,35 @@ def provider(reply: Reply) -> Callable[[asyncio.StreamReader, Writer], Awaitable
     return handler
 
 
+BASES = {"openai-compatible": "/v1", "anthropic": "", "gemini": "/v1beta"}
+CLIENTS = {  # front-end: its route and a request in its dialect
+    "chat": ("/v1/chat/completions", HI),
+    "messages": ("/v1/messages", {**HI, "max_tokens": 16}),
+    "responses": ("/v1/responses", {"model": "m", "input": "hi"}),
+}
+
+
 @asynccontextmanager
-async def gateway_at(reply: Reply, tmp_path: Path) -> AsyncIterator[ASGIApp]:
-    """The app, in front of a provider answering every request with `reply`, warmed."""
+async def gateway_at(
+    reply: Reply, tmp_path: Path, kind: str = "openai-compatible", client: str = "chat"
+) -> AsyncIterator[ASGIApp]:
+    """The app, in front of a `kind` provider answering every request with `reply`, warmed
+    with a whole answer and a stream from `client`."""
     async with serving(provider(reply)) as server:
-        base = server.url.removesuffix("/chat")
+        base = server.url.removesuffix("/v1/chat") + BASES[kind]
         text = (
-            f'[providers.up]\nkind = "openai-compatible"\nbase_url = "{base}"\nmodels = ["m"]\n'
+            f'[providers.up]\nkind = "{kind}"\nbase_url = "{base}"\nmodels = ["m"]\n'
+            'api_key = "k"\n'
             "[routing]\nrequest_timeout_ms = 50\nmax_retries = 1\nretry_backoff_ms = 1\n"
             f'[cost]\nledger_path = "{tmp_path / "usage.db"}"\n'
+            f'[responses]\nstore_path = "{tmp_path / "responses.db"}"\n'
         )
         gateway = Gateway(parse_config(text, source="test.toml", env={}))
         app = build_app(gateway)
+        route, body = CLIENTS[client]
         async with gateway:
-            for body in (HI, {**HI, "stream": True}):
-                await post(app, body)  # connections, caches, lazily built parts
+            for warm in (body, {**body, "stream": True}):
+                await post(app, warm, route)  # connections, caches, lazily built parts
             yield app
 
 
@@ -118,6 +132,29 @@ async def test_a_failing_provider_leaves_no_cycles(tmp_path: Path, reply: Reply)
             for body in (HI, {**HI, "stream": True}):
                 status, sent = await post(app, body)
                 assert status >= 400 or b'"error"' in sent
+        assert sorted({type(o).__qualname__ for o in found}) == []
+
+
+@pytest.mark.parametrize("reply", [status_500, cut_short, too_slow], ids=["500", "cut", "slow"])
+@pytest.mark.parametrize(
+    ("client", "kind"),
+    [
+        ("chat", "anthropic"),
+        ("chat", "gemini"),
+        ("messages", "openai-compatible"),
+        ("responses", "openai-compatible"),
+    ],
+)
+async def test_every_translation_failing_leaves_no_cycles(
+    tmp_path: Path, client: str, kind: str, reply: Reply
+) -> None:
+    """The same through the other front-ends and the translating provider adapters."""
+    route, body = CLIENTS[client]
+    async with gateway_at(reply, tmp_path, kind, client) as app:
+        with cyclic_garbage() as found:
+            for sent_body in (body, {**body, "stream": True}):
+                status, sent = await post(app, sent_body, route)
+                assert status >= 400 or b"error" in sent
         assert sorted({type(o).__qualname__ for o in found}) == []
 
 
