@@ -56,3 +56,21 @@ def test_made_up_completion_and_call_ids_do_not_repeat_under_a_seeded_random() -
         random.seed(7)
         second = make()
         assert re.fullmatch(form, first) and first != second
+
+
+def test_stored_response_ids_sort_by_time_and_keep_160_random_bits() -> None:
+    """A stored response's id is the key to read it: unguessable, and in time order so that
+    the store's index grows at its end (OpenAI's own `resp_` ids begin with the time, too)."""
+    import time
+
+    from thanos_asgi.frontends._responses_out import new_id as response_id
+
+    made = int(time.time())
+    ids = [response_id("resp") for _ in range(1_000)]
+    assert all(re.fullmatch(r"resp_[0-9a-f]{48}", i) for i in ids)
+    assert all(made <= int(i[5:13], 16) <= made + 5 for i in ids)
+    assert len({i[13:] for i in ids}) == len(ids)  # the random part alone never repeats
+    random.seed(7)
+    first = response_id("resp")
+    random.seed(7)
+    assert response_id("resp")[13:] != first[13:]  # from `secrets`, not a seeded `random`

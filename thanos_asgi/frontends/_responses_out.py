@@ -70,8 +70,12 @@ _INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"
 
 
 def new_id(prefix: str) -> str:
-    """An id no one can guess: a stored response's (its id is all it takes to read it)."""
-    return f"{prefix}_{secrets.token_hex(24)}"
+    """An id no one can guess: a stored response's (its id is all it takes to read it). The
+    second it was made comes first, in hex, as in OpenAI's own `resp_` ids, then 160 random
+    bits. Later ids sort later, so a put adds to the end of the store's index, not to a random
+    page of it that a large store must read back in: with 1,000,000 rows stored, 19 us a put
+    against 45 for wholly random ids (`benchmarks/store_ids.py`)."""
+    return f"{prefix}_{int(time.time()):08x}{secrets.token_hex(20)}"
 
 
 def item_id(prefix: str) -> str:
