@@ -10,7 +10,7 @@ import gc
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -102,16 +102,21 @@ async def slow_provider(reader: asyncio.StreamReader, writer: asyncio.StreamWrit
             writer.write(answer(json.dumps(completion("m", "hello")).encode()))
             await writer.drain()
             continue
-        sse = stream_body("m", "one two three", True)
-        half = len(sse) // 2
-        writer.write(
-            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
-            b"transfer-encoding: chunked\r\n\r\n%x\r\n%b\r\n" % (half, sse[:half])
-        )
-        await writer.drain()
-        await asyncio.sleep(pause)
-        writer.write(b"%x\r\n%b\r\n0\r\n\r\n" % (len(sse) - half, sse[half:]))
-        await writer.drain()
+        await in_halves(writer, lambda: asyncio.sleep(pause))
+
+
+async def in_halves(writer: asyncio.StreamWriter, between: Callable[[], Awaitable[object]]) -> None:
+    """A chat stream in two chunks, `between()` awaited after the first."""
+    sse = stream_body("m", "one two three", True)
+    half = len(sse) // 2
+    writer.write(
+        b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+        b"transfer-encoding: chunked\r\n\r\n%x\r\n%b\r\n" % (half, sse[:half])
+    )
+    await writer.drain()
+    await between()
+    writer.write(b"%x\r\n%b\r\n0\r\n\r\n" % (len(sse) - half, sse[half:]))
+    await writer.drain()
 
 
 @pytest.mark.parametrize(
@@ -176,16 +181,7 @@ async def test_the_young_threshold_is_far_above_what_open_streams_hold(tmp_path:
     async def paused(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while True:
             await read_request(reader)
-            sse = stream_body("m", "one two three", True)
-            half = len(sse) // 2
-            writer.write(
-                b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
-                b"transfer-encoding: chunked\r\n\r\n%x\r\n%b\r\n" % (half, sse[:half])
-            )
-            await writer.drain()
-            await release.wait()
-            writer.write(b"%x\r\n%b\r\n0\r\n\r\n" % (len(sse) - half, sse[half:]))
-            await writer.drain()
+            await in_halves(writer, release.wait)
 
     async with serving(paused) as server:
         base = server.url.removesuffix("/chat")
