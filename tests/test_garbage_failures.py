@@ -19,7 +19,7 @@ import pytest
 from tests.helpers import post_scope
 from tests.rawserver import answer, chunk, read_request, serving
 from tests.test_garbage import cyclic_garbage, post
-from tests.upstreams import stream_body
+from tests.upstreams import completion, stream_body
 from thanos_asgi import Gateway, build_app
 from thanos_asgi.config import parse_config
 from thanos_asgi.frontends.asgi import ASGIApp, Message
@@ -56,6 +56,45 @@ async def cut_short(writer: Writer, body: dict[str, Any]) -> None:
         writer.write(b'content-length: 100\r\n\r\n{"id":')
     await writer.drain()
     writer.close()
+
+
+FIRST_EVENTS = {  # a stream's first text, by the provider's wire format
+    "anthropic": (
+        b'event: message_start\ndata: {"type":"message_start","message":{"id":"msg_1",'
+        b'"type":"message","role":"assistant","model":"m","content":[],"stop_reason":null,'
+        b'"usage":{"input_tokens":1,"output_tokens":0}}}\n\n'
+        b'event: content_block_start\ndata: {"type":"content_block_start","index":0,'
+        b'"content_block":{"type":"text","text":""}}\n\n'
+        b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,'
+        b'"delta":{"type":"text_delta","text":"hi"}}\n\n'
+    ),
+    "gemini": (
+        b'data: {"candidates":[{"content":{"role":"model","parts":[{"text":"hi"}]},'
+        b'"index":0}],"modelVersion":"m"}\n\n'
+    ),
+    "openai": (
+        b'data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":'
+        b'[{"index":0,"delta":{"role":"assistant","content":"hi"},"finish_reason":null}]}\n\n'
+    ),
+}
+
+
+async def error_event(writer: Writer, body: dict[str, Any]) -> None:
+    """A stream's first text, then (in a read of its own) an error reported inside the
+    stream, in a form every adapter reads as one."""
+    if not body.get("stream"):  # (answered: failures would open the circuit before the stream)
+        writer.write(answer(json.dumps(completion("m", "hello")).encode()))
+        return
+    kind = "gemini" if "contents" in body else "openai" if "stream_options" in body else "anthropic"
+    error = {"type": "invalid_request_error", "code": 400, "message": "refused"}
+    event = b"event: error\ndata: " + json.dumps({"type": "error", "error": error}).encode()
+    writer.write(
+        b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+        b"transfer-encoding: chunked\r\n\r\n" + chunk(FIRST_EVENTS[kind])
+    )
+    await writer.drain()
+    await asyncio.sleep(0.01)
+    writer.write(chunk(event + b"\n\n") + b"0\r\n\r\n")
 
 
 async def closed_at_once(writer: Writer, body: dict[str, Any]) -> None:
@@ -122,8 +161,8 @@ async def gateway_at(
 
 @pytest.mark.parametrize(
     "reply",
-    [status_500, status_400, not_json, cut_short, closed_at_once, too_slow],
-    ids=["500", "400", "not-json", "cut-short", "closed", "timeout"],
+    [status_500, status_400, not_json, cut_short, error_event, closed_at_once, too_slow],
+    ids=["500", "400", "not-json", "cut-short", "error-event", "closed", "timeout"],
 )
 async def test_a_failing_provider_leaves_no_cycles(tmp_path: Path, reply: Reply) -> None:
     """Retried, then answered with an error (or a stream ended with one)."""
@@ -131,11 +170,13 @@ async def test_a_failing_provider_leaves_no_cycles(tmp_path: Path, reply: Reply)
         with cyclic_garbage() as found:
             for body in (HI, {**HI, "stream": True}):
                 status, sent = await post(app, body)
-                assert status >= 400 or b'"error"' in sent
+                assert status >= 400 or b'"error"' in sent or reply is error_event
         assert sorted({type(o).__qualname__ for o in found}) == []
 
 
-@pytest.mark.parametrize("reply", [status_500, cut_short, too_slow], ids=["500", "cut", "slow"])
+@pytest.mark.parametrize(
+    "reply", [status_500, cut_short, error_event, too_slow], ids=["500", "cut", "error", "slow"]
+)
 @pytest.mark.parametrize(
     ("client", "kind"),
     [
@@ -154,7 +195,7 @@ async def test_every_translation_failing_leaves_no_cycles(
         with cyclic_garbage() as found:
             for sent_body in (body, {**body, "stream": True}):
                 status, sent = await post(app, sent_body, route)
-                assert status >= 400 or b"error" in sent
+                assert status >= 400 or b"error" in sent or reply is error_event
         assert sorted({type(o).__qualname__ for o in found}) == []
 
 
@@ -168,17 +209,51 @@ async def test_refused_requests_leave_no_cycles(tmp_path: Path) -> None:
         assert sorted({type(o).__qualname__ for o in found}) == []
 
 
-async def status_of(app: ASGIApp, raw: bytes) -> int:
+async def test_refused_clients_leave_no_cycles(tmp_path: Path) -> None:
+    """What a hostile client is answered most: a wrong key (401), a key past its requests a
+    minute (429), a model its key may not use (403), a body over the limit (413)."""
+    async with serving(provider(status_500)) as server:
+        text = (
+            f'[providers.up]\nkind = "openai-compatible"\nbase_url = "{server.url[:-5]}"\n'
+            'models = ["m", "other"]\n[server]\nmax_body_bytes = 4096\n'
+            '[[server.keys]]\nid = "k"\nkey = "sk-right"\nrpm = 3\nmodels = ["m"]\n'
+            f'[cost]\nledger_path = "{tmp_path / "usage.db"}"\n'
+        )
+        gateway = Gateway(parse_config(text, source="test.toml", env={}))
+        app = build_app(gateway)
+        other = json.dumps({**HI, "model": "other"}).encode()
+        asks = [
+            (b"sk-wrong", json.dumps(HI).encode()),
+            (b"sk-right", json.dumps(HI).encode()),  # (the provider fails it)
+            (b"sk-right", other),
+            (b"sk-right", b" " * 8192),  # the key's third request this minute
+            (b"sk-right", json.dumps(HI).encode()),
+        ]
+        async with gateway:
+            await status_of(app, *asks[0])  # warm
+            with cyclic_garbage() as found:
+                statuses = [await status_of(app, raw, key) for key, raw in asks]
+            assert [statuses[0], *statuses[2:]] == [401, 403, 413, 429]
+            assert sorted({type(o).__qualname__ for o in found}) == []
+
+
+async def status_of(app: ASGIApp, raw: bytes, key: bytes = b"") -> int:
     pending: list[Message] = [{"type": "http.request", "body": raw, "more_body": False}]
     sent: list[Message] = []
 
     async def receive() -> Message:
-        return pending.pop() if pending else {"type": "http.disconnect"}
+        if pending:
+            return pending.pop()
+        await asyncio.Event().wait()  # (the client stays until it is answered)
+        raise AssertionError("unreachable")
 
     async def send(message: Message) -> None:
         sent.append(message)
 
-    await app(post_scope("/v1/chat/completions", raw), receive, send)
+    scope = post_scope("/v1/chat/completions", raw)
+    if key:
+        scope["headers"].append((b"authorization", b"Bearer " + key))
+    await app(scope, receive, send)
     return int(sent[0]["status"])
 
 

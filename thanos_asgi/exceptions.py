@@ -25,6 +25,7 @@ Front-ends turn these into the client's own error shape in one table each
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Self
 
 
 class ThanosError(Exception):
@@ -49,6 +50,13 @@ class ThanosError(Exception):
             self.code = code
         if param is not None:
             self.param = param
+
+    def after(self, seconds: float) -> Self:
+        """This error, to be tried again in `seconds` (Retry-After). Raised as one expression,
+        `raise X(...).after(s)`: an error named by a local of the frame that raises it would
+        hold that frame's traceback, which holds the local, in a cycle (the request with it)."""
+        self.retry_after = seconds
+        return self
 
 
 class ConfigError(ThanosError):

@@ -93,12 +93,10 @@ class Pool:
             return slot
         if cooling:
             wait = max(min(cooling.values()) - time.time(), 0.0)
-            error = CredentialsCooling(
+            raise CredentialsCooling(
                 f"every credential of provider '{self.instance}' is cooling after rate "
                 f"limits; the first is usable again in {wait:.0f} s"
-            )
-            error.retry_after = wait
-            raise error
+            ).after(wait)
         if not serving:
             why = "serves this model"
         elif not enabled:

@@ -103,7 +103,10 @@ class Reply:
             except Exception as exc:
                 failed = failed or exc
         if failed is not None:
-            raise failed
+            try:
+                raise failed
+            finally:  # (its traceback holds this frame: no cycle through the local)
+                failed = None
 
     async def aclose(self, outcome: str = "ok") -> None:
         """Close the upstream (the stream, then every response the attempt opened, which

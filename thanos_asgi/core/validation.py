@@ -125,7 +125,10 @@ class Validator:
             return targets  # nothing here depends on the target
         problem = self._misfit(request, targets[0], wire)
         if problem is not None:
-            raise problem
+            try:
+                raise problem
+            finally:  # (its traceback holds this frame: no cycle through the local)
+                problem = None
         return [targets[0], *(t for t in targets[1:] if self._misfit(request, t, wire) is None)]
 
     def _misfit(self, request: ChatRequest, target: Target, wire: str) -> InvalidRequest | None:

@@ -58,12 +58,10 @@ async def refusal(
     spent, reserved = await state.spent(key)
     left = max(limit - spent - reserved, 0.0)
     held = f", {money(reserved)} held by requests in flight" if reserved else ""
-    error = BudgetExceeded(
+    return BudgetExceeded(
         f"the {label} budget of {money(limit)} this month has {money(left)} left "
         f"({money(spent)} spent{held}); this request would cost up to {money(cost)}"
-    )
-    error.retry_after = _spend.until_next_month()
-    return error
+    ).after(_spend.until_next_month())
 
 
 async def provider_rpm(state: StateBackend, config: Config, instance: str) -> None:
@@ -73,12 +71,10 @@ async def provider_rpm(state: StateBackend, config: Config, instance: str) -> No
         return
     taken = await state.window_take(f"rpm:provider:{instance}", 1, rpm, MINUTE)
     if not taken.allowed:
-        error = ProviderUnavailable(
+        raise ProviderUnavailable(
             f"provider '{instance}' is at its limit of {rpm} requests per minute",
             code="provider_rate_limited",
-        )
-        error.retry_after = taken.reset_after
-        raise error
+        ).after(taken.reset_after)
 
 
 def tpm_estimate(prompt: int, output: int | None) -> int:
@@ -91,10 +87,8 @@ def tokens_hold(ctx: Context, key: str, estimate: int, taken: WindowResult) -> T
     """The key's TPM hold, noted in `ctx.quota`; RateLimited if the window refused it."""
     ctx.quota.tokens = window_of(taken)
     if not taken.allowed:
-        error = RateLimited(
+        raise RateLimited(
             f"the key '{key.split(':', 2)[2]}' is over its {taken.limit} tokens per minute "
             f"(this request needs about {estimate})"
-        )
-        error.retry_after = taken.reset_after
-        raise error
+        ).after(taken.reset_after)
     return Tokens(key, estimate)

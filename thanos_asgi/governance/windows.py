@@ -41,9 +41,8 @@ async def take_request(
     if quota is not None:
         quota.requests = window_of(result)
     if not result.allowed:
-        error = RateLimited(f"{subject.replace(':', ' ')} is over {limit} requests per minute")
-        error.retry_after = math.ceil(result.reset_after)
-        raise error
+        over = f"{subject.replace(':', ' ')} is over {limit} requests per minute"
+        raise RateLimited(over).after(math.ceil(result.reset_after))
     return result
 
 

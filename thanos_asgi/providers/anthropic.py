@@ -136,7 +136,10 @@ class Anthropic(ClaudeOAuth):  # an OAuth login when `uses_claude_login(config)`
                 if chunks:
                     yield chunks
                 if isinstance(end, UpstreamError):
-                    raise end
+                    try:
+                        raise end
+                    finally:  # (its traceback holds this frame: no cycle through `end`)
+                        end = False
                 if end:
                     return  # message_stop
         except UpstreamError as exc:
@@ -202,7 +205,10 @@ class Anthropic(ClaudeOAuth):  # an OAuth login when `uses_claude_login(config)`
                 if out:
                     yield out
                 if isinstance(end, UpstreamError):
-                    raise end
+                    try:
+                        raise end
+                    finally:  # (its traceback holds this frame: no cycle through `end`)
+                        end = False
                 if end:
                     return  # message_stop, or an error event (already in the client's format)
         except UpstreamError as exc:

@@ -193,7 +193,10 @@ class Gemini(HTTPProvider):
                 if chunks:
                     yield chunks
                 if error is not None:
-                    raise error
+                    try:
+                        raise error
+                    finally:  # (its traceback holds this frame: no cycle through `error`)
+                        error = None
         except UpstreamError as exc:
             raise self.tag(exc) from exc.__cause__
         finally:

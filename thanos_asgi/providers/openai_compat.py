@@ -143,7 +143,10 @@ class OpenAICompatible(HTTPProvider):
                 if out:
                     yield out
                 if isinstance(end, UpstreamError):
-                    raise end
+                    try:
+                        raise end
+                    finally:  # (its traceback holds this frame: no cycle through `end`)
+                        end = False
         except UpstreamError as exc:
             raise self.tag(exc) from exc.__cause__
         finally:
@@ -248,7 +251,10 @@ class OpenAICompatible(HTTPProvider):
                 if chunks:
                     yield chunks
                 if isinstance(end, UpstreamError):
-                    raise end
+                    try:
+                        raise end
+                    finally:  # (its traceback holds this frame: no cycle through `end`)
+                        end = False
                 if end:
                     return
         finally:

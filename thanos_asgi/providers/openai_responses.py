@@ -59,7 +59,10 @@ class ResponsesWire(OpenAICompatible):
                 if out:
                     yield out
                 if error is not None:
-                    raise error
+                    try:
+                        raise error
+                    finally:  # (its traceback holds this frame: no cycle through `error`)
+                        error = None
                 return
         except UpstreamError as exc:
             raise self.tag(exc) from exc.__cause__
