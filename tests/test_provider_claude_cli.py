@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import os
@@ -382,3 +383,17 @@ async def test_default_concurrency_is_two(logs: Path, make: Make) -> None:
     overlapping = sum(1 for (_, end), (start, _) in itertools.pairwise(spans) if start < end)
     assert overlapping >= 1  # two ran side by side
     assert spans[2][0] >= min(spans[0][1], spans[1][1])  # the third waited for a slot
+
+
+async def test_a_failing_claude_command_leaves_no_cycles(logs: Path, make: Make) -> None:
+    """An error the command reports, an exit with an error status, silence: each is raised
+    and let go of, not held by the frame that raised it (tests/test_garbage_failures.py)."""
+    from tests.test_garbage import cyclic_garbage
+
+    adapter = make(timeout_ms=400)
+    await adapter.chat(ask("hi"), "default")  # warm
+    with cyclic_garbage() as found:
+        for prompt in ("[[error]]", "[[exit]]", "[[silent]]"):
+            with contextlib.suppress(UpstreamError):
+                await adapter.chat(ask(prompt), "default")
+    assert sorted({type(o).__qualname__ for o in found}) == []

@@ -112,13 +112,18 @@ class _Run:
             await self.fail(exc)
 
     async def fail(self, exc: BaseException) -> NoReturn:
+        """Close, then raise `exc` (a timeout as the adapter's own). `exc` is let go of as it
+        is raised: its traceback holds this frame, which would hold it in a cycle."""
         await self.close()
-        if isinstance(exc, TimeoutError):
-            silent = UpstreamTimeout(f"the claude command was silent for {self.wait:g} s")
-            raise self.owner.tag(silent) from None
-        if isinstance(exc, UpstreamError):
-            self.owner.tag(exc)
-        raise exc
+        try:
+            if isinstance(exc, TimeoutError):
+                silent = f"the claude command was silent for {self.wait:g} s"
+                raise self.owner.tag(UpstreamTimeout(silent)) from None
+            if isinstance(exc, UpstreamError):
+                self.owner.tag(exc)
+            raise exc
+        finally:
+            del exc
 
     async def _step(self) -> None:
         async with asyncio.timeout(self.wait):
