@@ -79,15 +79,33 @@ FIRST_EVENTS = {  # a stream's first text, by the provider's wire format
 }
 
 
+WHOLE = {  # a whole answer, by the provider's wire format
+    "anthropic": (
+        b'{"id":"msg_1","type":"message","role":"assistant","model":"m","content":[{"type":'
+        b'"text","text":"hi"}],"stop_reason":"end_turn","usage":{"input_tokens":1,'
+        b'"output_tokens":1}}'
+    ),
+    "gemini": (
+        b'{"candidates":[{"content":{"role":"model","parts":[{"text":"hi"}]},"finishReason":'
+        b'"STOP","index":0}],"usageMetadata":{"promptTokenCount":1,"candidatesTokenCount":1,'
+        b'"totalTokenCount":2},"modelVersion":"m"}'
+    ),
+    "openai": json.dumps(completion("m", "hi")).encode(),
+}
+
+
 async def error_event(writer: Writer, body: dict[str, Any]) -> None:
     """A stream's first text, then (in a read of its own) an error reported inside the
     stream, in a form every adapter reads as one."""
+    kind = body["_wire"]
     if not body.get("stream"):  # (answered: failures would open the circuit before the stream)
-        writer.write(answer(json.dumps(completion("m", "hello")).encode()))
+        writer.write(answer(WHOLE[kind]))
         return
-    kind = "gemini" if "contents" in body else "openai" if "stream_options" in body else "anthropic"
     error = {"type": "invalid_request_error", "code": 400, "message": "refused"}
     event = b"event: error\ndata: " + json.dumps({"type": "error", "error": error}).encode()
+    if kind == "gemini":  # (its errors come as a plain `data:` line)
+        error = {"code": 400, "message": "refused", "status": "INVALID_ARGUMENT"}
+        event = b"data: " + json.dumps({"error": error}).encode()
     writer.write(
         b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
         b"transfer-encoding: chunked\r\n\r\n" + chunk(FIRST_EVENTS[kind])
@@ -118,9 +136,21 @@ async def streaming(writer: Writer, body: dict[str, Any]) -> None:
 
 
 def provider(reply: Reply) -> Callable[[asyncio.StreamReader, Writer], Awaitable[None]]:
+    """A provider answering every request with `reply`, which finds the wire format the
+    request was sent in under `body["_wire"]`."""
+
     async def handler(reader: asyncio.StreamReader, writer: Writer) -> None:
         while not writer.is_closing():
-            body = json.loads((await read_request(reader)).split(b"\r\n\r\n", 1)[1])
+            head, raw = (await read_request(reader)).split(b"\r\n\r\n", 1)
+            body = json.loads(raw)
+            head = head.lower()
+            body["_wire"] = (
+                "anthropic"
+                if b"anthropic-version" in head
+                else "gemini"
+                if b"generatecontent" in head
+                else "openai"
+            )
             await reply(writer, body)
             await writer.drain()
 
