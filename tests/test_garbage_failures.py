@@ -76,6 +76,11 @@ FIRST_EVENTS = {  # a stream's first text, by the provider's wire format
         b'data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":'
         b'[{"index":0,"delta":{"role":"assistant","content":"hi"},"finish_reason":null}]}\n\n'
     ),
+    "responses": (
+        b'event: response.created\ndata: {"type":"response.created","sequence_number":0,'
+        b'"response":{"id":"resp_1","object":"response","created_at":1,"status":"in_progress",'
+        b'"model":"m","output":[]}}\n\n'
+    ),
 }
 
 
@@ -91,6 +96,12 @@ WHOLE = {  # a whole answer, by the provider's wire format
         b'"totalTokenCount":2},"modelVersion":"m"}'
     ),
     "openai": json.dumps(completion("m", "hi")).encode(),
+    "responses": (
+        b'{"id":"resp_1","object":"response","created_at":1,"status":"completed","model":"m",'
+        b'"output":[{"type":"message","id":"msg_1","role":"assistant","status":"completed",'
+        b'"content":[{"type":"output_text","text":"hi","annotations":[]}]}],'
+        b'"usage":{"input_tokens":1,"output_tokens":1,"total_tokens":2}}'
+    ),
 }
 
 
@@ -103,6 +114,8 @@ async def error_event(writer: Writer, body: dict[str, Any]) -> None:
         return
     error = {"type": "invalid_request_error", "code": 400, "message": "refused"}
     event = b"event: error\ndata: " + json.dumps({"type": "error", "error": error}).encode()
+    if kind == "responses":
+        event = b'event: error\ndata: {"type":"error","code":"server_error","message":"refused"}'
     if kind == "gemini":  # (its errors come as a plain `data:` line)
         error = {"code": 400, "message": "refused", "status": "INVALID_ARGUMENT"}
         event = b"data: " + json.dumps({"error": error}).encode()
@@ -149,6 +162,8 @@ def provider(reply: Reply) -> Callable[[asyncio.StreamReader, Writer], Awaitable
                 if b"anthropic-version" in head
                 else "gemini"
                 if b"generatecontent" in head
+                else "responses"
+                if head.startswith(b"post /v1/responses ")
                 else "openai"
             )
             await reply(writer, body)
@@ -157,7 +172,8 @@ def provider(reply: Reply) -> Callable[[asyncio.StreamReader, Writer], Awaitable
     return handler
 
 
-BASES = {"openai-compatible": "/v1", "anthropic": "", "gemini": "/v1beta"}
+BASES = {"openai-compatible": "/v1", "anthropic": "", "gemini": "/v1beta", "openai": "/v1"}
+WIRES = {"openai": 'wire_api = "responses"\n'}  # (relays the Responses API as it is)
 CLIENTS = {  # front-end: its route and a request in its dialect
     "chat": ("/v1/chat/completions", HI),
     "messages": ("/v1/messages", {**HI, "max_tokens": 16}),
@@ -175,7 +191,7 @@ async def gateway_at(
         base = server.url.removesuffix("/v1/chat") + BASES[kind]
         text = (
             f'[providers.up]\nkind = "{kind}"\nbase_url = "{base}"\nmodels = ["m"]\n'
-            'api_key = "k"\n'
+            f'api_key = "k"\n{WIRES.get(kind, "")}'
             "[routing]\nrequest_timeout_ms = 50\nmax_retries = 1\nretry_backoff_ms = 1\n"
             f'[cost]\nledger_path = "{tmp_path / "usage.db"}"\n'
             f'[responses]\nstore_path = "{tmp_path / "responses.db"}"\n'
@@ -214,6 +230,7 @@ async def test_a_failing_provider_leaves_no_cycles(tmp_path: Path, reply: Reply)
         ("chat", "gemini"),
         ("messages", "openai-compatible"),
         ("responses", "openai-compatible"),
+        ("responses", "openai"),  # relayed
     ],
 )
 async def test_every_translation_failing_leaves_no_cycles(
