@@ -150,7 +150,8 @@ async def streaming(writer: Writer, body: dict[str, Any]) -> None:
 
 def provider(reply: Reply) -> Callable[[asyncio.StreamReader, Writer], Awaitable[None]]:
     """A provider answering every request with `reply`, which finds the wire format the
-    request was sent in under `body["_wire"]`."""
+    request was sent in under `body["_wire"]` (and `"stream": true` for a Gemini stream, which
+    says so in its URL)."""
 
     async def handler(reader: asyncio.StreamReader, writer: Writer) -> None:
         while not writer.is_closing():
@@ -166,6 +167,8 @@ def provider(reply: Reply) -> Callable[[asyncio.StreamReader, Writer], Awaitable
                 if head.startswith(b"post /v1/responses ")
                 else "openai"
             )
+            if b":streamgeneratecontent" in head:
+                body["stream"] = True
             await reply(writer, body)
             await writer.drain()
 
